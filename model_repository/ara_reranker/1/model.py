@@ -1,0 +1,226 @@
+"""ARA-Reranker-V1 (or any HF sequence-classification cross-encoder) as a Triton Python-backend model.
+
+Inputs are tokens, not text: INT64 ``input_ids`` and ``attention_mask`` of shape [rows, length] per
+request (ragged across requests), right-padded. Output: FP32 ``logits`` [rows, 1].
+
+``execute`` makes one pass over every request the dynamic batcher hands it: validate each request,
+strip padding, sort all rows of all requests by length, cut micro-batches under a token budget, pad
+each only to its own longest row, run one forward pass per micro-batch and scatter the logits back.
+A bad request gets its own error response; the others in the batch are still answered.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import site
+import sys
+import time
+from pathlib import Path
+
+# The Python backend stub embeds an isolated interpreter that ignores PYTHONPATH. Honour it here, ahead
+# of the system's site-packages, so that the virtualenv the launcher names supplies torch and numpy.
+for _path in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+        site.addsitedir(_path)  # also runs the directory's .pth files
+
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+from engines import load_engine  # noqa: E402
+
+MODEL_DIR_ENV = "ARA_RERANKER_MODEL_DIR"
+ENGINE_ENV = "ARA_RERANKER_ENGINE"
+ROBERTA_LIKE = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"}
+
+
+class RequestError(ValueError):
+    """A request whose tensors cannot be scored; answered with INVALID_ARG, the batch goes on."""
+
+
+def _parameters(model_config: dict) -> dict[str, str]:
+    return {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
+
+
+def _max_positions(hf_config) -> int:
+    """Longest sequence the position embeddings allow (RoBERTa-likes reserve pad_token_id + 1 slots)."""
+    offset = hf_config.pad_token_id + 1 if hf_config.model_type in ROBERTA_LIKE else 0
+    return int(hf_config.max_position_embeddings) - offset
+
+
+class TritonPythonModel:
+    """Cross-encoder scoring with length-sorted, token-budgeted micro-batches."""
+
+    def initialize(self, args: dict) -> None:
+        model_config = json.loads(args["model_config"])
+        params = _parameters(model_config)
+        repo_root = Path(args["model_repository"]).resolve().parent
+        model_dir = Path(os.environ.get(MODEL_DIR_ENV) or params.get("model_dir", ""))
+        if not model_dir.is_absolute():
+            model_dir = (repo_root / model_dir).resolve()
+        if not (model_dir / "config.json").exists():
+            raise pb_utils.TritonModelException(
+                f"model_dir {model_dir} has no config.json: run `make model` or set {MODEL_DIR_ENV}"
+            )
+        on_gpu = args["model_instance_kind"] == "GPU"
+        device = f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu"
+        self.max_batch_tokens = int(params.get("max_batch_tokens", "16384"))
+        if self.max_batch_tokens <= 0:
+            raise pb_utils.TritonModelException(f"max_batch_tokens must be > 0, got {self.max_batch_tokens}")
+        try:
+            self.engine = load_engine(
+                engine=os.environ.get(ENGINE_ENV) or params.get("engine", "torch"),
+                model_dir=model_dir,
+                device=device,
+                dtype=params.get("dtype", "auto"),
+                num_threads=int(params.get("num_threads", "0")),
+            )
+        except ValueError as exc:
+            raise pb_utils.TritonModelException(str(exc)) from exc
+        hf_config = self.engine.config
+        if hf_config.num_labels != 1:
+            raise pb_utils.TritonModelException(
+                f"{model_dir} has num_labels={hf_config.num_labels}; a cross-encoder reranker has 1"
+            )
+        self.vocab_size = int(hf_config.vocab_size)
+        self.pad_id = int(hf_config.pad_token_id if hf_config.pad_token_id is not None else 0)
+        self.max_length = _max_positions(hf_config)
+        if self.max_batch_tokens < self.max_length:
+            raise pb_utils.TritonModelException(
+                f"max_batch_tokens {self.max_batch_tokens} is below the model's max length {self.max_length}"
+            )
+        self.metrics = _ModelMetrics(args["model_name"])
+        # Warm up so Triton reports READY only once the model has really run.
+        self.engine.forward(np.full((2, 16), self.pad_id + 4, dtype=np.int64), np.ones((2, 16), dtype=np.int64))
+
+    def execute(self, requests: list) -> list:
+        rows: list[np.ndarray] = []  # unpadded input_ids of every row of every valid request
+        owners: list[tuple[int, int]] = []  # (request index, row index) of each entry in rows
+        errors: dict[int, pb_utils.TritonError] = {}
+        outputs: dict[int, np.ndarray] = {}
+        for r, request in enumerate(requests):
+            try:
+                ids, lengths = self._validated(request)
+            except RequestError as exc:
+                errors[r] = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                continue
+            outputs[r] = np.empty((ids.shape[0], 1), dtype=np.float32)
+            for i, n in enumerate(lengths):
+                rows.append(ids[i, :n])
+                owners.append((r, i))
+        self._score(rows, owners, outputs, errors)
+        return [
+            pb_utils.InferenceResponse(error=errors[r])
+            if r in errors
+            else pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("logits", outputs[r])])
+            for r in range(len(requests))
+        ]
+
+    def _validated(self, request) -> tuple[np.ndarray, np.ndarray]:
+        """Return (input_ids, row lengths) of a request, or raise RequestError saying what is wrong."""
+        ids = pb_utils.get_input_tensor_by_name(request, "input_ids")
+        mask = pb_utils.get_input_tensor_by_name(request, "attention_mask")
+        if ids is None or mask is None:
+            raise RequestError("both input_ids and attention_mask are required")
+        ids, mask = ids.as_numpy(), mask.as_numpy()
+        if ids.ndim != 2 or ids.shape != mask.shape:
+            raise RequestError(f"input_ids {list(ids.shape)} and attention_mask {list(mask.shape)} must be equal [rows, length]")
+        if ids.shape[0] == 0 or ids.shape[1] == 0:
+            raise RequestError(f"request has no tokens: shape {list(ids.shape)}")
+        lengths = mask.sum(axis=1)
+        expected = np.arange(ids.shape[1])[None, :] < lengths[:, None]
+        if not np.array_equal(mask, expected):
+            raise RequestError("attention_mask must be 1 for each row's tokens then 0 (right padding)")
+        if lengths.min() == 0:
+            raise RequestError(f"row {int(lengths.argmin())} has no tokens")
+        if lengths.max() > self.max_length:
+            raise RequestError(f"row {int(lengths.argmax())} has {int(lengths.max())} tokens; the model takes at most {self.max_length}")
+        real = ids[expected]
+        if real.min() < 0 or real.max() >= self.vocab_size:
+            raise RequestError(f"input_ids must lie in [0, {self.vocab_size}), got [{int(real.min())}, {int(real.max())}]")
+        return ids, lengths
+
+    def _score(self, rows, owners, outputs, errors) -> None:
+        """Forward every row in length-sorted micro-batches, writing logits into ``outputs``."""
+        if not rows:
+            return
+        lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
+        order = np.argsort(-lengths, kind="stable")
+        real_tokens = padded_tokens = 0
+        for batch in _micro_batches(lengths[order], self.max_batch_tokens):
+            members = order[batch]
+            width = int(lengths[members[0]])
+            ids = np.full((len(members), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(members), width), dtype=np.int64)
+            for j, m in enumerate(members):
+                ids[j, : lengths[m]] = rows[m]
+                mask[j, : lengths[m]] = 1
+            started = time.perf_counter()
+            try:
+                logits = self.engine.forward(ids, mask)
+            except Exception as exc:  # e.g. out of memory: fail only the requests in this micro-batch
+                for m in members:
+                    r = owners[m][0]
+                    errors.setdefault(r, pb_utils.TritonError(f"forward pass failed: {exc}"))
+                continue
+            self.metrics.observe_forward(len(members), int(lengths[members].sum()), ids.size, time.perf_counter() - started)
+            real_tokens += int(lengths[members].sum())
+            padded_tokens += ids.size
+            for j, m in enumerate(members):
+                r, i = owners[m]
+                if r in outputs:
+                    outputs[r][i, 0] = logits[j]
+        self.metrics.observe_execute(len(rows), real_tokens, padded_tokens)
+
+    def finalize(self) -> None:
+        self.engine = None
+
+
+def _micro_batches(sorted_lengths: np.ndarray, max_batch_tokens: int):
+    """Cut length-descending rows into slices whose padded size (rows x longest) fits the budget."""
+    start = 0
+    while start < len(sorted_lengths):
+        width = int(sorted_lengths[start])
+        size = max(1, max_batch_tokens // width)
+        yield slice(start, min(start + size, len(sorted_lengths)))
+        start += size
+
+
+class _ModelMetrics:
+    """Per-execute and per-forward metrics exported on Triton's metrics port."""
+
+    SIZE_BUCKETS = [2.0**k for k in range(0, 15)]
+    TOKEN_BUCKETS = [2.0**k for k in range(4, 20)]
+    DURATION_BUCKETS = [0.0005 * 1.5**k for k in range(0, 25)]
+
+    def __init__(self, model_name: str) -> None:
+        self._labels = {"model": model_name}
+        self._families = []  # a Metric is only valid while its MetricFamily lives
+        histogram, counter, gauge = pb_utils.MetricFamily.HISTOGRAM, pb_utils.MetricFamily.COUNTER, pb_utils.MetricFamily.GAUGE
+        self.rows = self._metric("ara_reranker_execute_rows", "Rows (query-document pairs) per execute() call", histogram, self.SIZE_BUCKETS)
+        self.batch_rows = self._metric("ara_reranker_forward_rows", "Rows per forward pass (micro-batch)", histogram, self.SIZE_BUCKETS)
+        self.batch_tokens = self._metric("ara_reranker_forward_tokens", "Padded tokens computed per forward pass", histogram, self.TOKEN_BUCKETS)
+        self.duration = self._metric("ara_reranker_forward_duration_seconds", "Duration of one forward pass", histogram, self.DURATION_BUCKETS)
+        self.real = self._metric("ara_reranker_real_tokens_total", "Real (non-padding) tokens computed", counter)
+        self.padded = self._metric("ara_reranker_padded_tokens_total", "Tokens computed including padding", counter)
+        self.padding_ratio = self._metric("ara_reranker_padding_ratio", "Real / padded tokens of the last execute() call", gauge)
+
+    def _metric(self, name: str, description: str, kind, buckets: list[float] | None = None):
+        family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
+        self._families.append(family)
+        if buckets is None:
+            return family.Metric(labels=self._labels)
+        return family.Metric(labels=self._labels, buckets=buckets)
+
+    def observe_forward(self, rows: int, real_tokens: int, padded_tokens: int, seconds: float) -> None:
+        self.batch_rows.observe(rows)
+        self.batch_tokens.observe(padded_tokens)
+        self.duration.observe(seconds)
+        self.real.increment(real_tokens)
+        self.padded.increment(padded_tokens)
+
+    def observe_execute(self, rows: int, real_tokens: int, padded_tokens: int) -> None:
+        self.rows.observe(rows)
+        if padded_tokens:
+            self.padding_ratio.set(real_tokens / padded_tokens)

@@ -1,0 +1,236 @@
+"""Start and stop a real tritonserver with this project's model repository.
+
+Prefers a ``tritonserver`` on PATH (NVIDIA's container on GPU nodes) and falls back to the binary
+bundled in the ``nvidia-pytriton`` wheel (Triton 2.51, runs on CPU). Used by ``make run``, the
+benchmarks and the test fixtures: ``with TritonServer(TritonOptions(model_dir=...)) as triton: ...``.
+
+``python -m server.triton_launcher --model tiny`` runs one in the foreground until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["TritonOptions", "TritonServer", "TritonStartError", "free_port"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
+MODEL_NAME = "ara_reranker"
+
+
+class TritonStartError(RuntimeError):
+    """tritonserver exited or did not get the model ready in time; the message holds its log tail."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def has_gpu() -> bool:
+    """Whether a CUDA device is visible (decides the default model configuration)."""
+    return shutil.which("nvidia-smi") is not None and subprocess.run(
+        ["nvidia-smi", "-L"], capture_output=True, check=False
+    ).returncode == 0
+
+
+@dataclass
+class TritonOptions:
+    """How to run tritonserver. Ports of 0 are replaced by free ones at start."""
+
+    model_dir: Path | None = None  # exported to model.py as ARA_RERANKER_MODEL_DIR
+    engine: str | None = None  # exported as ARA_RERANKER_ENGINE; None keeps config.pbtxt's
+    config_name: str | None = None  # None: "cpu" without a GPU, config.pbtxt with one
+    host: str = "127.0.0.1"  # loopback by default: only the gateway should reach Triton
+    grpc_port: int = 0
+    http_port: int = 0
+    metrics_port: int = 0
+    model_repository: Path = MODEL_REPOSITORY
+    log_path: Path | None = None  # default: a file in a temporary directory
+    startup_timeout_s: float = 180.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+    verbose: bool = False
+
+
+class TritonServer:
+    """A tritonserver process; a context manager that starts it and waits until the model is ready."""
+
+    def __init__(self, options: TritonOptions) -> None:
+        self.options = options
+        self.process: subprocess.Popen | None = None
+        self._tmp = tempfile.TemporaryDirectory(prefix="tritonserver-")
+        self.log_path = options.log_path or Path(self._tmp.name) / "tritonserver.log"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.options.host}:{self.options.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.options.host}:{self.options.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.options.host}:{self.options.metrics_port}/metrics"
+
+    def __enter__(self) -> "TritonServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Launch tritonserver and block until the model is READY (TritonStartError otherwise)."""
+        opts = self.options
+        for name in ("grpc_port", "http_port", "metrics_port"):
+            if not getattr(opts, name):
+                setattr(opts, name, free_port(opts.host))
+        command, env = self._command()
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        # Its own process group, so that stop() also reaches the Python backend stubs.
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        log.close()
+        self.wait_ready(opts.startup_timeout_s)
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        opts = self.options
+        env = dict(os.environ, **opts.extra_env)
+        if opts.model_dir is not None:
+            env["ARA_RERANKER_MODEL_DIR"] = str(Path(opts.model_dir).resolve())
+        if opts.engine:
+            env["ARA_RERANKER_ENGINE"] = opts.engine
+        config_name = opts.config_name if opts.config_name is not None else ("" if has_gpu() else "cpu")
+        command = [
+            "--model-repository", str(opts.model_repository),
+            "--grpc-address", opts.host, "--grpc-port", str(opts.grpc_port),
+            "--http-address", opts.host, "--http-port", str(opts.http_port),
+            "--metrics-address", opts.host, "--metrics-port", str(opts.metrics_port),
+            "--allow-metrics", "true", "--allow-gpu-metrics", "true",
+            "--exit-timeout-secs", "10",
+            "--log-verbose", "1" if opts.verbose else "0",
+        ]
+        if config_name:
+            command += ["--model-config-name", config_name]
+        system = shutil.which("tritonserver")
+        if system:
+            return [system, *command], env
+        binary, backends, libs = self._bundled()
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
+        # The stub's embedded interpreter imports torch and transformers from this environment.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (sysconfig.get_paths()["purelib"], env.get("PYTHONPATH", "")) if p)
+        return [str(binary), *command, "--backend-directory", str(backends)], env
+
+    def _bundled(self) -> tuple[Path, Path, Path]:
+        """The tritonserver of nvidia-pytriton, with a backend directory for this Python's stub."""
+        try:
+            import pytriton
+        except ImportError as exc:
+            raise TritonStartError("no tritonserver on PATH and nvidia-pytriton is not installed") from exc
+        root = Path(pytriton.__file__).parent / "tritonserver"
+        version = f"{sys.version_info.major}.{sys.version_info.minor}"
+        stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+        if not stub.exists():
+            raise TritonStartError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
+        backends = Path(self._tmp.name) / "backends"
+        python = backends / "python"
+        python.mkdir(parents=True, exist_ok=True)
+        for source in (root / "backends/python/libtriton_python.so", root / "backends/python/triton_python_backend_utils.py", stub):
+            target = python / source.name
+            if not target.exists():
+                target.symlink_to(source)
+        return root / "bin/tritonserver", backends, Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
+
+    def is_ready(self) -> bool:
+        """Whether the model answers READY on Triton's HTTP endpoint."""
+        url = f"http://{self.http_url}/v2/models/{MODEL_NAME}/ready"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise TritonStartError(f"tritonserver exited with {code}:\n{self.log_tail()}")
+            if self.is_ready():
+                return
+            time.sleep(0.25)
+        self.stop()
+        raise TritonStartError(f"model {MODEL_NAME} not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM (Triton unloads models and exits), then SIGKILL the group if it lingers."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        except ProcessLookupError:
+            pass
+
+    def kill(self) -> None:
+        """SIGKILL the whole group at once (fault-injection tests)."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from server.model_store import prepare
+
+    parser = argparse.ArgumentParser(description="Run tritonserver with the reranker model repository.")
+    parser.add_argument("--model", default="ara", help="ara | tiny | small | large | hub id | path")
+    parser.add_argument("--engine", default=None, help="torch | onnx (default: the config's)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--metrics-port", type=int, default=8002)
+    parser.add_argument("--config-name", default=None, help="model config name (default: cpu without a GPU)")
+    args = parser.parse_args(argv)
+    options = TritonOptions(
+        model_dir=prepare(args.model), engine=args.engine, config_name=args.config_name, host=args.host,
+        grpc_port=args.grpc_port, http_port=args.http_port, metrics_port=args.metrics_port,
+        log_path=PROJECT_ROOT / "logs/tritonserver.log",
+    )
+    with TritonServer(options) as triton:
+        print(f"tritonserver ready: grpc {triton.grpc_url}, http {triton.http_url}, metrics {triton.metrics_url}; log {triton.log_path}")
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
