@@ -1,0 +1,41 @@
+"""Shared fixtures: the offline tiny model, a real tritonserver on free loopback ports, and the
+in-process reference that every score the service returns must equal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.model_store import prepare
+from server.triton_launcher import TritonOptions, TritonServer
+
+from tests.reference import InProcessReference
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """models/tiny: real XLM-R tokenizer, random weights (rankings mean nothing; shapes are real)."""
+    return prepare("tiny")
+
+
+@pytest.fixture(scope="session")
+def triton(tiny_model_dir: Path, tmp_path_factory) -> TritonServer:
+    """One tritonserver (the bundled CPU binary) serving the tiny model for the whole session.
+
+    Tests that kill or restart Triton start their own instead."""
+    log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
+    with TritonServer(TritonOptions(model_dir=tiny_model_dir, log_path=log)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def reference(tiny_model_dir: Path) -> InProcessReference:
+    """transformers in-process, one pair at a time: the scores the service must reproduce."""
+    return InProcessReference(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

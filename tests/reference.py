@@ -1,0 +1,37 @@
+"""The in-process reference: what the model gives for a pair with no service, batching or padding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+
+class InProcessReference:
+    """transformers ``AutoModelForSequenceClassification`` run on one pair at a time (no padding at
+    all), document truncated to the model's max length, as sentence-transformers' CrossEncoder does."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+        self.max_length = self.tokenizer.model_max_length
+
+    def encode(self, query: str, document: str) -> list[int]:
+        """Token ids of the pair, document truncated (never the query)."""
+        return self.tokenizer(query, document, truncation="only_second", max_length=self.max_length)["input_ids"]
+
+    def logits_of_ids(self, rows: list[list[int]]) -> np.ndarray:
+        with torch.inference_mode():
+            return np.array(
+                [self.model(input_ids=torch.tensor([row])).logits[0, 0].item() for row in rows], dtype=np.float32
+            )
+
+    def logits(self, query: str, documents: list[str]) -> np.ndarray:
+        return self.logits_of_ids([self.encode(query, d) for d in documents])
+
+    def scores(self, query: str, documents: list[str]) -> np.ndarray:
+        """sigmoid(logit) in float32, the service's default score."""
+        logits = self.logits(query, documents).astype(np.float32)
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
