@@ -1,0 +1,142 @@
+"""Rankers: what scores a query's passages. The service (a gateway, through the generated client) or a
+model run in-process with transformers, as the reference the service must equal.
+
+A ``Ranker`` is any callable ``(query, documents) -> scores``, one score per document in the original
+order; the harness ranks by those scores exactly as the gateway does (see ``metrics.rank_by_scores``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+DEFAULT_GATEWAY = "127.0.0.1:50051"
+LOCAL_PREFIX = "local:"
+# Tokenizers without a configured max length report this sentinel (transformers' VERY_LARGE_INTEGER).
+_UNSET_MAX_LENGTH = 10**9
+
+
+class Ranker(Protocol):
+    """Scores every document of one query; the i-th score belongs to ``documents[i]``."""
+
+    def __call__(self, query: str, documents: Sequence[str]) -> list[float]: ...
+
+
+@dataclass(frozen=True)
+class Target:
+    """One column of the comparison: a gateway (``host:port``) or ``local:<model dir>``, with an
+    optional display name (``name=target`` on the command line)."""
+
+    spec: str
+    name: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.spec.startswith(LOCAL_PREFIX)
+
+    @property
+    def location(self) -> str:
+        """The gateway address or the model directory."""
+        return self.spec[len(LOCAL_PREFIX) :] if self.is_local else self.spec
+
+
+def parse_targets(text: str | None) -> list[Target]:
+    """``name=target,target,...`` into Targets; the default is the gateway of ``make run``."""
+    targets = []
+    for item in (text or DEFAULT_GATEWAY).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, spec = item.partition("=")
+        # "=" names a target only when what precedes it is a bare name, not part of an address or path.
+        if sep and name and not any(c in name for c in ":/"):
+            targets.append(Target(spec.strip(), name.strip()))
+        else:
+            targets.append(Target(item))
+    if not targets:
+        raise ValueError(f"no target in {text!r}: expected host:port or local:<model dir>, comma-separated")
+    for target in targets:
+        if not target.location:
+            raise ValueError(f"empty target in {text!r}")
+    return targets
+
+
+class ServiceRanker:
+    """Scores through the gateway with the generated client (``client.RerankerClient``).
+
+    Groups larger than the gateway's ``max_documents_per_request`` are sent in slices; each pair's score
+    does not depend on the others in its request, so the scores equal one big request's."""
+
+    def __init__(self, client: Any, max_documents: int | None = None) -> None:
+        self._client = client
+        self._max_documents = max_documents or None
+
+    def __call__(self, query: str, documents: Sequence[str]) -> list[float]:
+        scores: list[float | None] = [None] * len(documents)
+        step = self._max_documents or len(documents)
+        for start in range(0, len(documents), step):
+            for result in self._client.rerank(query, list(documents[start : start + step])):
+                scores[start + result.index] = float(result.score)
+        missing = [i for i, s in enumerate(scores) if s is None]
+        if missing:
+            raise RuntimeError(f"the service returned no score for documents {missing[:10]}")
+        return scores  # type: ignore[return-value]
+
+
+class LocalRanker:
+    """The model in-process: transformers ``AutoModelForSequenceClassification``, the pair encoded with
+    the document (never the query) truncated to the tokenizer's max length, score = sigmoid(logit) in
+    float32, as the service and the model card's ``CrossEncoder.predict`` compute it.
+
+    Pairs are sorted by length and run in padded batches; padding moves logits only at float32 rounding."""
+
+    max_concurrency = 1  # torch already uses every core; threads would only contend
+
+    def __init__(self, model_dir: Path | str, batch_size: int = 16) -> None:
+        import torch  # imported here so that evaluating a gateway needs no torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self._torch = torch
+        self.model_dir = Path(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
+        self.model = AutoModelForSequenceClassification.from_pretrained(self.model_dir).eval()
+        if self.model.config.num_labels != 1:
+            raise ValueError(f"{self.model_dir}: a reranker has one output label, this model has {self.model.config.num_labels}")
+        max_length = self.tokenizer.model_max_length
+        self.max_length = 512 if max_length >= _UNSET_MAX_LENGTH else max_length
+        self.batch_size = batch_size
+
+    def __call__(self, query: str, documents: Sequence[str]) -> list[float]:
+        # Whole encodings, not only input_ids: BERT-style rerankers (ms-marco MiniLM) need token_type_ids.
+        encoded = [self.tokenizer(query, d, truncation="only_second", max_length=self.max_length) for d in documents]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
+        scores = [0.0] * len(documents)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            for i, score in zip(batch, self._score_ids([encoded[i] for i in batch])):
+                scores[i] = score
+        return scores
+
+    def _score_ids(self, rows: list[Any]) -> list[float]:
+        torch = self._torch
+        padded = self.tokenizer.pad(rows, return_tensors="pt")
+        with torch.inference_mode():
+            logits = self.model(**padded).logits[:, 0].float()
+        return torch.sigmoid(logits).tolist()
+
+
+@contextlib.contextmanager
+def open_ranker(target: Target) -> Iterator[tuple[str, Ranker]]:
+    """The ranker of a target and its default display name (the served model id, or the model dir's name)."""
+    if target.is_local:
+        ranker = LocalRanker(target.location)
+        yield target.name or f"{ranker.model_dir.name} (in-process)", ranker
+        return
+    from client import RerankerClient  # the generated client; imported late so that local runs need no gRPC
+
+    with RerankerClient(target.location) as client:
+        info = client.info()
+        yield target.name or info.model_id or target.location, ServiceRanker(client, info.limits.max_documents_per_request)

@@ -1,0 +1,177 @@
+"""Friendly Python clients for the reranker service, sync and asyncio, over the generated stubs.
+
+    from client import RerankerClient
+    with RerankerClient("localhost:50051") as reranker:
+        for r in reranker.rerank("ما هي عاصمة السعودية؟", documents, top_k=3, return_documents=True):
+            print(r.index, r.score, r.document)
+
+Requests with more documents than the server's ``max_documents_per_request`` are split here and the
+rankings merged, so callers can send candidate lists of any size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import grpc
+
+from reranker.v1 import reranker_pb2, reranker_pb2_grpc
+
+__all__ = ["RerankerClient", "AsyncRerankerClient", "RerankResult", "RerankerError"]
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """One ranked document: its position in the request, its score, and its text if asked for."""
+
+    index: int
+    score: float
+    document: str | None = None
+
+
+class RerankerError(Exception):
+    """A call failed; ``code`` is the gRPC status (INVALID_ARGUMENT, UNAVAILABLE, ...)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+def _channel_args(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
+
+
+def _credentials(root_certificates: str | Path | None, client_cert: str | Path | None, client_key: str | Path | None):
+    read = lambda p: Path(p).read_bytes() if p else None  # noqa: E731
+    return grpc.ssl_channel_credentials(read(root_certificates), read(client_key), read(client_cert))
+
+
+def _request(query: str, documents: Sequence[str], top_k: int | None, return_documents: bool, raw_scores: bool,
+             truncate: bool) -> reranker_pb2.RerankRequest:
+    return reranker_pb2.RerankRequest(
+        query=query, documents=list(documents), top_k=top_k, return_documents=return_documents, raw_scores=raw_scores,
+        truncation=reranker_pb2.TRUNCATION_END if truncate else reranker_pb2.TRUNCATION_NONE,
+    )
+
+
+def _results(response: reranker_pb2.RerankResponse, offset: int = 0) -> list[RerankResult]:
+    return [
+        RerankResult(r.index + offset, r.score, r.document if r.HasField("document") else None) for r in response.results
+    ]
+
+
+def _merge(parts: list[list[RerankResult]], top_k: int | None) -> list[RerankResult]:
+    """Merge rankings of consecutive slices: best first, ties by lower index (as the server orders)."""
+    merged = sorted((r for part in parts for r in part), key=lambda r: (-r.score, r.index))
+    return merged if top_k is None else merged[:top_k]
+
+
+class _Base:
+    def __init__(self, target: str, api_key: str | None, timeout: float | None, tls: bool,
+                 root_certificates, client_cert, client_key, max_message_bytes: int) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        self._tls = tls or bool(root_certificates or client_cert)
+        self._creds = _credentials(root_certificates, client_cert, client_key) if self._tls else None
+        self._options = _channel_args(max_message_bytes)
+        self._max_documents: int | None = None
+
+    def _slices(self, n: int) -> list[tuple[int, int]]:
+        size = self._max_documents or n
+        return [(start, min(start + size, n)) for start in range(0, n, size)] or [(0, 0)]
+
+
+class RerankerClient(_Base):
+    """Blocking client. Thread-safe; reuse one per process."""
+
+    def __init__(self, target: str = "localhost:50051", *, api_key: str | None = None, timeout: float | None = 60.0,
+                 tls: bool = False, root_certificates: str | Path | None = None, client_cert: str | Path | None = None,
+                 client_key: str | Path | None = None, max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        super().__init__(target, api_key, timeout, tls, root_certificates, client_cert, client_key, max_message_bytes)
+        self.channel = (grpc.secure_channel(target, self._creds, self._options) if self._tls
+                        else grpc.insecure_channel(target, self._options))
+        self.stub = reranker_pb2_grpc.RerankerStub(self.channel)
+
+    def __enter__(self) -> "RerankerClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def _call(self, method, request):
+        try:
+            return method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise RerankerError(exc.code(), exc.details()) from exc
+
+    def info(self) -> reranker_pb2.InfoResponse:
+        """Model, dtype, max input length and every limit of the service."""
+        info = self._call(self.stub.Info, reranker_pb2.InfoRequest())
+        self._max_documents = info.limits.max_documents_per_request or None
+        return info
+
+    def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
+               raw_scores: bool = False, truncate: bool = True) -> list[RerankResult]:
+        """Documents ranked best first (``index`` = position in ``documents``)."""
+        if self._max_documents is None:
+            self.info()
+        slices = self._slices(len(documents))
+        if len(slices) == 1:
+            return _results(self._call(self.stub.Rerank, _request(query, documents, top_k, return_documents, raw_scores, truncate)))
+        parts = [
+            _results(self._call(self.stub.Rerank, _request(query, documents[a:b], top_k, return_documents, raw_scores, truncate)), a)
+            for a, b in slices
+        ]
+        return _merge(parts, top_k)
+
+
+class AsyncRerankerClient(_Base):
+    """asyncio client: ``async with AsyncRerankerClient(target) as c: await c.rerank(...)``."""
+
+    def __init__(self, target: str = "localhost:50051", *, api_key: str | None = None, timeout: float | None = 60.0,
+                 tls: bool = False, root_certificates: str | Path | None = None, client_cert: str | Path | None = None,
+                 client_key: str | Path | None = None, max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        super().__init__(target, api_key, timeout, tls, root_certificates, client_cert, client_key, max_message_bytes)
+        self.channel = (grpc.aio.secure_channel(target, self._creds, self._options) if self._tls
+                        else grpc.aio.insecure_channel(target, self._options))
+        self.stub = reranker_pb2_grpc.RerankerStub(self.channel)
+
+    async def __aenter__(self) -> "AsyncRerankerClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def _call(self, method, request):
+        try:
+            return await method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise RerankerError(exc.code(), exc.details()) from exc
+
+    async def info(self) -> reranker_pb2.InfoResponse:
+        info = await self._call(self.stub.Info, reranker_pb2.InfoRequest())
+        self._max_documents = info.limits.max_documents_per_request or None
+        return info
+
+    async def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
+                     raw_scores: bool = False, truncate: bool = True) -> list[RerankResult]:
+        import asyncio
+
+        if self._max_documents is None:
+            await self.info()
+        slices = self._slices(len(documents))
+        responses = await asyncio.gather(*(
+            self._call(self.stub.Rerank, _request(query, documents[a:b], top_k, return_documents, raw_scores, truncate))
+            for a, b in slices
+        ))
+        return _merge([_results(r, a) for r, (a, _) in zip(responses, slices)], top_k)

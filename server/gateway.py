@@ -1,0 +1,207 @@
+"""The gateway process: wires settings, tokenizer, Triton scorer, service, health, reflection, auth,
+TLS and metrics together, and shuts down gracefully on SIGTERM.
+
+``python -m server.gateway --help`` lists every knob (also settable as RERANKER_* env vars).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from reranker.v1 import reranker_pb2, reranker_pb2_grpc
+from server.auth import ApiKeyInterceptor
+from server.metrics import GatewayMetrics
+from server.reranking import Limits, PairTokenizer, Reranker
+from server.service import RerankerService
+from server.settings import Settings
+from server.triton_client import TritonScorer
+
+__all__ = ["Gateway", "main", "VERSION"]
+
+VERSION = "0.1.0"
+SERVICE_NAME = reranker_pb2.DESCRIPTOR.services_by_name["Reranker"].full_name
+log = logging.getLogger("server.gateway")
+
+
+def load_tokenizer(settings: Settings):
+    """The served model's own fast tokenizer, and the max pair length to use with it."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # its "sequence longer than max length" warning is expected: we truncate
+    tokenizer = AutoTokenizer.from_pretrained(settings.tokenizer)
+    if not tokenizer.is_fast:
+        raise SystemExit(f"{settings.tokenizer} has no fast tokenizer (tokenizer.json)")
+    max_length = settings.max_length or tokenizer.model_max_length
+    if max_length > 100_000:  # transformers' "unset" sentinel
+        raise SystemExit(f"{settings.tokenizer} sets no model_max_length: pass --max-length")
+    return tokenizer, int(max_length)
+
+
+def default_model_id(settings: Settings) -> str:
+    if settings.model_id:
+        return settings.model_id
+    path = Path(settings.tokenizer)
+    return path.name if path.exists() else settings.tokenizer
+
+
+@dataclass
+class Gateway:
+    """A running gateway; ``await Gateway.start(settings)``, then ``await gateway.stop()``."""
+
+    settings: Settings
+    server: grpc.aio.Server
+    scorer: TritonScorer
+    tokenizer: PairTokenizer
+    health: health.aio.HealthServicer
+    metrics: GatewayMetrics
+    port: int
+    metrics_server: object | None = None
+
+    @classmethod
+    async def start(cls, settings: Settings) -> "Gateway":
+        hf_tokenizer, max_length = load_tokenizer(settings)
+        metrics = GatewayMetrics()
+        limits = Limits(settings.max_documents, settings.max_query_chars, settings.max_document_chars,
+                        settings.chunk_size, settings.max_inflight_pairs)
+        tokenizer = PairTokenizer(hf_tokenizer, max_length, settings.tokenizer_threads)
+        scorer = TritonScorer(settings.triton_endpoints, settings.triton_model, settings.health_interval_s)
+        reranker = Reranker(tokenizer, scorer, limits, settings.default_timeout_s)
+        info = reranker_pb2.InfoResponse(
+            model_id=default_model_id(settings), triton_model=settings.triton_model,
+            triton_endpoints=list(settings.triton_endpoints), max_input_length=max_length,
+            limits=reranker_pb2.Limits(
+                max_documents_per_request=settings.max_documents, max_query_chars=settings.max_query_chars,
+                max_document_chars=settings.max_document_chars, max_message_bytes=settings.max_message_bytes,
+                chunk_size=settings.chunk_size, max_inflight_pairs=settings.max_inflight_pairs,
+            ),
+            version=VERSION, auth_required=bool(settings.api_keys),
+        )
+        service = RerankerService(reranker, metrics, info, settings.log_format, settings.log_documents)
+
+        interceptors = []
+        if settings.api_keys:
+            interceptors.append(ApiKeyInterceptor(settings.api_keys, lambda method: metrics.requests.labels(method, "UNAUTHENTICATED").inc()))
+        options = [
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ]
+        server = grpc.aio.server(interceptors=interceptors, options=options)
+        reranker_pb2_grpc.add_RerankerServicer_to_server(service, server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        port = _listen(server, settings)
+
+        gateway = cls(settings, server, scorer, tokenizer, health_servicer, metrics, port)
+        await gateway._track_health(service)
+        if settings.metrics_listen:
+            gateway.metrics_server = _start_metrics(settings.metrics_listen, metrics)
+        await server.start()
+        scorer.start()
+        log.info("gateway listening on %s (port %d), Triton %s, model %s", settings.listen, port,
+                 ",".join(settings.triton_endpoints), info.model_id)
+        return gateway
+
+    async def _track_health(self, service: RerankerService) -> None:
+        """NOT_SERVING until a Triton endpoint has the model ready, and again when none has."""
+        loop = asyncio.get_running_loop()
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        def changed(endpoint: str, up: bool) -> None:
+            self.metrics.set_triton_health(endpoint, up)
+            status = health_pb2.HealthCheckResponse.SERVING if self.scorer.any_healthy else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", SERVICE_NAME):
+                loop.create_task(self.health.set(name, status))
+            if up and not service.info.dtype:
+                loop.create_task(self._describe_model(service))
+
+        for endpoint in self.settings.triton_endpoints:
+            self.metrics.set_triton_health(endpoint, False)
+        self.scorer.on_health_change(changed)
+
+    async def _describe_model(self, service: RerankerService) -> None:
+        try:
+            model = await self.scorer.model_info()
+        except Exception as exc:
+            log.warning("could not read Triton's model config: %s", exc)
+            return
+        service.info.dtype, service.info.engine = model.dtype, model.engine
+        if model.max_batch_size and self.settings.chunk_size > model.max_batch_size:
+            log.error("chunk_size %d exceeds Triton's max_batch_size %d: large requests will be refused; lower RERANKER_CHUNK_SIZE",
+                      self.settings.chunk_size, model.max_batch_size)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING, refuse new calls, let calls in flight finish within the grace period, close."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(self.settings.grace_period_s if grace_s is None else grace_s)
+        await self.scorer.close()
+        self.tokenizer.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+
+    async def wait_for_termination(self) -> None:
+        await self.server.wait_for_termination()
+
+
+def _listen(server: grpc.aio.Server, settings: Settings) -> int:
+    if not settings.tls_cert:
+        port = server.add_insecure_port(settings.listen)
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
+            root_certificates=Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None,
+            require_client_auth=bool(settings.tls_client_ca),
+        )
+        port = server.add_secure_port(settings.listen, credentials)
+    if port == 0:
+        raise SystemExit(f"cannot listen on {settings.listen}")
+    return port
+
+
+def _start_metrics(listen: str, metrics: GatewayMetrics):
+    from prometheus_client import start_http_server
+
+    host, _, port = listen.rpartition(":")
+    server, _thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=metrics.registry)
+    return server
+
+
+def configure_logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    gateway = await Gateway.start(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    print(f"gateway ready on {settings.listen}", flush=True)
+    await stopping.wait()
+    log.info("shutting down: NOT_SERVING, finishing calls in flight (grace %.1fs)", settings.grace_period_s)
+    await gateway.stop()
+    log.info("gateway stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.from_args(argv)
+    configure_logging(settings)
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

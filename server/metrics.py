@@ -1,0 +1,47 @@
+"""Every Prometheus metric the gateway exports (prefix ``reranker_``), in one place.
+
+Triton's own ``nv_inference_*`` metrics and the model's ``ara_reranker_*`` metrics (model.py) are on
+Triton's metrics port; deploy/monitoring/ scrapes both.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["GatewayMetrics"]
+
+# ~100 us to ~40 s, x1.5 per bucket.
+DURATION_BUCKETS = tuple(round(0.0001 * 1.5**k, 6) for k in range(0, 33))
+# Powers of two: documents per request up to 4096, tokens up to ~2M.
+DOCUMENT_BUCKETS = tuple(float(2**k) for k in range(0, 13))
+TOKEN_BUCKETS = tuple(float(2**k) for k in range(4, 22))
+
+
+class GatewayMetrics:
+    """The gateway's metrics, registered on their own registry (one per gateway, so tests can run several)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("reranker_requests", "RPCs answered, by method and gRPC status code", ["method", "code"], registry=r)
+        self.request_duration = Histogram(
+            "reranker_request_duration_seconds", "Whole RPC duration, by method", ["method"], buckets=DURATION_BUCKETS, registry=r
+        )
+        self.stage_duration = Histogram(
+            "reranker_stage_duration_seconds",
+            "Duration of one stage of a successful Rerank: tokenization, inference (Triton round trips), total",
+            ["stage"], buckets=DURATION_BUCKETS, registry=r,
+        )
+        self.documents = Histogram("reranker_request_documents", "Documents per Rerank request", buckets=DOCUMENT_BUCKETS, registry=r)
+        self.documents_total = Counter("reranker_documents", "Documents scored", registry=r)
+        self.input_tokens = Histogram("reranker_request_input_tokens", "Input tokens per Rerank request", buckets=TOKEN_BUCKETS, registry=r)
+        self.input_tokens_total = Counter("reranker_input_tokens", "Input tokens sent to the model", registry=r)
+        self.truncated = Counter("reranker_documents_truncated", "Documents cut to the model's max input length", registry=r)
+        self.in_flight = Gauge("reranker_requests_in_flight", "Rerank RPCs being served now", registry=r)
+        self.inflight_pairs = Gauge("reranker_inflight_pairs", "Pairs admitted and not yet answered", registry=r)
+        self.triton_up = Gauge("reranker_triton_up", "Whether the Triton endpoint's model is ready (1) or not (0)", ["endpoint"], registry=r)
+        for stage in ("tokenization", "inference", "total"):
+            self.stage_duration.labels(stage)  # export every stage from the start
+
+    def set_triton_health(self, endpoint: str, up: bool) -> None:
+        self.triton_up.labels(endpoint).set(1 if up else 0)

@@ -1,0 +1,268 @@
+"""Export a Hugging Face cross-encoder to ONNX for the ``onnx`` engine of the Triton model.
+
+``export_onnx(model_dir)`` writes ``<model_dir>/onnx/model.onnx`` (``make model ... ENGINE=onnx`` runs it):
+
+1. trace ``AutoModelForSequenceClassification`` (fp32, eager attention) with torch's TorchScript
+   exporter, dynamic batch and sequence axes, opset 17. The dynamo exporter also works with torch
+   2.13, but ONNX Runtime's fusions do not recognise its attention subgraph, so it runs slower;
+2. fuse with ``onnxruntime.transformers`` (``bert`` patterns, which cover RoBERTa / XLM-R):
+   Attention, SkipLayerNormalization, BiasGelu; weights stay float32; the graph stays portable
+   across execution providers (no provider-specific offline optimization);
+3. run the exported graph and torch on a few padded batches of random tokens, up to the model's
+   maximum length, and refuse to install it (``OnnxExportError``) if any logit differs by more
+   than ``PARITY_ATOL``.
+
+Concurrent exports of one model directory are serialised by a lock file and each file is moved into
+place atomically, so a reader never sees half a graph; ``onnx/export.json`` is written last and
+records what was exported, so a second call with the same weights and versions returns at once.
+
+``python -m server.onnx_export models/small [--no-optimize] [--force]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ONNX_DIR", "ONNX_FILE", "PARITY_ATOL", "OnnxExportError", "export_onnx"]
+
+ONNX_DIR = "onnx"
+ONNX_FILE = "model.onnx"  # engines.py reads <model_dir>/onnx/model.onnx
+MANIFEST_FILE = "export.json"
+LOCK_FILE = ".export.lock"
+OPSET = 17  # first opset with LayerNormalization; every ONNX Runtime since 1.14 runs it
+PARITY_ATOL = 1e-4  # largest |onnx - torch| logit difference accepted, the service's parity bound
+# Protobuf cannot serialise one message over 2 GiB: larger models (ARA-Reranker-V1 itself is 2.2 GB
+# in fp32) keep their weights in one external data file beside the graph.
+EXTERNAL_DATA_BYTES = 1 << 30
+ROBERTA_LIKE = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"}
+
+
+class OnnxExportError(RuntimeError):
+    """The export failed or the exported graph does not reproduce torch's logits."""
+
+
+def export_onnx(model_dir: Path, optimize: bool = True, *, force: bool = False) -> Path:
+    """Export ``model_dir`` to ``<model_dir>/onnx/model.onnx``, verified against torch; return its path.
+
+    ``optimize`` applies ONNX Runtime's transformer fusions. An export already made from the same
+    weights, options and library versions is kept unless ``force``. Safe to call from several
+    processes at once."""
+    model_dir = Path(model_dir).resolve()
+    if not (model_dir / "config.json").exists():
+        raise OnnxExportError(f"{model_dir} has no config.json: prepare it first (make model MODEL=...)")
+    out_dir = model_dir / ONNX_DIR
+    out_dir.mkdir(exist_ok=True)
+    target = out_dir / ONNX_FILE
+    with _locked(out_dir / LOCK_FILE):
+        fingerprint = _fingerprint(model_dir, optimize)
+        if not force and target.exists() and _manifest(out_dir).get("source") == fingerprint:
+            return target
+        with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as tmp:
+            started = time.perf_counter()
+            staged, max_diff = _export_verified(model_dir, Path(tmp), optimize)
+            (out_dir / MANIFEST_FILE).unlink(missing_ok=True)  # stale from here until the new one lands
+            _install(staged, out_dir)
+            manifest = {
+                "source": fingerprint,
+                "max_abs_diff_vs_torch": max_diff,
+                "parity_atol": PARITY_ATOL,
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+            _atomic_write(out_dir / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
+    return target
+
+
+def _export_verified(model_dir: Path, tmp: Path, optimize: bool) -> tuple[list[Path], float]:
+    """Trace, optionally fuse, and verify in ``tmp``; return the files to install and the max diff."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    # Eager attention traces into the MatMul/Softmax pattern that ORT fuses into one Attention op;
+    # SDPA's mask handling does not fuse. Both compute the same function, which step 3 checks.
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    config = model.config
+    external = sum(p.numel() * p.element_size() for p in model.parameters()) > EXTERNAL_DATA_BYTES
+    traced = tmp / "traced" / ONNX_FILE
+    traced.parent.mkdir()
+    _trace(model, traced, config.pad_token_id or 0)
+    final = tmp / "final" / ONNX_FILE
+    final.parent.mkdir()
+    if optimize:
+        _fuse(traced, final, config, external)
+    else:
+        _resave(traced, final, external)
+    del model  # the reference below loads the model exactly as the torch engine does
+    max_diff = _verify(final, model_dir)
+    return sorted(final.parent.iterdir(), key=lambda p: p.name == ONNX_FILE), max_diff
+
+
+def _trace(model, path: Path, pad_id: int) -> None:
+    import torch
+
+    # Two rows, one padded, so the traced mask arithmetic is the general one.
+    ids = torch.tensor([[0, 1000, 2000, 2, 2, 3000, 4000, 2], [0, 1000, 2, 2, 3000, 2, pad_id, pad_id]])
+    mask = (torch.arange(ids.shape[1])[None, :] < torch.tensor([[8], [6]])).long()
+    dynamic = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}}
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter is deprecated and warns about data-dependent Python branches of
+        # transformers' mask code that are constant for an encoder; the parity check is what counts.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (ids, mask), str(path), input_names=["input_ids", "attention_mask"], output_names=["logits"],
+            dynamic_axes=dynamic, opset_version=OPSET, do_constant_folding=True, dynamo=False,
+        )
+
+
+def _fuse(source: Path, target: Path, config, external: bool) -> None:
+    """ONNX Runtime's transformer fusions (Python only: the result runs on any execution provider)."""
+    from onnxruntime.transformers.fusion_options import AttentionMaskFormat, FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    options = FusionOptions("bert")
+    # Keep the 2-D attention mask as an input of the fused Attention: correct for any padding side,
+    # whereas the 1-D "mask index" form silently assumes right padding.
+    options.attention_mask_format = AttentionMaskFormat.AttentionMask
+    # RoBERTa-likes derive position ids from input_ids (cumsum over non-pad tokens), which the BERT
+    # EmbedLayerNormalization op does not do.
+    options.enable_embed_layer_norm = config.model_type not in ROBERTA_LIKE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optimized = optimize_model(
+            str(source), model_type="bert", num_heads=config.num_attention_heads, hidden_size=config.hidden_size,
+            optimization_options=options, opt_level=0, use_gpu=False,
+        )
+    stats = optimized.get_fused_operator_statistics()
+    if stats.get("Attention", 0) + stats.get("MultiHeadAttention", 0) == 0:
+        # Still correct (verified below), only slower: say so rather than fail.
+        print(f"onnx_export: no attention fusion applied for {config.model_type}; fused ops: {stats}", file=sys.stderr)
+    optimized.save_model_to_file(str(target), use_external_data_format=external, all_tensors_to_one_file=True)
+
+
+def _resave(source: Path, target: Path, external: bool) -> None:
+    """Copy the traced graph, gathering its weights into one file when they are external."""
+    import onnx
+
+    model = onnx.load(str(source))
+    onnx.save_model(model, str(target), save_as_external_data=external, all_tensors_to_one_file=True, location=ONNX_FILE + ".data")
+
+
+def _verify(path: Path, model_dir: Path) -> float:
+    """Max |onnx - torch| logit over a few padded batches; OnnxExportError beyond PARITY_ATOL."""
+    import onnxruntime as ort
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    reference = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for ids, mask in _probe_batches(reference.config):
+        with torch.inference_mode():
+            expected = reference(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
+        (actual,) = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})
+        if actual.shape != expected.shape or not np.isfinite(actual).all():
+            raise OnnxExportError(f"{path}: logits {actual.shape} for input {ids.shape}; torch gives {expected.shape}")
+        diff = float(np.abs(actual - expected).max())
+        worst = max(worst, diff)
+        if diff > PARITY_ATOL:
+            raise OnnxExportError(
+                f"{path} differs from torch by {diff:.3g} > {PARITY_ATOL} on input {list(ids.shape)}; not installed"
+            )
+    return worst
+
+
+def _probe_batches(config) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Right-padded int64 batches of random tokens: one row, mixed lengths, and the longest allowed."""
+    rng = np.random.default_rng(0)
+    offset = config.pad_token_id + 1 if config.model_type in ROBERTA_LIKE else 0
+    longest = int(config.max_position_embeddings) - offset
+    batches = []
+    for lengths in ([5], [40, 33, 17, 3], [longest, 300, 129, 1], [longest]):
+        width = max(lengths)
+        ids = np.full((len(lengths), width), config.pad_token_id or 0, dtype=np.int64)
+        mask = np.zeros((len(lengths), width), dtype=np.int64)
+        for row, n in enumerate(lengths):
+            ids[row, :n] = rng.integers(5, config.vocab_size, size=n)
+            mask[row, :n] = 1
+        batches.append((ids, mask))
+    return batches
+
+
+def _install(files: list[Path], out_dir: Path) -> None:
+    """Move the staged files into place, the graph last: its rename is what readers see."""
+    for source in files:
+        os.replace(source, out_dir / source.name)
+    if not any(f.name.endswith(".data") for f in files):
+        (out_dir / (ONNX_FILE + ".data")).unlink(missing_ok=True)  # left over from an older, larger export
+
+
+def _fingerprint(model_dir: Path, optimize: bool) -> dict:
+    """What the export depends on: the weights and config (size, mtime) and the library versions."""
+    import onnxruntime
+    import torch
+    import transformers
+
+    sources = sorted(p for p in model_dir.iterdir() if p.is_file() and (p.suffix in {".safetensors", ".bin"} or p.name == "config.json"))
+    return {
+        "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sources},
+        "optimize": optimize,
+        "opset": OPSET,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def _manifest(out_dir: Path) -> dict:
+    try:
+        return json.loads((out_dir / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive advisory lock held for the duration (released by the OS if the process dies)."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_dir", type=Path, help="a prepared model directory, e.g. models/small")
+    parser.add_argument("--no-optimize", dest="optimize", action="store_false", help="skip ONNX Runtime's fusions")
+    parser.add_argument("--force", action="store_true", help="export again even if an export of these weights exists")
+    args = parser.parse_args(argv)
+    try:
+        path = export_onnx(args.model_dir, optimize=args.optimize, force=args.force)
+    except OnnxExportError as exc:
+        print(f"onnx export failed: {exc}", file=sys.stderr)
+        return 1
+    manifest = _manifest(path.parent)
+    print(f"{path} (max |onnx - torch| = {manifest.get('max_abs_diff_vs_torch', float('nan')):.2g})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""``make run``: tritonserver and the gateway together, in the foreground; Ctrl-C stops both
+(the gateway first, so calls in flight finish, then Triton)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from server.gateway_process import GatewayProcess
+from server.model_store import OFFLINE_SHAPES, REAL_MODELS, prepare
+from server.triton_launcher import PROJECT_ROOT, TritonOptions, TritonServer
+
+
+def model_id(model: str) -> str:
+    if model in REAL_MODELS:
+        return REAL_MODELS[model]
+    if model in OFFLINE_SHAPES:
+        return f"offline-{model} (random weights, real XLM-R tokenizer)"
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run Triton and the reranker gateway together.")
+    parser.add_argument("--model", default="ara", help="ara | tiny | small | large | hub id | path")
+    parser.add_argument("--engine", default=None, help="torch | onnx (default: the model config's)")
+    parser.add_argument("--listen", default="0.0.0.0:50051", help="gateway gRPC address")
+    parser.add_argument("--metrics-listen", default="0.0.0.0:9090", help="gateway /metrics address")
+    parser.add_argument("--triton-grpc-port", type=int, default=8001)
+    parser.add_argument("--triton-http-port", type=int, default=8000)
+    parser.add_argument("--triton-metrics-port", type=int, default=8002)
+    args, gateway_flags = parser.parse_known_args(argv)
+
+    model_dir = prepare(args.model)
+    logs = PROJECT_ROOT / "logs"
+    options = TritonOptions(
+        model_dir=model_dir, engine=args.engine, grpc_port=args.triton_grpc_port, http_port=args.triton_http_port,
+        metrics_port=args.triton_metrics_port, log_path=logs / "tritonserver.log",
+    )
+    print(f"starting tritonserver with {model_dir} (log: {options.log_path}) ...", flush=True)
+    with TritonServer(options) as triton:
+        gateway_args = {
+            "listen": args.listen, "metrics_listen": args.metrics_listen, "triton_endpoints": triton.grpc_url,
+            "tokenizer": str(model_dir), "model_id": model_id(args.model),
+        }
+        extra = iter(gateway_flags)  # any other --flag value pairs go to the gateway as they are
+        for flag in extra:
+            gateway_args[flag.lstrip("-").replace("-", "_")] = next(extra)
+        gateway = GatewayProcess(gateway_args, log_path=logs / "gateway.log")
+        gateway.start()
+        print(
+            f"\nreranker ready (model {model_id(args.model)})\n"
+            f"  gateway gRPC      {args.listen}   (reranker.v1.Reranker, health, reflection)\n"
+            f"  gateway metrics   http://{args.metrics_listen}/metrics\n"
+            f"  triton gRPC/HTTP  {triton.grpc_url} / {triton.http_url}\n"
+            f"  triton metrics    {triton.metrics_url}\n"
+            f"  logs              {logs}/\n"
+            "Ctrl-C stops both.",
+            flush=True,
+        )
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.is_set() and gateway.process is not None and gateway.process.poll() is None:
+            stop.wait(0.5)
+        print("stopping the gateway, then Triton ...", flush=True)
+        code = gateway.stop()
+        print(f"gateway exited with {code}", flush=True)
+    print("tritonserver stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

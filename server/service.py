@@ -1,0 +1,131 @@
+"""The gRPC service: converts messages, maps errors to status codes, records metrics and request logs.
+
+It holds no reranking logic: ``server.reranking.Reranker`` does the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+
+import grpc
+
+from reranker.v1 import reranker_pb2, reranker_pb2_grpc
+from server.errors import RerankerError, status_of
+from server.metrics import GatewayMetrics
+from server.reranking import Reranker, RerankJob, RerankOutcome
+
+__all__ = ["RerankerService"]
+
+log = logging.getLogger("server.requests")
+
+
+class RerankerService(reranker_pb2_grpc.RerankerServicer):
+    """reranker.v1.Reranker over a ``Reranker`` core."""
+
+    def __init__(self, reranker: Reranker, metrics: GatewayMetrics, info: reranker_pb2.InfoResponse,
+                 log_format: str = "text", log_documents: bool = False) -> None:
+        self.reranker = reranker
+        self.metrics = metrics
+        self.info = info
+        self.log_format = log_format
+        self.log_documents = log_documents
+
+    async def Rerank(self, request: reranker_pb2.RerankRequest, context: grpc.aio.ServicerContext) -> reranker_pb2.RerankResponse:
+        started = time.perf_counter()
+        request_id = _request_id(context)
+        job = RerankJob(
+            query=request.query,
+            documents=request.documents,
+            top_k=request.top_k if request.HasField("top_k") else None,
+            raw_scores=request.raw_scores,
+            truncate=request.truncation != reranker_pb2.TRUNCATION_NONE,
+        )
+        self.metrics.in_flight.inc()
+        code, outcome, error = grpc.StatusCode.OK, None, ""
+        try:
+            outcome = await self.reranker.rerank(job, timeout_s=context.time_remaining())
+        except RerankerError as exc:
+            code, error = status_of(exc), str(exc)
+        except asyncio.CancelledError:
+            code, error = grpc.StatusCode.CANCELLED, "cancelled by the client"
+            raise
+        except Exception as exc:  # a bug: answer INTERNAL, keep the cause in the log
+            code, error = grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the gateway log, request id {request_id}"
+            log.exception("request %s failed", request_id)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.inflight_pairs.set(self.reranker.admission.in_flight)
+            self._record("Rerank", code, started, request_id, job, outcome, error)
+        if code != grpc.StatusCode.OK:
+            await context.abort(code, error)
+        return self._response(request, outcome, time.perf_counter() - started)
+
+    async def Info(self, request: reranker_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> reranker_pb2.InfoResponse:
+        self.metrics.requests.labels("Info", grpc.StatusCode.OK.name).inc()
+        return self.info
+
+    def _response(self, request: reranker_pb2.RerankRequest, outcome: RerankOutcome, total_s: float) -> reranker_pb2.RerankResponse:
+        results = [
+            reranker_pb2.RankedDocument(index=r.index, score=r.score, document=request.documents[r.index])
+            if request.return_documents
+            else reranker_pb2.RankedDocument(index=r.index, score=r.score)
+            for r in outcome.results
+        ]
+        return reranker_pb2.RerankResponse(
+            results=results,
+            usage=reranker_pb2.Usage(documents=outcome.documents, input_tokens=outcome.input_tokens, truncated_documents=outcome.truncated),
+            timings=reranker_pb2.Timings(
+                tokenization_ns=int(outcome.tokenization_s * 1e9), inference_ns=int(outcome.inference_s * 1e9), total_ns=int(total_s * 1e9)
+            ),
+            model_id=self.info.model_id,
+        )
+
+    def _record(self, method: str, code: grpc.StatusCode, started: float, request_id: str, job: RerankJob,
+                outcome: RerankOutcome | None, error: str) -> None:
+        duration = time.perf_counter() - started
+        m = self.metrics
+        m.requests.labels(method, code.name).inc()
+        m.request_duration.labels(method).observe(duration)
+        if outcome is not None:
+            m.stage_duration.labels("tokenization").observe(outcome.tokenization_s)
+            m.stage_duration.labels("inference").observe(outcome.inference_s)
+            m.stage_duration.labels("total").observe(duration)
+            m.documents.observe(outcome.documents)
+            m.documents_total.inc(outcome.documents)
+            m.input_tokens.observe(outcome.input_tokens)
+            m.input_tokens_total.inc(outcome.input_tokens)
+            m.truncated.inc(outcome.truncated)
+        entry = {
+            "request_id": request_id,
+            "method": method,
+            "status": code.name,
+            "documents": len(job.documents),
+            "tokens": outcome.input_tokens if outcome else None,
+            "truncated": outcome.truncated if outcome else None,
+            "duration_ms": round(duration * 1000, 3),
+        }
+        if error:
+            entry["error"] = error
+        if self.log_documents:
+            entry["query"], entry["document_texts"] = job.query, list(job.documents)
+        level = logging.INFO if code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.CANCELLED) else logging.WARNING
+        if self.log_format == "json":
+            log.log(level, json.dumps(entry, ensure_ascii=False))
+        else:
+            log.log(level, " ".join(f"{k}={v}" for k, v in entry.items() if v is not None))
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    """The caller's x-request-id, else a new one (echoed in the trailing metadata)."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and value:
+            request_id = value[:128]
+            break
+    else:
+        request_id = uuid.uuid4().hex
+    context.set_trailing_metadata((("x-request-id", request_id),))
+    return request_id

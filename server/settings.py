@@ -1,0 +1,112 @@
+"""The gateway's one settings object: every knob has a default, a doc, an env var and a flag.
+
+Precedence: command-line flag > environment variable (``RERANKER_<FIELD>``) > default.
+``python -m server.gateway --help`` lists them all; the README's table is generated from the same docs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, Mapping, Sequence
+
+__all__ = ["Settings", "ENV_PREFIX"]
+
+ENV_PREFIX = "RERANKER_"
+
+
+def _knob(default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Gateway configuration (frozen; built once at start and passed in explicitly)."""
+
+    listen: str = _knob("0.0.0.0:50051", "gRPC listen address (host:port)")
+    triton_endpoints: tuple[str, ...] = _knob(
+        ("localhost:8001",), "Triton gRPC endpoints, comma-separated; chunks are spread over them and retried on another when one fails"
+    )
+    triton_model: str = _knob("ara_reranker", "Triton model name")
+    tokenizer: str = _knob("models/ara-reranker-v1", "Directory (or hub id) of the served model's tokenizer")
+    model_id: str = _knob("", "Name reported by Info and responses (default: the tokenizer's model name)")
+    max_length: int = _knob(0, "Max tokens of a (query, document) pair (0: the tokenizer's model_max_length)")
+    chunk_size: int = _knob(32, "Pairs per Triton request; bigger requests are split and sent concurrently (<= Triton max_batch_size)")
+    max_documents: int = _knob(1000, "Max documents per Rerank request")
+    max_query_chars: int = _knob(8192, "Max characters of the query")
+    max_document_chars: int = _knob(65536, "Max characters of one document")
+    max_message_bytes: int = _knob(32 * 1024 * 1024, "Max gRPC message size accepted and sent, in bytes")
+    max_inflight_pairs: int = _knob(8192, "Pairs admitted at once across all calls; beyond it RESOURCE_EXHAUSTED at once")
+    default_timeout_s: float = _knob(60.0, "Bound on a call's Triton work when the client sets no deadline (seconds)")
+    tokenizer_threads: int = _knob(1, "Threads tokenizing off the event loop (leave cores to the model on small machines)")
+    health_interval_s: float = _knob(1.0, "How often Triton's model readiness is polled (seconds)")
+    metrics_listen: str = _knob("0.0.0.0:9090", "Prometheus /metrics address (host:port; empty disables)")
+    api_keys: tuple[str, ...] = _knob((), "Accepted API keys (authorization: Bearer <key>), comma-separated; empty: no auth")
+    tls_cert: str = _knob("", "PEM certificate chain file: serve TLS when set (with tls_key)")
+    tls_key: str = _knob("", "PEM private key file for tls_cert")
+    tls_client_ca: str = _knob("", "PEM CA bundle: require client certificates signed by it (mutual TLS)")
+    grace_period_s: float = _knob(10.0, "On SIGTERM, how long calls in flight may take to finish (seconds)")
+    log_format: str = _knob("text", "Request log format: text or json")
+    log_level: str = _knob("INFO", "Log level")
+    log_documents: bool = _knob(False, "Log query and document text (off: logs carry counts, never text or keys)")
+
+    def __post_init__(self) -> None:
+        checks = {
+            "chunk_size": self.chunk_size > 0,
+            "max_documents": self.max_documents > 0,
+            "max_inflight_pairs": self.max_inflight_pairs >= self.max_documents,
+            "triton_endpoints": len(self.triton_endpoints) > 0,
+            "log_format": self.log_format in ("text", "json"),
+            "tls_key": bool(self.tls_cert) == bool(self.tls_key),
+            "tls_client_ca": not self.tls_client_ca or bool(self.tls_cert),
+            "max_length": self.max_length >= 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid settings: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} "
+                             "(max_inflight_pairs must be >= max_documents; tls_cert needs tls_key; tls_client_ca needs tls_cert)")
+
+    @classmethod
+    def docs(cls) -> list[tuple[str, str, Any, str]]:
+        """(field, env var, default, doc) for every knob."""
+        return [(f.name, ENV_PREFIX + f.name.upper(), f.default, f.metadata["doc"]) for f in fields(cls)]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None:
+                values[f.name] = _parse(f.default, raw)
+        return cls(**values)
+
+    @classmethod
+    def from_args(cls, argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Flags over env vars over defaults."""
+        base = cls.from_env(environ)
+        parser = argparse.ArgumentParser(description="ARA reranker gRPC gateway")
+        for name, env, default, doc in cls.docs():
+            parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=f"{doc} [env {env}; default {_show(default)}]")
+        args = parser.parse_args(argv)
+        overrides = {
+            f.name: _parse(f.default, getattr(args, f.name)) for f in fields(cls) if getattr(args, f.name) is not None
+        }
+        return replace(base, **overrides)
+
+
+def _parse(default: Any, raw: str) -> Any:
+    if isinstance(default, bool):
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(default, tuple):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    if default is MISSING:
+        return raw
+    return type(default)(raw)
+
+
+def _show(default: Any) -> str:
+    if isinstance(default, tuple):
+        return ",".join(default) or "(none)"
+    return repr(default) if default == "" else str(default)
