@@ -20,7 +20,7 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
-from server.errors import BackendError, BackendUnavailable, DeadlineExceeded, InvalidRequest, Overloaded, RerankerError
+from server.errors import BackendError, BackendUnavailable, DeadlineExceeded, Overloaded, RerankerError
 
 __all__ = ["TritonScorer", "ModelInfo"]
 
@@ -162,5 +162,7 @@ def _translate(exc: InferenceServerException, url: str) -> RerankerError:
     if "UNAVAILABLE" in status or "CANCELLED" in status or "not found" in message or "is not ready" in message:
         return BackendUnavailable(f"Triton at {url} is unavailable: {message}")
     if "INVALID_ARG" in status:
-        return InvalidRequest(f"Triton refused the tokens: {message}")
+        # The gateway built these tensors, so Triton refusing them is a deployment mismatch (e.g. chunk_size
+        # above max_batch_size, a tokenizer that is not the served model's), not the caller's fault.
+        return BackendError(f"Triton at {url} refused the gateway's tensors (check the gateway and model configs): {message}")
     return BackendError(f"Triton at {url} failed: {status} {message}")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from server.gateway_process import GatewayProcess
 from server.model_store import prepare
 from server.triton_launcher import TritonOptions, TritonServer
 
@@ -28,6 +29,17 @@ def triton(tiny_model_dir: Path, tmp_path_factory) -> TritonServer:
     log = tmp_path_factory.mktemp("triton") / "tritonserver.log"
     with TritonServer(TritonOptions(model_dir=tiny_model_dir, log_path=log)) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def gateway(triton: TritonServer, tiny_model_dir: Path, tmp_path_factory) -> GatewayProcess:
+    """A real gateway process (free loopback ports) in front of the session Triton.
+
+    Small chunks so that ordinary test requests are split into several concurrent Triton calls."""
+    log = tmp_path_factory.mktemp("gateway") / "gateway.log"
+    args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir), "chunk_size": "8", "model_id": "offline-tiny"}
+    with GatewayProcess(args, log_path=log) as process:
+        yield process
 
 
 @pytest.fixture(scope="session")

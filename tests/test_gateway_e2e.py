@@ -1,0 +1,162 @@
+"""End to end through the real gateway and a real tritonserver (tiny offline model, CPU, loopback).
+
+The service's scores must equal the in-process model's (sigmoid of the logit, float32) and its order
+must be the order of those scores, whatever the chunking and batching."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from client import AsyncRerankerClient, RerankerClient, RerankerError
+from reranker.v1 import reranker_pb2, reranker_pb2_grpc
+from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages
+
+TOL = 1e-4
+
+
+def expected_order(scores: np.ndarray) -> list[int]:
+    """Best first, ties by lower index."""
+    return sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+
+
+@pytest.fixture(scope="module")
+def client(gateway):
+    with RerankerClient(gateway.target, timeout=60) as c:
+        yield c
+
+
+def test_scores_equal_in_process_model_and_order_follows_them(client, reference, rng):
+    documents = mixed_passages(rng, 40) + [long_passage(rng), long_passage(rng)]
+    query = QUERIES[0]
+    results = client.rerank(query, documents)
+    expected = reference.scores(query, documents)
+    assert sorted(r.index for r in results) == list(range(len(documents)))
+    got = np.array([r.score for r in sorted(results, key=lambda r: r.index)], dtype=np.float32)
+    np.testing.assert_allclose(got, expected, atol=TOL, rtol=0)
+    # The order is the order of the service's own scores (robust to float noise between near-equal ones).
+    assert [r.index for r in results] == expected_order(got)
+    assert all(0.0 <= r.score <= 1.0 for r in results)
+
+
+def test_raw_scores_are_the_logits(client, reference, rng):
+    documents = mixed_passages(rng, 12)
+    results = client.rerank(QUERIES[1], documents, raw_scores=True)
+    got = np.array([r.score for r in sorted(results, key=lambda r: r.index)], dtype=np.float32)
+    np.testing.assert_allclose(got, reference.logits(QUERIES[1], documents), atol=TOL, rtol=0)
+
+
+def test_top_k_is_a_prefix_of_the_full_ranking(client, rng):
+    documents = mixed_passages(rng, 20)
+    full = client.rerank(QUERIES[2], documents)
+    assert client.rerank(QUERIES[2], documents, top_k=5) == full[:5]
+    assert client.rerank(QUERIES[2], documents, top_k=1) == full[:1]
+    assert client.rerank(QUERIES[2], documents, top_k=100) == full
+    with pytest.raises(RerankerError) as err:
+        client.rerank(QUERIES[2], documents, top_k=0)
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "top_k" in err.value.details
+
+
+def test_return_documents_echoes_each_text(client, rng):
+    documents = mixed_passages(rng, 6)
+    with_text = client.rerank(QUERIES[3], documents, return_documents=True)
+    assert all(r.document == documents[r.index] for r in with_text)
+    assert all(r.document is None for r in client.rerank(QUERIES[3], documents))
+
+
+def test_truncation_end_cuts_the_document_and_counts_it(gateway, reference, rng):
+    documents = [long_passage(rng), "نص قصير", long_passage(rng)]
+    with grpc.insecure_channel(gateway.target) as channel:
+        stub = reranker_pb2_grpc.RerankerStub(channel)
+        response = stub.Rerank(reranker_pb2.RerankRequest(query=QUERIES[0], documents=documents), timeout=60)
+    assert response.usage.truncated_documents == 2
+    assert response.usage.documents == 3
+    expected_tokens = sum(len(reference.encode(QUERIES[0], d)) for d in documents)
+    assert response.usage.input_tokens == expected_tokens
+    assert max(len(reference.encode(QUERIES[0], d)) for d in documents) == 512
+    got = {r.index: r.score for r in response.results}
+    np.testing.assert_allclose([got[i] for i in range(3)], reference.scores(QUERIES[0], documents), atol=TOL, rtol=0)
+    assert response.timings.total_ns >= response.timings.inference_ns > 0
+    assert response.model_id == "offline-tiny"
+
+
+def test_truncation_none_refuses_naming_the_document_and_its_tokens(client, reference, rng):
+    documents = ["نص قصير", long_passage(rng)]
+    tokens = len(reference.tokenizer(QUERIES[0], documents[1])["input_ids"])
+    with pytest.raises(RerankerError) as err:
+        client.rerank(QUERIES[0], documents, truncate=False)
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "document 1" in err.value.details and str(tokens) in err.value.details and "512" in err.value.details
+    assert len(client.rerank(QUERIES[0], ["نص قصير"], truncate=False)) == 1
+
+
+def test_model_card_example(client, reference):
+    results = client.rerank(MODEL_CARD_QUERY, MODEL_CARD_CANDIDATES, return_documents=True)
+    expected = reference.scores(MODEL_CARD_QUERY, MODEL_CARD_CANDIDATES)
+    assert [r.index for r in results] == expected_order(expected)
+    assert [r.document for r in results] == [MODEL_CARD_CANDIDATES[i] for i in expected_order(expected)]
+
+
+async def test_64_concurrent_clients_each_get_their_own_answer(gateway, reference, rng):
+    requests = [(QUERIES[i % len(QUERIES)] + f" {i}", mixed_passages(rng, 1 + i % 5, max_sentences=4)) for i in range(64)]
+
+    async def one(query, documents):
+        async with AsyncRerankerClient(gateway.target, timeout=120) as c:
+            return await c.rerank(query, documents, raw_scores=True)
+
+    answers = await asyncio.gather(*(one(q, d) for q, d in requests))
+    for (query, documents), results in zip(requests, answers):
+        got = np.array([r.score for r in sorted(results, key=lambda r: r.index)], dtype=np.float32)
+        np.testing.assert_allclose(got, reference.logits(query, documents), atol=TOL, rtol=0)
+
+
+def test_info_describes_the_model_and_limits(client):
+    info = client.info()
+    assert info.model_id == "offline-tiny"
+    assert info.triton_model == "ara_reranker"
+    assert info.max_input_length == 512
+    assert info.dtype == "float32" and info.engine == "torch"
+    assert info.limits.chunk_size == 8 and info.limits.max_documents_per_request == 1000
+    assert info.version
+
+
+def test_health_is_serving_and_reflection_lists_the_service(gateway):
+    with grpc.insecure_channel(gateway.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "reranker.v1.Reranker"):
+            status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+    names = {s.name for s in responses[0].list_services_response.service}
+    assert {"reranker.v1.Reranker", "grpc.health.v1.Health"} <= names
+
+
+@pytest.mark.parametrize(
+    "query, documents, needle",
+    [
+        ("", ["نص"], "query is empty"),
+        ("   ", ["نص"], "query is empty"),
+        ("سؤال", [], "documents is empty"),
+    ],
+)
+def test_invalid_requests_are_invalid_argument(client, query, documents, needle):
+    with pytest.raises(RerankerError) as err:
+        client.rerank(query, documents)
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert needle in err.value.details
+
+
+def test_deadline_shorter_than_the_work_is_deadline_exceeded(gateway, rng):
+    documents = mixed_passages(rng, 200)
+    with RerankerClient(gateway.target, timeout=0.05) as c:
+        with pytest.raises(RerankerError) as err:
+            c.rerank(QUERIES[0], documents)
+    assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    with RerankerClient(gateway.target, timeout=60) as c:  # and the gateway goes on serving
+        assert len(c.rerank(QUERIES[0], documents[:3])) == 3
