@@ -142,8 +142,10 @@ class Gateway:
                       self.settings.chunk_size, model.max_batch_size)
 
     async def stop(self, grace_s: float | None = None) -> None:
-        """NOT_SERVING, refuse new calls, let calls in flight finish within the grace period, close."""
+        """NOT_SERVING, drain, refuse new calls, let calls in flight finish within the grace period, close."""
         await self.health.enter_graceful_shutdown()
+        if self.settings.drain_s > 0:
+            await asyncio.sleep(self.settings.drain_s)
         await self.server.stop(self.settings.grace_period_s if grace_s is None else grace_s)
         await self.scorer.close()
         self.tokenizer.close()

@@ -213,7 +213,17 @@ class Reranker:
             logits[members] = await self.scorer.score(input_ids, mask, deadline)
 
         # A TaskGroup cancels the other chunks (and their Triton calls) as soon as one fails.
-        async with asyncio.TaskGroup() as group:
-            for members in chunks:
-                group.create_task(run(members))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for members in chunks:
+                    group.create_task(run(members))
+        except ExceptionGroup as failed:
+            raise _first_leaf(failed) from None
         return logits
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    """The first real error of a failed TaskGroup (the others were cancelled because of it)."""
+    for exc in group.exceptions:
+        return _first_leaf(exc) if isinstance(exc, BaseExceptionGroup) else exc
+    return group

@@ -1,0 +1,190 @@
+"""Faults provoked for real: Triton absent, killed mid-load and restarted; failover between two
+tritonservers; overload; a misconfigured chunk size; graceful shutdown on SIGTERM.
+
+Each test starts its own tritonserver(s) and gateway on free loopback ports (tiny offline model)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2
+
+from client import RerankerClient, RerankerError
+from server.gateway_process import GatewayProcess
+from server.triton_launcher import TritonOptions, TritonServer, free_port
+from tests.arabic_text import QUERIES, mixed_passages
+
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def triton_on_fixed_ports(model_dir: Path, log: Path) -> TritonServer:
+    """A TritonServer whose ports stay the same across restarts."""
+    return TritonServer(TritonOptions(model_dir=model_dir, grpc_port=free_port(), http_port=free_port(),
+                                      metrics_port=free_port(), log_path=log))
+
+
+def gateway_for(model_dir: Path, endpoints: list[str], tmp_path: Path, **extra: str) -> GatewayProcess:
+    args = {"triton_endpoints": ",".join(endpoints), "tokenizer": str(model_dir), "health_interval_s": "0.2", **extra}
+    return GatewayProcess(args, log_path=tmp_path / "gateway.log")
+
+
+def assert_same_scores(got, expected) -> None:
+    """Same documents with the same scores (to float32 noise: batch composition may differ)."""
+    by_index = lambda results: np.array([r.score for r in sorted(results, key=lambda r: r.index)])  # noqa: E731
+    assert sorted(r.index for r in got) == sorted(r.index for r in expected)
+    np.testing.assert_allclose(by_index(got), by_index(expected), atol=1e-5, rtol=0)
+
+
+def code_of(call) -> grpc.StatusCode:
+    try:
+        call()
+    except RerankerError as exc:
+        return exc.code
+    return grpc.StatusCode.OK
+
+
+class Load:
+    """Bounded background load: ``threads`` clients sending requests until stopped (or ``max_s``)."""
+
+    def __init__(self, target: str, documents: list[str], threads: int = 4, max_s: float = 60.0) -> None:
+        self.target, self.documents, self.threads, self.max_s = target, documents, threads, max_s
+        self.codes: list[grpc.StatusCode] = []
+        self.durations: list[float] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(threads)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_s
+        with RerankerClient(self.target, timeout=30) as client:
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                started = time.monotonic()
+                code = code_of(lambda: client.rerank(QUERIES[0], self.documents))
+                with self._lock:
+                    self.codes.append(code)
+                    self.durations.append(time.monotonic() - started)
+
+    def __enter__(self) -> "Load":
+        self._futures = [self._pool.submit(self._run) for _ in range(self.threads)]
+        return self
+
+    def wait_for(self, count: int, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.codes) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for future in self._futures:
+            future.result()
+        self._pool.shutdown()
+
+
+def test_health_and_unavailable_follow_triton_and_the_gateway_recovers_by_itself(tiny_model_dir, tmp_path, rng):
+    triton = triton_on_fixed_ports(tiny_model_dir, tmp_path / "triton.log")
+    documents = mixed_passages(rng, 10)
+    gateway = gateway_for(tiny_model_dir, [f"127.0.0.1:{triton.options.grpc_port}"], tmp_path)
+    gateway.start(wait_serving=False)
+    try:
+        assert gateway.health() == NOT_SERVING  # no Triton yet
+        with RerankerClient(gateway.target, timeout=30) as client:
+            assert code_of(lambda: client.rerank(QUERIES[0], documents)) == grpc.StatusCode.UNAVAILABLE
+            triton.start()
+            gateway.wait_status(SERVING, 30)
+            before = client.rerank(QUERIES[0], documents)
+            with Load(gateway.target, documents, threads=4) as load:
+                load.wait_for(4)
+                triton.kill()  # mid-load
+                gateway.wait_status(NOT_SERVING, 15)
+                assert code_of(lambda: client.rerank(QUERIES[0], documents)) == grpc.StatusCode.UNAVAILABLE
+            # In-flight calls ended with UNAVAILABLE (never hung, never another code).
+            assert set(load.codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
+            assert grpc.StatusCode.UNAVAILABLE in load.codes
+            assert max(load.durations) < 30
+            triton.start()  # back on the same ports: the gateway serves again by itself
+            gateway.wait_status(SERVING, 30)
+            assert_same_scores(client.rerank(QUERIES[0], documents), before)
+    finally:
+        gateway.stop()
+        triton.stop()
+
+
+def test_failover_between_two_tritons_loses_no_request(tiny_model_dir, tmp_path, rng):
+    first = triton_on_fixed_ports(tiny_model_dir, tmp_path / "t1.log")
+    second = triton_on_fixed_ports(tiny_model_dir, tmp_path / "t2.log")
+    documents = mixed_passages(rng, 16, max_sentences=4)
+    with first, second:
+        endpoints = [first.grpc_url, second.grpc_url]
+        with gateway_for(tiny_model_dir, endpoints, tmp_path, chunk_size="4") as gateway:
+            with RerankerClient(gateway.target, timeout=30) as client:
+                expected = client.rerank(QUERIES[1], documents)
+            with Load(gateway.target, documents, threads=4) as load:
+                load.wait_for(8)
+                first.kill()
+                count = len(load.codes)
+                load.wait_for(count + 16)
+            assert load.codes and set(load.codes) == {grpc.StatusCode.OK}, f"failed: {[c for c in load.codes if c != grpc.StatusCode.OK]}"
+            assert gateway.health() == SERVING  # one endpoint is enough
+            with RerankerClient(gateway.target, timeout=30) as client:
+                assert_same_scores(client.rerank(QUERIES[1], documents), expected)
+
+
+def test_flood_past_the_bound_is_resource_exhausted_while_admitted_calls_succeed(triton, tiny_model_dir, tmp_path, reference, rng):
+    documents = mixed_passages(rng, 10)
+    expected = reference.logits(QUERIES[2], documents)
+    with gateway_for(tiny_model_dir, [triton.grpc_url], tmp_path, max_documents="10", max_inflight_pairs="20") as gateway:
+        def call():
+            with RerankerClient(gateway.target, timeout=60) as client:
+                try:
+                    return client.rerank(QUERIES[2], documents, raw_scores=True)
+                except RerankerError as exc:
+                    return exc
+        with ThreadPoolExecutor(24) as pool:
+            outcomes = list(pool.map(lambda _: call(), range(24)))
+        refused = [o for o in outcomes if isinstance(o, RerankerError)]
+        served = [o for o in outcomes if not isinstance(o, RerankerError)]
+        assert refused and served
+        assert {e.code for e in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert "max_inflight_pairs=20" in refused[0].details
+        for results in served:
+            got = np.array([r.score for r in sorted(results, key=lambda r: r.index)], dtype=np.float32)
+            np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+        assert len(call()) == 10  # once the flood is over, calls are admitted again
+
+
+def test_chunks_larger_than_tritons_batch_limit_are_internal_with_the_cause_logged(triton, tiny_model_dir, tmp_path):
+    # A deployment mistake (chunk_size above config.pbtxt's max_batch_size of 256), not the caller's.
+    with gateway_for(tiny_model_dir, [triton.grpc_url], tmp_path, chunk_size="300") as gateway:
+        with RerankerClient(gateway.target, timeout=60) as client:
+            assert len(client.rerank(QUERIES[0], ["نص"] * 10)) == 10
+            with pytest.raises(RerankerError) as err:
+                client.rerank(QUERIES[0], ["نص"] * 300)
+        assert err.value.code == grpc.StatusCode.INTERNAL
+        assert "refused the gateway's tensors" in gateway.log_tail(200)
+
+
+def test_sigterm_finishes_calls_in_flight_reports_not_serving_and_exits_0(triton, tiny_model_dir, tmp_path, rng):
+    documents = mixed_passages(rng, 120)
+    gateway = gateway_for(tiny_model_dir, [triton.grpc_url], tmp_path, drain_s="1.0", grace_period_s="30")
+    gateway.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            def call():
+                with RerankerClient(gateway.target, timeout=60) as client:
+                    return len(client.rerank(QUERIES[0], documents))
+            futures = [pool.submit(call) for _ in range(4)]
+            time.sleep(0.5)  # the calls are in flight
+            gateway.terminate()
+            gateway.wait_status(NOT_SERVING, 5)  # drain: still answering, but NOT_SERVING
+            assert [f.result() for f in futures] == [120] * 4
+        assert gateway.process.wait(30) == 0
+        with RerankerClient(gateway.target, timeout=5) as client:  # gone: no new calls
+            assert code_of(lambda: client.rerank(QUERIES[0], documents[:1])) == grpc.StatusCode.UNAVAILABLE
+    finally:
+        gateway.stop()
