@@ -21,8 +21,11 @@ __all__ = ["GatewayProcess"]
 class GatewayProcess:
     """``python -m server.gateway`` with the given flags, on free loopback ports unless told otherwise."""
 
-    def __init__(self, args: dict[str, str], env: dict[str, str] | None = None, log_path: Path | None = None) -> None:
+    def __init__(self, args: dict[str, str], env: dict[str, str] | None = None, log_path: Path | None = None,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        """``credentials``: for health checks of a TLS gateway (channel credentials trusting its certificate)."""
         self.args = dict(args)
+        self.credentials = credentials
         self.args.setdefault("listen", f"127.0.0.1:{free_port()}")
         self.args.setdefault("metrics_listen", f"127.0.0.1:{free_port()}")
         self.env = env
@@ -56,7 +59,8 @@ class GatewayProcess:
 
     def health(self, timeout_s: float = 1.0) -> int | None:
         """The health status of the overall server, or None if it does not answer."""
-        with grpc.insecure_channel(self.target) as channel:
+        channel = grpc.secure_channel(self.target, self.credentials) if self.credentials else grpc.insecure_channel(self.target)
+        with channel:
             try:
                 response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
             except grpc.RpcError:
