@@ -70,9 +70,13 @@ def _merge(parts: list[list[RerankResult]], top_k: int | None) -> list[RerankRes
 
 
 class _Base:
+    """Shared by both clients. ``split_large_requests``: send candidate lists longer than the server's
+    max_documents_per_request (learnt from Info on first use) as several requests and merge the rankings."""
+
     def __init__(self, target: str, api_key: str | None, timeout: float | None, tls: bool,
-                 root_certificates, client_cert, client_key, max_message_bytes: int) -> None:
+                 root_certificates, client_cert, client_key, max_message_bytes: int, split_large_requests: bool) -> None:
         self.target = target
+        self.split_large_requests = split_large_requests
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         self._tls = tls or bool(root_certificates or client_cert)
@@ -81,7 +85,7 @@ class _Base:
         self._max_documents: int | None = None
 
     def _slices(self, n: int) -> list[tuple[int, int]]:
-        size = self._max_documents or n
+        size = (self._max_documents if self.split_large_requests else None) or max(n, 1)
         return [(start, min(start + size, n)) for start in range(0, n, size)] or [(0, 0)]
 
 
@@ -90,8 +94,10 @@ class RerankerClient(_Base):
 
     def __init__(self, target: str = "localhost:50051", *, api_key: str | None = None, timeout: float | None = 60.0,
                  tls: bool = False, root_certificates: str | Path | None = None, client_cert: str | Path | None = None,
-                 client_key: str | Path | None = None, max_message_bytes: int = 64 * 1024 * 1024) -> None:
-        super().__init__(target, api_key, timeout, tls, root_certificates, client_cert, client_key, max_message_bytes)
+                 client_key: str | Path | None = None, max_message_bytes: int = 64 * 1024 * 1024,
+                 split_large_requests: bool = True) -> None:
+        super().__init__(target, api_key, timeout, tls, root_certificates, client_cert, client_key, max_message_bytes,
+                         split_large_requests)
         self.channel = (grpc.secure_channel(target, self._creds, self._options) if self._tls
                         else grpc.insecure_channel(target, self._options))
         self.stub = reranker_pb2_grpc.RerankerStub(self.channel)
@@ -120,7 +126,7 @@ class RerankerClient(_Base):
     def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
                raw_scores: bool = False, truncate: bool = True) -> list[RerankResult]:
         """Documents ranked best first (``index`` = position in ``documents``)."""
-        if self._max_documents is None:
+        if self._max_documents is None and self.split_large_requests:
             self.info()
         slices = self._slices(len(documents))
         if len(slices) == 1:
@@ -137,8 +143,10 @@ class AsyncRerankerClient(_Base):
 
     def __init__(self, target: str = "localhost:50051", *, api_key: str | None = None, timeout: float | None = 60.0,
                  tls: bool = False, root_certificates: str | Path | None = None, client_cert: str | Path | None = None,
-                 client_key: str | Path | None = None, max_message_bytes: int = 64 * 1024 * 1024) -> None:
-        super().__init__(target, api_key, timeout, tls, root_certificates, client_cert, client_key, max_message_bytes)
+                 client_key: str | Path | None = None, max_message_bytes: int = 64 * 1024 * 1024,
+                 split_large_requests: bool = True) -> None:
+        super().__init__(target, api_key, timeout, tls, root_certificates, client_cert, client_key, max_message_bytes,
+                         split_large_requests)
         self.channel = (grpc.aio.secure_channel(target, self._creds, self._options) if self._tls
                         else grpc.aio.insecure_channel(target, self._options))
         self.stub = reranker_pb2_grpc.RerankerStub(self.channel)
@@ -167,7 +175,7 @@ class AsyncRerankerClient(_Base):
                      raw_scores: bool = False, truncate: bool = True) -> list[RerankResult]:
         import asyncio
 
-        if self._max_documents is None:
+        if self._max_documents is None and self.split_large_requests:
             await self.info()
         slices = self._slices(len(documents))
         responses = await asyncio.gather(*(

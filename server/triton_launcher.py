@@ -185,24 +185,35 @@ class TritonServer:
             return "(no log)"
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM (Triton unloads models and exits), then SIGKILL the group if it lingers."""
+        """SIGTERM (Triton unloads models and exits), then SIGKILL the group if it lingers.
+
+        The group is killed even when tritonserver itself already died: its Python-backend stubs
+        would otherwise live on, holding shared memory."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
+        if process is None:
             return
         try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout_s)
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout_s)
         except subprocess.TimeoutExpired:
+            pass
+        except ProcessLookupError:
+            return
+        try:
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
         except ProcessLookupError:
             pass
+        process.wait()
 
     def kill(self) -> None:
         """SIGKILL the whole group at once (fault-injection tests)."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+        if process is not None:
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
             process.wait()
 
 

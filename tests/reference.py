@@ -19,8 +19,12 @@ class InProcessReference:
         self.max_length = self.tokenizer.model_max_length
 
     def encode(self, query: str, document: str) -> list[int]:
-        """Token ids of the pair, document truncated (never the query)."""
-        return self.tokenizer(query, document, truncation="only_second", max_length=self.max_length)["input_ids"]
+        """Token ids of the pair, document truncated (never the query).
+
+        Encoded as a batch of one pair, as CrossEncoder.predict does: a single call with an empty
+        document would drop the pair template (``text_pair=""`` is falsy)."""
+        encoded = self.tokenizer([query], [document], truncation="only_second", max_length=self.max_length)
+        return encoded["input_ids"][0]
 
     def logits_of_ids(self, rows: list[list[int]]) -> np.ndarray:
         with torch.inference_mode():
