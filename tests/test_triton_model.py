@@ -1,0 +1,377 @@
+"""The Triton model (model_repository/ara_reranker) through a real tritonserver and tritonclient.
+
+What callers of the model rely on: logits equal the in-process reference whatever the padding, the
+request mix or the dynamic batch; concurrent requests each get their own rows back; a bad request gets
+a clear INVALID_ARGUMENT of its own, even inside a dynamic batch, and the server goes on serving; and
+micro-batches stay under the token budget. Weights are the offline tiny model's (random, from a fixed
+seed): the values mean nothing as rankings, but tokenization, truncation and compute are the real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib.util
+import re
+import sys
+import urllib.request
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tritonclient.utils import InferenceServerException
+
+from server.triton_launcher import MODEL_NAME, MODEL_REPOSITORY
+from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages
+
+ATOL = 1e-4  # float32 tolerance between batched/padded logits and the unpadded reference
+PAD_ID = 1  # XLM-R <pad>; padding ids are never read by the model, only the mask decides
+VOCAB = 250002
+MAX_LENGTH = 512  # the tiny model's positions, like ARA-Reranker-V1's: 514 - (pad_token_id + 1)
+INVALID = "StatusCode.INVALID_ARGUMENT"
+
+Rows = list[list[int]]
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def padded(rows: Rows, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token rows to ``width`` (default: the longest row): INT64 (input_ids, attention_mask)."""
+    width = width or max(len(row) for row in rows)
+    ids = np.full((len(rows), width), PAD_ID, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def _input(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput:
+    tensor = grpcclient.InferInput(name, list(array.shape), datatype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+async def infer(
+    client: aioclient.InferenceServerClient, ids: np.ndarray, mask: np.ndarray, datatype: str = "INT64"
+) -> np.ndarray:
+    """Logits [rows] of one request (raises InferenceServerException on an error response)."""
+    result = await client.infer(
+        MODEL_NAME,
+        [_input("input_ids", ids, datatype), _input("attention_mask", mask, datatype)],
+        outputs=[grpcclient.InferRequestedOutput("logits")],
+    )
+    logits = result.as_numpy("logits")
+    assert logits.dtype == np.float32 and logits.shape == (ids.shape[0], 1)
+    return logits[:, 0]
+
+
+async def statistics(client: aioclient.InferenceServerClient) -> dict[str, int]:
+    """Cumulative model counters: requests (success), rows (inference_count), executions."""
+    stats = (await client.get_inference_statistics(MODEL_NAME, as_json=True))["model_stats"][0]
+    return {
+        "requests": int(stats["inference_stats"]["success"].get("count", 0)),
+        "rows": int(stats.get("inference_count", 0)),
+        "executions": int(stats.get("execution_count", 0)),
+    }
+
+
+async def statistics_since(client, before: dict[str, int], requests: int) -> dict[str, int]:
+    """Counter deltas since ``before`` once ``requests`` more have been recorded (Triton records a
+    request as it is released, which can come a moment after the client holds the response)."""
+    for _ in range(50):
+        counts = {key: value - before[key] for key, value in (await statistics(client)).items()}
+        if counts["requests"] >= requests:
+            return counts
+        await asyncio.sleep(0.1)
+    return counts
+
+
+def metric(metrics_url: str, name: str) -> float:
+    """One sample of model.py's own metrics (labelled with the model name) from Triton's metrics port."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    match = re.search(rf'^{name}\{{model="{MODEL_NAME}"\}} (\S+)$', text, re.MULTILINE)
+    assert match, f"{name} not exported on {metrics_url}"
+    return float(match.group(1))
+
+
+def load_model_module() -> ModuleType:
+    """model.py imported by path, for its pure helpers. It imports ``triton_python_backend_utils``
+    and ``engines``: both are put on sys.path as Triton itself does (the real utils module shipped with
+    the bundled Triton, not a stand-in; the helpers tested here touch nothing that only the stub adds)."""
+    import pytriton
+
+    utils_dir = Path(pytriton.__file__).parent / "tritonserver/backends/python"
+    model_dir = MODEL_REPOSITORY / MODEL_NAME / "1"
+    for path in (str(utils_dir), str(model_dir)):
+        if path not in sys.path:
+            sys.path.append(path)
+    spec = importlib.util.spec_from_file_location("ara_reranker_model", model_dir / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture
+async def client(triton):
+    client = aioclient.InferenceServerClient(triton.grpc_url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="module")
+def pairs(reference) -> Rows:
+    """Token rows of Arabic (query, passage) pairs: 1 to 12 sentences, the model card's example, and
+    three passages far over 512 tokens, truncated (document only) as the gateway does."""
+    rng = np.random.default_rng(2024)
+    rows = [reference.encode(MODEL_CARD_QUERY, doc) for doc in MODEL_CARD_CANDIDATES]
+    for query in QUERIES:
+        rows += [reference.encode(query, doc) for doc in mixed_passages(rng, 6)]
+    for query in QUERIES[:3]:
+        document = long_passage(rng)
+        assert len(reference.tokenizer(query, document)["input_ids"]) > MAX_LENGTH
+        rows.append(reference.encode(query, document))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def expected(reference, pairs) -> np.ndarray:
+    """The reference logits of ``pairs``, one unpadded pair at a time."""
+    return reference.logits_of_ids(pairs)
+
+
+@pytest.fixture(scope="module")
+def good(pairs, expected) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A small valid request and its reference logits: what must still work after any bad request."""
+    ids, mask = padded(pairs[:3])
+    return ids, mask, expected[:3]
+
+
+# --------------------------------------------------------------------------------------------- 1 parity
+def test_pairs_cover_mixed_lengths_and_truncation(pairs):
+    lengths = [len(row) for row in pairs]
+    assert min(lengths) < 40 and lengths.count(MAX_LENGTH) == 3 and max(lengths) == MAX_LENGTH
+    assert len(set(lengths)) > len(lengths) // 2
+
+
+async def test_one_request_with_many_rows_equals_reference(client, pairs, expected):
+    ids, mask = padded(pairs)  # every row padded to the request's longest (512)
+    np.testing.assert_allclose(await infer(client, ids, mask), expected, atol=ATOL, rtol=0)
+
+
+async def test_one_row_per_request_equals_reference(client, pairs, expected):
+    got = [await infer(client, *padded([row])) for row in pairs]
+    np.testing.assert_allclose(np.concatenate(got), expected, atol=ATOL, rtol=0)
+
+
+async def test_extra_padding_does_not_change_logits(client, pairs, expected):
+    ids, mask = padded(pairs[:8], width=MAX_LENGTH + 40)  # wider than the model: padding is stripped
+    ids[mask == 0] = 7  # whatever sits under a 0 mask is ignored
+    np.testing.assert_allclose(await infer(client, ids, mask), expected[:8], atol=ATOL, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------- 2 batching
+async def test_concurrent_requests_are_batched_and_each_gets_its_own_logits(client, pairs, expected):
+    rng = np.random.default_rng(7)
+    requests = []  # (row indices into pairs, extra padding) of 32 requests: 1-8 rows, ragged widths
+    for _ in range(32):
+        members = rng.choice(len(pairs), size=int(rng.integers(1, 9)), replace=False)
+        requests.append((members, int(rng.integers(0, 5))))
+    before = await statistics(client)
+
+    async def one(members: np.ndarray, extra: int) -> np.ndarray:
+        rows = [pairs[m] for m in members]
+        return await infer(client, *padded(rows, width=max(len(row) for row in rows) + extra))
+
+    results = await asyncio.gather(*(one(members, extra) for members, extra in requests))
+    counts = await statistics_since(client, before, requests=32)
+
+    for (members, _), logits in zip(requests, results):
+        np.testing.assert_allclose(logits, expected[members], atol=ATOL, rtol=0)
+    assert counts["requests"] == 32
+    assert counts["rows"] == sum(len(members) for members, _ in requests)
+    assert counts["executions"] < counts["requests"], f"the dynamic batcher formed no batch: {counts}"
+
+
+# ----------------------------------------------------------------------------------------- 3 bad input
+def _bad_requests() -> dict[str, tuple[np.ndarray, np.ndarray, str, str]]:
+    """Malformed tensors -> (input_ids, attention_mask, datatype, what the error must say). Triton's
+    frontend refuses most of these itself (dtype, batch dimension, byte size) before model.py sees them;
+    the rest model.py refuses. Either way: INVALID_ARGUMENT, nothing computed."""
+    ok_ids, ok_mask = padded([[0, 100, 200, 2], [0, 300, 2]])
+    return {
+        "rows of ids and mask differ": (
+            np.ones((2, 4), np.int64), np.ones((3, 4), np.int64), "INT64", "batch size does not match"
+        ),
+        "lengths of ids and mask differ": (
+            np.ones((2, 4), np.int64), np.ones((2, 5), np.int64), "INT64",
+            r"input_ids \[2, 4\] and attention_mask \[2, 5\] must be equal",
+        ),
+        "INT32 tensors": (
+            ok_ids.astype(np.int32), ok_mask.astype(np.int32), "INT32",
+            "data-type is 'INT32', but model 'ara_reranker' expects 'INT64'",
+        ),
+        "FP32 tensors": (
+            ok_ids.astype(np.float32), ok_mask.astype(np.float32), "FP32",
+            "data-type is 'FP32', but model 'ara_reranker' expects 'INT64'",
+        ),
+        # Triton 2.51 words this one as a byte-size mismatch; only the input's name is worth pinning.
+        "zero rows": (np.zeros((0, 4), np.int64), np.zeros((0, 4), np.int64), "INT64", "attention_mask|input_ids"),
+        "zero length": (np.zeros((2, 0), np.int64), np.zeros((2, 0), np.int64), "INT64", r"no tokens: shape \[2, 0\]"),
+        "more rows than max_batch_size": (
+            np.tile(ok_ids, (129, 1)), np.tile(ok_mask, (129, 1)), "INT64", "batch-size must be <= 256"
+        ),
+        "one dimension": (ok_ids[0], ok_mask[0], "INT64", "unexpected shape"),
+    }
+
+
+def _bad_rows() -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
+    """Requests Triton accepts and model.py must refuse (these can share a dynamic batch with good ones)."""
+    ids, mask = padded([[0, 100, 200, 2], [0, 300, 2]])
+    empty_mask = mask.copy()
+    empty_mask[1] = 0
+    left_padded = mask[:, ::-1].copy()
+    holes = mask.copy()
+    holes[0, 1] = 0
+    not_binary = mask * 2
+    too_big, negative = ids.copy(), ids.copy()
+    too_big[0, 2] = VOCAB
+    negative[1, 1] = -5
+    long_ids, long_mask = padded([[0] + [100] * (MAX_LENGTH - 1), [0] + [100] * MAX_LENGTH])
+    return {
+        "a row with no tokens": (ids, empty_mask, "row 1 has no tokens"),
+        "left padding": (ids, left_padded, "right padding"),
+        "a hole in the mask": (ids, holes, "right padding"),
+        "mask values other than 0/1": (ids, not_binary, "right padding"),
+        "id beyond the vocabulary": (too_big, mask, rf"must lie in \[0, {VOCAB}\), got \[0, {VOCAB}\]"),
+        "negative id": (negative, mask, r"must lie in \[0, \d+\), got \[-5, "),
+        "a row over 512 tokens": (
+            long_ids, long_mask, f"row 1 has {MAX_LENGTH + 1} tokens; the model takes at most {MAX_LENGTH}"
+        ),
+    }
+
+
+BAD_REQUESTS = _bad_requests()
+BAD_ROWS = _bad_rows()
+
+
+async def _expect_invalid(client, ids, mask, pattern: str, datatype: str = "INT64") -> None:
+    with pytest.raises(InferenceServerException) as caught:
+        await infer(client, ids, mask, datatype)
+    assert caught.value.status() == INVALID, caught.value
+    assert re.search(pattern, caught.value.message()), caught.value.message()
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+async def test_malformed_request_is_refused_and_the_server_goes_on(client, good, case):
+    ids, mask, datatype, pattern = BAD_REQUESTS[case]
+    await _expect_invalid(client, ids, mask, pattern, datatype)
+    good_ids, good_mask, good_logits = good
+    np.testing.assert_allclose(await infer(client, good_ids, good_mask), good_logits, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("case", list(BAD_ROWS))
+async def test_invalid_tokens_are_refused_and_the_server_goes_on(client, good, case):
+    ids, mask, pattern = BAD_ROWS[case]
+    await _expect_invalid(client, ids, mask, pattern)
+    good_ids, good_mask, good_logits = good
+    np.testing.assert_allclose(await infer(client, good_ids, good_mask), good_logits, atol=ATOL, rtol=0)
+
+
+async def test_bad_request_in_a_dynamic_batch_fails_alone(client, pairs, expected):
+    """Bad requests interleaved with good ones, all in flight at once behind a long request that keeps
+    the model busy, so that the batcher hands them to one execute(): each bad one gets its own error,
+    every good one its own correct logits."""
+    blocker = padded([pairs[-1]] * 48)  # 48 rows of 512 tokens: the burst queues up behind it
+    bad = list(BAD_ROWS.items())
+    burst: list[tuple[str, np.ndarray, np.ndarray, object]] = []  # (kind, ids, mask, expected / pattern)
+    for k in range(2 * len(bad)):
+        if k % 2:
+            name, (ids, mask, pattern) = bad[k // 2]
+            burst.append((name, ids, mask, pattern))
+        else:
+            members = [(3 * k + j) % len(pairs) for j in range(1 + k % 4)]
+            burst.append(("good", *padded([pairs[m] for m in members]), expected[members]))
+    before = await statistics(client)
+    blocking = asyncio.ensure_future(infer(client, *blocker))
+    await asyncio.sleep(0.02)  # the blocker is executing; the burst now waits in the queue together
+    results = await asyncio.gather(*(infer(client, ids, mask) for _, ids, mask, _ in burst), return_exceptions=True)
+    await blocking
+    counts = await statistics_since(client, before, requests=len(burst) + 1)
+
+    for (kind, _, _, want), got in zip(burst, results):
+        if kind == "good":
+            assert not isinstance(got, Exception), got
+            np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+        else:
+            assert isinstance(got, InferenceServerException), f"{kind}: no error"
+            assert got.status() == INVALID and re.search(want, got.message()), f"{kind}: {got}"
+    # Everything reached the model (Triton counts a model's error response as a completed request),
+    # and the burst took fewer executions than requests: since good and bad alternate, an execute()
+    # held both (in practice the whole burst goes in one, right after the blocker's).
+    assert counts["requests"] == len(burst) + 1
+    assert counts["executions"] < counts["requests"] - 1, f"the burst was not batched: {counts}"
+
+
+async def test_server_still_ready_after_bad_input(triton, client, good):
+    assert await client.is_server_live() and await client.is_model_ready(MODEL_NAME)
+    good_ids, good_mask, good_logits = good
+    np.testing.assert_allclose(await infer(client, good_ids, good_mask), good_logits, atol=ATOL, rtol=0)
+
+
+# -------------------------------------------------------------------------------------- 4 micro-batches
+@functools.cache
+def micro_batches():
+    """model.py's ``_micro_batches(sorted_lengths, max_batch_tokens)``."""
+    return load_model_module()._micro_batches
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(min_value=1, max_value=MAX_LENGTH), max_size=300),
+    budget=st.integers(min_value=MAX_LENGTH, max_value=20000),
+)
+def test_micro_batches_cover_rows_in_order_under_the_token_budget(lengths, budget):
+    sorted_lengths = np.array(sorted(lengths, reverse=True), dtype=np.int64)
+    slices = list(micro_batches()(sorted_lengths, budget))
+    assert [i for s in slices for i in range(s.start, s.stop)] == list(range(len(lengths)))
+    for s in slices:
+        rows, width = s.stop - s.start, int(sorted_lengths[s.start])
+        assert rows >= 1 and rows * width <= budget  # the padded micro-batch fits the budget
+        if s.stop < len(lengths):
+            assert (rows + 1) * width > budget  # and is as full as the budget allows
+
+
+def padded_size(lengths: list[int], budget: int) -> int:
+    """Tokens computed, padding included, when model.py sorts rows and cuts them under ``budget``."""
+    ordered = np.array(sorted(lengths, reverse=True), dtype=np.int64)
+    return sum((s.stop - s.start) * int(ordered[s.start]) for s in micro_batches()(ordered, budget))
+
+
+async def test_rows_are_length_sorted_into_budgeted_micro_batches(triton, client, pairs, expected):
+    """Through Triton's metrics port: the tokens model.py computed for one request are exactly those of
+    length-sorted micro-batches under the configured budget, far fewer than padding all to the longest."""
+    config = (await client.get_model_config(MODEL_NAME, as_json=True))["config"]
+    budget = int(config["parameters"]["max_batch_tokens"]["string_value"])
+    by_length = sorted(range(len(pairs)), key=lambda m: len(pairs[m]))
+    members = by_length[-2:] * 12 + by_length[:20]  # 24 rows of 512 tokens and 20 short ones, shuffled
+    members = list(np.random.default_rng(3).permutation(members))
+    lengths = [len(pairs[m]) for m in members]
+    real_before = metric(triton.metrics_url, "ara_reranker_real_tokens_total")
+    padded_before = metric(triton.metrics_url, "ara_reranker_padded_tokens_total")
+
+    logits = await infer(client, *padded([pairs[m] for m in members]))
+    # model.py counts the tokens before it returns the responses, so the counters are already final.
+    real = metric(triton.metrics_url, "ara_reranker_real_tokens_total") - real_before
+    computed = metric(triton.metrics_url, "ara_reranker_padded_tokens_total") - padded_before
+
+    np.testing.assert_allclose(logits, expected[members], atol=ATOL, rtol=0)
+    assert real == sum(lengths)
+    assert computed == padded_size(lengths, budget)
+    assert computed < 0.9 * len(lengths) * max(lengths)
