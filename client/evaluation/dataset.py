@@ -96,7 +96,8 @@ def _jsonl_records(path: Path, lines) -> Iterator[tuple[int, Mapping]]:
         except json.JSONDecodeError as exc:
             raise DatasetError(path, number, f"not valid JSON: {exc.msg}") from exc
         if not isinstance(record, dict):
-            raise DatasetError(path, number, f"expected a JSON object with query, document and label, got {text.strip()[:60]!r}")
+            got = text.strip()[:60]
+            raise DatasetError(path, number, f"expected a JSON object with query, document and label, got {got!r}")
         yield number, record
 
 
@@ -109,12 +110,15 @@ def _delimited_records(path: Path, f, fmt: str) -> Iterator[tuple[int, Mapping]]
         return
     header = [name.strip() for name in header]
     _resolve_columns(path, reader.line_num, header)  # a bad header is reported at its line, before any row
+    end = reader.line_num
     for fields in reader:
+        # A quoted field may span lines: name the line where the record starts.
+        start, end = end + 1, reader.line_num
         if not any(field.strip() for field in fields):
             continue
         if len(fields) != len(header):
-            raise DatasetError(path, reader.line_num, f"expected {len(header)} fields as in the header, got {len(fields)}")
-        yield reader.line_num, dict(zip(header, fields))
+            raise DatasetError(path, start, f"expected {len(header)} fields as in the header, got {len(fields)}")
+        yield start, dict(zip(header, fields))
 
 
 def _resolve_columns(path: Path, line: int, names: list[str] | Mapping) -> dict[str, str]:
@@ -124,8 +128,9 @@ def _resolve_columns(path: Path, line: int, names: list[str] | Mapping) -> dict[
     for column, aliases in COLUMNS.items():
         match = next((lowered[a] for a in aliases if a in lowered), None)
         if match is None:
+            present = ", ".join(map(str, names)) or "none"
             raise DatasetError(
-                path, line, f"missing column {column!r} (accepted names: {', '.join(aliases)}; found: {', '.join(map(str, names)) or 'none'})"
+                path, line, f"missing column {column!r} (accepted names: {', '.join(aliases)}; found: {present})"
             )
         found[column] = match
     return found

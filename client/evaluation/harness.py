@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -49,7 +50,8 @@ def rank_group(group: QueryGroup, ranker: Ranker, k: int = DEFAULT_K) -> QueryRe
         raise ValueError(f"got {len(scores)} scores for {len(group.documents)} documents")
     ranking = rank_by_scores(scores)
     ranked_labels = [group.labels[i] for i in ranking]
-    return QueryResult(group.query, group.line, tuple(ranking), tuple(scores), group.labels, query_metrics(ranked_labels, k))
+    metrics = query_metrics(ranked_labels, k)
+    return QueryResult(group.query, group.line, tuple(ranking), tuple(scores), group.labels, metrics)
 
 
 def evaluate(
@@ -73,10 +75,11 @@ def evaluate(
         try:
             return rank_group(group, ranker, k)
         except Exception as exc:  # any transport or model failure: say which query, where in the data
-            raise EvaluationError(f"{name}: ranking the query on line {group.line} ({group.query[:40]!r}) failed: {exc}") from exc
+            where = f"the query on line {group.line} ({group.query[:40]!r})"
+            raise EvaluationError(f"{name}: ranking {where} failed: {exc}") from exc
 
     started = time.perf_counter()
-    bar = tqdm(total=len(groups), desc=name, unit="query", disable=not progress, leave=False)
+    bar = tqdm(total=len(groups), desc=name, unit="query", disable=not progress)
     pool = ThreadPoolExecutor(max_workers=concurrency)
     results = []
     try:
@@ -95,7 +98,11 @@ def evaluate_targets(groups: Sequence[QueryGroup], targets: Sequence[Target], **
     """Evaluate each target in turn (options as for ``evaluate``); names are made unique for the table."""
     reports: list[ModelReport] = []
     for target in targets:
-        with open_ranker(target) as (name, ranker):
+        with contextlib.ExitStack() as stack:
+            try:
+                name, ranker = stack.enter_context(open_ranker(target))
+            except Exception as exc:  # unreachable gateway, missing model dir, ...
+                raise EvaluationError(f"cannot open target {target.spec!r}: {exc}") from exc
             if any(r.name == name for r in reports):
                 name = f"{name} ({target.spec})"  # two gateways serving the same model id
             reports.append(evaluate(groups, ranker, name=name, target=target.spec, **options))

@@ -65,21 +65,17 @@ def parse_targets(text: str | None) -> list[Target]:
 
 
 class ServiceRanker:
-    """Scores through the gateway with the generated client (``client.RerankerClient``).
+    """Scores through the gateway with the generated client (``client.RerankerClient``, or anything with
+    its ``rerank``). The client splits groups larger than the gateway's ``max_documents_per_request``;
+    each pair's score does not depend on the rest of its request, so the scores equal one request's."""
 
-    Groups larger than the gateway's ``max_documents_per_request`` are sent in slices; each pair's score
-    does not depend on the others in its request, so the scores equal one big request's."""
-
-    def __init__(self, client: Any, max_documents: int | None = None) -> None:
+    def __init__(self, client: Any) -> None:
         self._client = client
-        self._max_documents = max_documents or None
 
     def __call__(self, query: str, documents: Sequence[str]) -> list[float]:
         scores: list[float | None] = [None] * len(documents)
-        step = self._max_documents or len(documents)
-        for start in range(0, len(documents), step):
-            for result in self._client.rerank(query, list(documents[start : start + step])):
-                scores[start + result.index] = float(result.score)
+        for result in self._client.rerank(query, list(documents)):
+            scores[result.index] = float(result.score)
         missing = [i for i, s in enumerate(scores) if s is None]
         if missing:
             raise RuntimeError(f"the service returned no score for documents {missing[:10]}")
@@ -101,10 +97,13 @@ class LocalRanker:
 
         self._torch = torch
         self.model_dir = Path(model_dir)
+        if not self.model_dir.is_dir():  # else transformers takes it for a hub id and says so, confusingly
+            raise FileNotFoundError(f"no model directory {self.model_dir} (fetch one with `make model MODEL=...`)")
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
         self.model = AutoModelForSequenceClassification.from_pretrained(self.model_dir).eval()
         if self.model.config.num_labels != 1:
-            raise ValueError(f"{self.model_dir}: a reranker has one output label, this model has {self.model.config.num_labels}")
+            labels = self.model.config.num_labels
+            raise ValueError(f"{self.model_dir}: a reranker has one output label, this model has {labels}")
         max_length = self.tokenizer.model_max_length
         self.max_length = 512 if max_length >= _UNSET_MAX_LENGTH else max_length
         self.batch_size = batch_size
@@ -139,4 +138,4 @@ def open_ranker(target: Target) -> Iterator[tuple[str, Ranker]]:
 
     with RerankerClient(target.location) as client:
         info = client.info()
-        yield target.name or info.model_id or target.location, ServiceRanker(client, info.limits.max_documents_per_request)
+        yield target.name or info.model_id or target.location, ServiceRanker(client)
