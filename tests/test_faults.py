@@ -5,6 +5,8 @@ Each test starts its own tritonserver(s) and gateway on free loopback ports (tin
 
 from __future__ import annotations
 
+import re
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +19,9 @@ from grpc_health.v1 import health_pb2
 
 from client import RerankerClient, RerankerError
 from server.gateway_process import GatewayProcess
-from server.triton_launcher import TritonOptions, TritonServer, free_port
-from tests.arabic_text import QUERIES, mixed_passages
+from reranker.v1 import reranker_pb2, reranker_pb2_grpc
+from server.triton_launcher import MODEL_REPOSITORY, TritonOptions, TritonServer, free_port
+from tests.arabic_text import QUERIES, long_passage, mixed_passages
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -188,3 +191,48 @@ def test_sigterm_finishes_calls_in_flight_reports_not_serving_and_exits_0(triton
             assert code_of(lambda: client.rerank(QUERIES[0], documents[:1])) == grpc.StatusCode.UNAVAILABLE
     finally:
         gateway.stop()
+
+
+def test_tritons_bounded_queue_surfaces_as_resource_exhausted(tiny_model_dir, tmp_path, rng):
+    # A copy of the model repository whose batcher queue holds 2 requests; one-pair chunks overflow it.
+    repository = tmp_path / "repository"
+    shutil.copytree(MODEL_REPOSITORY, repository)
+    config = repository / "ara_reranker/configs/cpu.pbtxt"
+    config.write_text(re.sub(r"max_queue_size: \d+", "max_queue_size: 2", config.read_text()))
+    options = TritonOptions(model_dir=tiny_model_dir, model_repository=repository, log_path=tmp_path / "triton.log")
+    documents = [long_passage(rng) for _ in range(64)]
+    with TritonServer(options) as triton:
+        with gateway_for(tiny_model_dir, [triton.grpc_url], tmp_path, chunk_size="1") as gateway:
+            with RerankerClient(gateway.target, timeout=60) as client:
+                with pytest.raises(RerankerError) as err:
+                    client.rerank(QUERIES[0], documents)
+                assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "capacity" in err.value.details
+                time.sleep(2.0)  # let the queue drain
+                assert len(client.rerank(QUERIES[0], documents[:1])) == 1  # a request that fits still passes
+
+
+def test_a_cancelled_call_stops_its_pending_triton_work(triton, tiny_model_dir, tmp_path, rng):
+    import tritonclient.grpc as triton_grpc
+
+    stats = triton_grpc.InferenceServerClient(triton.grpc_url)
+
+    def executed() -> int:
+        s = stats.get_inference_statistics("ara_reranker", as_json=True)["model_stats"][0]["inference_stats"]
+        return sum(int(s.get(k, {}).get("count", 0)) for k in ("success", "fail"))
+
+    documents = [long_passage(rng) for _ in range(400)]
+    with gateway_for(tiny_model_dir, [triton.grpc_url], tmp_path, chunk_size="1") as gateway:
+        with grpc.insecure_channel(gateway.target) as channel:
+            stub = reranker_pb2_grpc.RerankerStub(channel)
+            before = executed()
+            future = stub.Rerank.future(reranker_pb2.RerankRequest(query=QUERIES[0], documents=documents), timeout=120)
+            time.sleep(1.0)
+            assert future.cancel()
+        time.sleep(3.0)  # anything still queued would have run by now
+        ran = executed() - before
+        time.sleep(1.0)
+        assert executed() - before == ran, "Triton kept working after the call was cancelled"
+        assert ran < len(documents), f"all {ran} one-pair chunks ran although the call was cancelled"
+        with RerankerClient(gateway.target, timeout=60) as client:
+            assert len(client.rerank(QUERIES[0], documents[:3])) == 3
