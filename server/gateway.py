@@ -7,6 +7,7 @@ TLS and metrics together, and shuts down gracefully on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -32,19 +33,28 @@ SERVICE_NAME = reranker_pb2.DESCRIPTOR.services_by_name["Reranker"].full_name
 log = logging.getLogger("server.gateway")
 
 
-def load_tokenizer(settings: Settings):
-    """The served model's own fast tokenizer, and the max pair length to use with it."""
-    from transformers import AutoTokenizer
-    from transformers.utils import logging as hf_logging
+def load_tokenizer(settings: Settings) -> PairTokenizer:
+    """The served model's own fast tokenizer (tokenizer.json) and the max pair length to use with it.
 
-    hf_logging.set_verbosity_error()  # its "sequence longer than max length" warning is expected: we truncate
-    tokenizer = AutoTokenizer.from_pretrained(settings.tokenizer)
-    if not tokenizer.is_fast:
-        raise SystemExit(f"{settings.tokenizer} has no fast tokenizer (tokenizer.json)")
-    max_length = settings.max_length or tokenizer.model_max_length
-    if max_length > 100_000:  # transformers' "unset" sentinel
+    Read with the ``tokenizers`` library directly: the gateway needs neither transformers nor torch."""
+    from tokenizers import Tokenizer
+
+    source = Path(settings.tokenizer)
+    if source.is_dir():
+        if not (source / "tokenizer.json").exists():
+            raise SystemExit(f"{source} has no tokenizer.json (the model's fast tokenizer)")
+        tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
+        config_path = source / "tokenizer_config.json"
+        config = json.loads(config_path.read_text()) if config_path.exists() else {}
+    else:  # a hub id
+        tokenizer = Tokenizer.from_pretrained(settings.tokenizer)
+        config = {}
+    max_length = settings.max_length or int(config.get("model_max_length", 0) or 0)
+    if not max_length or max_length > 100_000:  # absent, or transformers' "unset" sentinel
         raise SystemExit(f"{settings.tokenizer} sets no model_max_length: pass --max-length")
-    return tokenizer, int(max_length)
+    pad = config.get("pad_token") or "<pad>"
+    pad_id = tokenizer.token_to_id(pad["content"] if isinstance(pad, dict) else pad)
+    return PairTokenizer(tokenizer, int(max_length), pad_id if pad_id is not None else 0, settings.tokenizer_threads)
 
 
 def default_model_id(settings: Settings) -> str:
@@ -69,11 +79,11 @@ class Gateway:
 
     @classmethod
     async def start(cls, settings: Settings) -> "Gateway":
-        hf_tokenizer, max_length = load_tokenizer(settings)
+        tokenizer = load_tokenizer(settings)
+        max_length = tokenizer.max_length
         metrics = GatewayMetrics()
         limits = Limits(settings.max_documents, settings.max_query_chars, settings.max_document_chars,
                         settings.chunk_size, settings.max_inflight_pairs)
-        tokenizer = PairTokenizer(hf_tokenizer, max_length, settings.tokenizer_threads)
         scorer = TritonScorer(settings.triton_endpoints, settings.triton_model, settings.health_interval_s)
         reranker = Reranker(tokenizer, scorer, limits, settings.default_timeout_s)
         info = reranker_pb2.InfoResponse(

@@ -7,8 +7,6 @@ through the ``Scorer`` protocol (``TritonScorer`` in production, an in-process s
 from __future__ import annotations
 
 import asyncio
-import copy
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -89,49 +87,42 @@ class Admission:
 
 
 class PairTokenizer:
-    """The model's own fast tokenizer, used from a small thread pool (one clone per thread: a
-    Hugging Face fast tokenizer must not be used by two threads at once)."""
+    """The served model's own fast tokenizer (its ``tokenizer.json``), applied to (query, document) pairs.
 
-    def __init__(self, tokenizer, max_length: int, threads: int) -> None:
-        self._prototype = tokenizer
-        self._local = threading.local()
+    One ``tokenizers.Tokenizer`` serves every thread: encoding does not mutate it, and truncation is
+    done here on the document's encoding (never the query's), so no per-call state is set on it.
+    A pair is the query and the document encoded separately and joined by the model's own
+    post-processor, which is exactly what encoding the pair does."""
+
+    def __init__(self, tokenizer, max_length: int, pad_id: int, threads: int) -> None:
+        self._tok = tokenizer
         self.max_length = max_length
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.special_tokens = tokenizer.num_special_tokens_to_add(pair=True)
+        self.pad_id = pad_id
+        self.special_tokens = tokenizer.post_processor.num_special_tokens_to_add(True) if tokenizer.post_processor else 0
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize")
 
-    def _tokenizer(self):
-        tok = getattr(self._local, "tokenizer", None)
-        if tok is None:
-            tok = self._local.tokenizer = copy.deepcopy(self._prototype)
-        return tok
-
     def encode(self, query: str, documents: Sequence[str], truncate: bool) -> tuple[list[list[int]], int]:
-        """Token ids of every (query, document) pair, and how many documents were truncated.
-
-        Pairs that fit are encoded once; only over-long ones are re-encoded with the document cut."""
-        tok = self._tokenizer()
-        query_tokens = len(tok(query, add_special_tokens=False)["input_ids"])
-        if query_tokens + self.special_tokens >= self.max_length:
+        """Token ids of every (query, document) pair, and how many documents were truncated."""
+        tok = self._tok
+        query_encoding = tok.encode(query, add_special_tokens=False)
+        room = self.max_length - self.special_tokens - len(query_encoding.ids)
+        if room < 1:
             raise InvalidRequest(
-                f"query has {query_tokens} tokens; with a document it must have fewer than "
+                f"query has {len(query_encoding.ids)} tokens; with a document it must have fewer than "
                 f"{self.max_length - self.special_tokens} (max input length {self.max_length})"
             )
-        ids = tok([query] * len(documents), list(documents), truncation=False, return_attention_mask=False)["input_ids"]
-        too_long = [i for i, row in enumerate(ids) if len(row) > self.max_length]
+        encodings = tok.encode_batch(list(documents), add_special_tokens=False)
+        too_long = [i for i, e in enumerate(encodings) if len(e.ids) > room]
         if too_long and not truncate:
             i = too_long[0]
             raise InvalidRequest(
-                f"document {i} makes {len(ids[i])} tokens with the query; the model takes at most {self.max_length} "
+                f"document {i} makes {len(encodings[i].ids) + len(query_encoding.ids) + self.special_tokens} tokens "
+                f"with the query; the model takes at most {self.max_length} "
                 f"({len(too_long)} document(s) too long; use TRUNCATION_END to cut them)"
             )
-        if too_long:
-            cut = tok(
-                [query] * len(too_long), [documents[i] for i in too_long],
-                truncation="only_second", max_length=self.max_length, return_attention_mask=False,
-            )["input_ids"]
-            for i, row in zip(too_long, cut):
-                ids[i] = row
+        for i in too_long:
+            encodings[i].truncate(room)
+        ids = [tok.post_process(query_encoding, e, add_special_tokens=True).ids for e in encodings]
         return ids, len(too_long)
 
     def close(self) -> None:
