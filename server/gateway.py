@@ -96,7 +96,7 @@ class Gateway:
             ),
             version=VERSION, auth_required=bool(settings.api_keys),
         )
-        service = RerankerService(reranker, metrics, info, settings.log_format, settings.log_documents)
+        service = RerankerService(reranker, metrics, info, settings.log_documents)
 
         interceptors = []
         if settings.api_keys:
@@ -189,9 +189,24 @@ def _start_metrics(listen: str, metrics: GatewayMetrics):
     return server
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, then the record's ``fields`` (request log) or its message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name}
+        fields = getattr(record, "fields", None)
+        entry.update(fields if isinstance(fields, dict) else {"message": record.getMessage()})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
 def configure_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    """Text or JSON lines on stderr; the format is decided here only."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json"
+                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
 
 
 async def serve(settings: Settings) -> None:
@@ -201,7 +216,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    print(f"gateway ready on {settings.listen}", flush=True)
+    log.info("gateway ready on %s", settings.listen)
     await stopping.wait()
     log.info("shutting down: NOT_SERVING, finishing calls in flight (grace %.1fs)", settings.grace_period_s)
     await gateway.stop()

@@ -15,6 +15,12 @@ DURATION_BUCKETS = tuple(round(0.0001 * 1.5**k, 6) for k in range(0, 33))
 # Powers of two: documents per request up to 4096, tokens up to ~2M.
 DOCUMENT_BUCKETS = tuple(float(2**k) for k in range(0, 13))
 TOKEN_BUCKETS = tuple(float(2**k) for k in range(4, 22))
+# The status codes each RPC can end with (server/errors.py, service.py and the API-key interceptor).
+ANSWERED_CODES = {
+    "Rerank": ("OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL",
+               "CANCELLED", "UNAUTHENTICATED"),
+    "Info": ("OK", "UNAUTHENTICATED"),
+}
 
 
 class GatewayMetrics:
@@ -42,6 +48,12 @@ class GatewayMetrics:
         self.triton_up = Gauge("reranker_triton_up", "Whether the Triton endpoint's model is ready (1) or not (0)", ["endpoint"], registry=r)
         for stage in ("tokenization", "inference", "total"):
             self.stage_duration.labels(stage)  # export every stage from the start
+        # Export every (method, code) the gateway can answer at 0 from the start: a series that appears only
+        # with its first error hides that error from rate()/increase(), and from the error-rate alert.
+        self.request_duration.labels("Rerank")  # Info is not timed
+        for method, codes in ANSWERED_CODES.items():
+            for code in codes:
+                self.requests.labels(method, code)
 
     def set_triton_health(self, endpoint: str, up: bool) -> None:
         self.triton_up.labels(endpoint).set(1 if up else 0)

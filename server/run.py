@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="ara", help="ara | tiny | small | large | hub id | path")
     parser.add_argument("--engine", default=None, help="torch | onnx (default: the model config's)")
     parser.add_argument("--listen", default="0.0.0.0:50051", help="gateway gRPC address")
-    parser.add_argument("--metrics-listen", default="0.0.0.0:9090", help="gateway /metrics address")
+    parser.add_argument("--metrics-listen", default="0.0.0.0:9464", help="gateway /metrics address")
     parser.add_argument("--triton-grpc-port", type=int, default=8001)
     parser.add_argument("--triton-http-port", type=int, default=8000)
     parser.add_argument("--triton-metrics-port", type=int, default=8002)

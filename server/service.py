@@ -6,7 +6,6 @@ It holds no reranking logic: ``server.reranking.Reranker`` does the work.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -27,11 +26,10 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
     """reranker.v1.Reranker over a ``Reranker`` core."""
 
     def __init__(self, reranker: Reranker, metrics: GatewayMetrics, info: reranker_pb2.InfoResponse,
-                 log_format: str = "text", log_documents: bool = False) -> None:
+                 log_documents: bool = False) -> None:
         self.reranker = reranker
         self.metrics = metrics
         self.info = info
-        self.log_format = log_format
         self.log_documents = log_documents
 
     async def Rerank(self, request: reranker_pb2.RerankRequest, context: grpc.aio.ServicerContext) -> reranker_pb2.RerankResponse:
@@ -113,10 +111,8 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
         if self.log_documents:
             entry["query"], entry["document_texts"] = job.query, list(job.documents)
         level = logging.INFO if code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.CANCELLED) else logging.WARNING
-        if self.log_format == "json":
-            log.log(level, json.dumps(entry, ensure_ascii=False))
-        else:
-            log.log(level, " ".join(f"{k}={v}" for k, v in entry.items() if v is not None))
+        # The handler's formatter (gateway.configure_logging) writes the fields as JSON, or this text.
+        log.log(level, " ".join(f"{k}={v}" for k, v in entry.items() if v is not None), extra={"fields": entry})
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:

@@ -41,7 +41,7 @@ class Settings:
     default_timeout_s: float = _knob(60.0, "Bound on a call's Triton work when the client sets no deadline (seconds)")
     tokenizer_threads: int = _knob(1, "Threads tokenizing off the event loop (leave cores to the model on small machines)")
     health_interval_s: float = _knob(1.0, "How often Triton's model readiness is polled (seconds)")
-    metrics_listen: str = _knob("0.0.0.0:9090", "Prometheus /metrics address (host:port; empty disables)")
+    metrics_listen: str = _knob("0.0.0.0:9464", "Prometheus /metrics address (host:port; empty disables)")
     api_keys: tuple[str, ...] = _knob((), "Accepted API keys (authorization: Bearer <key>), comma-separated; empty: no auth")
     tls_cert: str = _knob("", "PEM certificate chain file: serve TLS when set (with tls_key)")
     tls_key: str = _knob("", "PEM private key file for tls_cert")
