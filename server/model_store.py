@@ -173,8 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", default="ara", help="ara | tiny | small | large | hub id | path")
     parser.add_argument("--root", type=Path, default=MODELS_ROOT, help="where models are kept (default: models/)")
+    parser.add_argument("--engine", choices=["torch", "onnx"], default="torch",
+                        help="onnx: also export <model>/onnx/model.onnx, verified against torch")
     args = parser.parse_args(argv)
     path = prepare(args.model, args.root)
+    if args.engine == "onnx":
+        from server.onnx_export import export_onnx
+
+        export_onnx(path)
     print(path)
     return 0
 

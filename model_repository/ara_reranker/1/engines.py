@@ -59,33 +59,76 @@ class TorchEngine:
 
 
 class OnnxEngine:
-    """ONNX Runtime session on the graph exported by ``make model`` (``<model_dir>/onnx/model.onnx``)."""
+    """ONNX Runtime on ``<model_dir>/onnx/model.onnx``, the graph that ``make model ... ENGINE=onnx``
+    (server/onnx_export.py) exports and verifies against torch.
 
-    def __init__(self, model_dir: Path, device: str, dtype: str, num_threads: int) -> None:
+    float32 throughout: its logits equal the torch engine's within 1e-4. CPU execution provider on CPU;
+    on ``cuda:N`` the CUDA execution provider (needs onnxruntime-gpu), or whatever ``providers`` lists
+    (e.g. TensorRT). The keyword options exist for tuning and benchmarks."""
+
+    GRAPH_LEVELS = ("disable", "basic", "extended", "all")
+
+    def __init__(
+        self,
+        model_dir: Path,
+        device: str,
+        dtype: str,
+        num_threads: int,
+        *,
+        providers: list | None = None,
+        graph_optimization: str = "all",
+        spin_wait: bool = False,
+    ) -> None:
         import onnxruntime as ort
         from transformers import AutoConfig
 
-        path = model_dir / ONNX_FILE
+        path = Path(model_dir) / ONNX_FILE
         if not path.exists():
-            raise ValueError(f"{path} not found: export it with `make model MODEL=... ENGINE=onnx`")
+            raise ValueError(
+                f"{path} not found: export it with `make model MODEL=... ENGINE=onnx` "
+                f"(python -m server.onnx_export {model_dir})"
+            )
         if dtype not in ("auto", "float32", "fp32"):
-            raise ValueError(f"the onnx engine computes in float32; dtype {dtype!r} is not offered")
+            raise ValueError(f"the onnx engine computes in float32; dtype {dtype!r} is not offered (torch is)")
+        if graph_optimization not in self.GRAPH_LEVELS:
+            raise ValueError(f"graph_optimization must be one of {self.GRAPH_LEVELS}; got {graph_optimization!r}")
         options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[graph_optimization]
         if num_threads > 0:
             options.intra_op_num_threads = num_threads
-            options.inter_op_num_threads = 1
-        providers = ["CPUExecutionProvider"]
-        if device.startswith("cuda"):
-            device_id = int(device.split(":")[1]) if ":" in device else 0
-            providers = [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
-        self.input_names = {i.name for i in self.session.get_inputs()}
+        options.inter_op_num_threads = 1  # one transformer layer after another: nothing to run in parallel
+        # Idle worker threads spin by default, burning CPU between requests that the other processes of
+        # a shared host (gateway, tokenizer, other instances) need; sleeping costs nothing measurable.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
+        options.log_severity_level = 3  # errors only: the stub's log is Triton's log
+        self.session = ort.InferenceSession(str(path), options, providers=providers or self._providers(ort, device))
+        inputs = sorted(i.name for i in self.session.get_inputs())
+        if inputs != ["attention_mask", "input_ids"]:
+            raise ValueError(f"{path} takes inputs {inputs}, not input_ids and attention_mask: export it again")
         self.config = AutoConfig.from_pretrained(model_dir)
 
+    @staticmethod
+    def _providers(ort, device: str) -> list:
+        """Execution providers for ``device``; fail loudly rather than fall back to CPU on a GPU node."""
+        if not device.startswith("cuda"):
+            return ["CPUExecutionProvider"]
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            found = ort.get_available_providers()
+            raise ValueError(f"device {device} needs onnxruntime-gpu (CUDAExecutionProvider); found {found}")
+        device_id = int(device.split(":")[1]) if ":" in device else 0
+        return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
+
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
-        (logits,) = self.session.run(["logits"], {k: v for k, v in feed.items() if k in self.input_names})
+        feed = {
+            "input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
+            "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64),
+        }
+        (logits,) = self.session.run(["logits"], feed)
         return logits[:, 0].astype(np.float32, copy=False)
 
 
