@@ -68,8 +68,19 @@ def resolve_model_dir(model: str, root: Path = MODELS_ROOT) -> Path:
     return root / model.split("/")[-1].lower()
 
 
-def prepare(model: str, root: Path = MODELS_ROOT) -> Path:
-    """Make ``model`` ready on disk and return its directory; idempotent."""
+def prepare(model: str, root: Path = MODELS_ROOT, engine: str | None = None) -> Path:
+    """Make ``model`` ready on disk (and its ONNX export for ``engine="onnx"``); return its directory.
+
+    Idempotent: what is already there and current is kept."""
+    target = _fetched(model, root)
+    if engine == "onnx":
+        from server.onnx_export import export_onnx
+
+        export_onnx(target)
+    return target
+
+
+def _fetched(model: str, root: Path) -> Path:
     target = resolve_model_dir(model, root)
     if (target / "config.json").exists():
         return target
@@ -176,11 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", choices=["torch", "onnx"], default="torch",
                         help="onnx: also export <model>/onnx/model.onnx, verified against torch")
     args = parser.parse_args(argv)
-    path = prepare(args.model, args.root)
-    if args.engine == "onnx":
-        from server.onnx_export import export_onnx
-
-        export_onnx(path)
+    path = prepare(args.model, args.root, engine=args.engine)
     print(path)
     return 0
 

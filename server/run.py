@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--triton-metrics-port", type=int, default=8002)
     args, gateway_flags = parser.parse_known_args(argv)
 
-    model_dir = prepare(args.model)
+    model_dir = prepare(args.model, engine=args.engine)
     logs = PROJECT_ROOT / "logs"
     options = TritonOptions(
         model_dir=model_dir, engine=args.engine, grpc_port=args.triton_grpc_port, http_port=args.triton_http_port,

@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config-name", default=None, help="model config name (default: cpu without a GPU)")
     args = parser.parse_args(argv)
     options = TritonOptions(
-        model_dir=prepare(args.model), engine=args.engine, config_name=args.config_name, host=args.host,
+        model_dir=prepare(args.model, engine=args.engine), engine=args.engine, config_name=args.config_name, host=args.host,
         grpc_port=args.grpc_port, http_port=args.http_port, metrics_port=args.metrics_port,
         log_path=PROJECT_ROOT / "logs/tritonserver.log",
     )
