@@ -10,7 +10,7 @@ DATA   ?= client/data/arabic_sample.jsonl
 TARGETS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install proto proto-check model run triton gateway test soak bench bench-smoke eval clean
+.PHONY: help install proto proto-check model run triton gateway test soak bench bench-smoke bench-infinity eval clean
 
 help:
 	@echo "make run   MODEL=ara|tiny|small|large|<hub id>|<path>   Triton + gateway on :50051 (Ctrl-C stops both)"
@@ -56,7 +56,20 @@ soak: $(STAMP)
 	$(PY) -m server.model_store tiny
 	$(PY) -m pytest -m soak -s $(PYTEST_ARGS)
 
-bench: $(STAMP)
+INFINITY_VENV := bench/.venv-infinity
+INFINITY_STAMP := $(INFINITY_VENV)/.installed
+
+# Infinity (a peer the benchmark measures) pins other transformers / sentence-transformers: its own venv.
+$(INFINITY_STAMP): bench/requirements-infinity.txt
+	rm -rf $(INFINITY_VENV)
+	$(PYTHON) -m venv $(INFINITY_VENV)
+	$(INFINITY_VENV)/bin/python -m pip install -q --upgrade pip
+	$(INFINITY_VENV)/bin/python -m pip install -q -r bench/requirements-infinity.txt
+	@touch $@
+
+bench-infinity: $(INFINITY_STAMP)
+
+bench: $(STAMP) $(INFINITY_STAMP)
 	$(PY) -m bench.run --model $(if $(filter ara,$(MODEL)),small,$(MODEL))
 
 bench-smoke: $(STAMP)

@@ -332,26 +332,44 @@ def micro_batches():
     return load_model_module()._micro_batches
 
 
+def greedy_padded_size(sorted_lengths: np.ndarray, budget: int, overhead: int) -> int:
+    """Cost (padded tokens + overhead per batch) of filling each micro-batch as full as the budget allows."""
+    cost, start = 0, 0
+    while start < len(sorted_lengths):
+        width = int(sorted_lengths[start])
+        rows = min(max(1, budget // width), len(sorted_lengths) - start)
+        cost, start = cost + rows * width + overhead, start + rows
+    return cost
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     lengths=st.lists(st.integers(min_value=1, max_value=MAX_LENGTH), max_size=300),
     budget=st.integers(min_value=MAX_LENGTH, max_value=20000),
+    overhead=st.integers(min_value=0, max_value=4096),
 )
-def test_micro_batches_cover_rows_in_order_under_the_token_budget(lengths, budget):
+def test_micro_batches_cover_rows_in_order_under_the_token_budget(lengths, budget, overhead):
     sorted_lengths = np.array(sorted(lengths, reverse=True), dtype=np.int64)
-    slices = list(micro_batches()(sorted_lengths, budget))
+    slices = list(micro_batches()(sorted_lengths, budget, overhead))
     assert [i for s in slices for i in range(s.start, s.stop)] == list(range(len(lengths)))
     for s in slices:
         rows, width = s.stop - s.start, int(sorted_lengths[s.start])
         assert rows >= 1 and rows * width <= budget  # the padded micro-batch fits the budget
-        if s.stop < len(lengths):
-            assert (rows + 1) * width > budget  # and is as full as the budget allows
+    # The cuts are the cheapest: never more padded tokens + per-pass overhead than filling each batch full.
+    cost = sum((s.stop - s.start) * int(sorted_lengths[s.start]) + overhead for s in slices)
+    assert cost <= greedy_padded_size(sorted_lengths, budget, overhead)
 
 
-def padded_size(lengths: list[int], budget: int) -> int:
+def test_micro_batches_keep_unlike_lengths_apart_when_passes_are_cheap():
+    """One long row with short ones: the short ones are not padded to the long one's width."""
+    slices = micro_batches()(np.array([512, 40, 38, 35, 30]), 8192, 16)
+    assert [(s.start, s.stop) for s in slices] == [(0, 1), (1, 5)]
+
+
+def padded_size(lengths: list[int], budget: int, overhead: int) -> int:
     """Tokens computed, padding included, when model.py sorts rows and cuts them under ``budget``."""
     ordered = np.array(sorted(lengths, reverse=True), dtype=np.int64)
-    return sum((s.stop - s.start) * int(ordered[s.start]) for s in micro_batches()(ordered, budget))
+    return sum((s.stop - s.start) * int(ordered[s.start]) for s in micro_batches()(ordered, budget, overhead))
 
 
 async def test_rows_are_length_sorted_into_budgeted_micro_batches(triton, client, pairs, expected):
@@ -359,6 +377,7 @@ async def test_rows_are_length_sorted_into_budgeted_micro_batches(triton, client
     length-sorted micro-batches under the configured budget, far fewer than padding all to the longest."""
     config = (await client.get_model_config(MODEL_NAME, as_json=True))["config"]
     budget = int(config["parameters"]["max_batch_tokens"]["string_value"])
+    overhead = int(config["parameters"].get("batch_overhead_tokens", {}).get("string_value", "0"))
     by_length = sorted(range(len(pairs)), key=lambda m: len(pairs[m]))
     members = by_length[-2:] * 12 + by_length[:20]  # 24 rows of 512 tokens and 20 short ones, shuffled
     members = list(np.random.default_rng(3).permutation(members))
@@ -373,5 +392,5 @@ async def test_rows_are_length_sorted_into_budgeted_micro_batches(triton, client
 
     np.testing.assert_allclose(logits, expected[members], atol=ATOL, rtol=0)
     assert real == sum(lengths)
-    assert computed == padded_size(lengths, budget)
+    assert computed == padded_size(lengths, budget, overhead)
     assert computed < 0.9 * len(lengths) * max(lengths)

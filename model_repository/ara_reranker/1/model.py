@@ -4,8 +4,9 @@ Inputs are tokens, not text: INT64 ``input_ids`` and ``attention_mask`` of shape
 request (ragged across requests), right-padded. Output: FP32 ``logits`` [rows, 1].
 
 ``execute`` makes one pass over every request the dynamic batcher hands it: validate each request,
-strip padding, sort all rows of all requests by length, cut micro-batches under a token budget, pad
-each only to its own longest row, run one forward pass per micro-batch and scatter the logits back.
+strip padding, sort all rows of all requests by length, cut micro-batches under a token budget with
+the least padding (batching.py), pad each only to its own longest row, run one forward pass per
+micro-batch (on several threads at once on CPU: ``forward_workers``) and scatter the logits back.
 A bad request gets its own error response; the others in the batch are still answered.
 """
 
@@ -28,6 +29,7 @@ for _path in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.path
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
+from batching import ForwardPool, micro_batches  # noqa: E402
 from engines import load_engine  # noqa: E402
 
 MODEL_DIR_ENV = "ARA_RERANKER_MODEL_DIR"
@@ -68,6 +70,13 @@ class TritonPythonModel:
         self.max_batch_tokens = int(params.get("max_batch_tokens", "16384"))
         if self.max_batch_tokens <= 0:
             raise pb_utils.TritonModelException(f"max_batch_tokens must be > 0, got {self.max_batch_tokens}")
+        self.overhead_tokens = int(params.get("batch_overhead_tokens", "0"))
+        if self.overhead_tokens < 0:
+            raise pb_utils.TritonModelException(f"batch_overhead_tokens must be >= 0, got {self.overhead_tokens}")
+        workers = int(params.get("forward_workers", "1"))
+        if workers < 0:
+            raise pb_utils.TritonModelException(f"forward_workers must be >= 0 (0: one per core), got {workers}")
+        self.pool = ForwardPool(workers or len(os.sched_getaffinity(0)))
         try:
             self.engine = load_engine(
                 engine=os.environ.get(ENGINE_ENV) or params.get("engine", "torch"),
@@ -147,44 +156,48 @@ class TritonPythonModel:
             return
         lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
         order = np.argsort(-lengths, kind="stable")
-        real_tokens = padded_tokens = 0
-        for batch in _micro_batches(lengths[order], self.max_batch_tokens):
-            members = order[batch]
-            width = int(lengths[members[0]])
-            ids = np.full((len(members), width), self.pad_id, dtype=np.int64)
-            mask = np.zeros((len(members), width), dtype=np.int64)
-            for j, m in enumerate(members):
-                ids[j, : lengths[m]] = rows[m]
-                mask[j, : lengths[m]] = 1
+        batches = [order[s] for s in _micro_batches(lengths[order], self.max_batch_tokens, self.overhead_tokens)]
+
+        def forward(members: np.ndarray) -> tuple[np.ndarray, int, float]:
+            ids, mask = self._padded(rows, lengths, members)
             started = time.perf_counter()
-            try:
-                logits = self.engine.forward(ids, mask)
-            except Exception as exc:  # e.g. out of memory: fail only the requests in this micro-batch
+            return self.engine.forward(ids, mask), ids.size, time.perf_counter() - started
+
+        real_tokens = padded_tokens = 0
+        cost = lambda members: len(members) * int(lengths[members[0]])  # noqa: E731
+        for members, outcome in self.pool.map(forward, batches, cost):
+            if isinstance(outcome, Exception):  # e.g. out of memory: fail only the requests in this micro-batch
                 for m in members:
-                    r = owners[m][0]
-                    errors.setdefault(r, pb_utils.TritonError(f"forward pass failed: {exc}"))
+                    errors.setdefault(owners[m][0], pb_utils.TritonError(f"forward pass failed: {outcome}"))
                 continue
-            self.metrics.observe_forward(len(members), int(lengths[members].sum()), ids.size, time.perf_counter() - started)
-            real_tokens += int(lengths[members].sum())
-            padded_tokens += ids.size
+            logits, size, seconds = outcome
+            real = int(lengths[members].sum())
+            self.metrics.observe_forward(len(members), real, size, seconds)
+            real_tokens += real
+            padded_tokens += size
             for j, m in enumerate(members):
                 r, i = owners[m]
                 if r in outputs:
                     outputs[r][i, 0] = logits[j]
         self.metrics.observe_execute(len(rows), real_tokens, padded_tokens)
 
+    def _padded(self, rows, lengths: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Right-padded input_ids and attention_mask of ``members``, as wide as the longest of them."""
+        widths = lengths[members]
+        mask = np.arange(int(widths.max()))[None, :] < widths[:, None]
+        ids = np.full(mask.shape, self.pad_id, dtype=np.int64)
+        ids[mask] = np.concatenate([rows[m] for m in members])
+        return ids, mask.astype(np.int64)
+
     def finalize(self) -> None:
+        self.pool.close()
         self.engine = None
 
 
-def _micro_batches(sorted_lengths: np.ndarray, max_batch_tokens: int):
-    """Cut length-descending rows into slices whose padded size (rows x longest) fits the budget."""
-    start = 0
-    while start < len(sorted_lengths):
-        width = int(sorted_lengths[start])
-        size = max(1, max_batch_tokens // width)
-        yield slice(start, min(start + size, len(sorted_lengths)))
-        start += size
+def _micro_batches(sorted_lengths: np.ndarray, max_batch_tokens: int, overhead_tokens: int = 0) -> list[slice]:
+    """Cut length-descending rows into slices under the token budget (rows x longest), choosing the cuts
+    that minimise padded tokens plus ``overhead_tokens`` per forward pass (see batching.py)."""
+    return micro_batches(sorted_lengths, max_batch_tokens, overhead_tokens)
 
 
 class _ModelMetrics:

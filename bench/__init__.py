@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` (bench/run.py) and its smoke, `make bench-smoke`."""

@@ -1,0 +1,259 @@
+"""The systems under test, each a context manager with one thread-safe call: ``rerank(query, documents)``.
+
+- ``InProcessLimit``: the model in this process, no transport at all, with the best batching known here:
+  every request waiting is taken at once, all pairs sorted by length and cut into micro-batches by
+  model.py's own partition (batching.py), on an engine of the Triton model (engines.py, torch or onnx).
+- ``SentenceTransformersCE``: ``CrossEncoder.predict(pairs, batch_size=32)``, the model card's usage, one
+  call per request, first come first served by one worker thread (concurrent calls on the same cores
+  only slow each other down), as a simple server wrapping it would do.
+- ``ServiceSystem``: this project's gateway + tritonserver, called through the generated client.
+- ``InfinitySystem`` (bench/infinity.py): infinity-emb's /rerank over HTTP.
+
+Every system says which processes serve it (``pids``), for the peak-RSS sampler.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import sys
+import threading
+import urllib.request
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["InProcessLimit", "SentenceTransformersCE", "ServiceSystem", "MODEL_CODE_DIR", "triton_metrics"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MODEL_CODE_DIR = PROJECT_ROOT / "model_repository/ara_reranker/1"
+ROBERTA_LIKE = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"}
+
+
+def _model_code():
+    """engines.py and batching.py of the Triton model (plain modules, importable outside Triton)."""
+    if str(MODEL_CODE_DIR) not in sys.path:
+        sys.path.insert(0, str(MODEL_CODE_DIR))
+    import batching
+    import engines
+
+    return engines, batching
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-x.astype(np.float32)))).astype(np.float32)
+
+
+class InProcessLimit:
+    """The in-process limit: one batching thread takes every pending request at once (zero queue delay)."""
+
+    def __init__(self, model_dir: Path, engine: str, *, threads: int = 1, workers: int = 0, max_batch_tokens: int = 8192,
+                 overhead_tokens: int = 0, dtype: str = "auto") -> None:
+        """``workers`` threads run micro-batches side by side, each engine call on ``threads`` threads
+        (0 workers: one per core), as model.py does with forward_workers and num_threads."""
+        from transformers import AutoTokenizer
+
+        engines, batching = _model_code()
+        self.name = f"limit-{engine}" + ("" if dtype == "auto" else f"-{dtype}")
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.max_length = int(self.tokenizer.model_max_length)
+        self.engine = engines.load_engine(engine, model_dir, "cpu", dtype, threads)
+        self.pad_id = int(self.tokenizer.pad_token_id)
+        self.partition = lambda lengths: batching.micro_batches(lengths, max_batch_tokens, overhead_tokens)
+        self.pool = batching.ForwardPool(workers or len(os.sched_getaffinity(0)))
+        self.stats = {"real_tokens": 0, "padded_tokens": 0, "forwards": 0, "rows": 0}
+        self._queue: queue.Queue = queue.Queue()
+        self._worker = threading.Thread(target=self._serve, daemon=True, name="batcher")
+
+    def __enter__(self) -> "InProcessLimit":
+        self._worker.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._queue.put(None)
+        self._worker.join(30)
+        self.pool.close()
+
+    def pids(self) -> list[int]:
+        return [os.getpid()]
+
+    def rerank(self, query: str, documents: list[str]) -> np.ndarray:
+        future: Future = Future()
+        self._queue.put((query, documents, future))
+        return future.result()
+
+    def rerank_direct(self, query: str, documents: list[str]) -> np.ndarray:
+        """Tokenize and forward in the caller's thread (one request alone: no queue hop)."""
+        return self._score([(query, documents)])[0]
+
+    def _serve(self) -> None:
+        while (first := self._queue.get()) is not None:
+            batch = [first]
+            while True:  # everything already waiting joins this round
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                batch.append(item)
+            try:
+                scores = self._score([(q, d) for q, d, _ in batch])
+            except Exception as exc:
+                for *_, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (*_, future), s in zip(batch, scores):
+                future.set_result(s)
+
+    def _score(self, jobs: list[tuple[str, list[str]]]) -> list[np.ndarray]:
+        rows: list[list[int]] = []
+        for query, documents in jobs:
+            rows += self.tokenizer([query] * len(documents), documents, truncation="only_second",
+                                   max_length=self.max_length, return_attention_mask=False)["input_ids"]
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+        order = np.argsort(-lengths, kind="stable")
+        logits = np.empty(len(rows), dtype=np.float32)
+        batches = [order[part] for part in self.partition(lengths[order])]
+
+        def forward(members: np.ndarray) -> int:
+            widths = lengths[members]
+            mask = np.arange(int(widths.max()))[None, :] < widths[:, None]
+            ids = np.full(mask.shape, self.pad_id, dtype=np.int64)
+            ids[mask] = np.concatenate([rows[m] for m in members])
+            logits[members] = self.engine.forward(ids, mask.astype(np.int64))
+            return ids.size
+
+        for _, size in self.pool.map(forward, batches, cost=lambda m: len(m) * int(lengths[m[0]])):
+            if isinstance(size, Exception):
+                raise size
+            self.stats["forwards"] += 1
+            self.stats["padded_tokens"] += size
+        self.stats["real_tokens"] += int(lengths.sum())
+        self.stats["rows"] += len(rows)
+        scores = sigmoid(logits)
+        bounds = np.cumsum([0] + [len(d) for _, d in jobs])
+        return [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def counters(self) -> dict[str, float]:
+        return dict(self.stats)
+
+
+class SentenceTransformersCE:
+    """sentence-transformers ``CrossEncoder(model_dir, max_length).predict(pairs, batch_size=32)``, one
+    request at a time in arrival order."""
+
+    def __init__(self, model_dir: Path, *, batch_size: int = 32, max_length: int = 512) -> None:
+        from sentence_transformers import CrossEncoder
+
+        self.name = "sentence-transformers"
+        self.model = CrossEncoder(str(model_dir), max_length=max_length, device="cpu")
+        self.batch_size = batch_size
+        self._queue: queue.Queue = queue.Queue()
+        self._worker = threading.Thread(target=self._serve, daemon=True, name="predict")
+
+    def __enter__(self) -> "SentenceTransformersCE":
+        self._worker.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._queue.put(None)
+        self._worker.join(30)
+
+    def pids(self) -> list[int]:
+        return [os.getpid()]
+
+    def rerank(self, query: str, documents: list[str]) -> np.ndarray:
+        future: Future = Future()
+        self._queue.put(([(query, d) for d in documents], future))
+        return future.result()
+
+    def _serve(self) -> None:
+        while (item := self._queue.get()) is not None:
+            pairs, future = item
+            try:
+                future.set_result(self.model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False))
+            except Exception as exc:
+                future.set_exception(exc)
+
+    def counters(self) -> dict[str, float]:
+        return {}
+
+
+class ServiceSystem:
+    """tritonserver (model.py, the chosen engine) + the gateway, called through ``client.RerankerClient``."""
+
+    def __init__(self, model_dir: Path, engine: str, *, gateway_args: dict[str, str] | None = None,
+                 log_dir: Path | None = None, extra_env: dict[str, str] | None = None, config_name: str | None = None) -> None:
+        self.name = f"service-{engine}"
+        self.model_dir, self.engine = Path(model_dir), engine
+        self.gateway_args = dict(gateway_args or {})
+        self.log_dir = log_dir
+        self.extra_env = dict(extra_env or {})
+        self.config_name = config_name  # None: the launcher's choice (configs/cpu.pbtxt without a GPU)
+        self.triton = self.gateway = self.client = None
+
+    def __enter__(self) -> "ServiceSystem":
+        from client import RerankerClient
+        from server.gateway_process import GatewayProcess
+        from server.triton_launcher import TritonOptions, TritonServer
+
+        log = (lambda name: self.log_dir / name) if self.log_dir else (lambda name: None)
+        try:
+            self.triton = TritonServer(TritonOptions(model_dir=self.model_dir, engine=self.engine,
+                                                     log_path=log("tritonserver.log"), extra_env=self.extra_env,
+                                                     config_name=self.config_name))
+            self.triton.start()
+            args = {"triton_endpoints": self.triton.grpc_url, "tokenizer": str(self.model_dir), **self.gateway_args}
+            self.gateway = GatewayProcess(args, log_path=log("gateway.log"))
+            self.gateway.start()
+            self.client = RerankerClient(self.gateway.target, timeout=600.0)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.gateway is not None:
+            self.gateway.stop()
+        if self.triton is not None:
+            self.triton.stop()
+
+    def pids(self) -> list[int]:
+        procs = [p for p in (self.triton and self.triton.process, self.gateway and self.gateway.process) if p]
+        return [p.pid for p in procs]
+
+    def rerank(self, query: str, documents: list[str]) -> list:
+        return self.client.rerank(query, documents)
+
+    def counters(self) -> dict[str, float]:
+        """Triton's and model.py's counters (deltas between two calls give a level's figures)."""
+        return triton_metrics(self.triton.metrics_url)
+
+
+_METRICS = {
+    "inference_count": "nv_inference_count",  # rows (pairs) inferred
+    "exec_count": "nv_inference_exec_count",  # execute() calls
+    "request_success": "nv_inference_request_success",  # Triton requests (gateway chunks)
+    "queue_us": "nv_inference_queue_duration_us",
+    "real_tokens": "ara_reranker_real_tokens_total",
+    "padded_tokens": "ara_reranker_padded_tokens_total",
+    "forwards": "ara_reranker_forward_rows_count",
+    "rows": "ara_reranker_forward_rows_sum",
+}
+
+
+def triton_metrics(url: str) -> dict[str, float]:
+    """Sum of each counter of interest over its label sets, read from Triton's Prometheus endpoint."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    values = {}
+    for key, name in _METRICS.items():
+        pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.eE+-]+)$", re.M)
+        values[key] = sum(float(v) for v in pattern.findall(text))
+    return values

@@ -1,0 +1,64 @@
+"""The benchmark keeps working: its seconds-long smoke (tiny model) runs every system end to end.
+
+The figures of a smoke mean nothing (tiny model with random weights, one-second windows); what is
+asserted is what users of ``make bench`` rely on: a JSON, a markdown table and a PNG plot come out, and
+each holds every system that ran, with figures for every concurrency level and no failed calls.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.run import SMOKE_SYSTEMS
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, tiny_model_dir) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--out-dir", str(out)], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+def test_smoke_writes_json_table_and_plot(smoke):
+    stamps = {p.stem for p in smoke.glob("*.json")} - {"latest"}
+    assert len(stamps) == 1
+    stamp = stamps.pop()
+    for ext in ("json", "md", "png"):
+        assert (smoke / f"{stamp}.{ext}").stat().st_size > 0
+        assert (smoke / f"latest.{ext}").read_bytes() == (smoke / f"{stamp}.{ext}").read_bytes()
+    assert (smoke / f"{stamp}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_system_that_ran_is_in_every_output(smoke):
+    run = json.loads((smoke / "latest.json").read_text())
+    table = (smoke / "latest.md").read_text()
+    names = [s["system"] for s in run["systems"]]
+    assert names == list(SMOKE_SYSTEMS)
+    for system in run["systems"]:
+        assert "error" not in system, system
+        assert [level["concurrency"] for level in system["levels"]] == run["meta"]["concurrency"]
+        for level in system["levels"]:
+            assert level["errors"] == 0 and level["requests"] > 0 and level["pairs_per_s"] > 0
+            assert 0 < level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"]
+        assert system["peak_rss_mib"] > 0
+        assert f"| {system['system']} |" in table
+
+
+def test_service_reports_padding_and_triton_batches(smoke):
+    run = json.loads((smoke / "latest.json").read_text())
+    service = next(s for s in run["systems"] if s["system"].startswith("service-"))
+    for level in service["levels"]:
+        assert 0 < level["padding_ratio"] <= 1
+        assert level["triton_batch_rows"] >= 1
+    overhead = run["overhead"]
+    assert overhead["in_process_p50_ms"] > 0 and overhead["service_p50_ms"] > 0
+    assert set(run["targets"]) >= {"saturation_vs_limit", "ahead_of_peers", "padding_ratio", "overhead_p50"}
