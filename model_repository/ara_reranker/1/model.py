@@ -92,6 +92,13 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"{model_dir} has num_labels={hf_config.num_labels}; a cross-encoder reranker has 1"
             )
+        if getattr(hf_config, "type_vocab_size", 1) > 1:
+            # BERT-style cross-encoders (e.g. ms-marco MiniLM) mark the document with token type 1; the
+            # inputs here carry no token types, so their scores would silently differ from the model's.
+            raise pb_utils.TritonModelException(
+                f"{model_dir} uses token type ids (type_vocab_size={hf_config.type_vocab_size}), which this "
+                "service does not send yet; serve XLM-R / RoBERTa-style cross-encoders (ARA-Reranker-V1, bge-reranker-v2-m3)"
+            )
         self.vocab_size = int(hf_config.vocab_size)
         self.pad_id = int(hf_config.pad_token_id if hf_config.pad_token_id is not None else 0)
         self.max_length = _max_positions(hf_config)
