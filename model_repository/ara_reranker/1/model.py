@@ -116,6 +116,9 @@ class TritonPythonModel:
         errors: dict[int, pb_utils.TritonError] = {}
         outputs: dict[int, np.ndarray] = {}
         for r, request in enumerate(requests):
+            if request.is_cancelled():  # the caller gave up while it queued: compute nothing for it
+                errors[r] = pb_utils.TritonError("request cancelled by the caller", pb_utils.TritonError.CANCELLED)
+                continue
             try:
                 ids, lengths = self._validated(request)
             except RequestError as exc:
