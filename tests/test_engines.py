@@ -24,9 +24,9 @@ import server.onnx_export as onnx_export
 from server.onnx_export import OnnxExportError, export_onnx
 from server.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer, TritonStartError
 from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages
+from tests.helpers import padded
 
 ATOL = 1e-4  # the parity bound every engine is held to (float32 on CPU)
-PAD_ID = 1  # XLM-R <pad>
 
 
 def _load_engines_module() -> ModuleType:
@@ -40,17 +40,6 @@ def _load_engines_module() -> ModuleType:
 
 
 engines = _load_engines_module()
-
-
-def padded(rows: list[list[int]], width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token rows to ``width`` (default: the longest): INT64 (input_ids, attention_mask)."""
-    width = width or max(len(row) for row in rows)
-    ids = np.full((len(rows), width), PAD_ID, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask
 
 
 def _link_model(source: Path, target: Path) -> Path:

@@ -22,6 +22,7 @@ from server.gateway_process import GatewayProcess
 from reranker.v1 import reranker_pb2, reranker_pb2_grpc
 from server.triton_launcher import MODEL_REPOSITORY, TritonOptions, TritonServer, free_port
 from tests.arabic_text import QUERIES, long_passage, mixed_passages
+from tests.helpers import code_of
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -42,14 +43,6 @@ def assert_same_scores(got, expected) -> None:
     by_index = lambda results: np.array([r.score for r in sorted(results, key=lambda r: r.index)])  # noqa: E731
     assert sorted(r.index for r in got) == sorted(r.index for r in expected)
     np.testing.assert_allclose(by_index(got), by_index(expected), atol=1e-5, rtol=0)
-
-
-def code_of(call) -> grpc.StatusCode:
-    try:
-        call()
-    except RerankerError as exc:
-        return exc.code
-    return grpc.StatusCode.OK
 
 
 class Load:

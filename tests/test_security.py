@@ -9,9 +9,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from client import RerankerClient, RerankerError
+from client import RerankerClient
 from server.gateway_process import GatewayProcess
 from tests.arabic_text import QUERIES
+from tests.helpers import code_of
 
 DOCUMENTS = ["الرياض عاصمة السعودية", "القاهرة مدينة كبيرة"]
 
@@ -20,23 +21,15 @@ def gateway_args(triton, model_dir: Path, **extra: str) -> dict[str, str]:
     return {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir), **extra}
 
 
-def status_of(call) -> grpc.StatusCode:
-    try:
-        call()
-    except RerankerError as exc:
-        return exc.code
-    return grpc.StatusCode.OK
-
-
 def test_api_key_is_required_and_checked(triton, tiny_model_dir, tmp_path):
     args = gateway_args(triton, tiny_model_dir, api_keys="first-key,second-key")
     with GatewayProcess(args, log_path=tmp_path / "gateway.log") as gateway:
         with RerankerClient(gateway.target) as anonymous:
-            assert status_of(lambda: anonymous.rerank(QUERIES[0], DOCUMENTS)) == grpc.StatusCode.UNAUTHENTICATED
+            assert code_of(lambda: anonymous.rerank(QUERIES[0], DOCUMENTS)) == grpc.StatusCode.UNAUTHENTICATED
         with RerankerClient(gateway.target, api_key="wrong-key") as wrong:
-            assert status_of(lambda: wrong.rerank(QUERIES[0], DOCUMENTS)) == grpc.StatusCode.UNAUTHENTICATED
+            assert code_of(lambda: wrong.rerank(QUERIES[0], DOCUMENTS)) == grpc.StatusCode.UNAUTHENTICATED
         with RerankerClient(gateway.target, api_key="first-ke") as prefix:
-            assert status_of(lambda: prefix.rerank(QUERIES[0], DOCUMENTS)) == grpc.StatusCode.UNAUTHENTICATED
+            assert code_of(lambda: prefix.rerank(QUERIES[0], DOCUMENTS)) == grpc.StatusCode.UNAUTHENTICATED
         for key in ("first-key", "second-key"):
             with RerankerClient(gateway.target, api_key=key) as client:
                 assert len(client.rerank(QUERIES[0], DOCUMENTS)) == 2
@@ -75,7 +68,7 @@ def test_tls_with_a_certificate_made_by_the_test(triton, tiny_model_dir, tmp_pat
         with RerankerClient(gateway.target, root_certificates=c["ca.pem"]) as client:
             assert len(client.rerank(QUERIES[0], DOCUMENTS)) == 2
         with RerankerClient(gateway.target) as plaintext:  # a plaintext client cannot talk to a TLS port
-            assert status_of(lambda: plaintext.rerank(QUERIES[0], DOCUMENTS)) == grpc.StatusCode.UNAVAILABLE
+            assert code_of(lambda: plaintext.rerank(QUERIES[0], DOCUMENTS)) == grpc.StatusCode.UNAVAILABLE
 
 
 def test_mutual_tls_requires_a_client_certificate(triton, tiny_model_dir, tmp_path, certificates):
@@ -87,7 +80,7 @@ def test_mutual_tls_requires_a_client_certificate(triton, tiny_model_dir, tmp_pa
         with RerankerClient(gateway.target, root_certificates=c["ca.pem"], client_cert=c["client.pem"], client_key=c["client.key"]) as client:
             assert len(client.rerank(QUERIES[0], DOCUMENTS)) == 2
         with RerankerClient(gateway.target, root_certificates=c["ca.pem"]) as no_certificate:
-            assert status_of(lambda: no_certificate.rerank(QUERIES[0], DOCUMENTS)) == grpc.StatusCode.UNAVAILABLE
+            assert code_of(lambda: no_certificate.rerank(QUERIES[0], DOCUMENTS)) == grpc.StatusCode.UNAVAILABLE
 
 
 def test_triton_listens_on_loopback_only_by_default(triton):

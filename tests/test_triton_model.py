@@ -28,9 +28,9 @@ from tritonclient.utils import InferenceServerException
 
 from server.triton_launcher import MODEL_NAME, MODEL_REPOSITORY
 from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages
+from tests.helpers import padded
 
 ATOL = 1e-4  # float32 tolerance between batched/padded logits and the unpadded reference
-PAD_ID = 1  # XLM-R <pad>; padding ids are never read by the model, only the mask decides
 VOCAB = 250002
 MAX_LENGTH = 512  # the tiny model's positions, like ARA-Reranker-V1's: 514 - (pad_token_id + 1)
 INVALID = "StatusCode.INVALID_ARGUMENT"
@@ -39,17 +39,6 @@ Rows = list[list[int]]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def padded(rows: Rows, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token rows to ``width`` (default: the longest row): INT64 (input_ids, attention_mask)."""
-    width = width or max(len(row) for row in rows)
-    ids = np.full((len(rows), width), PAD_ID, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask
-
-
 def _input(name: str, array: np.ndarray, datatype: str) -> grpcclient.InferInput:
     tensor = grpcclient.InferInput(name, list(array.shape), datatype)
     tensor.set_data_from_numpy(array)

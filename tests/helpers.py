@@ -1,0 +1,30 @@
+"""Small helpers shared by several test modules."""
+
+from __future__ import annotations
+
+import grpc
+import numpy as np
+
+from client import RerankerError
+
+PAD_ID = 1  # XLM-R <pad>; padding ids are never read by the model, only the mask decides
+
+
+def padded(rows: list[list[int]], width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token rows to ``width`` (default: the longest row): INT64 (input_ids, attention_mask)."""
+    width = width or max(len(row) for row in rows)
+    ids = np.full((len(rows), width), PAD_ID, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def code_of(call) -> grpc.StatusCode:
+    """The gRPC status a client call ends with (OK when it returns)."""
+    try:
+        call()
+    except RerankerError as exc:
+        return exc.code
+    return grpc.StatusCode.OK
