@@ -73,15 +73,23 @@ class _Base:
     """Shared by both clients. ``split_large_requests``: send candidate lists longer than the server's
     max_documents_per_request (learnt from Info on first use) as several requests and merge the rankings."""
 
-    def __init__(self, target: str, api_key: str | None, timeout: float | None, tls: bool,
-                 root_certificates, client_cert, client_key, max_message_bytes: int, split_large_requests: bool) -> None:
+    _grpc = grpc  # the module whose channels the client uses: grpc (blocking) or grpc.aio
+
+    def __init__(self, target: str = "localhost:50051", *, api_key: str | None = None, timeout: float | None = 60.0,
+                 tls: bool = False, root_certificates: str | Path | None = None, client_cert: str | Path | None = None,
+                 client_key: str | Path | None = None, max_message_bytes: int = 64 * 1024 * 1024,
+                 split_large_requests: bool = True) -> None:
         self.target = target
-        self.split_large_requests = split_large_requests
         self.timeout = timeout
+        self.split_large_requests = split_large_requests
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
-        self._tls = tls or bool(root_certificates or client_cert)
-        self._creds = _credentials(root_certificates, client_cert, client_key) if self._tls else None
-        self._options = _channel_args(max_message_bytes)
+        options = _channel_args(max_message_bytes)
+        if tls or root_certificates or client_cert:
+            credentials = _credentials(root_certificates, client_cert, client_key)
+            self.channel = self._grpc.secure_channel(target, credentials, options)
+        else:
+            self.channel = self._grpc.insecure_channel(target, options)
+        self.stub = reranker_pb2_grpc.RerankerStub(self.channel)
         self._max_documents: int | None = None
 
     def _slices(self, n: int) -> list[tuple[int, int]]:
@@ -91,16 +99,6 @@ class _Base:
 
 class RerankerClient(_Base):
     """Blocking client. Thread-safe; reuse one per process."""
-
-    def __init__(self, target: str = "localhost:50051", *, api_key: str | None = None, timeout: float | None = 60.0,
-                 tls: bool = False, root_certificates: str | Path | None = None, client_cert: str | Path | None = None,
-                 client_key: str | Path | None = None, max_message_bytes: int = 64 * 1024 * 1024,
-                 split_large_requests: bool = True) -> None:
-        super().__init__(target, api_key, timeout, tls, root_certificates, client_cert, client_key, max_message_bytes,
-                         split_large_requests)
-        self.channel = (grpc.secure_channel(target, self._creds, self._options) if self._tls
-                        else grpc.insecure_channel(target, self._options))
-        self.stub = reranker_pb2_grpc.RerankerStub(self.channel)
 
     def __enter__(self) -> "RerankerClient":
         return self
@@ -128,12 +126,9 @@ class RerankerClient(_Base):
         """Documents ranked best first (``index`` = position in ``documents``)."""
         if self._max_documents is None and self.split_large_requests:
             self.info()
-        slices = self._slices(len(documents))
-        if len(slices) == 1:
-            return _results(self._call(self.stub.Rerank, _request(query, documents, top_k, return_documents, raw_scores, truncate)))
         parts = [
             _results(self._call(self.stub.Rerank, _request(query, documents[a:b], top_k, return_documents, raw_scores, truncate)), a)
-            for a, b in slices
+            for a, b in self._slices(len(documents))
         ]
         return _merge(parts, top_k)
 
@@ -141,15 +136,7 @@ class RerankerClient(_Base):
 class AsyncRerankerClient(_Base):
     """asyncio client: ``async with AsyncRerankerClient(target) as c: await c.rerank(...)``."""
 
-    def __init__(self, target: str = "localhost:50051", *, api_key: str | None = None, timeout: float | None = 60.0,
-                 tls: bool = False, root_certificates: str | Path | None = None, client_cert: str | Path | None = None,
-                 client_key: str | Path | None = None, max_message_bytes: int = 64 * 1024 * 1024,
-                 split_large_requests: bool = True) -> None:
-        super().__init__(target, api_key, timeout, tls, root_certificates, client_cert, client_key, max_message_bytes,
-                         split_large_requests)
-        self.channel = (grpc.aio.secure_channel(target, self._creds, self._options) if self._tls
-                        else grpc.aio.insecure_channel(target, self._options))
-        self.stub = reranker_pb2_grpc.RerankerStub(self.channel)
+    _grpc = grpc.aio
 
     async def __aenter__(self) -> "AsyncRerankerClient":
         return self
