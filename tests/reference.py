@@ -18,12 +18,13 @@ class InProcessReference:
         self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
         self.max_length = self.tokenizer.model_max_length
 
-    def encode(self, query: str, document: str) -> list[int]:
-        """Token ids of the pair, document truncated (never the query).
+    def encode(self, query: str, document: str, max_length: int | None = None) -> list[int]:
+        """Token ids of the pair, document truncated (never the query) to ``max_length`` (default: the
+        tokenizer's), as ``CrossEncoder(model, max_length=...)`` does.
 
         Encoded as a batch of one pair, as CrossEncoder.predict does: a single call with an empty
         document would drop the pair template (``text_pair=""`` is falsy)."""
-        encoded = self.tokenizer([query], [document], truncation="only_second", max_length=self.max_length)
+        encoded = self.tokenizer([query], [document], truncation="only_second", max_length=max_length or self.max_length)
         return encoded["input_ids"][0]
 
     def logits_of_ids(self, rows: list[list[int]]) -> np.ndarray:
@@ -32,10 +33,10 @@ class InProcessReference:
                 [self.model(input_ids=torch.tensor([row])).logits[0, 0].item() for row in rows], dtype=np.float32
             )
 
-    def logits(self, query: str, documents: list[str]) -> np.ndarray:
-        return self.logits_of_ids([self.encode(query, d) for d in documents])
+    def logits(self, query: str, documents: list[str], max_length: int | None = None) -> np.ndarray:
+        return self.logits_of_ids([self.encode(query, d, max_length) for d in documents])
 
-    def scores(self, query: str, documents: list[str]) -> np.ndarray:
+    def scores(self, query: str, documents: list[str], max_length: int | None = None) -> np.ndarray:
         """sigmoid(logit) in float32, the service's default score."""
-        logits = self.logits(query, documents).astype(np.float32)
+        logits = self.logits(query, documents, max_length).astype(np.float32)
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)

@@ -23,10 +23,11 @@ import tritonclient.grpc as grpcclient
 import server.onnx_export as onnx_export
 from server.onnx_export import OnnxExportError, export_onnx
 from server.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer, TritonStartError
-from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages
+from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage
 from tests.helpers import padded
 
 ATOL = 1e-4  # the parity bound every engine is held to (float32 on CPU)
+SHORT = 512  # pairs cut here, as a gateway with max_input_length 512 does
 
 
 def _load_engines_module() -> ModuleType:
@@ -70,11 +71,14 @@ def onnx_engine(onnx_model_dir: Path):
 
 @pytest.fixture(scope="module")
 def arabic_rows(reference, rng) -> list[list[int]]:
-    """Token rows of Arabic pairs: mixed lengths, the model card's pairs, and ones truncated at 512."""
+    """Token rows of Arabic pairs: mixed lengths, the model card's pairs, ones truncated at 512 (a
+    gateway's lowered max_input_length) and one of several thousand tokens."""
     rows = [reference.encode(QUERIES[i % len(QUERIES)], d) for i, d in enumerate(mixed_passages(rng, 24))]
     rows += [reference.encode(MODEL_CARD_QUERY, d) for d in MODEL_CARD_CANDIDATES]
-    rows += [reference.encode(q, long_passage(rng)) for q in QUERIES[:3]]
-    assert max(len(r) for r in rows) == reference.max_length  # the long ones really were truncated
+    rows += [reference.encode(q, long_passage(rng), SHORT) for q in QUERIES[:3]]
+    rows += [reference.encode(QUERIES[3], passage(rng, 200))]  # ~3,500 tokens: the real model's long context
+    assert sorted(len(r) for r in rows)[-4:-1] == [SHORT] * 3  # the long ones really were truncated
+    assert max(len(r) for r in rows) > 3000
     assert min(len(r) for r in rows) < 40
     return rows
 

@@ -26,13 +26,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
-from server.triton_launcher import MODEL_NAME, MODEL_REPOSITORY
-from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages
-from tests.helpers import padded
+from server.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer
+from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage
+from tests.helpers import padded, repository_copy
 
 ATOL = 1e-4  # float32 tolerance between batched/padded logits and the unpadded reference
 VOCAB = 250002
-MAX_LENGTH = 512  # the tiny model's positions, like ARA-Reranker-V1's: 514 - (pad_token_id + 1)
+MAX_LENGTH = 8192  # the tiny model's positions, like ARA-Reranker-V1's: 8194 - (pad_token_id + 1)
+LOWERED = 512  # the long pairs of ``pairs`` are cut here, as a gateway with max_input_length 512 does
 INVALID = "StatusCode.INVALID_ARGUMENT"
 
 Rows = list[list[int]]
@@ -84,7 +85,8 @@ def metric(metrics_url: str, name: str) -> float:
     """One sample of model.py's own metrics (labelled with the model name) from Triton's metrics port."""
     with urllib.request.urlopen(metrics_url, timeout=5) as response:
         text = response.read().decode()
-    match = re.search(rf'^{name}\{{model="{MODEL_NAME}"\}} (\S+)$', text, re.MULTILINE)
+    series = name if "{" in name else f'{name}{{model="{MODEL_NAME}"}}'
+    match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
     assert match, f"{name} not exported on {metrics_url}"
     return float(match.group(1))
 
@@ -115,17 +117,48 @@ async def client(triton):
 
 
 @pytest.fixture(scope="module")
+def batching_triton(tiny_model_dir, tmp_path_factory):
+    """A tritonserver whose batcher holds requests for up to 3 s before executing, so that requests sent
+    together are deterministically handed to one execute(), however loaded the machine."""
+    tmp = tmp_path_factory.mktemp("batching")
+    repository = repository_copy(tmp, max_queue_delay_microseconds=3_000_000)
+    options = TritonOptions(model_dir=tiny_model_dir, model_repository=repository, log_path=tmp / "triton.log")
+    with TritonServer(options) as server:
+        yield server
+
+
+@pytest.fixture
+async def batching_client(batching_triton):
+    client = aioclient.InferenceServerClient(batching_triton.grpc_url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture(scope="module")
 def pairs(reference) -> Rows:
     """Token rows of Arabic (query, passage) pairs: 1 to 12 sentences, the model card's example, and
-    three passages far over 512 tokens, truncated (document only) as the gateway does."""
+    three passages far over 512 tokens, truncated (document only) at 512 as a gateway with
+    max_input_length 512 does."""
     rng = np.random.default_rng(2024)
     rows = [reference.encode(MODEL_CARD_QUERY, doc) for doc in MODEL_CARD_CANDIDATES]
     for query in QUERIES:
         rows += [reference.encode(query, doc) for doc in mixed_passages(rng, 6)]
     for query in QUERIES[:3]:
         document = long_passage(rng)
-        assert len(reference.tokenizer(query, document)["input_ids"]) > MAX_LENGTH
-        rows.append(reference.encode(query, document))
+        assert len(reference.tokenizer(query, document)["input_ids"]) > LOWERED
+        rows.append(reference.encode(query, document, LOWERED))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def long_pairs(reference) -> Rows:
+    """Pairs of several thousand tokens, up to the model's whole context (8192: one cut there), and a
+    few short ones, as the real model is used by default."""
+    rng = np.random.default_rng(8192)
+    rows = [reference.encode(QUERIES[i], passage(rng, sentences)) for i, sentences in enumerate((150, 300, 420, 700))]
+    rows += [reference.encode(QUERIES[4], doc) for doc in mixed_passages(rng, 4)]
+    lengths = sorted(len(row) for row in rows)
+    assert lengths[-1] == MAX_LENGTH and lengths[-4] > 2000, lengths
     return rows
 
 
@@ -145,8 +178,16 @@ def good(pairs, expected) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------------------------------- 1 parity
 def test_pairs_cover_mixed_lengths_and_truncation(pairs):
     lengths = [len(row) for row in pairs]
-    assert min(lengths) < 40 and lengths.count(MAX_LENGTH) == 3 and max(lengths) == MAX_LENGTH
+    assert min(lengths) < 40 and lengths.count(LOWERED) == 3 and max(lengths) == LOWERED
     assert len(set(lengths)) > len(lengths) // 2
+
+
+async def test_pairs_of_thousands_of_tokens_up_to_the_whole_context_equal_reference(client, reference, long_pairs):
+    """The real model's 8,192-token context: each long pair alone, and all of them in one padded request."""
+    expected = reference.logits_of_ids(long_pairs)
+    np.testing.assert_allclose(await infer(client, *padded(long_pairs)), expected, atol=ATOL, rtol=0)
+    alone = [await infer(client, *padded([row])) for row in long_pairs[:4]]
+    np.testing.assert_allclose(np.concatenate(alone), expected[:4], atol=ATOL, rtol=0)
 
 
 async def test_one_request_with_many_rows_equals_reference(client, pairs, expected):
@@ -166,7 +207,8 @@ async def test_extra_padding_does_not_change_logits(client, pairs, expected):
 
 
 # ------------------------------------------------------------------------------------------- 2 batching
-async def test_concurrent_requests_are_batched_and_each_gets_its_own_logits(client, pairs, expected):
+async def test_concurrent_requests_are_batched_and_each_gets_its_own_logits(batching_client, pairs, expected):
+    client = batching_client
     rng = np.random.default_rng(7)
     requests = []  # (row indices into pairs, extra padding) of 32 requests: 1-8 rows, ragged widths
     for _ in range(32):
@@ -185,7 +227,7 @@ async def test_concurrent_requests_are_batched_and_each_gets_its_own_logits(clie
         np.testing.assert_allclose(logits, expected[members], atol=ATOL, rtol=0)
     assert counts["requests"] == 32
     assert counts["rows"] == sum(len(members) for members, _ in requests)
-    assert counts["executions"] < counts["requests"], f"the dynamic batcher formed no batch: {counts}"
+    assert counts["executions"] == 1, f"the 32 requests were not handed to one execute(): {counts}"
 
 
 # ----------------------------------------------------------------------------------------- 3 bad input
@@ -240,7 +282,7 @@ def _bad_rows() -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
         "mask values other than 0/1": (ids, not_binary, "right padding"),
         "id beyond the vocabulary": (too_big, mask, rf"must lie in \[0, {VOCAB}\), got \[0, {VOCAB}\]"),
         "negative id": (negative, mask, r"must lie in \[0, \d+\), got \[-5, "),
-        "a row over 512 tokens": (
+        "a row over 8192 tokens": (
             long_ids, long_mask, f"row 1 has {MAX_LENGTH + 1} tokens; the model takes at most {MAX_LENGTH}"
         ),
     }
@@ -273,11 +315,10 @@ async def test_invalid_tokens_are_refused_and_the_server_goes_on(client, good, c
     np.testing.assert_allclose(await infer(client, good_ids, good_mask), good_logits, atol=ATOL, rtol=0)
 
 
-async def test_bad_request_in_a_dynamic_batch_fails_alone(client, pairs, expected):
-    """Bad requests interleaved with good ones, all in flight at once behind a long request that keeps
-    the model busy, so that the batcher hands them to one execute(): each bad one gets its own error,
-    every good one its own correct logits."""
-    blocker = padded([pairs[-1]] * 48)  # 48 rows of 512 tokens: the burst queues up behind it
+async def test_bad_request_in_a_dynamic_batch_fails_alone(batching_client, pairs, expected):
+    """Bad requests interleaved with good ones, sent together to a batcher that holds them, so that one
+    execute() gets them all: each bad one gets its own error, every good one its own correct logits."""
+    client = batching_client
     bad = list(BAD_ROWS.items())
     burst: list[tuple[str, np.ndarray, np.ndarray, object]] = []  # (kind, ids, mask, expected / pattern)
     for k in range(2 * len(bad)):
@@ -288,11 +329,8 @@ async def test_bad_request_in_a_dynamic_batch_fails_alone(client, pairs, expecte
             members = [(3 * k + j) % len(pairs) for j in range(1 + k % 4)]
             burst.append(("good", *padded([pairs[m] for m in members]), expected[members]))
     before = await statistics(client)
-    blocking = asyncio.ensure_future(infer(client, *blocker))
-    await asyncio.sleep(0.02)  # the blocker is executing; the burst now waits in the queue together
     results = await asyncio.gather(*(infer(client, ids, mask) for _, ids, mask, _ in burst), return_exceptions=True)
-    await blocking
-    counts = await statistics_since(client, before, requests=len(burst) + 1)
+    counts = await statistics_since(client, before, requests=len(burst))
 
     for (kind, _, _, want), got in zip(burst, results):
         if kind == "good":
@@ -301,11 +339,10 @@ async def test_bad_request_in_a_dynamic_batch_fails_alone(client, pairs, expecte
         else:
             assert isinstance(got, InferenceServerException), f"{kind}: no error"
             assert got.status() == INVALID and re.search(want, got.message()), f"{kind}: {got}"
-    # Everything reached the model (Triton counts a model's error response as a completed request),
-    # and the burst took fewer executions than requests: since good and bad alternate, an execute()
-    # held both (in practice the whole burst goes in one, right after the blocker's).
-    assert counts["requests"] == len(burst) + 1
-    assert counts["executions"] < counts["requests"] - 1, f"the burst was not batched: {counts}"
+    # Everything reached the model (Triton counts a model's error response as a completed request), in
+    # one execute(): good and bad requests were handled side by side.
+    assert counts["requests"] == len(burst)
+    assert counts["executions"] == 1, f"the burst was not handed to one execute(): {counts}"
 
 
 async def test_server_still_ready_after_bad_input(triton, client, good):
@@ -347,6 +384,7 @@ def test_micro_batches_cover_rows_in_order_under_the_token_budget(lengths, budge
     # The cuts are the cheapest: never more padded tokens + per-pass overhead than filling each batch full.
     cost = sum((s.stop - s.start) * int(sorted_lengths[s.start]) + overhead for s in slices)
     assert cost <= greedy_padded_size(sorted_lengths, budget, overhead)
+    assert cost == (optimal_cost(lengths, budget, overhead) if lengths else 0)
 
 
 def test_micro_batches_keep_unlike_lengths_apart_when_passes_are_cheap():
@@ -355,15 +393,24 @@ def test_micro_batches_keep_unlike_lengths_apart_when_passes_are_cheap():
     assert [(s.start, s.stop) for s in slices] == [(0, 1), (1, 5)]
 
 
-def padded_size(lengths: list[int], budget: int, overhead: int) -> int:
-    """Tokens computed, padding included, when model.py sorts rows and cuts them under ``budget``."""
-    ordered = np.array(sorted(lengths, reverse=True), dtype=np.int64)
-    return sum((s.stop - s.start) * int(ordered[s.start]) for s in micro_batches()(ordered, budget, overhead))
+def optimal_cost(lengths: list[int], budget: int, overhead: int) -> int:
+    """The least padded tokens + ``overhead`` per pass of any cut of the length-sorted rows into
+    micro-batches under ``budget`` (written here, independently of model.py's batching.py)."""
+    ordered = sorted(lengths, reverse=True)
+    best = [0] + [None] * len(ordered)  # best[i]: cheapest cost of the first i rows
+    for end in range(1, len(ordered) + 1):
+        best[end] = min(
+            best[start] + (end - start) * ordered[start] + overhead
+            for start in range(end)
+            if (end - start) * ordered[start] <= budget
+        )
+    return best[-1]
 
 
 async def test_rows_are_length_sorted_into_budgeted_micro_batches(triton, client, pairs, expected):
-    """Through Triton's metrics port: the tokens model.py computed for one request are exactly those of
-    length-sorted micro-batches under the configured budget, far fewer than padding all to the longest."""
+    """Through Triton's metrics port: for one request, the tokens model.py computed plus the per-pass
+    overhead are the least any cut of the length-sorted rows under the budget allows, every pass fits the
+    budget, and far fewer tokens are computed than padding all rows to the longest."""
     config = (await client.get_model_config(MODEL_NAME, as_json=True))["config"]
     budget = int(config["parameters"]["max_batch_tokens"]["string_value"])
     overhead = int(config["parameters"].get("batch_overhead_tokens", {}).get("string_value", "0"))
@@ -371,15 +418,28 @@ async def test_rows_are_length_sorted_into_budgeted_micro_batches(triton, client
     members = by_length[-2:] * 12 + by_length[:20]  # 24 rows of 512 tokens and 20 short ones, shuffled
     members = list(np.random.default_rng(3).permutation(members))
     lengths = [len(pairs[m]) for m in members]
-    real_before = metric(triton.metrics_url, "ara_reranker_real_tokens_total")
-    padded_before = metric(triton.metrics_url, "ara_reranker_padded_tokens_total")
+    names = ("ara_reranker_real_tokens_total", "ara_reranker_padded_tokens_total", "ara_reranker_forward_rows_count",
+             f'ara_reranker_forward_tokens_bucket{{model="{MODEL_NAME}",le="{budget}"}}')
+    before = [metric(triton.metrics_url, name) for name in names]
 
     logits = await infer(client, *padded([pairs[m] for m in members]))
     # model.py counts the tokens before it returns the responses, so the counters are already final.
-    real = metric(triton.metrics_url, "ara_reranker_real_tokens_total") - real_before
-    computed = metric(triton.metrics_url, "ara_reranker_padded_tokens_total") - padded_before
+    real, computed, passes, within_budget = (metric(triton.metrics_url, n) - b for n, b in zip(names, before))
 
     np.testing.assert_allclose(logits, expected[members], atol=ATOL, rtol=0)
     assert real == sum(lengths)
-    assert computed == padded_size(lengths, budget, overhead)
+    assert within_budget == passes  # every forward pass had at most `budget` padded tokens
+    assert computed + overhead * passes == optimal_cost(lengths, budget, overhead)
     assert computed < 0.9 * len(lengths) * max(lengths)
+
+
+def test_a_relative_model_dir_is_taken_from_the_project_root(monkeypatch):
+    """config.pbtxt's model_dir "models/ara-reranker-v1" names <project>/models/..., the directory that
+    holds model_repository/ (Triton passes the model's own directory as args["model_repository"])."""
+    monkeypatch.delenv("ARA_RERANKER_MODEL_DIR", raising=False)
+    resolve = load_model_module().resolve_model_dir
+    args = {"model_repository": str(MODEL_REPOSITORY / MODEL_NAME)}
+    assert resolve(args, {"model_dir": "models/tiny"}) == MODEL_REPOSITORY.parent / "models/tiny"
+    assert resolve(args, {"model_dir": "/srv/models/x"}) == Path("/srv/models/x")
+    monkeypatch.setenv("ARA_RERANKER_MODEL_DIR", "/mnt/weights")
+    assert resolve(args, {"model_dir": "models/tiny"}) == Path("/mnt/weights")

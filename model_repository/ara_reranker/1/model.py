@@ -31,10 +31,10 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from batching import ForwardPool, micro_batches  # noqa: E402
 from engines import load_engine  # noqa: E402
+from server.model_limits import ModelLimitError, max_input_length, max_positions  # noqa: E402  (the project, installed beside torch)
 
 MODEL_DIR_ENV = "ARA_RERANKER_MODEL_DIR"
 ENGINE_ENV = "ARA_RERANKER_ENGINE"
-ROBERTA_LIKE = {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"}
 
 
 class RequestError(ValueError):
@@ -45,10 +45,14 @@ def _parameters(model_config: dict) -> dict[str, str]:
     return {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
 
 
-def _max_positions(hf_config) -> int:
-    """Longest sequence the position embeddings allow (RoBERTa-likes reserve pad_token_id + 1 slots)."""
-    offset = hf_config.pad_token_id + 1 if hf_config.model_type in ROBERTA_LIKE else 0
-    return int(hf_config.max_position_embeddings) - offset
+def resolve_model_dir(args: dict, params: dict[str, str]) -> Path:
+    """The weights' directory: env ARA_RERANKER_MODEL_DIR, else the ``model_dir`` parameter, relative
+    paths taken from the directory that holds the model repository (the project root in a checkout)."""
+    model_dir = Path(os.environ.get(MODEL_DIR_ENV) or params.get("model_dir", ""))
+    if model_dir.is_absolute():
+        return model_dir
+    # args["model_repository"] is this model's own directory (<repository>/ara_reranker).
+    return (Path(args["model_repository"]).resolve().parent.parent / model_dir).resolve()
 
 
 class TritonPythonModel:
@@ -57,10 +61,7 @@ class TritonPythonModel:
     def initialize(self, args: dict) -> None:
         model_config = json.loads(args["model_config"])
         params = _parameters(model_config)
-        repo_root = Path(args["model_repository"]).resolve().parent
-        model_dir = Path(os.environ.get(MODEL_DIR_ENV) or params.get("model_dir", ""))
-        if not model_dir.is_absolute():
-            model_dir = (repo_root / model_dir).resolve()
+        model_dir = resolve_model_dir(args, params)
         if not (model_dir / "config.json").exists():
             raise pb_utils.TritonModelException(
                 f"model_dir {model_dir} has no config.json: run `make model` or set {MODEL_DIR_ENV}"
@@ -101,7 +102,12 @@ class TritonPythonModel:
             )
         self.vocab_size = int(hf_config.vocab_size)
         self.pad_id = int(hf_config.pad_token_id if hf_config.pad_token_id is not None else 0)
-        self.max_length = _max_positions(hf_config)
+        try:
+            max_input_length(model_dir)  # refuses a tokenizer that allows more than the positions hold
+        except ModelLimitError as exc:
+            raise pb_utils.TritonModelException(str(exc)) from exc
+        # The hard limit; the gateway picks its own (the tokenizer's, or lower) and never sends more.
+        self.max_length = max_positions(hf_config.to_dict())
         if self.max_batch_tokens < self.max_length:
             raise pb_utils.TritonModelException(
                 f"max_batch_tokens {self.max_batch_tokens} is below the model's max length {self.max_length}"

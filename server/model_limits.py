@@ -1,0 +1,76 @@
+"""How long a (query, document) pair a served cross-encoder takes: the one definition of that rule.
+
+Two files of a Hugging Face model directory say it: ``config.json`` (``max_position_embeddings``, what
+the model can compute) and ``tokenizer_config.json`` (``model_max_length``, what the model was trained
+and is used with; sentence-transformers' ``CrossEncoder`` truncates there). ARA-Reranker-V1, a
+bge-reranker-v2-m3 fine-tune, has 8194 positions and ``model_max_length`` 8192: XLM-R style models
+reserve ``pad_token_id + 1`` position slots, so 8192 tokens are usable.
+
+Used by the gateway (its max input length), model.py (the longest row it accepts), the ONNX export and
+the benchmarks. Plain Python on purpose: Triton's Python backend imports it too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+__all__ = ["ROBERTA_LIKE", "UNSET_MAX_LENGTH", "ModelLimitError", "max_positions", "tokenizer_max_length", "max_input_length"]
+
+# Model types whose position ids start after the padding index (pad_token_id + 1 slots are reserved).
+ROBERTA_LIKE = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"})
+# transformers writes a huge model_max_length (int(1e30)) when a tokenizer has none configured.
+UNSET_MAX_LENGTH = 1_000_000
+
+
+class ModelLimitError(ValueError):
+    """The model directory's files disagree, or a requested limit is beyond what the model takes."""
+
+
+def max_positions(config: Mapping[str, Any]) -> int:
+    """Longest sequence the position embeddings of ``config`` (config.json as a dict) allow."""
+    positions = int(config["max_position_embeddings"])
+    if config.get("model_type") in ROBERTA_LIKE:
+        positions -= int(config.get("pad_token_id", 1)) + 1
+    return positions
+
+
+def tokenizer_max_length(tokenizer_config: Mapping[str, Any]) -> int | None:
+    """``model_max_length`` of tokenizer_config.json, or None when absent or transformers' "unset"."""
+    value = tokenizer_config.get("model_max_length")
+    if value is None or float(value) >= UNSET_MAX_LENGTH:
+        return None
+    return int(value)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def max_input_length(model_dir: Path | str, requested: int = 0) -> int:
+    """The max tokens of a pair for the model in ``model_dir``: the tokenizer's ``model_max_length``,
+    lowered to ``requested`` when that is set (> 0).
+
+    Raises ModelLimitError when the tokenizer allows more than the position embeddings hold (the model
+    would fail or silently mis-score long pairs), when the directory says nothing usable, or when
+    ``requested`` exceeds the model's limit."""
+    model_dir = Path(model_dir)
+    config = _read_json(model_dir / "config.json")
+    tokenizer_config = _read_json(model_dir / "tokenizer_config.json") or {}
+    positions = max_positions(config) if config else None
+    tokenizer = tokenizer_max_length(tokenizer_config)
+    if tokenizer is not None and positions is not None and tokenizer > positions:
+        raise ModelLimitError(
+            f"{model_dir}: tokenizer_config.json model_max_length={tokenizer} exceeds the {positions} tokens the "
+            f"model's position embeddings hold (config.json max_position_embeddings={config['max_position_embeddings']}); "
+            "fix the model directory"
+        )
+    limit = tokenizer or positions
+    if limit is None:
+        raise ModelLimitError(f"{model_dir}: neither config.json nor tokenizer_config.json says the max input length")
+    if requested < 0:
+        raise ModelLimitError(f"max_input_length must be >= 0 (0: the model's {limit}); got {requested}")
+    if requested > limit:
+        raise ModelLimitError(f"max_input_length={requested} exceeds what {model_dir.name} takes ({limit} tokens)")
+    return requested or limit
