@@ -24,11 +24,13 @@ __all__ = ["RerankerClient", "AsyncRerankerClient", "RerankResult", "RerankerErr
 
 @dataclass(frozen=True)
 class RerankResult:
-    """One ranked document: its position in the request, its score, and its text if asked for."""
+    """One ranked document: its position in the request, its score, its text if asked for, and the
+    model's logit (the ranking's key: the float32 score saturates at 1.0, the logit does not)."""
 
     index: int
     score: float
     document: str | None = None
+    logit: float = 0.0
 
 
 class RerankerError(Exception):
@@ -59,13 +61,15 @@ def _request(query: str, documents: Sequence[str], top_k: int | None, return_doc
 
 def _results(response: reranker_pb2.RerankResponse, offset: int = 0) -> list[RerankResult]:
     return [
-        RerankResult(r.index + offset, r.score, r.document if r.HasField("document") else None) for r in response.results
+        RerankResult(r.index + offset, r.score, r.document if r.HasField("document") else None, r.logit)
+        for r in response.results
     ]
 
 
 def _merge(parts: list[list[RerankResult]], top_k: int | None) -> list[RerankResult]:
-    """Merge rankings of consecutive slices: best first, ties by lower index (as the server orders)."""
-    merged = sorted((r for part in parts for r in part), key=lambda r: (-r.score, r.index))
+    """Merge rankings of consecutive slices as the server orders one: by logit, best first, ties by
+    lower index. Never by score: float32 sigmoids of different high logits are all exactly 1.0."""
+    merged = sorted((r for part in parts for r in part), key=lambda r: (-r.logit, r.index))
     return merged if top_k is None else merged[:top_k]
 
 

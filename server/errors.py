@@ -16,6 +16,7 @@ __all__ = [
     "BackendUnavailable",
     "DeadlineExceeded",
     "BackendError",
+    "BackendFailed",
     "Unauthenticated",
     "status_of",
 ]
@@ -43,6 +44,10 @@ class DeadlineExceeded(RerankerError):
 
 class BackendError(RerankerError):
     """Triton answered with an unexpected error (logged with its cause)."""
+
+
+class BackendFailed(BackendError):
+    """Triton failed to compute (e.g. a forward pass ran out of memory); another endpoint may not."""
 
 
 class Unauthenticated(RerankerError):

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from reranker.v1 import reranker_pb2, reranker_pb2_grpc
 from server.auth import ApiKeyInterceptor
 from server.metrics import GatewayMetrics
+from server.model_limits import ModelLimitError, max_input_length
 from server.reranking import Limits, PairTokenizer, Reranker
 from server.service import RerankerService
 from server.settings import Settings
@@ -36,7 +37,9 @@ log = logging.getLogger("server.gateway")
 def load_tokenizer(settings: Settings) -> PairTokenizer:
     """The served model's own fast tokenizer (tokenizer.json) and the max pair length to use with it.
 
-    Read with the ``tokenizers`` library directly: the gateway needs neither transformers nor torch."""
+    Read with the ``tokenizers`` library directly: the gateway needs neither transformers nor torch.
+    The max input length is the model directory's (server/model_limits.py: tokenizer_config.json's
+    ``model_max_length``, checked against config.json's positions), or ``max_input_length`` when lower."""
     from tokenizers import Tokenizer
 
     source = Path(settings.tokenizer)
@@ -46,15 +49,19 @@ def load_tokenizer(settings: Settings) -> PairTokenizer:
         tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
         config_path = source / "tokenizer_config.json"
         config = json.loads(config_path.read_text()) if config_path.exists() else {}
-    else:  # a hub id
+        try:
+            max_length = max_input_length(source, settings.max_input_length)
+        except ModelLimitError as exc:
+            raise SystemExit(f"refusing to start: {exc}") from exc
+    else:  # a hub id: no local files to read the limit from
         tokenizer = Tokenizer.from_pretrained(settings.tokenizer)
         config = {}
-    max_length = settings.max_length or int(config.get("model_max_length", 0) or 0)
-    if not max_length or max_length > 100_000:  # absent, or transformers' "unset" sentinel
-        raise SystemExit(f"{settings.tokenizer} sets no model_max_length: pass --max-length")
+        if not settings.max_input_length:
+            raise SystemExit(f"{settings.tokenizer} is not a local model directory: pass --max-input-length")
+        max_length = settings.max_input_length
     pad = config.get("pad_token") or "<pad>"
     pad_id = tokenizer.token_to_id(pad["content"] if isinstance(pad, dict) else pad)
-    return PairTokenizer(tokenizer, int(max_length), pad_id if pad_id is not None else 0, settings.tokenizer_threads)
+    return PairTokenizer(tokenizer, max_length, pad_id if pad_id is not None else 0, settings.tokenizer_threads)
 
 
 def default_model_id(settings: Settings) -> str:
@@ -83,9 +90,11 @@ class Gateway:
         max_length = tokenizer.max_length
         metrics = GatewayMetrics()
         limits = Limits(settings.max_documents, settings.max_query_chars, settings.max_document_chars,
-                        settings.chunk_size, settings.max_inflight_pairs)
-        scorer = TritonScorer(settings.triton_endpoints, settings.triton_model, settings.health_interval_s)
+                        settings.chunk_size, settings.max_inflight_pairs, settings.max_inflight_tokens)
+        scorer = TritonScorer(settings.triton_endpoints, settings.triton_model, settings.health_interval_s,
+                              settings.health_failures, settings.max_message_bytes)
         reranker = Reranker(tokenizer, scorer, limits, settings.default_timeout_s)
+        metrics.watch_admission(reranker.admission, reranker.token_admission)
         info = reranker_pb2.InfoResponse(
             model_id=default_model_id(settings), triton_model=settings.triton_model,
             triton_endpoints=list(settings.triton_endpoints), max_input_length=max_length,
@@ -93,6 +102,7 @@ class Gateway:
                 max_documents_per_request=settings.max_documents, max_query_chars=settings.max_query_chars,
                 max_document_chars=settings.max_document_chars, max_message_bytes=settings.max_message_bytes,
                 chunk_size=settings.chunk_size, max_inflight_pairs=settings.max_inflight_pairs,
+                max_inflight_tokens=settings.max_inflight_tokens, max_concurrent_rpcs=settings.max_concurrent_rpcs,
             ),
             version=VERSION, auth_required=bool(settings.api_keys),
         )
@@ -105,7 +115,8 @@ class Gateway:
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
         ]
-        server = grpc.aio.server(interceptors=interceptors, options=options)
+        server = grpc.aio.server(interceptors=interceptors, options=options,
+                                 maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
         reranker_pb2_grpc.add_RerankerServicer_to_server(service, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -148,8 +159,11 @@ class Gateway:
             return
         service.info.dtype, service.info.engine = model.dtype, model.engine
         if model.max_batch_size and self.settings.chunk_size > model.max_batch_size:
-            log.error("chunk_size %d exceeds Triton's max_batch_size %d: large requests will be refused; lower RERANKER_CHUNK_SIZE",
-                      self.settings.chunk_size, model.max_batch_size)
+            # Triton refuses a request with more rows than max_batch_size: send smaller chunks instead.
+            log.warning("chunk_size %d exceeds Triton's max_batch_size %d: using chunks of %d",
+                        self.settings.chunk_size, model.max_batch_size, model.max_batch_size)
+            service.reranker.set_chunk_size(model.max_batch_size)
+            service.info.limits.chunk_size = model.max_batch_size
 
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING, drain, refuse new calls, let calls in flight finish within the grace period, close."""

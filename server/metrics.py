@@ -45,6 +45,7 @@ class GatewayMetrics:
         self.truncated = Counter("reranker_documents_truncated", "Documents cut to the model's max input length", registry=r)
         self.in_flight = Gauge("reranker_requests_in_flight", "Rerank RPCs being served now", registry=r)
         self.inflight_pairs = Gauge("reranker_inflight_pairs", "Pairs admitted and not yet answered", registry=r)
+        self.inflight_tokens = Gauge("reranker_inflight_tokens", "Tokens admitted to Triton and not yet answered", registry=r)
         self.triton_up = Gauge("reranker_triton_up", "Whether the Triton endpoint's model is ready (1) or not (0)", ["endpoint"], registry=r)
         for stage in ("tokenization", "inference", "total"):
             self.stage_duration.labels(stage)  # export every stage from the start
@@ -54,6 +55,11 @@ class GatewayMetrics:
         for method, codes in ANSWERED_CODES.items():
             for code in codes:
                 self.requests.labels(method, code)
+
+    def watch_admission(self, pairs, tokens) -> None:
+        """Read the admission bounds' counts at scrape time (``Admission.in_flight``), so they are never stale."""
+        self.inflight_pairs.set_function(lambda: pairs.in_flight)
+        self.inflight_tokens.set_function(lambda: tokens.in_flight)
 
     def set_triton_health(self, endpoint: str, up: bool) -> None:
         self.triton_up.labels(endpoint).set(1 if up else 0)

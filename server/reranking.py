@@ -1,7 +1,11 @@
-"""The reranking core, independent of gRPC: validate -> tokenize -> chunk -> score -> sigmoid -> sort.
+"""The reranking core, independent of gRPC: validate -> admit -> tokenize -> chunk -> score -> rank.
 
 ``Reranker.rerank`` takes a ``RerankJob`` and returns a ``RerankOutcome``. It talks to the model only
 through the ``Scorer`` protocol (``TritonScorer`` in production, an in-process scorer in unit tests).
+
+The ranking is the order of the model's logits as the model returned them (float32, compared in
+float64), never of a derived score: float32 sigmoids saturate to exactly 1.0 above a logit of ~16.6 and
+would turn different logits into ties. The sigmoid only makes the returned score.
 """
 
 from __future__ import annotations
@@ -14,9 +18,20 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from server.errors import InvalidRequest, Overloaded
+from server.errors import DeadlineExceeded, InvalidRequest, Overloaded
 
-__all__ = ["Limits", "RerankJob", "Ranked", "RerankOutcome", "Scorer", "Reranker", "Admission", "sigmoid"]
+__all__ = ["Limits", "RerankJob", "Ranked", "RerankOutcome", "Scorer", "Reranker", "Admission", "PairTokenizer",
+           "sigmoid", "rank_by_logits"]
+
+# Bound on the caller's time the gateway keeps for itself, to answer DEADLINE_EXCEEDED before the caller's
+# own deadline cancels the call (at most this, at most a tenth of the caller's time).
+DEADLINE_MARGIN_S = 0.05
+# Documents tokenized per tokenizer job: a large request is tokenized slice by slice, so that other
+# callers' requests get the tokenizer threads in between.
+TOKENIZE_SLICE = 32
+# Characters a document is cut to before tokenizing, per token of room: generous (Arabic and English
+# average 3-6 characters per token); an exactness check falls back to the whole document when needed.
+CHARS_PER_TOKEN = 16
 
 
 class Scorer(Protocol):
@@ -34,6 +49,7 @@ class Limits:
     max_document_chars: int
     chunk_size: int
     max_inflight_pairs: int
+    max_inflight_tokens: int = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -48,7 +64,8 @@ class RerankJob:
 @dataclass(frozen=True)
 class Ranked:
     index: int
-    score: float
+    score: float  # sigmoid(logit) in float32, or the logit with raw_scores
+    logit: float  # the model's logit: the ranking's key
 
 
 @dataclass(frozen=True)
@@ -62,71 +79,120 @@ class RerankOutcome:
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable sigmoid computed in float32."""
+    """Numerically stable sigmoid computed in float32 (the returned score; never a ranking key)."""
     x = np.asarray(logits, dtype=np.float32)
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
 
 
-class Admission:
-    """A bound on pairs in flight: beyond it, refuse at once (no unbounded queue)."""
+def rank_by_logits(logits: np.ndarray) -> np.ndarray:
+    """Indices best first: higher logit first, equal logits keep the lower index first."""
+    logits = np.asarray(logits).astype(np.float64)  # upcast before anything else (fp16 from GPUs)
+    return np.lexsort((np.arange(len(logits)), -logits))
 
-    def __init__(self, max_pairs: int) -> None:
-        self.max_pairs = max_pairs
+
+class Admission:
+    """A bound on work in flight (pairs, or tokens): beyond it, refuse at once (no unbounded queue).
+
+    A single request larger than the whole bound is admitted only when nothing else is in flight."""
+
+    def __init__(self, limit: int, setting: str, unit: str) -> None:
+        self.limit = limit
+        self.setting = setting
+        self.unit = unit
         self.in_flight = 0
 
-    def acquire(self, pairs: int) -> None:
-        if self.in_flight + pairs > self.max_pairs:
+    def acquire(self, amount: int) -> None:
+        if self.in_flight and self.in_flight + amount > self.limit:
             raise Overloaded(
-                f"overloaded: {self.in_flight} pairs in flight, {pairs} more would exceed max_inflight_pairs={self.max_pairs}; retry later"
+                f"overloaded: {self.in_flight} {self.unit} in flight, {amount} more would exceed "
+                f"{self.setting}={self.limit}; retry later"
             )
-        self.in_flight += pairs
+        self.in_flight += amount
 
-    def release(self, pairs: int) -> None:
-        self.in_flight -= pairs
+    def release(self, amount: int) -> None:
+        self.in_flight -= amount
 
 
 class PairTokenizer:
     """The served model's own fast tokenizer (its ``tokenizer.json``), applied to (query, document) pairs.
 
     One ``tokenizers.Tokenizer`` serves every thread: encoding does not mutate it, and truncation is
-    done here on the document's encoding (never the query's), so no per-call state is set on it.
-    A pair is the query and the document encoded separately and joined by the model's own
-    post-processor, which is exactly what encoding the pair does."""
+    done here on the document's encoding (never the query's), so no per-call state is set on it; any
+    padding or truncation saved in tokenizer.json is switched off on load (``reset``), as transformers
+    does on every call. A pair is the query and the document encoded separately and joined by the
+    model's own post-processor, which is exactly what encoding the pair does."""
 
     def __init__(self, tokenizer, max_length: int, pad_id: int, threads: int) -> None:
-        self._tok = tokenizer
+        self._tok = self.reset(tokenizer)
         self.max_length = max_length
         self.pad_id = pad_id
         self.special_tokens = tokenizer.post_processor.num_special_tokens_to_add(True) if tokenizer.post_processor else 0
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize")
 
-    def encode(self, query: str, documents: Sequence[str], truncate: bool) -> tuple[list[list[int]], int]:
-        """Token ids of every (query, document) pair, and how many documents were truncated."""
-        tok = self._tok
-        query_encoding = tok.encode(query, add_special_tokens=False)
+    @staticmethod
+    def reset(tokenizer):
+        """Switch off padding and truncation saved in tokenizer.json: the pair must be the tokenizer's
+        plain encoding, cut here (document only) and padded per chunk, as the reference does."""
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        return tokenizer
+
+    def room(self, query: str) -> tuple[object, int]:
+        """The query's encoding and how many document tokens fit beside it."""
+        query_encoding = self._tok.encode(query, add_special_tokens=False)
         room = self.max_length - self.special_tokens - len(query_encoding.ids)
         if room < 1:
             raise InvalidRequest(
                 f"query has {len(query_encoding.ids)} tokens; with a document it must have fewer than "
                 f"{self.max_length - self.special_tokens} (max input length {self.max_length})"
             )
-        encodings = tok.encode_batch(list(documents), add_special_tokens=False)
+        return query_encoding, room
+
+    def encode(self, query: str, documents: Sequence[str], truncate: bool) -> tuple[list[list[int]], int]:
+        """Token ids of every (query, document) pair, and how many documents were truncated."""
+        query_encoding, room = self.room(query)
+        return self.encode_documents(query_encoding, room, documents, truncate, first_index=0)
+
+    def encode_documents(self, query_encoding, room: int, documents: Sequence[str], truncate: bool,
+                         first_index: int) -> tuple[list[list[int]], int]:
+        """Pairs of one slice of a request's documents (``first_index``: the slice's offset, for errors)."""
+        encodings = self._document_encodings(documents, room)
         too_long = [i for i, e in enumerate(encodings) if len(e.ids) > room]
         if too_long and not truncate:
             i = too_long[0]
+            tokens = len(self._tok.encode(documents[i], add_special_tokens=False).ids)  # the whole count, for the message
             raise InvalidRequest(
-                f"document {i} makes {len(encodings[i].ids) + len(query_encoding.ids) + self.special_tokens} tokens "
+                f"document {first_index + i} makes {tokens + self.max_length - room} tokens "
                 f"with the query; the model takes at most {self.max_length} "
-                f"({len(too_long)} document(s) too long; use TRUNCATION_END to cut them)"
+                f"(use TRUNCATION_END to cut it)"
             )
         for i in too_long:
             encodings[i].truncate(room)
-        ids = [tok.post_process(query_encoding, e, add_special_tokens=True).ids for e in encodings]
+        ids = [self._tok.post_process(query_encoding, e, add_special_tokens=True).ids for e in encodings]
         return ids, len(too_long)
+
+    def _document_encodings(self, documents: Sequence[str], room: int) -> list:
+        """Each document's encoding, exact in its first ``room`` tokens, without tokenizing far more than
+        the model can use: a long document is cut by characters first. The cut is kept only when the
+        first ``room`` tokens all come from words that end before the cut (so tokenizing the whole
+        document gives the same ones); otherwise the whole document is tokenized."""
+        cut = room * CHARS_PER_TOKEN
+        encodings = self._tok.encode_batch([d[:cut] for d in documents], add_special_tokens=False)
+        for i, (document, encoding) in enumerate(zip(documents, encodings)):
+            if len(document) > cut and not _exact_prefix(encoding, room):
+                encodings[i] = self._tok.encode(document, add_special_tokens=False)
+        return encodings
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _exact_prefix(encoding, room: int) -> bool:
+    """Whether the first ``room`` tokens of a cut text's encoding are those of the whole text: there are
+    more than ``room`` of them and none of the first ``room`` belongs to the last (possibly cut) word."""
+    words = encoding.word_ids
+    return len(words) > room and words[room - 1] is not None and words[-1] is not None and words[room - 1] < words[-1]
 
 
 class Reranker:
@@ -136,8 +202,13 @@ class Reranker:
         self.tokenizer = tokenizer
         self.scorer = scorer
         self.limits = limits
+        self.chunk_size = limits.chunk_size  # lowered to Triton's max_batch_size once known (set_chunk_size)
         self.default_timeout_s = default_timeout_s
-        self.admission = Admission(limits.max_inflight_pairs)
+        self.admission = Admission(limits.max_inflight_pairs, "max_inflight_pairs", "pairs")
+        self.token_admission = Admission(limits.max_inflight_tokens, "max_inflight_tokens", "tokens")
+
+    def set_chunk_size(self, chunk_size: int) -> None:
+        self.chunk_size = max(1, chunk_size)
 
     def validate(self, job: RerankJob) -> None:
         """Raise InvalidRequest naming the first thing wrong with ``job``."""
@@ -157,41 +228,62 @@ class Reranker:
             raise InvalidRequest(f"top_k must be at least 1 when set; got {job.top_k}")
 
     async def rerank(self, job: RerankJob, timeout_s: float | None = None) -> RerankOutcome:
-        """Score and rank; ``timeout_s`` (the caller's deadline) bounds the Triton work."""
+        """Score and rank; ``timeout_s`` (the caller's time left) bounds the work, a little inside it."""
         self.validate(job)
-        deadline = time.monotonic() + (timeout_s if timeout_s is not None else self.default_timeout_s)
+        budget = timeout_s if timeout_s is not None else self.default_timeout_s
+        deadline = time.monotonic() + budget - min(DEADLINE_MARGIN_S, 0.1 * budget)
         pairs = len(job.documents)
         self.admission.acquire(pairs)
         try:
             started = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            ids, truncated = await loop.run_in_executor(
-                self.tokenizer.executor, self.tokenizer.encode, job.query, job.documents, job.truncate
-            )
+            ids, truncated = await self._tokenize(job, deadline)
             tokenized = time.perf_counter()
-            logits = await self._score(ids, deadline)
+            tokens = sum(len(row) for row in ids)
+            self.token_admission.acquire(tokens)
+            try:
+                logits = await self._score(ids, deadline)
+            finally:
+                self.token_admission.release(tokens)
             inferred = time.perf_counter()
         finally:
             self.admission.release(pairs)
         scores = logits if job.raw_scores else sigmoid(logits)
-        order = np.lexsort((np.arange(pairs), -scores.astype(np.float64)))  # best first, ties by lower index
+        order = rank_by_logits(logits)
         if job.top_k is not None:
             order = order[: job.top_k]
         return RerankOutcome(
-            results=[Ranked(int(i), float(scores[i])) for i in order],
+            results=[Ranked(int(i), float(scores[i]), float(logits[i])) for i in order],
             documents=pairs,
-            input_tokens=sum(len(row) for row in ids),
+            input_tokens=tokens,
             truncated=truncated,
             tokenization_s=tokenized - started,
             inference_s=inferred - tokenized,
         )
+
+    async def _tokenize(self, job: RerankJob, deadline: float) -> tuple[list[list[int]], int]:
+        """Pairs of the whole request, tokenized off the event loop one slice of documents at a time."""
+        loop = asyncio.get_running_loop()
+        tok = self.tokenizer
+        query_encoding, room = await loop.run_in_executor(tok.executor, tok.room, job.query)
+        ids: list[list[int]] = []
+        truncated = 0
+        for start in range(0, len(job.documents), TOKENIZE_SLICE):
+            if time.monotonic() >= deadline:
+                raise DeadlineExceeded("deadline exceeded while tokenizing")
+            part = job.documents[start : start + TOKENIZE_SLICE]
+            slice_ids, slice_truncated = await loop.run_in_executor(
+                tok.executor, tok.encode_documents, query_encoding, room, part, job.truncate, start
+            )
+            ids += slice_ids
+            truncated += slice_truncated
+        return ids, truncated
 
     async def _score(self, ids: list[list[int]], deadline: float) -> np.ndarray:
         """Length-sorted chunks of ``chunk_size`` pairs, each padded to its own longest, sent concurrently."""
         lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
         order = np.argsort(-lengths, kind="stable")
         logits = np.empty(len(ids), dtype=np.float32)
-        size = self.limits.chunk_size
+        size = self.chunk_size
         chunks = [order[start : start + size] for start in range(0, len(order), size)]
 
         async def run(members: np.ndarray) -> None:

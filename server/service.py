@@ -49,14 +49,18 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
         except RerankerError as exc:
             code, error = status_of(exc), str(exc)
         except asyncio.CancelledError:
-            code, error = grpc.StatusCode.CANCELLED, "cancelled by the client"
+            # gRPC cancels the handler both when the caller cancels and when the caller's deadline passes.
+            remaining = context.time_remaining()
+            if remaining is not None and remaining <= 0:
+                code, error = grpc.StatusCode.DEADLINE_EXCEEDED, "the caller's deadline passed"
+            else:
+                code, error = grpc.StatusCode.CANCELLED, "cancelled by the client"
             raise
         except Exception as exc:  # a bug: answer INTERNAL, keep the cause in the log
             code, error = grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the gateway log, request id {request_id}"
             log.exception("request %s failed", request_id)
         finally:
             self.metrics.in_flight.dec()
-            self.metrics.inflight_pairs.set(self.reranker.admission.in_flight)
             self._record("Rerank", code, started, request_id, job, outcome, error)
         if code != grpc.StatusCode.OK:
             await context.abort(code, error)
@@ -68,9 +72,9 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
 
     def _response(self, request: reranker_pb2.RerankRequest, outcome: RerankOutcome, total_s: float) -> reranker_pb2.RerankResponse:
         results = [
-            reranker_pb2.RankedDocument(index=r.index, score=r.score, document=request.documents[r.index])
+            reranker_pb2.RankedDocument(index=r.index, score=r.score, logit=r.logit, document=request.documents[r.index])
             if request.return_documents
-            else reranker_pb2.RankedDocument(index=r.index, score=r.score)
+            else reranker_pb2.RankedDocument(index=r.index, score=r.score, logit=r.logit)
             for r in outcome.results
         ]
         return reranker_pb2.RerankResponse(

@@ -26,21 +26,36 @@ class Settings:
 
     listen: str = _knob("0.0.0.0:50051", "gRPC listen address (host:port)")
     triton_endpoints: tuple[str, ...] = _knob(
-        ("localhost:8001",), "Triton gRPC endpoints, comma-separated; chunks are spread over them and retried on another when one fails"
+        ("localhost:8001",), "Triton gRPC endpoints, comma-separated (';'-separated when one is an ipv4:/ipv6: list); "
+        "chunks are spread over them and retried on another when one fails. A dns:///name:port or ipv4:a:p,b:p target "
+        "is balanced per request over every address it resolves to (round_robin; Kubernetes: a headless Service)"
     )
     triton_model: str = _knob("ara_reranker", "Triton model name")
     tokenizer: str = _knob("models/ara-reranker-v1", "Directory (or hub id) of the served model's tokenizer")
     model_id: str = _knob("", "Name reported by Info and responses (default: the tokenizer's model name)")
-    max_length: int = _knob(0, "Max tokens of a (query, document) pair (0: the tokenizer's model_max_length)")
-    chunk_size: int = _knob(32, "Pairs per Triton request; bigger requests are split and sent concurrently (<= Triton max_batch_size)")
+    max_input_length: int = _knob(
+        0, "Max tokens of a (query, document) pair, special tokens included (0: the model's, its tokenizer's model_max_length); "
+        "lower it to score faster, as CrossEncoder(model, max_length=512) does; above the model's is refused at start"
+    )
+    chunk_size: int = _knob(
+        32, "Pairs per Triton request; bigger requests are split and sent concurrently (lowered to Triton's max_batch_size if above it)"
+    )
     max_documents: int = _knob(1000, "Max documents per Rerank request")
     max_query_chars: int = _knob(8192, "Max characters of the query")
     max_document_chars: int = _knob(65536, "Max characters of one document")
     max_message_bytes: int = _knob(32 * 1024 * 1024, "Max gRPC message size accepted and sent, in bytes")
     max_inflight_pairs: int = _knob(8192, "Pairs admitted at once across all calls; beyond it RESOURCE_EXHAUSTED at once")
+    max_inflight_tokens: int = _knob(
+        1 << 21, "Tokens admitted to Triton at once across all calls; beyond it RESOURCE_EXHAUSTED at once "
+        "(a request larger than this runs only when nothing else is in flight)"
+    )
+    max_concurrent_rpcs: int = _knob(512, "RPCs served at once (gRPC refuses more with RESOURCE_EXHAUSTED before reading them)")
     default_timeout_s: float = _knob(60.0, "Bound on a call's Triton work when the client sets no deadline (seconds)")
     tokenizer_threads: int = _knob(1, "Threads tokenizing off the event loop (leave cores to the model on small machines)")
     health_interval_s: float = _knob(1.0, "How often Triton's model readiness is polled (seconds)")
+    health_failures: int = _knob(
+        3, "Consecutive failed polls or calls before a Triton endpoint counts as down (one success brings it back)"
+    )
     metrics_listen: str = _knob("0.0.0.0:9464", "Prometheus /metrics address (host:port; empty disables)")
     api_keys: tuple[str, ...] = _knob((), "Accepted API keys (authorization: Bearer <key>), comma-separated; empty: no auth")
     tls_cert: str = _knob("", "PEM certificate chain file: serve TLS when set (with tls_key)")
@@ -53,20 +68,30 @@ class Settings:
     log_documents: bool = _knob(False, "Log query and document text (off: logs carry counts, never text or keys)")
 
     def __post_init__(self) -> None:
-        checks = {
-            "chunk_size": self.chunk_size > 0,
-            "max_documents": self.max_documents > 0,
-            "max_inflight_pairs": self.max_inflight_pairs >= self.max_documents,
-            "triton_endpoints": len(self.triton_endpoints) > 0,
-            "log_format": self.log_format in ("text", "json"),
-            "tls_key": bool(self.tls_cert) == bool(self.tls_key),
-            "tls_client_ca": not self.tls_client_ca or bool(self.tls_cert),
-            "max_length": self.max_length >= 0,
+        checks = {  # setting -> (holds, what it must be)
+            "chunk_size": (self.chunk_size > 0, "> 0"),
+            "max_documents": (self.max_documents > 0, "> 0"),
+            "max_query_chars": (self.max_query_chars > 0, "> 0"),
+            "max_document_chars": (self.max_document_chars > 0, "> 0"),
+            "max_message_bytes": (self.max_message_bytes > 0, "> 0"),
+            "max_inflight_pairs": (self.max_inflight_pairs >= self.max_documents, ">= max_documents"),
+            "max_inflight_tokens": (self.max_inflight_tokens > 0, "> 0"),
+            "max_concurrent_rpcs": (self.max_concurrent_rpcs > 0, "> 0"),
+            "max_input_length": (self.max_input_length >= 0, ">= 0 (0: the model's)"),
+            "default_timeout_s": (self.default_timeout_s > 0, "> 0"),
+            "tokenizer_threads": (self.tokenizer_threads > 0, "> 0"),
+            "health_interval_s": (self.health_interval_s > 0, "> 0"),
+            "health_failures": (self.health_failures > 0, "> 0"),
+            "drain_s": (self.drain_s >= 0, ">= 0"),
+            "grace_period_s": (self.grace_period_s >= 0, ">= 0"),
+            "triton_endpoints": (len(self.triton_endpoints) > 0, "at least one"),
+            "log_format": (self.log_format in ("text", "json"), "text or json"),
+            "tls_key": (bool(self.tls_cert) == bool(self.tls_key), "set together with tls_cert"),
+            "tls_client_ca": (not self.tls_client_ca or bool(self.tls_cert), "set only with tls_cert"),
         }
-        bad = [name for name, ok in checks.items() if not ok]
+        bad = [f"{name}={getattr(self, name)!r} (must be {rule})" for name, (ok, rule) in checks.items() if not ok]
         if bad:
-            raise ValueError(f"invalid settings: {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)} "
-                             "(max_inflight_pairs must be >= max_documents; tls_cert needs tls_key; tls_client_ca needs tls_cert)")
+            raise ValueError(f"invalid settings: {'; '.join(bad)}")
 
     @classmethod
     def docs(cls) -> list[tuple[str, str, Any, str]]:
@@ -101,7 +126,9 @@ def _parse(default: Any, raw: str) -> Any:
     if isinstance(default, bool):
         return raw.strip().lower() in ("1", "true", "yes", "on")
     if isinstance(default, tuple):
-        return tuple(part.strip() for part in raw.split(",") if part.strip())
+        # gRPC's ipv4:/ipv6: targets list their addresses with commas: then ';' separates the items.
+        separator = ";" if ";" in raw or raw.strip().startswith(("ipv4:", "ipv6:")) else ","
+        return tuple(part.strip() for part in raw.split(separator) if part.strip())
     if default is MISSING:
         return raw
     return type(default)(raw)

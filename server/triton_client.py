@@ -1,9 +1,15 @@
 """The gateway's only door to Triton: token tensors in, logits out, over one or more endpoints.
 
 ``TritonScorer.score`` sends one chunk to a healthy endpoint (round robin) and, when that endpoint
-fails or is full, retries the chunk on the next one until the deadline; scoring is idempotent, so a
-retry is safe. A background task polls each endpoint's model readiness and reports changes (health
-service, metrics). tritonclient's exceptions are translated into ``server.errors`` here and nowhere else.
+is down, full or fails the forward pass (e.g. out of memory), retries the chunk on the next one until
+the deadline; scoring is idempotent, so a retry is safe. An endpoint is ``host:port`` or a gRPC target
+that names several servers (``dns:///triton-headless:8001``, ``ipv4:10.0.0.1:8001,10.0.0.2:8001``):
+gRPC balances those per request (``round_robin``) and re-resolves DNS as pods come and go.
+
+A background task polls each endpoint's model readiness and reports changes (health service, metrics);
+an endpoint counts as down after ``failures_to_down`` consecutive failures (polls or calls), so one
+transient error does not flap health. tritonclient's exceptions are translated into
+``server.errors`` here and nowhere else.
 """
 
 from __future__ import annotations
@@ -20,13 +26,20 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
-from server.errors import BackendError, BackendUnavailable, DeadlineExceeded, Overloaded, RerankerError
+from server.errors import BackendError, BackendFailed, BackendUnavailable, DeadlineExceeded, Overloaded, RerankerError
 
 __all__ = ["TritonScorer", "ModelInfo"]
 
 log = logging.getLogger(__name__)
 
 HealthListener = Callable[[str, bool], None]
+# gRPC target schemes that can name several servers; these are balanced per request.
+BALANCED_SCHEMES = ("dns:", "ipv4:", "ipv6:")
+# Tries per chunk at least (more when there are more endpoints), and the pause before a repeated one.
+RETRIES = 3
+RETRY_BACKOFF_S = 0.05
+# Failures another try may not repeat: an endpoint down or full, or a forward pass that failed there.
+RETRYABLE = (BackendUnavailable, Overloaded, BackendFailed)
 
 
 @dataclass(frozen=True)
@@ -41,12 +54,17 @@ class ModelInfo:
 class TritonScorer:
     """Scores token chunks on Triton, failing over between endpoints."""
 
-    def __init__(self, endpoints: tuple[str, ...], model: str, health_interval_s: float = 1.0) -> None:
+    def __init__(self, endpoints: tuple[str, ...], model: str, health_interval_s: float = 1.0,
+                 failures_to_down: int = 3, max_message_bytes: int = 1 << 30) -> None:
         self.endpoints = endpoints
         self.model = model
         self.health_interval_s = health_interval_s
-        self._clients = {url: triton_aio.InferenceServerClient(url) for url in endpoints}
+        self.failures_to_down = failures_to_down
+        self._clients = {
+            url: triton_aio.InferenceServerClient(url, channel_args=channel_args(url, max_message_bytes)) for url in endpoints
+        }
         self.healthy = {url: False for url in endpoints}
+        self._failures = {url: 0 for url in endpoints}
         self._next = itertools.cycle(range(len(endpoints)))
         self._listeners: list[HealthListener] = []
         self._poller: asyncio.Task | None = None
@@ -62,10 +80,10 @@ class TritonScorer:
         return any(self.healthy.values())
 
     async def check_health(self) -> None:
-        """Poll every endpoint once and record changes."""
+        """Poll every endpoint once and record the outcomes."""
         states = await asyncio.gather(*(self._is_ready(url) for url in self.endpoints))
         for url, ready in zip(self.endpoints, states):
-            self._set_health(url, ready)
+            self._record(url, ready)
 
     async def _is_ready(self, url: str) -> bool:
         try:
@@ -73,12 +91,23 @@ class TritonScorer:
         except Exception:  # any failure to answer means not ready
             return False
 
+    def _record(self, url: str, ok: bool) -> None:
+        """One success marks an endpoint up; ``failures_to_down`` failures in a row mark it down."""
+        self._failures[url] = 0 if ok else self._failures[url] + 1
+        if ok:
+            self._set_health(url, True)
+        elif self._failures[url] >= self.failures_to_down:
+            self._set_health(url, False)
+
     def _set_health(self, url: str, ready: bool) -> None:
         if self.healthy[url] != ready:
             self.healthy[url] = ready
             log.warning("triton endpoint %s is %s", url, "ready" if ready else "NOT ready")
             for listener in self._listeners:
-                listener(url, ready)
+                try:
+                    listener(url, ready)
+                except Exception:  # a listener's bug must not stop health tracking
+                    log.exception("health listener failed for %s", url)
 
     def start(self) -> None:
         """Start polling readiness in the background."""
@@ -87,7 +116,10 @@ class TritonScorer:
 
     async def _poll(self) -> None:
         while True:
-            await self.check_health()
+            try:
+                await self.check_health()
+            except Exception:  # keep polling whatever happens: health must recover by itself
+                log.exception("readiness poll failed")
             await asyncio.sleep(self.health_interval_s)
 
     async def close(self) -> None:
@@ -123,6 +155,12 @@ class TritonScorer:
         rotated = self.endpoints[start:] + self.endpoints[:start]
         return sorted(rotated, key=lambda url: not self.healthy[url])
 
+    def _attempts(self) -> list[str]:
+        """Where to send a chunk, in order: every endpoint once, and at least ``RETRIES`` tries in all
+        (a second try on a balanced target reaches another server; on a plain one, a restarted one)."""
+        ordered = self._ordered()
+        return [ordered[i % len(ordered)] for i in range(max(len(ordered), RETRIES))]
+
     async def score(self, input_ids: np.ndarray, attention_mask: np.ndarray, deadline: float) -> np.ndarray:
         """Float32 logits [rows] for one right-padded chunk; ``deadline`` is a time.monotonic() instant."""
         inputs = []
@@ -132,23 +170,43 @@ class TritonScorer:
             inputs.append(tensor)
         outputs = [InferRequestedOutput("logits")]
         last: RerankerError | None = None
-        for url in self._ordered():
+        for attempt, url in enumerate(self._attempts()):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeadlineExceeded("deadline exceeded before Triton answered")
+            if attempt >= len(self.endpoints):  # the same endpoint again: give it a moment
+                await asyncio.sleep(min(RETRY_BACKOFF_S * attempt, remaining / 2))
             try:
                 result = await self._clients[url].infer(self.model, inputs, outputs=outputs, client_timeout=remaining)
-                return result.as_numpy("logits").reshape(-1).astype(np.float32, copy=False)
             except InferenceServerException as exc:
                 last = _translate(exc, url)
-            if isinstance(last, (BackendUnavailable, Overloaded)):
+                if not isinstance(last, RETRYABLE):
+                    raise last
                 if isinstance(last, BackendUnavailable):
-                    self._set_health(url, False)
-                log.warning("chunk failed on %s (%s); trying another endpoint", url, last)
+                    self._record(url, False)
+                log.warning("chunk failed on %s (%s); trying again", url, last)
                 continue
-            raise last
+            self._record(url, True)
+            return result.as_numpy("logits").reshape(-1).astype(np.float32, copy=False)
         assert last is not None
         raise last
+
+
+def channel_args(url: str, max_message_bytes: int) -> list[tuple[str, object]]:
+    """gRPC channel options for a Triton endpoint. tritonclient drops its own defaults (message size,
+    keepalive) when given any, so they are all here; a target naming several servers is balanced per
+    request, and DNS is re-resolved when a connection closes (Triton's --grpc-max-connection-age)."""
+    args: list[tuple[str, object]] = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    if url.startswith(BALANCED_SCHEMES):
+        args.append(("grpc.lb_policy_name", "round_robin"))
+    return args
 
 
 def _translate(exc: InferenceServerException, url: str) -> RerankerError:
@@ -165,4 +223,4 @@ def _translate(exc: InferenceServerException, url: str) -> RerankerError:
         # The gateway built these tensors, so Triton refusing them is a deployment mismatch (e.g. chunk_size
         # above max_batch_size, a tokenizer that is not the served model's), not the caller's fault.
         return BackendError(f"Triton at {url} refused the gateway's tensors (check the gateway and model configs): {message}")
-    return BackendError(f"Triton at {url} failed: {status} {message}")
+    return BackendFailed(f"Triton at {url} failed: {status} {message}")

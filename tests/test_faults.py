@@ -5,8 +5,6 @@ Each test starts its own tritonserver(s) and gateway on free loopback ports (tin
 
 from __future__ import annotations
 
-import re
-import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +18,9 @@ from grpc_health.v1 import health_pb2
 from client import RerankerClient, RerankerError
 from server.gateway_process import GatewayProcess
 from reranker.v1 import reranker_pb2, reranker_pb2_grpc
-from server.triton_launcher import MODEL_REPOSITORY, TritonOptions, TritonServer, free_port
+from server.triton_launcher import TritonOptions, TritonServer, free_port
 from tests.arabic_text import QUERIES, long_passage, mixed_passages
-from tests.helpers import code_of
+from tests.helpers import code_of, repository_copy
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -131,6 +129,40 @@ def test_failover_between_two_tritons_loses_no_request(tiny_model_dir, tmp_path,
                 assert_same_scores(client.rerank(QUERIES[1], documents), expected)
 
 
+def test_a_balanced_target_spreads_over_two_tritons_and_loses_no_request_when_one_dies(tiny_model_dir, tmp_path, rng):
+    """One gRPC target naming two Tritons (as a headless Service's DNS name does in Kubernetes; here an
+    ipv4: list of two loopback addresses on one port): calls are balanced per request over both, and
+    when one is killed under load no call fails."""
+    import tritonclient.grpc as triton_grpc
+
+    port = free_port("127.0.0.1")
+    servers = [TritonServer(TritonOptions(model_dir=tiny_model_dir, host=host, grpc_port=port, log_path=tmp_path / f"{host}.log"))
+               for host in ("127.0.0.1", "127.0.0.2")]
+    documents = mixed_passages(rng, 16, max_sentences=4)
+
+    def computed(server: TritonServer) -> int:
+        with triton_grpc.InferenceServerClient(server.grpc_url) as stats:
+            s = stats.get_inference_statistics("ara_reranker", as_json=True)["model_stats"][0]["inference_stats"]
+        return int(s.get("success", {}).get("count", 0))
+
+    with servers[0], servers[1]:
+        target = f"ipv4:127.0.0.1:{port},127.0.0.2:{port}"
+        with gateway_for(tiny_model_dir, [target], tmp_path, chunk_size="2") as gateway:
+            with RerankerClient(gateway.target, timeout=30) as client:
+                expected = client.rerank(QUERIES[1], documents)
+                for _ in range(3):
+                    client.rerank(QUERIES[1], documents)
+            assert min(computed(s) for s in servers) > 0, "one Triton behind the target got no traffic"
+            with Load(gateway.target, documents, threads=4) as load:
+                load.wait_for(8)
+                servers[0].kill()
+                count = len(load.codes)
+                load.wait_for(count + 16)
+            assert load.codes and set(load.codes) == {grpc.StatusCode.OK}, f"failed: {[c for c in load.codes if c != grpc.StatusCode.OK]}"
+            with RerankerClient(gateway.target, timeout=30) as client:
+                assert_same_scores(client.rerank(QUERIES[1], documents), expected)
+
+
 def test_flood_past_the_bound_is_resource_exhausted_while_admitted_calls_succeed(triton, tiny_model_dir, tmp_path, reference, rng):
     documents = mixed_passages(rng, 10)
     expected = reference.logits(QUERIES[2], documents)
@@ -154,15 +186,53 @@ def test_flood_past_the_bound_is_resource_exhausted_while_admitted_calls_succeed
         assert len(call()) == 10  # once the flood is over, calls are admitted again
 
 
-def test_chunks_larger_than_tritons_batch_limit_are_internal_with_the_cause_logged(triton, tiny_model_dir, tmp_path):
-    # A deployment mistake (chunk_size above config.pbtxt's max_batch_size of 256), not the caller's.
+def test_chunks_larger_than_tritons_batch_limit_are_lowered_to_it(triton, tiny_model_dir, tmp_path):
+    """chunk_size above config.pbtxt's max_batch_size (256): Triton would refuse every such chunk, so
+    the gateway sends chunks of max_batch_size instead, says so in its log, and Info shows it."""
     with gateway_for(tiny_model_dir, [triton.grpc_url], tmp_path, chunk_size="300") as gateway:
-        with RerankerClient(gateway.target, timeout=60) as client:
-            assert len(client.rerank(QUERIES[0], ["نص"] * 10)) == 10
-            with pytest.raises(RerankerError) as err:
-                client.rerank(QUERIES[0], ["نص"] * 300)
-        assert err.value.code == grpc.StatusCode.INTERNAL
-        assert "refused the gateway's tensors" in gateway.log_tail(200)
+        with RerankerClient(gateway.target, timeout=120) as client:
+            assert len(client.rerank(QUERIES[0], ["نص"] * 300)) == 300
+            assert client.info().limits.chunk_size == 256
+        assert "exceeds Triton's max_batch_size 256" in gateway.log_tail(200)
+
+
+def test_a_forward_pass_failing_on_one_endpoint_is_retried_on_another(tiny_model_dir, tmp_path, reference, rng):
+    """One Triton's forward passes fail (as on a GPU out of memory); the other's work: every request
+    succeeds with the model's scores, and the failing endpoint stays in rotation (it is up, not down)."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    repository = repository_copy(broken)
+    failing = repository / "ara_reranker/1/engines.py"
+    failing.write_text(failing.read_text() + '''
+
+class _OutOfMemory:
+    """Fault injection (tests only): every forward pass fails as a CUDA out-of-memory would."""
+
+    def __init__(self, engine):
+        self.config = engine.config
+        self._warmed = False
+
+    def forward(self, input_ids, attention_mask):
+        if not self._warmed:  # let the load-time warm-up pass
+            self._warmed = True
+            return np.zeros(len(input_ids), dtype=np.float32)
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+_load = load_engine
+load_engine = lambda *args, **kwargs: _OutOfMemory(_load(*args, **kwargs))  # noqa: E731
+''')
+    documents = mixed_passages(rng, 12, max_sentences=4)
+    expected = reference.logits(QUERIES[3], documents)
+    failing_options = TritonOptions(model_dir=tiny_model_dir, model_repository=repository, log_path=tmp_path / "broken.log")
+    with TritonServer(failing_options) as bad, TritonServer(TritonOptions(model_dir=tiny_model_dir, log_path=tmp_path / "good.log")) as good:
+        with gateway_for(tiny_model_dir, [bad.grpc_url, good.grpc_url], tmp_path, chunk_size="3") as gateway:
+            with RerankerClient(gateway.target, timeout=60) as client:
+                for _ in range(4):
+                    results = client.rerank(QUERIES[3], documents, raw_scores=True)
+                    got = np.array([r.score for r in sorted(results, key=lambda r: r.index)], dtype=np.float32)
+                    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+            assert "forward pass failed" in gateway.log_tail(200)  # the bad endpoint was tried, and failed over
 
 
 def test_sigterm_finishes_calls_in_flight_reports_not_serving_and_exits_0(triton, tiny_model_dir, tmp_path, rng):
@@ -186,19 +256,6 @@ def test_sigterm_finishes_calls_in_flight_reports_not_serving_and_exits_0(triton
         gateway.stop()
 
 
-def repository_copy(tmp_path: Path, **settings: int) -> Path:
-    """A copy of the model repository whose CPU config sets e.g. max_queue_size or max_batch_size."""
-    repository = tmp_path / "repository"
-    shutil.copytree(MODEL_REPOSITORY, repository)
-    config = repository / "ara_reranker/configs/cpu.pbtxt"
-    text = config.read_text()
-    for key, value in settings.items():
-        text, count = re.subn(rf"{key}: \d+", f"{key}: {value}", text)
-        assert count == 1, key
-    config.write_text(text)
-    return repository
-
-
 def test_tritons_bounded_queue_surfaces_as_resource_exhausted(tiny_model_dir, tmp_path, rng):
     # The batcher's queue holds 2 requests; one-pair chunks overflow it.
     repository = repository_copy(tmp_path, max_queue_size=2)
@@ -215,32 +272,92 @@ def test_tritons_bounded_queue_surfaces_as_resource_exhausted(tiny_model_dir, tm
                 assert len(client.rerank(QUERIES[0], documents[:1])) == 1  # a request that fits still passes
 
 
-def test_a_cancelled_call_stops_its_pending_triton_work(tiny_model_dir, tmp_path, rng):
+@pytest.fixture(scope="module")
+def one_row_stack(tiny_model_dir, tmp_path_factory):
+    """Triton computing one row per execution, behind a gateway sending one-pair chunks: 1000 documents
+    queue as 1000 executions, whatever the machine's speed. Yields (triton, gateway, executed())."""
     import tritonclient.grpc as triton_grpc
 
-    # One row per execution, so that 1000 one-pair chunks queue for 1000 executions, whatever the speed.
-    repository = repository_copy(tmp_path, max_batch_size=1, max_queue_size=1000)
-    options = TritonOptions(model_dir=tiny_model_dir, model_repository=repository, log_path=tmp_path / "triton.log")
-    documents = [long_passage(rng) for _ in range(1000)]
-    with TritonServer(options) as triton, gateway_for(tiny_model_dir, [triton.grpc_url], tmp_path, chunk_size="1") as gateway:
+    tmp = tmp_path_factory.mktemp("one-row")
+    repository = repository_copy(tmp, max_batch_size=1, max_queue_size=1000)
+    options = TritonOptions(model_dir=tiny_model_dir, model_repository=repository, log_path=tmp / "triton.log")
+    with TritonServer(options) as triton, gateway_for(tiny_model_dir, [triton.grpc_url], tmp, chunk_size="1") as gateway:
         stats = triton_grpc.InferenceServerClient(triton.grpc_url)
 
         def executed() -> int:  # requests the model computed (cancelled ones are answered as failures)
             s = stats.get_inference_statistics("ara_reranker", as_json=True)["model_stats"][0]["inference_stats"]
             return int(s.get("success", {}).get("count", 0))
 
-        with grpc.insecure_channel(gateway.target) as channel:
-            stub = reranker_pb2_grpc.RerankerStub(channel)
-            future = stub.Rerank.future(reranker_pb2.RerankRequest(query=QUERIES[0], documents=documents), timeout=120)
-            deadline = time.monotonic() + 30
-            while executed() == 0 and time.monotonic() < deadline:  # cancel once Triton is at work
-                time.sleep(0.01)
-            cancelled_at = executed()
-            assert future.cancel()
-        time.sleep(3.0)  # anything still queued would have run by now
-        ran = executed()
-        time.sleep(1.0)
-        assert executed() == ran, "Triton kept working after the call was cancelled"
-        assert 0 < ran < len(documents), f"{ran} of {len(documents)} one-pair chunks ran although the call was cancelled (at {cancelled_at})"
-        with RerankerClient(gateway.target, timeout=60) as client:
-            assert len(client.rerank(QUERIES[0], documents[:3])) == 3
+        yield triton, gateway, executed
+        stats.close()
+
+
+def settled(count, quiet_s: float = 2.0, bound_s: float = 60.0) -> int:
+    """``count()`` once it has not changed for ``quiet_s`` (work stopped), within ``bound_s``."""
+    deadline = time.monotonic() + bound_s
+    last, since = count(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return now
+    raise AssertionError(f"Triton kept working for {bound_s}s (count {last})")
+
+
+def test_a_cancelled_call_stops_its_pending_triton_work(one_row_stack, rng):
+    triton, gateway, executed = one_row_stack
+    documents = [long_passage(rng) for _ in range(1000)]
+    start = settled(executed)
+    with grpc.insecure_channel(gateway.target) as channel:
+        stub = reranker_pb2_grpc.RerankerStub(channel)
+        future = stub.Rerank.future(reranker_pb2.RerankRequest(query=QUERIES[0], documents=documents), timeout=120)
+        deadline = time.monotonic() + 30
+        while executed() == start and time.monotonic() < deadline:  # cancel once Triton is at work
+            time.sleep(0.01)
+        cancelled_at = executed() - start
+        assert future.cancel()
+    ran = settled(executed) - start
+    assert 0 < ran < len(documents), f"{ran} of {len(documents)} one-pair chunks ran although the call was cancelled (at {cancelled_at})"
+    with RerankerClient(gateway.target, timeout=60) as client:
+        assert len(client.rerank(QUERIES[0], documents[:3])) == 3
+
+
+def test_an_expired_deadline_is_deadline_exceeded_and_stops_the_triton_work(one_row_stack, rng):
+    """The caller's deadline passes while Triton works through the call's chunks: the caller gets
+    DEADLINE_EXCEEDED, the gateway records DEADLINE_EXCEEDED (not CANCELLED: dashboards and alerts
+    count it as an error), and Triton stops computing the call's remaining chunks."""
+    triton, gateway, executed = one_row_stack
+    documents = [long_passage(rng) for _ in range(1000)]
+    start = settled(executed)
+    before = {code: gateway_requests(gateway, code) for code in ("DEADLINE_EXCEEDED", "CANCELLED")}
+    with RerankerClient(gateway.target, timeout=2.0, split_large_requests=False) as client:
+        with pytest.raises(RerankerError) as err:
+            client.rerank(QUERIES[0], documents)
+    assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED, err.value
+    ran = settled(executed) - start
+    assert ran < len(documents), "Triton computed every chunk although the deadline had passed"
+    recorded = lambda: {code: gateway_requests(gateway, code) - before[code] for code in before}  # noqa: E731
+    wait_until(lambda: recorded()["DEADLINE_EXCEEDED"] >= 1, 10.0)
+    assert recorded() == {"DEADLINE_EXCEEDED": 1, "CANCELLED": 0}, gateway.log_tail()
+
+
+def gateway_requests(gateway: GatewayProcess, code: str) -> float:
+    """reranker_requests_total{method="Rerank", code=...} of a gateway."""
+    import urllib.request
+
+    with urllib.request.urlopen(gateway.metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith("reranker_requests_total{") and f'code="{code}"' in line and 'method="Rerank"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no reranker_requests_total for {code}")
+
+
+def wait_until(condition, bound_s: float) -> None:
+    deadline = time.monotonic() + bound_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {bound_s}s")
+        time.sleep(0.05)

@@ -15,9 +15,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from client import AsyncRerankerClient, RerankerClient, RerankerError
 from reranker.v1 import reranker_pb2, reranker_pb2_grpc
-from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages
+from server.gateway_process import GatewayProcess
+from tests.arabic_text import (MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage,
+                               very_long_passage)
 
 TOL = 1e-4
+SHORT = 512  # a gateway scoring at 512 tokens, as CrossEncoder(model, max_length=512) does
 
 
 def expected_order(scores: np.ndarray) -> list[int]:
@@ -31,16 +34,32 @@ def client(gateway):
         yield c
 
 
+@pytest.fixture(scope="module")
+def short_gateway(triton, tiny_model_dir, tmp_path_factory):
+    """A second gateway on the same Triton with max_input_length 512."""
+    args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir), "max_input_length": str(SHORT)}
+    with GatewayProcess(args, log_path=tmp_path_factory.mktemp("short") / "gateway.log") as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def short_client(short_gateway):
+    with RerankerClient(short_gateway.target, timeout=60) as c:
+        yield c
+
+
 def test_scores_equal_in_process_model_and_order_follows_them(client, reference, rng):
-    documents = mixed_passages(rng, 40) + [long_passage(rng), long_passage(rng)]
+    documents = mixed_passages(rng, 40) + [long_passage(rng), passage(rng, 250), passage(rng, 450)]
     query = QUERIES[0]
     results = client.rerank(query, documents)
     expected = reference.scores(query, documents)
     assert sorted(r.index for r in results) == list(range(len(documents)))
     got = np.array([r.score for r in sorted(results, key=lambda r: r.index)], dtype=np.float32)
     np.testing.assert_allclose(got, expected, atol=TOL, rtol=0)
-    # The order is the order of the service's own scores (robust to float noise between near-equal ones).
-    assert [r.index for r in results] == expected_order(got)
+    # The order is the order of the service's own logits (robust to float noise between near-equal ones).
+    logits = np.array([r.logit for r in sorted(results, key=lambda r: r.index)], dtype=np.float32)
+    assert [r.index for r in results] == expected_order(logits)
+    np.testing.assert_allclose(logits, reference.logits(query, documents), atol=TOL, rtol=0)
     assert all(0.0 <= r.score <= 1.0 for r in results)
 
 
@@ -52,11 +71,18 @@ def test_raw_scores_are_the_logits(client, reference, rng):
 
 
 def test_top_k_is_a_prefix_of_the_full_ranking(client, rng):
+    """top_k returns the best k of the full ranking. Two calls are batched differently, so a score may
+    move by float32 noise between them: compare scores within tolerance, and order up to near-ties."""
     documents = mixed_passages(rng, 20)
     full = client.rerank(QUERIES[2], documents)
-    assert client.rerank(QUERIES[2], documents, top_k=5) == full[:5]
-    assert client.rerank(QUERIES[2], documents, top_k=1) == full[:1]
-    assert client.rerank(QUERIES[2], documents, top_k=100) == full
+    full_logits = {r.index: r.logit for r in full}
+    for k in (5, 1, 100):
+        top = client.rerank(QUERIES[2], documents, top_k=k)
+        assert len(top) == min(k, len(documents))
+        np.testing.assert_allclose([r.logit for r in top], [r.logit for r in full[: len(top)]], atol=TOL, rtol=0)
+        np.testing.assert_allclose([r.logit for r in top], [full_logits[r.index] for r in top], atol=TOL, rtol=0)
+        cutoff = full[len(top) - 1].logit  # anything clearly above the k-th best must be in the top k
+        assert {i for i, x in full_logits.items() if x > cutoff + TOL} <= {r.index for r in top}
     with pytest.raises(RerankerError) as err:
         client.rerank(QUERIES[2], documents, top_k=0)
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "top_k" in err.value.details
@@ -69,30 +95,40 @@ def test_return_documents_echoes_each_text(client, rng):
     assert all(r.document is None for r in client.rerank(QUERIES[3], documents))
 
 
-def test_truncation_end_cuts_the_document_and_counts_it(gateway, reference, rng):
-    documents = [long_passage(rng), "نص قصير", long_passage(rng)]
+def test_truncation_end_cuts_the_document_at_the_models_8192_tokens_and_counts_it(gateway, reference, rng):
+    documents = [very_long_passage(rng), "نص قصير", passage(rng, 300)]
     with grpc.insecure_channel(gateway.target) as channel:
         stub = reranker_pb2_grpc.RerankerStub(channel)
-        response = stub.Rerank(reranker_pb2.RerankRequest(query=QUERIES[0], documents=documents), timeout=60)
-    assert response.usage.truncated_documents == 2
+        response = stub.Rerank(reranker_pb2.RerankRequest(query=QUERIES[0], documents=documents), timeout=120)
+    assert response.usage.truncated_documents == 1
     assert response.usage.documents == 3
-    expected_tokens = sum(len(reference.encode(QUERIES[0], d)) for d in documents)
-    assert response.usage.input_tokens == expected_tokens
-    assert max(len(reference.encode(QUERIES[0], d)) for d in documents) == 512
+    lengths = [len(reference.encode(QUERIES[0], d)) for d in documents]
+    assert response.usage.input_tokens == sum(lengths) and lengths[0] == 8192 and lengths[2] > 4000
     got = {r.index: r.score for r in response.results}
     np.testing.assert_allclose([got[i] for i in range(3)], reference.scores(QUERIES[0], documents), atol=TOL, rtol=0)
     assert response.timings.total_ns >= response.timings.inference_ns > 0
     assert response.model_id == "offline-tiny"
 
 
+def test_max_input_length_lowers_the_limit_and_scores_equal_the_model_at_that_length(short_client, reference, rng):
+    documents = [long_passage(rng), "نص قصير", long_passage(rng)] + mixed_passages(rng, 5)
+    results = short_client.rerank(QUERIES[0], documents, raw_scores=True)
+    got = np.array([r.score for r in sorted(results, key=lambda r: r.index)], dtype=np.float32)
+    np.testing.assert_allclose(got, reference.logits(QUERIES[0], documents, SHORT), atol=TOL, rtol=0)
+    assert short_client.info().max_input_length == SHORT
+    with pytest.raises(RerankerError) as err:
+        short_client.rerank(QUERIES[0], documents, truncate=False)
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT and "at most 512" in err.value.details
+
+
 def test_truncation_none_refuses_naming_the_document_and_its_tokens(client, reference, rng):
-    documents = ["نص قصير", long_passage(rng)]
-    tokens = len(reference.tokenizer(QUERIES[0], documents[1])["input_ids"])
+    documents = ["نص قصير", passage(rng, 400), very_long_passage(rng)]
+    tokens = len(reference.tokenizer(QUERIES[0], documents[2])["input_ids"])
     with pytest.raises(RerankerError) as err:
         client.rerank(QUERIES[0], documents, truncate=False)
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "document 1" in err.value.details and str(tokens) in err.value.details and "512" in err.value.details
-    assert len(client.rerank(QUERIES[0], ["نص قصير"], truncate=False)) == 1
+    assert "document 2" in err.value.details and str(tokens) in err.value.details and "8192" in err.value.details
+    assert len(client.rerank(QUERIES[0], documents[:2], truncate=False)) == 2  # ~7,000 tokens: fits
 
 
 def test_model_card_example(client, reference):
@@ -119,9 +155,10 @@ def test_info_describes_the_model_and_limits(client):
     info = client.info()
     assert info.model_id == "offline-tiny"
     assert info.triton_model == "ara_reranker"
-    assert info.max_input_length == 512
+    assert info.max_input_length == 8192  # the real model's context, from the model directory
     assert info.dtype == "float32" and info.engine == "torch"
     assert info.limits.chunk_size == 8 and info.limits.max_documents_per_request == 1000
+    assert info.limits.max_inflight_tokens > 0 and info.limits.max_concurrent_rpcs > 0
     assert info.version
 
 

@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from reranker.v1 import reranker_pb2, reranker_pb2_grpc
 from server.gateway_process import GatewayProcess
 from server.triton_launcher import free_port
-from tests.arabic_text import QUERIES, SENTENCES, long_passage, mixed_passages
+from tests.arabic_text import QUERIES, SENTENCES, long_passage, mixed_passages, very_long_passage
 
 MONITORING = Path(__file__).resolve().parent.parent / "deploy" / "monitoring"
 MODEL = "ara_reranker"
@@ -154,18 +154,18 @@ def rerank(stub, sent: Sent, reference, request: reranker_pb2.RerankRequest, chu
 
 
 def send_known_load(target: str, reference, rng: np.random.Generator, chunk_size: int) -> Sent:
-    """Three good calls (one split into two chunks, one with two over-long documents) and four refused ones."""
+    """Three good calls (one split into two chunks, one with an over-long document) and four refused ones."""
     sent = Sent()
     good = [
         reranker_pb2.RerankRequest(query=QUERIES[0], documents=mixed_passages(rng, 5), top_k=2),
         reranker_pb2.RerankRequest(query=QUERIES[1], documents=mixed_passages(rng, 13)),
-        reranker_pb2.RerankRequest(query=QUERIES[2], documents=[long_passage(rng), SENTENCES[0], long_passage(rng)]),
+        reranker_pb2.RerankRequest(query=QUERIES[2], documents=[very_long_passage(rng), SENTENCES[0], long_passage(rng)]),
     ]
     bad = [
         reranker_pb2.RerankRequest(query=QUERIES[3], documents=[]),
         reranker_pb2.RerankRequest(query="   ", documents=[SENTENCES[1]]),
         reranker_pb2.RerankRequest(query=QUERIES[3], documents=[SENTENCES[2]], top_k=0),
-        reranker_pb2.RerankRequest(query=QUERIES[4], documents=[long_passage(rng)], truncation=reranker_pb2.TRUNCATION_NONE),
+        reranker_pb2.RerankRequest(query=QUERIES[4], documents=[very_long_passage(rng)], truncation=reranker_pb2.TRUNCATION_NONE),
     ]
     with grpc.insecure_channel(target) as channel:
         stub = reranker_pb2_grpc.RerankerStub(channel)
@@ -214,7 +214,7 @@ def test_a_known_load_moves_every_counter_by_exactly_what_was_sent(gateway, trit
     assert gw("reranker_request_documents_count") == requests and gw("reranker_request_documents_sum") == rows
     assert gw("reranker_input_tokens_total") == sum(sent.ok_tokens)
     assert gw("reranker_request_input_tokens_count") == requests and gw("reranker_request_input_tokens_sum") == sum(sent.ok_tokens)
-    assert sent.truncated == 2 and gw("reranker_documents_truncated_total") == sent.truncated
+    assert sent.truncated == 1 and gw("reranker_documents_truncated_total") == sent.truncated
     for name, values in (("reranker_request_documents", sent.ok_documents), ("reranker_request_input_tokens", sent.ok_tokens)):
         before, after = gw0.buckets(name), gw1.buckets(name)
         assert {le: after[le] - before[le] for le in after} == expected_buckets(values, list(after)), name
@@ -516,3 +516,22 @@ def test_triton_health_is_exported_per_endpoint(json_gateway, triton, dead_endpo
     assert current.value("reranker_triton_up", endpoint=triton.grpc_url) == 1
     assert current.labels_of()["reranker_triton_up"]["endpoint"] == {triton.grpc_url, dead_endpoint}
     assert current.value("reranker_triton_up", endpoint=dead_endpoint) == 0
+
+
+def test_inflight_gauges_show_the_work_admitted_while_a_call_runs(gateway, rng):
+    """reranker_inflight_pairs / _tokens read the admission bounds at scrape time: non-zero while a
+    call is being scored, back to zero after it."""
+    documents = [long_passage(rng) for _ in range(300)]
+    seen = {"reranker_inflight_pairs": 0.0, "reranker_inflight_tokens": 0.0}
+    with grpc.insecure_channel(gateway.target) as channel:
+        stub = reranker_pb2_grpc.RerankerStub(channel)
+        call = stub.Rerank.future(reranker_pb2.RerankRequest(query=QUERIES[0], documents=documents), timeout=120)
+        while not call.done():
+            current = scrape(gateway.metrics_url)
+            for name in seen:
+                seen[name] = max(seen[name], current.value(name))
+        call.result()
+    assert seen["reranker_inflight_pairs"] == len(documents)
+    assert seen["reranker_inflight_tokens"] > 300 * 500  # ~1,000 tokens per pair
+    after = wait_for(gateway.metrics_url, lambda s: s.value("reranker_inflight_pairs") == 0)
+    assert after.value("reranker_inflight_pairs") == 0 and after.value("reranker_inflight_tokens") == 0

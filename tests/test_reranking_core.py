@@ -4,16 +4,23 @@ behind the ``Scorer`` protocol instead of Triton. End-to-end behaviour is in tes
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from server.errors import InvalidRequest, Overloaded
+from server.gateway import load_tokenizer
 from server.reranking import Limits, PairTokenizer, Reranker, RerankJob, sigmoid
-from tests.arabic_text import QUERIES, long_passage, mixed_passages
+from server.settings import Settings
+from tests.arabic_text import QUERIES, SENTENCES, long_passage, mixed_passages, passage
 
 LIMITS = Limits(max_documents=100, max_query_chars=5000, max_document_chars=100000, chunk_size=4, max_inflight_pairs=100)
+SHORT = 512  # the lowered limit these unit tests use (users commonly score at 512 for speed)
 
 
 class ModelScorer:
@@ -36,6 +43,17 @@ class ConstantScorer:
         return np.zeros(len(input_ids), dtype=np.float32)
 
 
+class FixedLogits:
+    """Logits chosen by the test, keyed by each pair's last document token (the one before </s>)."""
+
+    def __init__(self, by_first_document_token: dict[int, float]) -> None:
+        self.logits = by_first_document_token
+
+    async def score(self, input_ids, attention_mask, deadline):
+        return np.array([self.logits[int(row[-2 if m.all() else int(m.sum()) - 2])] for row, m in zip(input_ids, attention_mask)],
+                        dtype=np.float32)
+
+
 class SlowScorer:
     def __init__(self) -> None:
         self.release = asyncio.Event()
@@ -47,7 +65,7 @@ class SlowScorer:
 
 @pytest.fixture(scope="module")
 def pair_tokenizer(tiny_model_dir):
-    return PairTokenizer(Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json")), max_length=512, pad_id=1, threads=1)
+    return PairTokenizer(Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json")), max_length=SHORT, pad_id=1, threads=1)
 
 
 def reranker(pair_tokenizer, scorer, limits=LIMITS) -> Reranker:
@@ -57,8 +75,8 @@ def reranker(pair_tokenizer, scorer, limits=LIMITS) -> Reranker:
 def test_pairs_match_the_transformers_tokenizer_including_truncation(pair_tokenizer, reference, rng):
     documents = mixed_passages(rng, 20) + [long_passage(rng), "", " "]
     ids, truncated = pair_tokenizer.encode(QUERIES[0], documents, truncate=True)
-    assert ids == [reference.encode(QUERIES[0], d) for d in documents]
-    assert truncated == 1 and max(map(len, ids)) == 512
+    assert ids == [reference.encode(QUERIES[0], d, SHORT) for d in documents]
+    assert truncated == 1 and max(map(len, ids)) == SHORT
 
 
 async def test_chunks_are_length_sorted_and_scores_go_back_to_their_documents(pair_tokenizer, reference, rng):
@@ -68,7 +86,7 @@ async def test_chunks_are_length_sorted_and_scores_go_back_to_their_documents(pa
     assert [len(c) for c in scorer.chunks] == [4, 4, 4, 3]
     lengths = np.concatenate(scorer.chunks)
     assert list(lengths) == sorted(lengths, reverse=True)
-    expected = reference.logits(QUERIES[1], documents)
+    expected = reference.logits(QUERIES[1], documents, SHORT)
     got = {r.index: r.score for r in outcome.results}
     np.testing.assert_allclose([got[i] for i in range(15)], expected, atol=1e-5, rtol=0)
     assert outcome.input_tokens == int(lengths.sum())
@@ -97,10 +115,85 @@ async def test_admission_refuses_at_once_beyond_the_bound_and_frees_on_completio
     slow = SlowScorer()
     core = reranker(pair_tokenizer, slow, Limits(10, 5000, 100000, 4, max_inflight_pairs=10))
     first = asyncio.create_task(core.rerank(RerankJob("سؤال", ["نص"] * 8)))
-    await asyncio.sleep(0.2)
+    for _ in range(200):  # until the first request is admitted (bounded)
+        if core.admission.in_flight:
+            break
+        await asyncio.sleep(0.01)
     with pytest.raises(Overloaded, match="max_inflight_pairs=10"):
         await core.rerank(RerankJob("سؤال", ["نص"] * 3))
     slow.release.set()
     await first
     assert core.admission.in_flight == 0
     assert len((await core.rerank(RerankJob("سؤال", ["نص"] * 10))).results) == 10
+
+
+async def test_the_ranking_is_the_order_of_the_logits_even_where_sigmoids_saturate(pair_tokenizer):
+    """float32 sigmoid(x) is exactly 1.0 for every x above ~16.6: ranking by it would tie these and fall
+    back to input order. The ranking must be the logits' order; the scores stay the float32 sigmoids."""
+    documents = ["أ", "ب", "ج", "د", "هـ", "و"]
+    first_tokens = [pair_tokenizer.encode("سؤال", [d], True)[0][0][-2] for d in documents]
+    logits = [17.0, 17.5, 40.0, 16.9, 18.25, 17.5]
+    core = reranker(pair_tokenizer, FixedLogits(dict(zip(first_tokens, logits))))
+    outcome = await core.rerank(RerankJob("سؤال", documents))
+    assert [r.index for r in outcome.results] == [2, 4, 1, 5, 0, 3]
+    assert all(r.score == 1.0 for r in outcome.results)  # saturated, as documented: rank by logit
+    np.testing.assert_array_equal([r.logit for r in outcome.results], np.float32([40.0, 18.25, 17.5, 17.5, 17.0, 16.9]))
+    raw = await core.rerank(RerankJob("سؤال", documents, raw_scores=True, top_k=3))
+    assert [r.index for r in raw.results] == [2, 4, 1]
+
+
+@pytest.fixture
+def saved_settings_model_dir(tiny_model_dir, tmp_path):
+    """The tiny model's tokenizer files with padding and truncation blocks saved in tokenizer.json, as
+    many published tokenizer files carry (transformers ignores them; a raw Tokenizer.from_file keeps them)."""
+    target = tmp_path / "saved-settings"
+    target.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
+        shutil.copy(tiny_model_dir / name, target / name)
+    data = json.loads((target / "tokenizer.json").read_text())
+    data["padding"] = {"strategy": {"Fixed": 64}, "direction": "Right", "pad_to_multiple_of": None,
+                       "pad_id": 1, "pad_type_id": 0, "pad_token": "<pad>"}
+    data["truncation"] = {"direction": "Right", "max_length": 48, "strategy": "LongestFirst", "stride": 0}
+    (target / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False))
+    return target
+
+
+def test_padding_and_truncation_saved_in_tokenizer_json_do_not_change_the_pairs(saved_settings_model_dir, reference, rng):
+    tokenizer = load_tokenizer(Settings(tokenizer=str(saved_settings_model_dir), max_input_length=SHORT))
+    documents = mixed_passages(rng, 10) + [long_passage(rng), SENTENCES[0]]
+    ids, truncated = tokenizer.encode(QUERIES[2], documents, truncate=True)
+    assert ids == [reference.encode(QUERIES[2], d, SHORT) for d in documents]
+    assert truncated == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sentences=st.integers(min_value=1, max_value=80),
+    room=st.integers(min_value=1, max_value=120),
+    noise=st.text(alphabet=st.sampled_from(list("ابت ثج\n.،؟ a1-")), max_size=40),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_documents_cut_by_characters_before_tokenizing_give_the_whole_documents_tokens(pair_tokenizer, sentences, room, noise, seed):
+    """Long documents are cut by characters before tokenizing; the tokens kept are exactly the first
+    ``room`` tokens of the whole document's encoding (or the whole encoding when it is shorter)."""
+    tokenizer, raw = pair_tokenizer, pair_tokenizer._tok
+    document = passage(np.random.default_rng(seed), sentences) + noise + "كلمةطويلةجدا" * (seed % 7)
+    got = tokenizer._document_encodings([document], room)[0].ids[:room]
+    assert got == raw.encode(document, add_special_tokens=False).ids[:room]
+
+
+async def test_admission_by_tokens_refuses_a_second_request_beyond_the_token_bound(pair_tokenizer):
+    slow = SlowScorer()
+    limits = Limits(10, 5000, 100000, 4, max_inflight_pairs=100, max_inflight_tokens=60)
+    core = reranker(pair_tokenizer, slow, limits)
+    first = asyncio.create_task(core.rerank(RerankJob("سؤال", [SENTENCES[0]] * 3)))  # ~3 x 25 tokens: over 60, alone
+    for _ in range(200):
+        if core.token_admission.in_flight:
+            break
+        await asyncio.sleep(0.01)
+    assert core.token_admission.in_flight > 60
+    with pytest.raises(Overloaded, match="max_inflight_tokens=60"):
+        await core.rerank(RerankJob("سؤال", ["نص"]))
+    slow.release.set()
+    await first
+    assert core.token_admission.in_flight == 0 and core.admission.in_flight == 0

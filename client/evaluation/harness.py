@@ -44,7 +44,7 @@ class ModelReport:
 
 
 def rank_group(group: QueryGroup, ranker: Ranker, k: int = DEFAULT_K) -> QueryResult:
-    """Score one group, rank it (score descending, ties by lower index, as the gateway) and measure it."""
+    """Score one group, rank it (logit descending, ties by lower index, as the gateway) and measure it."""
     scores = [float(s) for s in ranker(group.query, group.documents)]
     if len(scores) != len(group.documents):
         raise ValueError(f"got {len(scores)} scores for {len(group.documents)} documents")

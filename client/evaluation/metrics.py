@@ -41,8 +41,8 @@ class MeanMetrics:
 def rank_by_scores(scores: Sequence[float]) -> list[int]:
     """Indices best first: higher score first, equal scores keep the lower index first.
 
-    This is the order the gateway returns (RerankResponse.results), so evaluating a ranking built from
-    the returned scores is evaluating the returned ranking itself."""
+    Given the model's logits (what the rankers return), this is the order the gateway returns
+    (RerankResponse.results), so evaluating it is evaluating the returned ranking itself."""
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
 
 

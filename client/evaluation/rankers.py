@@ -1,8 +1,10 @@
 """Rankers: what scores a query's passages. The service (a gateway, through the generated client) or a
 model run in-process with transformers, as the reference the service must equal.
 
-A ``Ranker`` is any callable ``(query, documents) -> scores``, one score per document in the original
-order; the harness ranks by those scores exactly as the gateway does (see ``metrics.rank_by_scores``).
+A ``Ranker`` is any callable ``(query, documents) -> logits``, the model's logit for each document in the
+original order; the harness ranks by them exactly as the gateway does (see ``metrics.rank_by_scores``).
+Logits, not sigmoid scores: float32 sigmoids of different logits above ~16.6 are all exactly 1.0, and
+ranking by them would break those ties by position instead of by the model.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ _UNSET_MAX_LENGTH = 10**9
 
 
 class Ranker(Protocol):
-    """Scores every document of one query; the i-th score belongs to ``documents[i]``."""
+    """The model's logit for every document of one query; the i-th belongs to ``documents[i]``."""
 
     def __call__(self, query: str, documents: Sequence[str]) -> list[float]: ...
 
@@ -75,7 +77,7 @@ class ServiceRanker:
     def __call__(self, query: str, documents: Sequence[str]) -> list[float]:
         scores: list[float | None] = [None] * len(documents)
         for result in self._client.rerank(query, list(documents)):
-            scores[result.index] = float(result.score)
+            scores[result.index] = float(result.logit)
         missing = [i for i, s in enumerate(scores) if s is None]
         if missing:
             raise RuntimeError(f"the service returned no score for documents {missing[:10]}")
@@ -84,8 +86,8 @@ class ServiceRanker:
 
 class LocalRanker:
     """The model in-process: transformers ``AutoModelForSequenceClassification``, the pair encoded with
-    the document (never the query) truncated to the tokenizer's max length, score = sigmoid(logit) in
-    float32, as the service and the model card's ``CrossEncoder.predict`` compute it.
+    the document (never the query) truncated to the tokenizer's max length, as the service and the model
+    card's ``CrossEncoder.predict`` encode it; returns the logits (the service ranks by them).
 
     Pairs are sorted by length and run in padded batches; padding moves logits only at float32 rounding."""
 
@@ -123,8 +125,7 @@ class LocalRanker:
         torch = self._torch
         padded = self.tokenizer.pad(rows, return_tensors="pt")
         with torch.inference_mode():
-            logits = self.model(**padded).logits[:, 0].float()
-        return torch.sigmoid(logits).tolist()
+            return self.model(**padded).logits[:, 0].float().tolist()
 
 
 @contextlib.contextmanager

@@ -33,14 +33,16 @@ class RerankRequest(_message.Message):
     def __init__(self, query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., return_documents: _Optional[bool] = ..., raw_scores: _Optional[bool] = ..., truncation: _Optional[_Union[Truncation, str]] = ...) -> None: ...
 
 class RankedDocument(_message.Message):
-    __slots__ = ("index", "score", "document")
+    __slots__ = ("index", "score", "document", "logit")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    LOGIT_FIELD_NUMBER: _ClassVar[int]
     index: int
     score: float
     document: str
-    def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., document: _Optional[str] = ...) -> None: ...
+    logit: float
+    def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., document: _Optional[str] = ..., logit: _Optional[float] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("documents", "input_tokens", "truncated_documents")
@@ -79,20 +81,24 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_documents_per_request", "max_query_chars", "max_document_chars", "max_message_bytes", "chunk_size", "max_inflight_pairs")
+    __slots__ = ("max_documents_per_request", "max_query_chars", "max_document_chars", "max_message_bytes", "chunk_size", "max_inflight_pairs", "max_inflight_tokens", "max_concurrent_rpcs")
     MAX_DOCUMENTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_QUERY_CHARS_FIELD_NUMBER: _ClassVar[int]
     MAX_DOCUMENT_CHARS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CHUNK_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_INFLIGHT_PAIRS_FIELD_NUMBER: _ClassVar[int]
+    MAX_INFLIGHT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CONCURRENT_RPCS_FIELD_NUMBER: _ClassVar[int]
     max_documents_per_request: int
     max_query_chars: int
     max_document_chars: int
     max_message_bytes: int
     chunk_size: int
     max_inflight_pairs: int
-    def __init__(self, max_documents_per_request: _Optional[int] = ..., max_query_chars: _Optional[int] = ..., max_document_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., chunk_size: _Optional[int] = ..., max_inflight_pairs: _Optional[int] = ...) -> None: ...
+    max_inflight_tokens: int
+    max_concurrent_rpcs: int
+    def __init__(self, max_documents_per_request: _Optional[int] = ..., max_query_chars: _Optional[int] = ..., max_document_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., chunk_size: _Optional[int] = ..., max_inflight_pairs: _Optional[int] = ..., max_inflight_tokens: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
     __slots__ = ("model_id", "triton_model", "triton_endpoints", "dtype", "engine", "max_input_length", "limits", "version", "auth_required")

@@ -53,7 +53,9 @@ class RerankerServicer:
         """Scores every (query, document) pair with the cross-encoder and returns the documents best first.
         Errors: INVALID_ARGUMENT (empty query, no documents, a limit broken, a too-long pair with
         TRUNCATION_NONE), RESOURCE_EXHAUSTED (overloaded: retry later), UNAVAILABLE (no Triton endpoint
-        can serve), DEADLINE_EXCEEDED, UNAUTHENTICATED (API key required and missing or wrong).
+        can serve), DEADLINE_EXCEEDED (the caller's deadline, or the gateway's default timeout, passed;
+        the gateway stops the work a little before the caller's deadline), UNAUTHENTICATED (API key
+        required and missing or wrong).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
