@@ -28,6 +28,9 @@ RUN python3 -m pip install --no-cache-dir --break-system-packages --no-deps . \
  && rm -rf build ./*.egg-info
 
 COPY model_repository ./model_repository
+# The mount point of the model volume, owned by the runtime user so that a fresh Docker volume is writable
+# by the model-fetch step.
+RUN mkdir -p /models && chown 1000:1000 /models
 
 # HOME on /tmp: the pods run with a read-only root filesystem and an emptyDir on /tmp.
 ENV ARA_RERANKER_MODEL_DIR=/models/ara-reranker-v1 \
