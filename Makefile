@@ -10,7 +10,7 @@ DATA   ?= client/data/arabic_sample.jsonl
 TARGETS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install proto proto-check model run triton gateway test soak bench bench-smoke bench-infinity eval clean
+.PHONY: help install tools proto proto-check model run triton gateway test soak bench bench-smoke bench-infinity eval clean
 
 help:
 	@echo "make run   MODEL=ara|tiny|small|large|<hub id>|<path>   Triton + gateway on :50051 (Ctrl-C stops both)"
@@ -30,6 +30,19 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 install: $(STAMP)
 
+# prometheus and promtool for the monitoring tests: Debian's package, unpacked (no service installed) into .tools/.
+TOOLS    := .tools
+PROMTOOL := $(TOOLS)/prometheus/usr/bin/promtool
+
+$(PROMTOOL):
+	rm -rf $(TOOLS)/prometheus $(TOOLS)/deb && mkdir -p $(TOOLS)/deb
+	cd $(TOOLS)/deb && { apt-get download prometheus || { apt-get update -qq && apt-get download prometheus; }; }
+	dpkg -x $(TOOLS)/deb/prometheus_*.deb $(TOOLS)/prometheus
+	rm -rf $(TOOLS)/deb
+	@test -x $@
+
+tools: $(PROMTOOL)
+
 proto: $(STAMP)
 	$(PY) -m client.protogen
 
@@ -48,7 +61,7 @@ triton: $(STAMP)
 gateway: $(STAMP)
 	$(PY) -m server.gateway
 
-test: $(STAMP)
+test: $(STAMP) $(PROMTOOL)
 	$(PY) -m server.model_store tiny
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -80,4 +93,4 @@ eval: $(STAMP)
 	$(PY) -m client.evaluation $(DATA) $(if $(TARGETS),--targets $(TARGETS))
 
 clean:
-	rm -rf $(VENV) .pytest_cache logs
+	rm -rf $(VENV) .pytest_cache logs $(TOOLS)

@@ -1,0 +1,154 @@
+"""deploy/docker/ and deploy/compose/ checked offline: hadolint passes both Dockerfiles, their pins are the
+project's, the gateway image carries everything the gateway imports and no torch, and the compose file
+validates against the compose spec and wires the stack as the scrape config expects. No Docker daemon here:
+the images are not built (docs/deployment.md says so).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+import yaml
+
+from server.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER = ROOT / "deploy" / "docker"
+COMPOSE = ROOT / "deploy" / "compose" / "compose.yaml"
+BIN = Path(sys.executable).parent
+
+
+def pins(path: Path) -> dict[str, str]:
+    """name (lower case, extras dropped) -> pinned version, from a requirements file."""
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line and not line.startswith("-"):
+            name, version = line.split("==")
+            out[re.sub(r"\[.*\]", "", name).lower().replace("_", "-")] = version
+    return out
+
+
+@pytest.mark.parametrize("dockerfile", ["triton.Dockerfile", "gateway.Dockerfile"])
+def test_hadolint_passes(dockerfile):
+    result = subprocess.run([str(BIN / "hadolint"), str(DOCKER / dockerfile)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_catches_a_bad_dockerfile(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM python:latest\nRUN pip install requests\n")
+    result = subprocess.run([str(BIN / "hadolint"), str(tmp_path / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "DL3007" in result.stdout
+
+
+def test_images_are_pinned_and_run_as_non_root():
+    triton = (DOCKER / "triton.Dockerfile").read_text()
+    assert re.search(r"^FROM nvcr\.io/nvidia/tritonserver:\d\d\.\d\d-py3$", triton, re.M)
+    gateway = (DOCKER / "gateway.Dockerfile").read_text()
+    assert len(re.findall(r"^FROM python:3\.\d+-slim", gateway, re.M)) == 2  # multi-stage
+    for text in (triton, gateway):
+        users = re.findall(r"^USER (\d+):(\d+)$", text, re.M)
+        assert users and int(users[-1][0]) >= 1000, "the last USER must be a numeric non-root UID"
+        assert ":latest" not in text
+
+
+def test_image_pins_are_the_projects():
+    project = pins(ROOT / "requirements.txt")
+    for name in ("requirements-triton.txt", "requirements-gateway.txt"):
+        for package, version in pins(DOCKER / name).items():
+            wanted = project.get(package) or project.get(package.removesuffix("-gpu"))  # onnxruntime-gpu = onnxruntime
+            assert wanted == version, f"{name}: {package}=={version}, requirements.txt has {wanted}"
+    assert "torch" in pins(DOCKER / "requirements-triton.txt")
+    assert not {"torch", "transformers"} & set(pins(DOCKER / "requirements-gateway.txt"))
+
+
+def imported_modules(path: Path) -> set[str]:
+    modules = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            modules |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            modules.add(node.module)
+    return modules
+
+
+def test_the_gateway_image_has_every_distribution_the_gateway_imports():
+    """Follow the imports from server/gateway.py through this project's modules; every third-party module
+    must come from a distribution of requirements-gateway.txt (or the standard library)."""
+    ours = {"server", "client", "reranker"}
+    seen, todo, third_party = set(), ["server.gateway"], set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        candidates = [ROOT / (module.replace(".", "/") + ".py"), ROOT / "client" / (module.replace(".", "/") + ".py")]
+        path = next((p for p in candidates if p.exists()), None)
+        if path is None:
+            continue  # a package's __init__ or a generated stub directory
+        for imported in imported_modules(path):
+            top = imported.split(".")[0]
+            if top in ours:
+                todo.append(imported)
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                third_party.add(top)
+    distributions = {d.lower().replace("_", "-") for top in third_party for d in packages_distributions().get(top, [top])}
+    allowed = set(pins(DOCKER / "requirements-gateway.txt"))
+    assert "tokenizers" in distributions and "tritonclient" in distributions
+    assert distributions <= allowed, f"imported by the gateway but not in its image: {sorted(distributions - allowed)}"
+
+
+# ---------------------------------------------------------------- compose
+
+
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_validates_against_the_compose_spec():
+    result = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(COMPOSE)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_runs_triton_on_a_gpu_or_on_cpu_with_enough_shared_memory():
+    services = compose()["services"]
+    gpu, cpu = services["triton"], services["triton-cpu"]
+    assert gpu["profiles"] == ["gpu"] and cpu["profiles"] == ["cpu"]
+    devices = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    assert "deploy" not in cpu and "--model-config-name=cpu" in cpu["command"]
+    assert "triton" in cpu["networks"]["default"]["aliases"]  # the name prometheus.yml and the gateway use
+    for triton in (gpu, cpu):
+        assert re.fullmatch(r"\d+gb", triton["shm_size"]) and int(triton["shm_size"][:-2]) >= 1
+        assert triton["command"][0] == "tritonserver"
+
+
+def test_compose_serves_the_projects_monitoring_files_under_the_scrape_configs_names():
+    services = compose()["services"]
+    config = yaml.safe_load((ROOT / "deploy/monitoring/prometheus.yml").read_text())
+    hosts = {t.split(":")[0] for job in config["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    assert hosts <= set(services) | {"triton"}
+    volumes = services["prometheus"]["volumes"]
+    assert "../monitoring/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in volumes
+    assert all(f"../monitoring/{f}:/etc/prometheus/{f}:ro" in volumes for f in config["rule_files"])
+    grafana = services["grafana"]["volumes"]
+    assert any(v.startswith("../monitoring/grafana-dashboard.json:") for v in grafana)
+    datasource = yaml.safe_load((COMPOSE.parent / "grafana/datasources/prometheus.yaml").read_text())["datasources"][0]
+    assert datasource["url"] == "http://prometheus:9090" and datasource["type"] == "prometheus"
+
+
+def test_compose_gateway_is_read_only_and_its_env_names_real_settings():
+    gateway = compose()["services"]["reranker-gateway"]
+    assert gateway["read_only"] is True
+    env = {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v)) for k, v in gateway["environment"].items()}
+    known = {env_var for _, env_var, _, _ in Settings.docs()}
+    assert set(env) <= known, sorted(set(env) - known)
+    assert env["RERANKER_TRITON_ENDPOINTS"] == "dns:///triton:8001"
+    Settings.from_env(env)
