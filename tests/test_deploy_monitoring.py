@@ -231,7 +231,8 @@ def live_queries(window: str) -> list[tuple[str, str]]:
     return out
 
 
-def test_a_real_prometheus_answers_every_dashboard_and_alert_query_with_data(prometheus, known_load, triton):
+def test_a_real_prometheus_answers_every_dashboard_and_alert_query_with_data(prometheus, known_load, triton, gateway):
+    gateway_metrics_url = lambda: gateway.metrics_url  # noqa: E731
     window = prometheus.window()
     queries = [(where, expr) for where, expr in live_queries(window) if not on_gpu_only(expr)]
     gpu_only = [(where, expr) for where, expr in live_queries(window) if on_gpu_only(expr)]
@@ -248,6 +249,18 @@ def test_a_real_prometheus_answers_every_dashboard_and_alert_query_with_data(pro
     wait_until(all_have_data, DATA_TIMEOUT_S, "data for every query", lambda: "\n".join(missing))
     # The values are what the load makes them: both targets up, ratios within [0, 1], requests counted.
     assert {s["metric"]["job"]: float(s["value"][1]) for s in prometheus.query("up")} == {"reranker-gateway": 1.0, "triton": 1.0}
+    # Prometheus has scraped the gateway since the load ended: its counter equals the gateway's own.
+    ok_series = 'sum(reranker_requests_total{method="Rerank",code="OK"})'
+
+    def scraped_after_load() -> bool:
+        with urllib.request.urlopen(gateway_metrics_url(), timeout=5) as response:
+            text = response.read().decode()
+        own = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("reranker_requests_total{") and 'code="OK"' in line and 'method="Rerank"' in line)
+        seen = prometheus.query(ok_series)
+        return bool(seen) and float(seen[0]["value"][1]) == own
+
+    wait_until(scraped_after_load, DATA_TIMEOUT_S, "a scrape of the gateway after the load")
     window = prometheus.window()
     ok = prometheus.query(f'sum(increase(reranker_requests_total{{method="Rerank",code="OK"}}[{window}]))')
     assert float(ok[0]["value"][1]) >= known_load["OK"] * 0.9  # increase() extrapolates a little either way
