@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("documents", nargs="*", help="documents (or use --file)")
     parser.add_argument("--file", type=Path, help="documents: one per line (.txt), a JSON list (.json) or JSONL (.jsonl)")
     parser.add_argument("--target", default=os.environ.get("RERANKER_TARGET", "localhost:50051"), help="gateway host:port")
+    parser.add_argument("--model", default=None, help="a served model's name or hub id (default: the server's default)")
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--raw-scores", action="store_true", help="logits instead of sigmoid scores")
     parser.add_argument("--no-truncate", action="store_true", help="refuse too-long pairs instead of truncating")
@@ -47,12 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with RerankerClient(args.target, api_key=args.api_key, timeout=args.timeout, tls=args.tls, root_certificates=args.ca) as client:
             results = client.rerank(args.query, documents, top_k=args.top_k, return_documents=True,
-                                    raw_scores=args.raw_scores, truncate=not args.no_truncate)
+                                    raw_scores=args.raw_scores, truncate=not args.no_truncate, model=args.model)
     except RerankerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps([{"index": r.index, "score": r.score, "document": r.document} for r in results], ensure_ascii=False, indent=2))
+        print(json.dumps([{"index": r.index, "score": r.score, "logit": r.logit, "document": r.document} for r in results],
+                         ensure_ascii=False, indent=2))
         return 0
     for rank, r in enumerate(results, 1):
         print(f"{rank:>3}  [{r.index}]  {r.score:.4f}  {r.document}")

@@ -52,10 +52,10 @@ def _credentials(root_certificates: str | Path | None, client_cert: str | Path |
 
 
 def _request(query: str, documents: Sequence[str], top_k: int | None, return_documents: bool, raw_scores: bool,
-             truncate: bool) -> reranker_pb2.RerankRequest:
+             truncate: bool, model: str | None) -> reranker_pb2.RerankRequest:
     return reranker_pb2.RerankRequest(
         query=query, documents=list(documents), top_k=top_k, return_documents=return_documents, raw_scores=raw_scores,
-        truncation=reranker_pb2.TRUNCATION_END if truncate else reranker_pb2.TRUNCATION_NONE,
+        truncation=reranker_pb2.TRUNCATION_END if truncate else reranker_pb2.TRUNCATION_NONE, model=model or "",
     )
 
 
@@ -126,12 +126,13 @@ class RerankerClient(_Base):
         return info
 
     def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
-               raw_scores: bool = False, truncate: bool = True) -> list[RerankResult]:
-        """Documents ranked best first (``index`` = position in ``documents``)."""
+               raw_scores: bool = False, truncate: bool = True, model: str | None = None) -> list[RerankResult]:
+        """Documents ranked best first (``index`` = position in ``documents``); ``model``: a served
+        model's name or hub id (default: the server's default model)."""
         if self._max_documents is None and self.split_large_requests:
             self.info()
         parts = [
-            _results(self._call(self.stub.Rerank, _request(query, documents[a:b], top_k, return_documents, raw_scores, truncate)), a)
+            _results(self._call(self.stub.Rerank, _request(query, documents[a:b], top_k, return_documents, raw_scores, truncate, model)), a)
             for a, b in self._slices(len(documents))
         ]
         return _merge(parts, top_k)
@@ -163,14 +164,14 @@ class AsyncRerankerClient(_Base):
         return info
 
     async def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
-                     raw_scores: bool = False, truncate: bool = True) -> list[RerankResult]:
+                     raw_scores: bool = False, truncate: bool = True, model: str | None = None) -> list[RerankResult]:
         import asyncio
 
         if self._max_documents is None and self.split_large_requests:
             await self.info()
         slices = self._slices(len(documents))
         responses = await asyncio.gather(*(
-            self._call(self.stub.Rerank, _request(query, documents[a:b], top_k, return_documents, raw_scores, truncate))
+            self._call(self.stub.Rerank, _request(query, documents[a:b], top_k, return_documents, raw_scores, truncate, model))
             for a, b in slices
         ))
         return _merge([_results(r, a) for r, (a, _) in zip(responses, slices)], top_k)

@@ -12,6 +12,7 @@ import grpc
 __all__ = [
     "RerankerError",
     "InvalidRequest",
+    "ModelNotFound",
     "Overloaded",
     "BackendUnavailable",
     "DeadlineExceeded",
@@ -28,6 +29,10 @@ class RerankerError(Exception):
 
 class InvalidRequest(RerankerError):
     """The request breaks the API or a limit (the message names which, and the value)."""
+
+
+class ModelNotFound(RerankerError):
+    """The request names a model this gateway does not serve (the message lists the served ones)."""
 
 
 class Overloaded(RerankerError):
@@ -56,6 +61,7 @@ class Unauthenticated(RerankerError):
 
 _STATUS = {
     InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    ModelNotFound: grpc.StatusCode.NOT_FOUND,
     Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
     BackendUnavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,

@@ -21,11 +21,9 @@ from grpc_reflection.v1alpha import reflection
 from reranker.v1 import reranker_pb2, reranker_pb2_grpc
 from server.auth import ApiKeyInterceptor
 from server.metrics import GatewayMetrics
-from server.model_limits import ModelLimitError, max_input_length
-from server.reranking import Limits, PairTokenizer, Reranker
+from server.models import ModelRegistry, ServedModel, load_models
 from server.service import RerankerService
 from server.settings import Settings
-from server.triton_client import TritonScorer
 
 __all__ = ["Gateway", "main", "VERSION"]
 
@@ -34,51 +32,13 @@ SERVICE_NAME = reranker_pb2.DESCRIPTOR.services_by_name["Reranker"].full_name
 log = logging.getLogger("server.gateway")
 
 
-def load_tokenizer(settings: Settings) -> PairTokenizer:
-    """The served model's own fast tokenizer (tokenizer.json) and the max pair length to use with it.
-
-    Read with the ``tokenizers`` library directly: the gateway needs neither transformers nor torch.
-    The max input length is the model directory's (server/model_limits.py: tokenizer_config.json's
-    ``model_max_length``, checked against config.json's positions), or ``max_input_length`` when lower."""
-    from tokenizers import Tokenizer
-
-    source = Path(settings.tokenizer)
-    if source.is_dir():
-        if not (source / "tokenizer.json").exists():
-            raise SystemExit(f"{source} has no tokenizer.json (the model's fast tokenizer)")
-        tokenizer = Tokenizer.from_file(str(source / "tokenizer.json"))
-        config_path = source / "tokenizer_config.json"
-        config = json.loads(config_path.read_text()) if config_path.exists() else {}
-        try:
-            max_length = max_input_length(source, settings.max_input_length)
-        except ModelLimitError as exc:
-            raise SystemExit(f"refusing to start: {exc}") from exc
-    else:  # a hub id: no local files to read the limit from
-        tokenizer = Tokenizer.from_pretrained(settings.tokenizer)
-        config = {}
-        if not settings.max_input_length:
-            raise SystemExit(f"{settings.tokenizer} is not a local model directory: pass --max-input-length")
-        max_length = settings.max_input_length
-    pad = config.get("pad_token") or "<pad>"
-    pad_id = tokenizer.token_to_id(pad["content"] if isinstance(pad, dict) else pad)
-    return PairTokenizer(tokenizer, max_length, pad_id if pad_id is not None else 0, settings.tokenizer_threads)
-
-
-def default_model_id(settings: Settings) -> str:
-    if settings.model_id:
-        return settings.model_id
-    path = Path(settings.tokenizer)
-    return path.name if path.exists() else settings.tokenizer
-
-
 @dataclass
 class Gateway:
     """A running gateway; ``await Gateway.start(settings)``, then ``await gateway.stop()``."""
 
     settings: Settings
     server: grpc.aio.Server
-    scorer: TritonScorer
-    tokenizer: PairTokenizer
+    models: ModelRegistry
     health: health.aio.HealthServicer
     metrics: GatewayMetrics
     port: int
@@ -86,31 +46,26 @@ class Gateway:
 
     @classmethod
     async def start(cls, settings: Settings) -> "Gateway":
-        tokenizer = load_tokenizer(settings)
-        max_length = tokenizer.max_length
-        metrics = GatewayMetrics()
-        limits = Limits(settings.max_documents, settings.max_query_chars, settings.max_document_chars,
-                        settings.chunk_size, settings.max_inflight_pairs, settings.max_inflight_tokens)
-        scorer = TritonScorer(settings.triton_endpoints, settings.triton_model, settings.health_interval_s,
-                              settings.health_failures, settings.max_message_bytes)
-        reranker = Reranker(tokenizer, scorer, limits, settings.default_timeout_s)
-        metrics.watch_admission(reranker.admission, reranker.token_admission)
+        models = load_models(settings)
+        metrics = GatewayMetrics([m.name for m in models])
+        default = models.default
+        metrics.watch_admission(default.reranker.admission, default.reranker.token_admission)
         info = reranker_pb2.InfoResponse(
-            model_id=default_model_id(settings), triton_model=settings.triton_model,
-            triton_endpoints=list(settings.triton_endpoints), max_input_length=max_length,
+            model_id=default.model_id, triton_model=default.info.triton_model,
+            triton_endpoints=list(settings.triton_endpoints), max_input_length=default.info.max_input_length,
             limits=reranker_pb2.Limits(
                 max_documents_per_request=settings.max_documents, max_query_chars=settings.max_query_chars,
                 max_document_chars=settings.max_document_chars, max_message_bytes=settings.max_message_bytes,
                 chunk_size=settings.chunk_size, max_inflight_pairs=settings.max_inflight_pairs,
                 max_inflight_tokens=settings.max_inflight_tokens, max_concurrent_rpcs=settings.max_concurrent_rpcs,
             ),
-            version=VERSION, auth_required=bool(settings.api_keys),
+            version=VERSION, auth_required=bool(settings.api_keys), models=[m.info for m in models],
         )
-        service = RerankerService(reranker, metrics, info, settings.log_documents)
+        service = RerankerService(models, metrics, info, settings.log_documents)
 
         interceptors = []
         if settings.api_keys:
-            interceptors.append(ApiKeyInterceptor(settings.api_keys, lambda method: metrics.requests.labels(method, "UNAUTHENTICATED").inc()))
+            interceptors.append(ApiKeyInterceptor(settings.api_keys, lambda method: metrics.requests.labels(method, "UNAUTHENTICATED", "").inc()))
         options = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -123,47 +78,56 @@ class Gateway:
         reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         port = _listen(server, settings)
 
-        gateway = cls(settings, server, scorer, tokenizer, health_servicer, metrics, port)
+        gateway = cls(settings, server, models, health_servicer, metrics, port)
         await gateway._track_health(service)
         if settings.metrics_listen:
             gateway.metrics_server = _start_metrics(settings.metrics_listen, metrics)
         await server.start()
-        scorer.start()
-        log.info("gateway listening on %s (port %d), Triton %s, model %s", settings.listen, port,
-                 ",".join(settings.triton_endpoints), info.model_id)
+        for model in models:
+            model.scorer.start()
+        log.info("gateway listening on %s (port %d), Triton %s, models %s (default %s)", settings.listen, port,
+                 ",".join(settings.triton_endpoints), ",".join(m.name for m in models), default.name)
         return gateway
 
     async def _track_health(self, service: RerankerService) -> None:
-        """NOT_SERVING until a Triton endpoint has the model ready, and again when none has."""
+        """Per model: NOT_SERVING until a Triton endpoint has it ready, and again when none has. The
+        server as a whole ("" and the service name) follows the default model."""
         loop = asyncio.get_running_loop()
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, *(f"{SERVICE_NAME}/{m.name}" for m in self.models)):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-        def changed(endpoint: str, up: bool) -> None:
-            self.metrics.set_triton_health(endpoint, up)
-            status = health_pb2.HealthCheckResponse.SERVING if self.scorer.any_healthy else health_pb2.HealthCheckResponse.NOT_SERVING
-            for name in ("", SERVICE_NAME):
-                loop.create_task(self.health.set(name, status))
-            if up and not service.info.dtype:
-                loop.create_task(self._describe_model(service))
+        def tracker(model: ServedModel):
+            def changed(endpoint: str, up: bool) -> None:
+                self.metrics.set_triton_health(endpoint, model.name, up)
+                serving = health_pb2.HealthCheckResponse.SERVING if model.scorer.any_healthy else health_pb2.HealthCheckResponse.NOT_SERVING
+                names = [f"{SERVICE_NAME}/{model.name}"] + (["", SERVICE_NAME] if model is self.models.default else [])
+                for name in names:
+                    loop.create_task(self.health.set(name, serving))
+                if up and not model.info.dtype:
+                    loop.create_task(self._describe_model(model, service))
+            return changed
 
-        for endpoint in self.settings.triton_endpoints:
-            self.metrics.set_triton_health(endpoint, False)
-        self.scorer.on_health_change(changed)
+        for model in self.models:
+            for endpoint in self.settings.triton_endpoints:
+                self.metrics.set_triton_health(endpoint, model.name, False)
+            model.scorer.on_health_change(tracker(model))
 
-    async def _describe_model(self, service: RerankerService) -> None:
+    async def _describe_model(self, model: ServedModel, service: RerankerService) -> None:
         try:
-            model = await self.scorer.model_info()
+            described = await model.scorer.model_info()
         except Exception as exc:
-            log.warning("could not read Triton's model config: %s", exc)
+            log.warning("could not read Triton's config of model %s: %s", model.info.triton_model, exc)
             return
-        service.info.dtype, service.info.engine = model.dtype, model.engine
-        if model.max_batch_size and self.settings.chunk_size > model.max_batch_size:
+        model.info.dtype, model.info.engine = described.dtype, described.engine
+        if model is self.models.default:
+            service.info.dtype, service.info.engine = described.dtype, described.engine
+        if described.max_batch_size and model.reranker.chunk_size > described.max_batch_size:
             # Triton refuses a request with more rows than max_batch_size: send smaller chunks instead.
-            log.warning("chunk_size %d exceeds Triton's max_batch_size %d: using chunks of %d",
-                        self.settings.chunk_size, model.max_batch_size, model.max_batch_size)
-            service.reranker.set_chunk_size(model.max_batch_size)
-            service.info.limits.chunk_size = model.max_batch_size
+            log.warning("chunk_size %d exceeds Triton's max_batch_size %d for model %s: using chunks of %d",
+                        model.reranker.chunk_size, described.max_batch_size, model.name, described.max_batch_size)
+            model.reranker.set_chunk_size(described.max_batch_size)
+            if model is self.models.default:
+                service.info.limits.chunk_size = described.max_batch_size
 
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING, drain, refuse new calls, let calls in flight finish within the grace period, close."""
@@ -171,8 +135,9 @@ class Gateway:
         if self.settings.drain_s > 0:
             await asyncio.sleep(self.settings.drain_s)
         await self.server.stop(self.settings.grace_period_s if grace_s is None else grace_s)
-        await self.scorer.close()
-        self.tokenizer.close()
+        for model in self.models:
+            await model.scorer.close()
+            model.reranker.tokenizer.close()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
 

@@ -17,49 +17,64 @@ DOCUMENT_BUCKETS = tuple(float(2**k) for k in range(0, 13))
 TOKEN_BUCKETS = tuple(float(2**k) for k in range(4, 22))
 # The status codes each RPC can end with (server/errors.py, service.py and the API-key interceptor).
 ANSWERED_CODES = {
-    "Rerank": ("OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL",
-               "CANCELLED", "UNAUTHENTICATED"),
+    "Rerank": ("OK", "INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED",
+               "INTERNAL", "CANCELLED", "UNAUTHENTICATED"),
     "Info": ("OK", "UNAUTHENTICATED"),
 }
+# The model label of calls that reached no model: Info, refused keys, names no model is served under
+# (never the name sent: callers must not be able to grow the label set).
+NO_MODEL = ""
 
 
 class GatewayMetrics:
-    """The gateway's metrics, registered on their own registry (one per gateway, so tests can run several)."""
+    """The gateway's metrics, registered on their own registry (one per gateway, so tests can run several).
+    Per-request series carry the ``model`` that served the call (the name it is served under)."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, models: list[str] | None = None, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self.models = list(models or [NO_MODEL])
         r = self.registry
-        self.requests = Counter("reranker_requests", "RPCs answered, by method and gRPC status code", ["method", "code"], registry=r)
+        self.requests = Counter("reranker_requests", "RPCs answered, by method, gRPC status code and model",
+                                ["method", "code", "model"], registry=r)
         self.request_duration = Histogram(
-            "reranker_request_duration_seconds", "Whole RPC duration, by method", ["method"], buckets=DURATION_BUCKETS, registry=r
+            "reranker_request_duration_seconds", "Whole RPC duration, by method and model", ["method", "model"],
+            buckets=DURATION_BUCKETS, registry=r
         )
         self.stage_duration = Histogram(
             "reranker_stage_duration_seconds",
             "Duration of one stage of a successful Rerank: tokenization, inference (Triton round trips), total",
-            ["stage"], buckets=DURATION_BUCKETS, registry=r,
+            ["stage", "model"], buckets=DURATION_BUCKETS, registry=r,
         )
-        self.documents = Histogram("reranker_request_documents", "Documents per Rerank request", buckets=DOCUMENT_BUCKETS, registry=r)
-        self.documents_total = Counter("reranker_documents", "Documents scored", registry=r)
-        self.input_tokens = Histogram("reranker_request_input_tokens", "Input tokens per Rerank request", buckets=TOKEN_BUCKETS, registry=r)
-        self.input_tokens_total = Counter("reranker_input_tokens", "Input tokens sent to the model", registry=r)
-        self.truncated = Counter("reranker_documents_truncated", "Documents cut to the model's max input length", registry=r)
+        self.documents = Histogram("reranker_request_documents", "Documents per Rerank request", ["model"],
+                                   buckets=DOCUMENT_BUCKETS, registry=r)
+        self.documents_total = Counter("reranker_documents", "Documents scored", ["model"], registry=r)
+        self.input_tokens = Histogram("reranker_request_input_tokens", "Input tokens per Rerank request", ["model"],
+                                      buckets=TOKEN_BUCKETS, registry=r)
+        self.input_tokens_total = Counter("reranker_input_tokens", "Input tokens sent to the model", ["model"], registry=r)
+        self.truncated = Counter("reranker_documents_truncated", "Documents cut to the model's max input length", ["model"], registry=r)
         self.in_flight = Gauge("reranker_requests_in_flight", "Rerank RPCs being served now", registry=r)
         self.inflight_pairs = Gauge("reranker_inflight_pairs", "Pairs admitted and not yet answered", registry=r)
         self.inflight_tokens = Gauge("reranker_inflight_tokens", "Tokens admitted to Triton and not yet answered", registry=r)
-        self.triton_up = Gauge("reranker_triton_up", "Whether the Triton endpoint's model is ready (1) or not (0)", ["endpoint"], registry=r)
-        for stage in ("tokenization", "inference", "total"):
-            self.stage_duration.labels(stage)  # export every stage from the start
-        # Export every (method, code) the gateway can answer at 0 from the start: a series that appears only
-        # with its first error hides that error from rate()/increase(), and from the error-rate alert.
-        self.request_duration.labels("Rerank")  # Info is not timed
+        self.triton_up = Gauge("reranker_triton_up", "Whether a Triton endpoint has the model ready (1) or not (0)",
+                               ["endpoint", "model"], registry=r)
+        # Export every series the gateway can move at 0 from the start: a series that appears only with its
+        # first error hides that error from rate()/increase(), and from the error-rate alert.
+        for model in self.models:
+            for stage in ("tokenization", "inference", "total"):
+                self.stage_duration.labels(stage, model)
+            self.request_duration.labels("Rerank", model)  # Info is not timed
+            for metric in (self.documents, self.documents_total, self.input_tokens, self.input_tokens_total, self.truncated):
+                metric.labels(model)
+            for code in ANSWERED_CODES["Rerank"]:
+                self.requests.labels("Rerank", code, model)
         for method, codes in ANSWERED_CODES.items():
             for code in codes:
-                self.requests.labels(method, code)
+                self.requests.labels(method, code, NO_MODEL)
 
     def watch_admission(self, pairs, tokens) -> None:
         """Read the admission bounds' counts at scrape time (``Admission.in_flight``), so they are never stale."""
         self.inflight_pairs.set_function(lambda: pairs.in_flight)
         self.inflight_tokens.set_function(lambda: tokens.in_flight)
 
-    def set_triton_health(self, endpoint: str, up: bool) -> None:
-        self.triton_up.labels(endpoint).set(1 if up else 0)
+    def set_triton_health(self, endpoint: str, model: str, up: bool) -> None:
+        self.triton_up.labels(endpoint, model).set(1 if up else 0)

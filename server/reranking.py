@@ -35,9 +35,11 @@ CHARS_PER_TOKEN = 16
 
 
 class Scorer(Protocol):
-    """Turns one right-padded chunk of token ids into float32 logits [rows]."""
+    """Turns one right-padded chunk of token ids (and token type ids, for BERT-style models) into float32
+    logits [rows]."""
 
-    async def score(self, input_ids: np.ndarray, attention_mask: np.ndarray, deadline: float) -> np.ndarray: ...
+    async def score(self, input_ids: np.ndarray, attention_mask: np.ndarray, deadline: float,
+                    token_type_ids: np.ndarray | None = None) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -92,26 +94,34 @@ def rank_by_logits(logits: np.ndarray) -> np.ndarray:
 
 
 class Admission:
-    """A bound on work in flight (pairs, or tokens): beyond it, refuse at once (no unbounded queue).
+    """A bound on work in flight (pairs, or tokens), shared by the served models: beyond it, refuse at
+    once (no unbounded queue).
 
-    A single request larger than the whole bound is admitted only when nothing else is in flight."""
+    Shared fairly: with n models, one model may hold at most the bound less 1/(2n) of it for each other
+    model, so a flood on one leaves every other at least 1/(2n) of the bound. A single request larger
+    than its model's cap is admitted only when nothing else is in flight."""
 
-    def __init__(self, limit: int, setting: str, unit: str) -> None:
+    def __init__(self, limit: int, setting: str, unit: str, owners: Sequence[str] = ("",)) -> None:
         self.limit = limit
         self.setting = setting
         self.unit = unit
         self.in_flight = 0
+        self.held = {owner: 0 for owner in owners}
+        self.cap = limit - (len(self.held) - 1) * (limit // (2 * len(self.held)))
 
-    def acquire(self, amount: int) -> None:
-        if self.in_flight and self.in_flight + amount > self.limit:
+    def acquire(self, amount: int, owner: str = "") -> None:
+        if self.in_flight and (self.in_flight + amount > self.limit or self.held[owner] + amount > self.cap):
+            share = "" if len(self.held) == 1 else f" (one model may hold {self.cap}: {self.held[owner]} held by {owner})"
             raise Overloaded(
                 f"overloaded: {self.in_flight} {self.unit} in flight, {amount} more would exceed "
-                f"{self.setting}={self.limit}; retry later"
+                f"{self.setting}={self.limit}{share}; retry later"
             )
         self.in_flight += amount
+        self.held[owner] += amount
 
-    def release(self, amount: int) -> None:
+    def release(self, amount: int, owner: str = "") -> None:
         self.in_flight -= amount
+        self.held[owner] -= amount
 
 
 class PairTokenizer:
@@ -123,10 +133,11 @@ class PairTokenizer:
     does on every call. A pair is the query and the document encoded separately and joined by the
     model's own post-processor, which is exactly what encoding the pair does."""
 
-    def __init__(self, tokenizer, max_length: int, pad_id: int, threads: int) -> None:
+    def __init__(self, tokenizer, max_length: int, pad_id: int, threads: int, token_type_ids: bool = False) -> None:
         self._tok = self.reset(tokenizer)
         self.max_length = max_length
         self.pad_id = pad_id
+        self.token_type_ids = token_type_ids  # BERT-style models: send each pair's token types too
         self.special_tokens = tokenizer.post_processor.num_special_tokens_to_add(True) if tokenizer.post_processor else 0
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize")
 
@@ -152,11 +163,13 @@ class PairTokenizer:
     def encode(self, query: str, documents: Sequence[str], truncate: bool) -> tuple[list[list[int]], int]:
         """Token ids of every (query, document) pair, and how many documents were truncated."""
         query_encoding, room = self.room(query)
-        return self.encode_documents(query_encoding, room, documents, truncate, first_index=0)
+        pairs, truncated = self.encode_documents(query_encoding, room, documents, truncate, first_index=0)
+        return [pair.ids for pair in pairs], truncated
 
     def encode_documents(self, query_encoding, room: int, documents: Sequence[str], truncate: bool,
-                         first_index: int) -> tuple[list[list[int]], int]:
-        """Pairs of one slice of a request's documents (``first_index``: the slice's offset, for errors)."""
+                         first_index: int) -> tuple[list, int]:
+        """Pair encodings (``.ids``, ``.type_ids``) of one slice of a request's documents, and how many
+        were truncated (``first_index``: the slice's offset, for errors)."""
         encodings = self._document_encodings(documents, room)
         too_long = [i for i, e in enumerate(encodings) if len(e.ids) > room]
         if too_long and not truncate:
@@ -169,8 +182,8 @@ class PairTokenizer:
             )
         for i in too_long:
             encodings[i].truncate(room)
-        ids = [self._tok.post_process(query_encoding, e, add_special_tokens=True).ids for e in encodings]
-        return ids, len(too_long)
+        pairs = [self._tok.post_process(query_encoding, e, add_special_tokens=True) for e in encodings]
+        return pairs, len(too_long)
 
     def _document_encodings(self, documents: Sequence[str], room: int) -> list:
         """Each document's encoding, exact in its first ``room`` tokens, without tokenizing far more than
@@ -198,14 +211,18 @@ def _exact_prefix(encoding, room: int) -> bool:
 class Reranker:
     """Ranks documents for a query with a cross-encoder behind a ``Scorer``."""
 
-    def __init__(self, tokenizer: PairTokenizer, scorer: Scorer, limits: Limits, default_timeout_s: float) -> None:
+    def __init__(self, tokenizer: PairTokenizer, scorer: Scorer, limits: Limits, default_timeout_s: float, *,
+                 name: str = "", admission: Admission | None = None, token_admission: Admission | None = None) -> None:
+        """``admission`` / ``token_admission``: bounds shared with the other served models (``name``
+        is this model's share); by default this model's own."""
         self.tokenizer = tokenizer
         self.scorer = scorer
         self.limits = limits
+        self.name = name
         self.chunk_size = limits.chunk_size  # lowered to Triton's max_batch_size once known (set_chunk_size)
         self.default_timeout_s = default_timeout_s
-        self.admission = Admission(limits.max_inflight_pairs, "max_inflight_pairs", "pairs")
-        self.token_admission = Admission(limits.max_inflight_tokens, "max_inflight_tokens", "tokens")
+        self.admission = admission or Admission(limits.max_inflight_pairs, "max_inflight_pairs", "pairs", (name,))
+        self.token_admission = token_admission or Admission(limits.max_inflight_tokens, "max_inflight_tokens", "tokens", (name,))
 
     def set_chunk_size(self, chunk_size: int) -> None:
         self.chunk_size = max(1, chunk_size)
@@ -233,20 +250,20 @@ class Reranker:
         budget = timeout_s if timeout_s is not None else self.default_timeout_s
         deadline = time.monotonic() + budget - min(DEADLINE_MARGIN_S, 0.1 * budget)
         pairs = len(job.documents)
-        self.admission.acquire(pairs)
+        self.admission.acquire(pairs, self.name)
         try:
             started = time.perf_counter()
-            ids, truncated = await self._tokenize(job, deadline)
+            encoded, truncated = await self._tokenize(job, deadline)
             tokenized = time.perf_counter()
-            tokens = sum(len(row) for row in ids)
-            self.token_admission.acquire(tokens)
+            tokens = sum(len(pair.ids) for pair in encoded)
+            self.token_admission.acquire(tokens, self.name)
             try:
-                logits = await self._score(ids, deadline)
+                logits = await self._score(encoded, deadline)
             finally:
-                self.token_admission.release(tokens)
+                self.token_admission.release(tokens, self.name)
             inferred = time.perf_counter()
         finally:
-            self.admission.release(pairs)
+            self.admission.release(pairs, self.name)
         scores = logits if job.raw_scores else sigmoid(logits)
         order = rank_by_logits(logits)
         if job.top_k is not None:
@@ -260,12 +277,12 @@ class Reranker:
             inference_s=inferred - tokenized,
         )
 
-    async def _tokenize(self, job: RerankJob, deadline: float) -> tuple[list[list[int]], int]:
+    async def _tokenize(self, job: RerankJob, deadline: float) -> tuple[list, int]:
         """Pairs of the whole request, tokenized off the event loop one slice of documents at a time."""
         loop = asyncio.get_running_loop()
         tok = self.tokenizer
         query_encoding, room = await loop.run_in_executor(tok.executor, tok.room, job.query)
-        ids: list[list[int]] = []
+        ids: list = []
         truncated = 0
         for start in range(0, len(job.documents), TOKENIZE_SLICE):
             if time.monotonic() >= deadline:
@@ -278,22 +295,19 @@ class Reranker:
             truncated += slice_truncated
         return ids, truncated
 
-    async def _score(self, ids: list[list[int]], deadline: float) -> np.ndarray:
+    async def _score(self, pairs: list, deadline: float) -> np.ndarray:
         """Length-sorted chunks of ``chunk_size`` pairs, each padded to its own longest, sent concurrently."""
-        lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
+        lengths = np.fromiter((len(pair.ids) for pair in pairs), dtype=np.int64, count=len(pairs))
         order = np.argsort(-lengths, kind="stable")
-        logits = np.empty(len(ids), dtype=np.float32)
+        logits = np.empty(len(pairs), dtype=np.float32)
         size = self.chunk_size
         chunks = [order[start : start + size] for start in range(0, len(order), size)]
+        with_types = self.tokenizer.token_type_ids
 
         async def run(members: np.ndarray) -> None:
-            width = int(lengths[members[0]])
-            input_ids = np.full((len(members), width), self.tokenizer.pad_id, dtype=np.int64)
-            mask = np.zeros((len(members), width), dtype=np.int64)
-            for j, m in enumerate(members):
-                input_ids[j, : lengths[m]] = ids[m]
-                mask[j, : lengths[m]] = 1
-            logits[members] = await self.scorer.score(input_ids, mask, deadline)
+            input_ids, mask = padded_rows([pairs[m].ids for m in members], self.tokenizer.pad_id)
+            types = padded_rows([pairs[m].type_ids for m in members], 0)[0] if with_types else None
+            logits[members] = await self.scorer.score(input_ids, mask, deadline, token_type_ids=types)
 
         # A TaskGroup cancels the other chunks (and their Triton calls) as soon as one fails.
         try:
@@ -303,6 +317,17 @@ class Reranker:
         except ExceptionGroup as failed:
             raise _first_leaf(failed) from None
         return logits
+
+
+def padded_rows(rows: Sequence[Sequence[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded INT64 rows, as wide as the longest, and their attention mask."""
+    width = max(len(row) for row in rows)
+    values = np.full((len(rows), width), pad, dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for j, row in enumerate(rows):
+        values[j, : len(row)] = row
+        mask[j, : len(row)] = 1
+    return values, mask
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:

@@ -14,8 +14,9 @@ import grpc
 
 from reranker.v1 import reranker_pb2, reranker_pb2_grpc
 from server.errors import RerankerError, status_of
-from server.metrics import GatewayMetrics
-from server.reranking import Reranker, RerankJob, RerankOutcome
+from server.metrics import NO_MODEL, GatewayMetrics
+from server.models import ModelRegistry, ServedModel
+from server.reranking import RerankJob, RerankOutcome
 
 __all__ = ["RerankerService"]
 
@@ -23,11 +24,11 @@ log = logging.getLogger("server.requests")
 
 
 class RerankerService(reranker_pb2_grpc.RerankerServicer):
-    """reranker.v1.Reranker over a ``Reranker`` core."""
+    """reranker.v1.Reranker over the served models' ``Reranker`` cores."""
 
-    def __init__(self, reranker: Reranker, metrics: GatewayMetrics, info: reranker_pb2.InfoResponse,
+    def __init__(self, models: ModelRegistry, metrics: GatewayMetrics, info: reranker_pb2.InfoResponse,
                  log_documents: bool = False) -> None:
-        self.reranker = reranker
+        self.models = models
         self.metrics = metrics
         self.info = info
         self.log_documents = log_documents
@@ -43,9 +44,10 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
             truncate=request.truncation != reranker_pb2.TRUNCATION_NONE,
         )
         self.metrics.in_flight.inc()
-        code, outcome, error = grpc.StatusCode.OK, None, ""
+        code, outcome, error, model = grpc.StatusCode.OK, None, "", None
         try:
-            outcome = await self.reranker.rerank(job, timeout_s=context.time_remaining())
+            model = self.models.get(request.model)
+            outcome = await model.reranker.rerank(job, timeout_s=context.time_remaining())
         except RerankerError as exc:
             code, error = status_of(exc), str(exc)
         except asyncio.CancelledError:
@@ -61,16 +63,17 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
             log.exception("request %s failed", request_id)
         finally:
             self.metrics.in_flight.dec()
-            self._record("Rerank", code, started, request_id, job, outcome, error)
+            self._record("Rerank", code, started, request_id, job, model, outcome, error)
         if code != grpc.StatusCode.OK:
             await context.abort(code, error)
-        return self._response(request, outcome, time.perf_counter() - started)
+        return self._response(request, model, outcome, time.perf_counter() - started)
 
     async def Info(self, request: reranker_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> reranker_pb2.InfoResponse:
-        self.metrics.requests.labels("Info", grpc.StatusCode.OK.name).inc()
+        self.metrics.requests.labels("Info", grpc.StatusCode.OK.name, NO_MODEL).inc()
         return self.info
 
-    def _response(self, request: reranker_pb2.RerankRequest, outcome: RerankOutcome, total_s: float) -> reranker_pb2.RerankResponse:
+    def _response(self, request: reranker_pb2.RerankRequest, model: ServedModel, outcome: RerankOutcome,
+                  total_s: float) -> reranker_pb2.RerankResponse:
         results = [
             reranker_pb2.RankedDocument(index=r.index, score=r.score, logit=r.logit, document=request.documents[r.index])
             if request.return_documents
@@ -83,27 +86,29 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
             timings=reranker_pb2.Timings(
                 tokenization_ns=int(outcome.tokenization_s * 1e9), inference_ns=int(outcome.inference_s * 1e9), total_ns=int(total_s * 1e9)
             ),
-            model_id=self.info.model_id,
+            model_id=model.model_id,
         )
 
     def _record(self, method: str, code: grpc.StatusCode, started: float, request_id: str, job: RerankJob,
-                outcome: RerankOutcome | None, error: str) -> None:
+                model: ServedModel | None, outcome: RerankOutcome | None, error: str) -> None:
         duration = time.perf_counter() - started
         m = self.metrics
-        m.requests.labels(method, code.name).inc()
-        m.request_duration.labels(method).observe(duration)
+        name = model.name if model is not None else NO_MODEL
+        m.requests.labels(method, code.name, name).inc()
+        m.request_duration.labels(method, name).observe(duration)
         if outcome is not None:
-            m.stage_duration.labels("tokenization").observe(outcome.tokenization_s)
-            m.stage_duration.labels("inference").observe(outcome.inference_s)
-            m.stage_duration.labels("total").observe(duration)
-            m.documents.observe(outcome.documents)
-            m.documents_total.inc(outcome.documents)
-            m.input_tokens.observe(outcome.input_tokens)
-            m.input_tokens_total.inc(outcome.input_tokens)
-            m.truncated.inc(outcome.truncated)
+            m.stage_duration.labels("tokenization", name).observe(outcome.tokenization_s)
+            m.stage_duration.labels("inference", name).observe(outcome.inference_s)
+            m.stage_duration.labels("total", name).observe(duration)
+            m.documents.labels(name).observe(outcome.documents)
+            m.documents_total.labels(name).inc(outcome.documents)
+            m.input_tokens.labels(name).observe(outcome.input_tokens)
+            m.input_tokens_total.labels(name).inc(outcome.input_tokens)
+            m.truncated.labels(name).inc(outcome.truncated)
         entry = {
             "request_id": request_id,
             "method": method,
+            "model": name or None,
             "status": code.name,
             "documents": len(job.documents),
             "tokens": outcome.input_tokens if outcome else None,
@@ -114,7 +119,8 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
             entry["error"] = error
         if self.log_documents:
             entry["query"], entry["document_texts"] = job.query, list(job.documents)
-        level = logging.INFO if code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.CANCELLED) else logging.WARNING
+        level = logging.INFO if code in (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                                         grpc.StatusCode.CANCELLED) else logging.WARNING
         # The handler's formatter (gateway.configure_logging) writes the fields as JSON, or this text.
         log.log(level, " ".join(f"{k}={v}" for k, v in entry.items() if v is not None), extra={"fields": entry})
 

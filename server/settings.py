@@ -11,7 +11,7 @@ import os
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Mapping, Sequence
 
-__all__ = ["Settings", "ENV_PREFIX"]
+__all__ = ["Settings", "ENV_PREFIX", "model_entries"]
 
 ENV_PREFIX = "RERANKER_"
 
@@ -30,9 +30,13 @@ class Settings:
         "chunks are spread over them and retried on another when one fails. A dns:///name:port or ipv4:a:p,b:p target "
         "is balanced per request over every address it resolves to (round_robin; Kubernetes: a headless Service)"
     )
-    triton_model: str = _knob("ara_reranker", "Triton model name")
-    tokenizer: str = _knob("models/ara-reranker-v1", "Directory (or hub id) of the served model's tokenizer")
-    model_id: str = _knob("", "Name reported by Info and responses (default: the tokenizer's model name)")
+    models: tuple[str, ...] = _knob(
+        (), "Served models as name=model_dir (Triton model = name), comma-separated; the first is the default and "
+        "requests choose one by name or hub id. Empty: one model from tokenizer, triton_model and model_id"
+    )
+    triton_model: str = _knob("ara_reranker", "Triton model name (one-model form)")
+    tokenizer: str = _knob("models/ara-reranker-v1", "Directory (or hub id) of the served model's tokenizer (one-model form)")
+    model_id: str = _knob("", "Name reported by Info and responses (one-model form; default: the tokenizer's model name)")
     max_input_length: int = _knob(
         0, "Max tokens of a (query, document) pair, special tokens included (0: the model's, its tokenizer's model_max_length); "
         "lower it to score faster, as CrossEncoder(model, max_length=512) does; above the model's is refused at start"
@@ -78,6 +82,7 @@ class Settings:
             "max_inflight_tokens": (self.max_inflight_tokens > 0, "> 0"),
             "max_concurrent_rpcs": (self.max_concurrent_rpcs > 0, "> 0"),
             "max_input_length": (self.max_input_length >= 0, ">= 0 (0: the model's)"),
+            "models": (all(_model_entry(m) for m in self.models), "name=model_dir entries"),
             "default_timeout_s": (self.default_timeout_s > 0, "> 0"),
             "tokenizer_threads": (self.tokenizer_threads > 0, "> 0"),
             "health_interval_s": (self.health_interval_s > 0, "> 0"),
@@ -97,6 +102,13 @@ class Settings:
     def docs(cls) -> list[tuple[str, str, Any, str]]:
         """(field, env var, default, doc) for every knob."""
         return [(f.name, ENV_PREFIX + f.name.upper(), f.default, f.metadata["doc"]) for f in fields(cls)]
+
+    @classmethod
+    def markdown_table(cls) -> str:
+        """The README's settings table (``python -m server.settings`` prints it)."""
+        rows = ["| env | flag | default | meaning |", "|---|---|---|---|"]
+        rows += [f"| `{env}` | `--{name.replace('_', '-')}` | `{_show(default)}` | {doc} |" for name, env, default, doc in cls.docs()]
+        return "\n".join(rows)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -122,6 +134,17 @@ class Settings:
         return replace(base, **overrides)
 
 
+def _model_entry(entry: str) -> tuple[str, str] | None:
+    """``name=model_dir`` -> (name, model_dir); None when malformed."""
+    name, sep, path = entry.partition("=")
+    return (name.strip(), path.strip()) if sep and name.strip() and path.strip() else None
+
+
+def model_entries(settings: "Settings") -> list[tuple[str, str]]:
+    """The served models' (name, model_dir), the default first."""
+    return [_model_entry(m) for m in settings.models]  # type: ignore[misc]
+
+
 def _parse(default: Any, raw: str) -> Any:
     if isinstance(default, bool):
         return raw.strip().lower() in ("1", "true", "yes", "on")
@@ -138,3 +161,7 @@ def _show(default: Any) -> str:
     if isinstance(default, tuple):
         return ",".join(default) or "(none)"
     return repr(default) if default == "" else str(default)
+
+
+if __name__ == "__main__":
+    print(Settings.markdown_table())

@@ -161,10 +161,14 @@ class TritonScorer:
         ordered = self._ordered()
         return [ordered[i % len(ordered)] for i in range(max(len(ordered), RETRIES))]
 
-    async def score(self, input_ids: np.ndarray, attention_mask: np.ndarray, deadline: float) -> np.ndarray:
+    async def score(self, input_ids: np.ndarray, attention_mask: np.ndarray, deadline: float,
+                    token_type_ids: np.ndarray | None = None) -> np.ndarray:
         """Float32 logits [rows] for one right-padded chunk; ``deadline`` is a time.monotonic() instant."""
         inputs = []
-        for name, array in (("input_ids", input_ids), ("attention_mask", attention_mask)):
+        tensors = [("input_ids", input_ids), ("attention_mask", attention_mask)]
+        if token_type_ids is not None:
+            tensors.append(("token_type_ids", token_type_ids))
+        for name, array in tensors:
             tensor = InferInput(name, list(array.shape), "INT64")
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)

@@ -39,8 +39,8 @@ class RecordingClient:
         self.client = client
         self.returned: dict[str, tuple[int, ...]] = {}
 
-    def rerank(self, query, documents):
-        results = self.client.rerank(query, documents)
+    def rerank(self, query, documents, model=None):
+        results = self.client.rerank(query, documents, model=model)
         self.returned[query] = tuple(r.index for r in results)
         return results
 

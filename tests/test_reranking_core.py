@@ -14,9 +14,8 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from server.errors import InvalidRequest, Overloaded
-from server.gateway import load_tokenizer
+from server.models import load_tokenizer
 from server.reranking import Limits, PairTokenizer, Reranker, RerankJob, sigmoid
-from server.settings import Settings
 from tests.arabic_text import QUERIES, SENTENCES, long_passage, mixed_passages, passage
 
 LIMITS = Limits(max_documents=100, max_query_chars=5000, max_document_chars=100000, chunk_size=4, max_inflight_pairs=100)
@@ -30,7 +29,7 @@ class ModelScorer:
         self.reference = reference
         self.chunks: list[np.ndarray] = []
 
-    async def score(self, input_ids, attention_mask, deadline):
+    async def score(self, input_ids, attention_mask, deadline, token_type_ids=None):
         self.chunks.append(attention_mask.sum(axis=1))
         rows = [list(ids[mask == 1]) for ids, mask in zip(input_ids, attention_mask)]
         return self.reference.logits_of_ids(rows)
@@ -39,7 +38,7 @@ class ModelScorer:
 class ConstantScorer:
     """Every pair gets the same logit: exposes how ties are ordered."""
 
-    async def score(self, input_ids, attention_mask, deadline):
+    async def score(self, input_ids, attention_mask, deadline, token_type_ids=None):
         return np.zeros(len(input_ids), dtype=np.float32)
 
 
@@ -49,7 +48,7 @@ class FixedLogits:
     def __init__(self, by_first_document_token: dict[int, float]) -> None:
         self.logits = by_first_document_token
 
-    async def score(self, input_ids, attention_mask, deadline):
+    async def score(self, input_ids, attention_mask, deadline, token_type_ids=None):
         return np.array([self.logits[int(row[-2 if m.all() else int(m.sum()) - 2])] for row, m in zip(input_ids, attention_mask)],
                         dtype=np.float32)
 
@@ -58,7 +57,7 @@ class SlowScorer:
     def __init__(self) -> None:
         self.release = asyncio.Event()
 
-    async def score(self, input_ids, attention_mask, deadline):
+    async def score(self, input_ids, attention_mask, deadline, token_type_ids=None):
         await self.release.wait()
         return np.zeros(len(input_ids), dtype=np.float32)
 
@@ -159,7 +158,7 @@ def saved_settings_model_dir(tiny_model_dir, tmp_path):
 
 
 def test_padding_and_truncation_saved_in_tokenizer_json_do_not_change_the_pairs(saved_settings_model_dir, reference, rng):
-    tokenizer = load_tokenizer(Settings(tokenizer=str(saved_settings_model_dir), max_input_length=SHORT))
+    tokenizer = load_tokenizer(str(saved_settings_model_dir), SHORT, threads=1)
     documents = mixed_passages(rng, 10) + [long_passage(rng), SENTENCES[0]]
     ids, truncated = tokenizer.encode(QUERIES[2], documents, truncate=True)
     assert ids == [reference.encode(QUERIES[2], d, SHORT) for d in documents]

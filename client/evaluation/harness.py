@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from client.evaluation.dataset import QueryGroup
 from client.evaluation.metrics import DEFAULT_K, MeanMetrics, QueryMetrics, mean_metrics, query_metrics, rank_by_scores
-from client.evaluation.rankers import Ranker, Target, open_ranker
+from client.evaluation.rankers import Ranker, Target, open_rankers
 
 
 class EvaluationError(RuntimeError):
@@ -95,15 +95,18 @@ def evaluate(
 
 
 def evaluate_targets(groups: Sequence[QueryGroup], targets: Sequence[Target], **options) -> list[ModelReport]:
-    """Evaluate each target in turn (options as for ``evaluate``); names are made unique for the table."""
+    """Evaluate each target in turn, every model a gateway serves as its own row (options as for
+    ``evaluate``); names are made unique for the table."""
     reports: list[ModelReport] = []
     for target in targets:
         with contextlib.ExitStack() as stack:
             try:
-                name, ranker = stack.enter_context(open_ranker(target))
-            except Exception as exc:  # unreachable gateway, missing model dir, ...
+                rankers = stack.enter_context(open_rankers(target))
+            except Exception as exc:  # unreachable gateway, missing model dir, unknown model, ...
                 raise EvaluationError(f"cannot open target {target.spec!r}: {exc}") from exc
-            if any(r.name == name for r in reports):
-                name = f"{name} ({target.spec})"  # two gateways serving the same model id
-            reports.append(evaluate(groups, ranker, name=name, target=target.spec, **options))
+            for name, ranker in rankers:
+                if any(r.name == name for r in reports):
+                    name = f"{name} ({target.spec})"  # two gateways serving the same model id
+                spec = target.spec if len(rankers) == 1 else f"{target.location}/{getattr(ranker, 'model', '')}"
+                reports.append(evaluate(groups, ranker, name=name, target=spec, **options))
     return reports

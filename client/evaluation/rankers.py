@@ -29,8 +29,9 @@ class Ranker(Protocol):
 
 @dataclass(frozen=True)
 class Target:
-    """One column of the comparison: a gateway (``host:port``) or ``local:<model dir>``, with an
-    optional display name (``name=target`` on the command line)."""
+    """What to evaluate: a gateway (``host:port``: every model it serves, a row each; ``host:port/model``:
+    that model, by its served name or hub id) or ``local:<model dir>``, with an optional display name
+    (``name=target`` on the command line)."""
 
     spec: str
     name: str | None = None
@@ -42,7 +43,12 @@ class Target:
     @property
     def location(self) -> str:
         """The gateway address or the model directory."""
-        return self.spec[len(LOCAL_PREFIX) :] if self.is_local else self.spec
+        return self.spec[len(LOCAL_PREFIX) :] if self.is_local else self.spec.partition("/")[0]
+
+    @property
+    def model(self) -> str | None:
+        """The gateway model named after the address (``host:port/model``), if any."""
+        return None if self.is_local else (self.spec.partition("/")[2] or None)
 
 
 def parse_targets(text: str | None) -> list[Target]:
@@ -71,12 +77,13 @@ class ServiceRanker:
     its ``rerank``). The client splits groups larger than the gateway's ``max_documents_per_request``;
     each pair's score does not depend on the rest of its request, so the scores equal one request's."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, model: str | None = None) -> None:
         self._client = client
+        self.model = model
 
     def __call__(self, query: str, documents: Sequence[str]) -> list[float]:
         scores: list[float | None] = [None] * len(documents)
-        for result in self._client.rerank(query, list(documents)):
+        for result in self._client.rerank(query, list(documents), model=self.model):
             scores[result.index] = float(result.logit)
         missing = [i for i, s in enumerate(scores) if s is None]
         if missing:
@@ -129,14 +136,34 @@ class LocalRanker:
 
 
 @contextlib.contextmanager
-def open_ranker(target: Target) -> Iterator[tuple[str, Ranker]]:
-    """The ranker of a target and its default display name (the served model id, or the model dir's name)."""
+def open_rankers(target: Target) -> Iterator[list[tuple[str, Ranker]]]:
+    """The rankers of a target and their display names: one per model a gateway serves (its model id),
+    or the one model a ``host:port/model`` target or a ``local:`` directory names."""
     if target.is_local:
         ranker = LocalRanker(target.location)
-        yield target.name or f"{ranker.model_dir.name} (in-process)", ranker
+        yield [(target.name or f"{ranker.model_dir.name} (in-process)", ranker)]
         return
     from client import RerankerClient  # the generated client; imported late so that local runs need no gRPC
 
     with RerankerClient(target.location) as client:
-        info = client.info()
-        yield target.name or info.model_id or target.location, ServiceRanker(client)
+        served = list(client.info().models)
+        if target.model is not None:
+            chosen = [m for m in served if target.model in (m.name, m.model_id, *m.aliases)]
+            if not chosen:
+                names = ", ".join(m.name for m in served)
+                raise ValueError(f"{target.location} serves no model {target.model!r} (it serves {names})")
+            served = chosen
+        rankers = [(m.model_id or m.name, ServiceRanker(client, m.name)) for m in served]
+        if target.name:
+            rankers = [(target.name if len(rankers) == 1 else f"{target.name}/{name}", r) for name, r in rankers]
+        yield rankers
+
+
+@contextlib.contextmanager
+def open_ranker(target: Target) -> Iterator[tuple[str, Ranker]]:
+    """The one ranker of a target that names one model (the gateway's default when it names none)."""
+    with open_rankers(target) as rankers:
+        if target.is_local or target.model is not None or len(rankers) == 1:
+            yield rankers[0]
+            return
+        yield next((name, r) for name, r in rankers)  # the default comes first

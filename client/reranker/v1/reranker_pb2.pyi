@@ -17,20 +17,22 @@ TRUNCATION_END: Truncation
 TRUNCATION_NONE: Truncation
 
 class RerankRequest(_message.Message):
-    __slots__ = ("query", "documents", "top_k", "return_documents", "raw_scores", "truncation")
+    __slots__ = ("query", "documents", "top_k", "return_documents", "raw_scores", "truncation", "model")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     RETURN_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     RAW_SCORES_FIELD_NUMBER: _ClassVar[int]
     TRUNCATION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
     query: str
     documents: _containers.RepeatedScalarFieldContainer[str]
     top_k: int
     return_documents: bool
     raw_scores: bool
     truncation: Truncation
-    def __init__(self, query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., return_documents: _Optional[bool] = ..., raw_scores: _Optional[bool] = ..., truncation: _Optional[_Union[Truncation, str]] = ...) -> None: ...
+    model: str
+    def __init__(self, query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., return_documents: _Optional[bool] = ..., raw_scores: _Optional[bool] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., model: _Optional[str] = ...) -> None: ...
 
 class RankedDocument(_message.Message):
     __slots__ = ("index", "score", "document", "logit")
@@ -100,8 +102,30 @@ class Limits(_message.Message):
     max_concurrent_rpcs: int
     def __init__(self, max_documents_per_request: _Optional[int] = ..., max_query_chars: _Optional[int] = ..., max_document_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., chunk_size: _Optional[int] = ..., max_inflight_pairs: _Optional[int] = ..., max_inflight_tokens: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ...) -> None: ...
 
+class ServedModel(_message.Message):
+    __slots__ = ("name", "model_id", "aliases", "triton_model", "max_input_length", "dtype", "engine", "is_default", "token_type_ids")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    TRITON_MODEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_INPUT_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model_id: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    triton_model: str
+    max_input_length: int
+    dtype: str
+    engine: str
+    is_default: bool
+    token_type_ids: bool
+    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., triton_model: _Optional[str] = ..., max_input_length: _Optional[int] = ..., dtype: _Optional[str] = ..., engine: _Optional[str] = ..., is_default: _Optional[bool] = ..., token_type_ids: _Optional[bool] = ...) -> None: ...
+
 class InfoResponse(_message.Message):
-    __slots__ = ("model_id", "triton_model", "triton_endpoints", "dtype", "engine", "max_input_length", "limits", "version", "auth_required")
+    __slots__ = ("model_id", "triton_model", "triton_endpoints", "dtype", "engine", "max_input_length", "limits", "version", "auth_required", "models")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TRITON_MODEL_FIELD_NUMBER: _ClassVar[int]
     TRITON_ENDPOINTS_FIELD_NUMBER: _ClassVar[int]
@@ -111,6 +135,7 @@ class InfoResponse(_message.Message):
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     AUTH_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     triton_model: str
     triton_endpoints: _containers.RepeatedScalarFieldContainer[str]
@@ -120,4 +145,5 @@ class InfoResponse(_message.Message):
     limits: Limits
     version: str
     auth_required: bool
-    def __init__(self, model_id: _Optional[str] = ..., triton_model: _Optional[str] = ..., triton_endpoints: _Optional[_Iterable[str]] = ..., dtype: _Optional[str] = ..., engine: _Optional[str] = ..., max_input_length: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., version: _Optional[str] = ..., auth_required: _Optional[bool] = ...) -> None: ...
+    models: _containers.RepeatedCompositeFieldContainer[ServedModel]
+    def __init__(self, model_id: _Optional[str] = ..., triton_model: _Optional[str] = ..., triton_endpoints: _Optional[_Iterable[str]] = ..., dtype: _Optional[str] = ..., engine: _Optional[str] = ..., max_input_length: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., version: _Optional[str] = ..., auth_required: _Optional[bool] = ..., models: _Optional[_Iterable[_Union[ServedModel, _Mapping]]] = ...) -> None: ...

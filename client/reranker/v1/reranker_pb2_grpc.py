@@ -51,7 +51,7 @@ class RerankerServicer:
 
     def Rerank(self, request, context):
         """Scores every (query, document) pair with the cross-encoder and returns the documents best first.
-        Errors: INVALID_ARGUMENT (empty query, no documents, a limit broken, a too-long pair with
+        Errors: NOT_FOUND (`model` names no served model; the message lists them), INVALID_ARGUMENT (empty query, no documents, a limit broken, a too-long pair with
         TRUNCATION_NONE), RESOURCE_EXHAUSTED (overloaded: retry later), UNAVAILABLE (no Triton endpoint
         can serve), DEADLINE_EXCEEDED (the caller's deadline, or the gateway's default timeout, passed;
         the gateway stops the work a little before the caller's deadline), UNAUTHENTICATED (API key
@@ -63,6 +63,8 @@ class RerankerServicer:
 
     def Info(self, request, context):
         """What is served and every limit that applies to Rerank.
+        gRPC health (grpc.health.v1): services "" and "reranker.v1.Reranker" are SERVING while the default
+        model is ready on a Triton endpoint; "reranker.v1.Reranker/<name>" follows each served model.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
