@@ -1,5 +1,9 @@
 """``make run``: tritonserver and the gateway together, in the foreground; Ctrl-C stops both
-(the gateway first, so calls in flight finish, then Triton)."""
+(the gateway first, so calls in flight finish, then Triton).
+
+``--model a,b,...`` serves several models side by side (each its own Triton model, chosen per request
+by name or hub id; the first is the default): ``make run MODEL=ara,bge,minilm-l6,minilm-l12`` serves the
+four models of ARA-Reranker-V1's card, ``make run MODEL=tiny,bert-tiny`` two offline stand-ins."""
 
 from __future__ import annotations
 
@@ -9,21 +13,22 @@ import sys
 import threading
 
 from server.gateway_process import GatewayProcess
-from server.model_store import OFFLINE_SHAPES, REAL_MODELS, prepare
+from server.model_store import OFFLINE_MODELS, REAL_MODELS, prepare, served_name, split_models
 from server.triton_launcher import PROJECT_ROOT, TritonOptions, TritonServer
 
 
 def model_id(model: str) -> str:
     if model in REAL_MODELS:
         return REAL_MODELS[model]
-    if model in OFFLINE_SHAPES:
-        return f"offline-{model} (random weights, real XLM-R tokenizer)"
+    if model in OFFLINE_MODELS:
+        return f"offline-{model} (random weights, real tokenizer)"
     return model
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run Triton and the reranker gateway together.")
-    parser.add_argument("--model", default="ara", help="ara | tiny | small | large | hub id | path")
+    parser.add_argument("--model", default="ara", help="ara | bge | minilm-l6 | minilm-l12 | tiny | small | large | "
+                        "bert-tiny | bert-l6 | bert-l12 | hub id | path; several comma-separated (the first is the default)")
     parser.add_argument("--engine", default=None, help="torch | onnx (default: the model config's)")
     parser.add_argument("--listen", default="0.0.0.0:50051", help="gateway gRPC address")
     parser.add_argument("--metrics-listen", default="0.0.0.0:9464", help="gateway /metrics address")
@@ -32,17 +37,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--triton-metrics-port", type=int, default=8002)
     args, gateway_flags = parser.parse_known_args(argv)
 
-    model_dir = prepare(args.model, engine=args.engine)
+    names = split_models(args.model)
+    dirs = {served_name(name): prepare(name, engine=args.engine) for name in names}
     logs = PROJECT_ROOT / "logs"
-    options = TritonOptions(
-        model_dir=model_dir, engine=args.engine, grpc_port=args.triton_grpc_port, http_port=args.triton_http_port,
-        metrics_port=args.triton_metrics_port, log_path=logs / "tritonserver.log",
-    )
-    print(f"starting tritonserver with {model_dir} (log: {options.log_path}) ...", flush=True)
+    ports = dict(grpc_port=args.triton_grpc_port, http_port=args.triton_http_port, metrics_port=args.triton_metrics_port)
+    if len(names) == 1:  # one model: the repository as it is (Triton model ara_reranker)
+        options = TritonOptions(model_dir=next(iter(dirs.values())), engine=args.engine, log_path=logs / "tritonserver.log", **ports)
+        served = {"tokenizer": str(next(iter(dirs.values()))), "model_id": model_id(names[0])}
+    else:
+        options = TritonOptions(models=dirs, engine=args.engine, log_path=logs / "tritonserver.log", **ports)
+        served = {"models": ",".join(f"{name}={path}" for name, path in dirs.items())}
+    print(f"starting tritonserver with {', '.join(map(str, dirs.values()))} (log: {options.log_path}) ...", flush=True)
     with TritonServer(options) as triton:
         gateway_args = {
-            "listen": args.listen, "metrics_listen": args.metrics_listen, "triton_endpoints": triton.grpc_url,
-            "tokenizer": str(model_dir), "model_id": model_id(args.model),
+            "listen": args.listen, "metrics_listen": args.metrics_listen, "triton_endpoints": triton.grpc_url, **served,
         }
         extra = iter(gateway_flags)  # any other --flag value pairs go to the gateway as they are
         for flag in extra:
@@ -50,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         gateway = GatewayProcess(gateway_args, log_path=logs / "gateway.log")
         gateway.start()
         print(
-            f"\nreranker ready (model {model_id(args.model)})\n"
+            f"\nreranker ready (models {', '.join(dirs)}; default {next(iter(dirs))})\n"
             f"  gateway gRPC      {args.listen}   (reranker.v1.Reranker, health, reflection)\n"
             f"  gateway metrics   http://{args.metrics_listen}/metrics\n"
             f"  triton gRPC/HTTP  {triton.grpc_url} / {triton.http_url}\n"
