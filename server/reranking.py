@@ -319,9 +319,9 @@ class Reranker:
         return logits
 
 
-def padded_rows(rows: Sequence[Sequence[int]], pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded INT64 rows, as wide as the longest, and their attention mask."""
-    width = max(len(row) for row in rows)
+def padded_rows(rows: Sequence[Sequence[int]], pad: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded INT64 rows, ``width`` wide (default: the longest row), and their attention mask."""
+    width = width or max(len(row) for row in rows)
     values = np.full((len(rows), width), pad, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
     for j, row in enumerate(rows):

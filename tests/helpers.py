@@ -10,20 +10,16 @@ import grpc
 import numpy as np
 
 from client import RerankerError
+from server.reranking import padded_rows
 from server.triton_launcher import MODEL_REPOSITORY
 
 PAD_ID = 1  # XLM-R <pad>; padding ids are never read by the model, only the mask decides
 
 
 def padded(rows: list[list[int]], width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token rows to ``width`` (default: the longest row): INT64 (input_ids, attention_mask)."""
-    width = width or max(len(row) for row in rows)
-    ids = np.full((len(rows), width), PAD_ID, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask
+    """Right-pad token rows to ``width`` (default: the longest row): INT64 (input_ids, attention_mask),
+    as the gateway pads a chunk."""
+    return padded_rows(rows, PAD_ID, width)
 
 
 def code_of(call) -> grpc.StatusCode:
