@@ -29,6 +29,7 @@ __all__ = [
     "max_input_length",
     "type_vocab_size",
     "takes_token_type_ids",
+    "input_names",
 ]
 
 # Model types whose position ids start after the padding index (pad_token_id + 1 slots are reserved).
@@ -58,6 +59,11 @@ def takes_token_type_ids(config: Mapping[str, Any]) -> bool:
     """Whether the model must be given ``token_type_ids`` to score as it does in-process (the tokenizer's
     types: 0 for the query, 1 for the document); models with one type ignore them."""
     return type_vocab_size(config) > 1
+
+
+def input_names(config: Mapping[str, Any]) -> list[str]:
+    """The token arrays the model of ``config`` is given, in this order (model.py, the ONNX graph)."""
+    return ["input_ids", "attention_mask"] + (["token_type_ids"] if takes_token_type_ids(config) else [])
 
 
 def tokenizer_max_length(tokenizer_config: Mapping[str, Any]) -> int | None:

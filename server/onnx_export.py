@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.model_limits import ROBERTA_LIKE, max_positions, takes_token_type_ids
+from server.model_limits import ROBERTA_LIKE, input_names, max_positions
 
 __all__ = ["ONNX_DIR", "ONNX_FILE", "PARITY_ATOL", "OnnxExportError", "export_onnx"]
 
@@ -110,7 +110,7 @@ def _export_verified(model_dir: Path, tmp: Path, optimize: bool) -> tuple[list[P
     final = tmp / "final" / ONNX_FILE
     final.parent.mkdir()
     try:
-        _trace(model, traced, config.pad_token_id or 0, takes_token_type_ids(config.to_dict()))
+        _trace(model, traced, config.pad_token_id or 0, input_names(config.to_dict()))
         del model  # free its weights before the graph's are loaded (the real model's are 2.2 GB)
         gc.collect()
         if optimize:
@@ -128,22 +128,14 @@ def _export_verified(model_dir: Path, tmp: Path, optimize: bool) -> tuple[list[P
     return files, max_diff
 
 
-def input_names(config) -> list[str]:
-    """The graph's inputs for a model of ``config``: token_type_ids only for models that read them."""
-    return ["input_ids", "attention_mask"] + (["token_type_ids"] if takes_token_type_ids(config.to_dict()) else [])
-
-
-def _trace(model, path: Path, pad_id: int, token_types: bool) -> None:
+def _trace(model, path: Path, pad_id: int, names: list[str]) -> None:
     import torch
 
     # Two rows, one padded, so the traced mask arithmetic is the general one (ids: any in vocabulary).
     ids = torch.tensor([[0, 5, 6, 2, 2, 7, 8, 2], [0, 5, 2, 2, 7, 2, pad_id, pad_id]])
     mask = (torch.arange(ids.shape[1])[None, :] < torch.tensor([[8], [6]])).long()
-    names = ["input_ids", "attention_mask"]
-    args = (ids, mask)
-    if token_types:
-        names.append("token_type_ids")
-        args += (torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1, 0, 0]]),)
+    types = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1, 0, 0]])  # query 0, document 1
+    args = (ids, mask, types)[: len(names)]  # token_type_ids only for models that read them
     axes = {0: "batch", 1: "sequence"}
     dynamic = {**{name: axes for name in names}, "logits": {0: "batch"}}
     with warnings.catch_warnings(), torch.no_grad():
@@ -200,7 +192,7 @@ def _verify(path: Path, model_dir: Path) -> float:
     reference = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
-    names = input_names(reference.config)
+    names = input_names(reference.config.to_dict())
     for batch in _probe_batches(reference.config):
         feed = dict(zip(names, batch))  # token_type_ids only when the model reads them
         ids = feed["input_ids"]
@@ -256,7 +248,7 @@ def _fingerprint(model_dir: Path, optimize: bool) -> dict:
     return {
         "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sources},
         "optimize": optimize,
-        "token_type_ids": takes_token_type_ids(json.loads((model_dir / "config.json").read_text())),
+        "inputs": input_names(json.loads((model_dir / "config.json").read_text())),
         "opset": OPSET,
         "torch": torch.__version__,
         "transformers": transformers.__version__,

@@ -15,7 +15,7 @@ from typing import Protocol
 
 import numpy as np
 
-from server.model_limits import takes_token_type_ids
+from server.model_limits import input_names, takes_token_type_ids
 
 __all__ = ["Engine", "ENGINES", "load_engine"]
 
@@ -136,7 +136,7 @@ class OnnxEngine:
         self.config = AutoConfig.from_pretrained(model_dir)
         self.takes_token_type_ids = takes_token_type_ids(self.config.to_dict())
         inputs = sorted(i.name for i in self.session.get_inputs())
-        expected = sorted(["input_ids", "attention_mask"] + (["token_type_ids"] if self.takes_token_type_ids else []))
+        expected = sorted(input_names(self.config.to_dict()))
         if inputs != expected:
             raise ValueError(f"{path} takes inputs {inputs}, not {expected}: export it again")
 
