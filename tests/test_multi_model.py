@@ -173,6 +173,23 @@ def test_bert_stand_ins_have_the_minilm_context_and_shapes(bert_dir: Path):
     ]
 
 
+def test_a_bert_stand_in_is_kept_while_current_and_rebuilt_when_stale(bert_dir: Path, tmp_path: Path):
+    """prepare() keeps a directory whose marker says it was built by this recipe, and rebuilds one built
+    by another (e.g. an older recipe): same seed, so the same weights come back."""
+    stale = tmp_path / "bert-tiny"
+    stale.mkdir()
+    for path in bert_dir.iterdir():
+        if path.is_file():
+            (stale / path.name).write_bytes(path.read_bytes())
+    weights = stale / "model.safetensors"
+    mtime = weights.stat().st_mtime_ns
+    assert prepare("bert-tiny", root=tmp_path) == stale and weights.stat().st_mtime_ns == mtime
+    (stale / "OFFLINE_RANDOM_WEIGHTS.txt").write_text("an older recipe\n")
+    assert prepare("bert-tiny", root=tmp_path) == stale
+    assert (stale / "OFFLINE_RANDOM_WEIGHTS.txt").read_text() == (bert_dir / "OFFLINE_RANDOM_WEIGHTS.txt").read_text()
+    assert weights.read_bytes() == (bert_dir / "model.safetensors").read_bytes()
+
+
 def test_model_names_and_hub_ids():
     assert hub_id("ara") == "Omartificial-Intelligence-Space/ARA-Reranker-V1"
     assert hub_id("bge") == "BAAI/bge-reranker-v2-m3"
