@@ -61,6 +61,7 @@ class InProcessLimit:
         self.engine = engines.load_engine(engine, model_dir, "cpu", dtype, threads)
         self.pad_id = int(self.tokenizer.pad_token_id)
         self.partition = lambda lengths: batching.micro_batches(lengths, max_batch_tokens, overhead_tokens)
+        self.pad_rows = batching.pad_rows  # model.py's own padding
         self.pool = batching.ForwardPool(workers or len(os.sched_getaffinity(0)))
         self.stats = {"real_tokens": 0, "padded_tokens": 0, "forwards": 0, "rows": 0}
         self._queue: queue.Queue = queue.Queue()
@@ -110,20 +111,23 @@ class InProcessLimit:
 
     def _score(self, jobs: list[tuple[str, list[str]]]) -> list[np.ndarray]:
         rows: list[list[int]] = []
+        type_rows: list[list[int]] | None = [] if self.engine.takes_token_type_ids else None
         for query, documents in jobs:
-            rows += self.tokenizer([query] * len(documents), documents, truncation="only_second",
-                                   max_length=self.max_length, return_attention_mask=False)["input_ids"]
+            encoded = self.tokenizer([query] * len(documents), documents, truncation="only_second",
+                                     max_length=self.max_length, return_attention_mask=False,
+                                     return_token_type_ids=type_rows is not None)
+            rows += encoded["input_ids"]
+            if type_rows is not None:  # BERT-style models read them (the document is type 1)
+                type_rows += encoded["token_type_ids"]
         lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
         order = np.argsort(-lengths, kind="stable")
         logits = np.empty(len(rows), dtype=np.float32)
         batches = [order[part] for part in self.partition(lengths[order])]
 
         def forward(members: np.ndarray) -> int:
-            widths = lengths[members]
-            mask = np.arange(int(widths.max()))[None, :] < widths[:, None]
-            ids = np.full(mask.shape, self.pad_id, dtype=np.int64)
-            ids[mask] = np.concatenate([rows[m] for m in members])
-            logits[members] = self.engine.forward(ids, mask.astype(np.int64))
+            types = None if type_rows is None else [type_rows[m] for m in members]
+            ids, mask, token_types = self.pad_rows([rows[m] for m in members], self.pad_id, types)
+            logits[members] = self.engine.forward(ids, mask, token_types)
             return ids.size
 
         for _, size in self.pool.map(forward, batches, cost=lambda m: len(m) * int(lengths[m[0]])):

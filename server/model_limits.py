@@ -6,8 +6,12 @@ and is used with; sentence-transformers' ``CrossEncoder`` truncates there). ARA-
 bge-reranker-v2-m3 fine-tune, has 8194 positions and ``model_max_length`` 8192: XLM-R style models
 reserve ``pad_token_id + 1`` position slots, so 8192 tokens are usable.
 
-Used by the gateway (its max input length), model.py (the longest row it accepts), the ONNX export and
-the benchmarks. Plain Python on purpose: Triton's Python backend imports it too.
+Also the one rule for whether a model reads token type ids (:func:`takes_token_type_ids`): BERT-style
+cross-encoders (ms-marco MiniLM) mark the document with token type 1; XLM-R / RoBERTa have one type.
+
+Used by the gateway (its max input length, which inputs to send), model.py (the longest row it accepts,
+its inputs), the engines, the ONNX export and the benchmarks. Plain Python on purpose: Triton's Python
+backend imports it too.
 """
 
 from __future__ import annotations
@@ -16,7 +20,17 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["ROBERTA_LIKE", "UNSET_MAX_LENGTH", "ModelLimitError", "max_positions", "tokenizer_max_length", "max_input_length"]
+__all__ = [
+    "ROBERTA_LIKE",
+    "UNSET_MAX_LENGTH",
+    "ModelLimitError",
+    "max_positions",
+    "tokenizer_max_length",
+    "max_input_length",
+    "type_vocab_size",
+    "takes_token_type_ids",
+    "input_names",
+]
 
 # Model types whose position ids start after the padding index (pad_token_id + 1 slots are reserved).
 ROBERTA_LIKE = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert"})
@@ -34,6 +48,22 @@ def max_positions(config: Mapping[str, Any]) -> int:
     if config.get("model_type") in ROBERTA_LIKE:
         positions -= int(config.get("pad_token_id", 1)) + 1
     return positions
+
+
+def type_vocab_size(config: Mapping[str, Any]) -> int:
+    """How many token types the model of ``config`` (config.json as a dict) embeds; 1 when it says none."""
+    return int(config.get("type_vocab_size") or 1)
+
+
+def takes_token_type_ids(config: Mapping[str, Any]) -> bool:
+    """Whether the model must be given ``token_type_ids`` to score as it does in-process (the tokenizer's
+    types: 0 for the query, 1 for the document); models with one type ignore them."""
+    return type_vocab_size(config) > 1
+
+
+def input_names(config: Mapping[str, Any]) -> list[str]:
+    """The token arrays the model of ``config`` is given, in this order (model.py, the ONNX graph)."""
+    return ["input_ids", "attention_mask"] + (["token_type_ids"] if takes_token_type_ids(config) else [])
 
 
 def tokenizer_max_length(tokenizer_config: Mapping[str, Any]) -> int | None:

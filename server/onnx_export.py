@@ -3,13 +3,14 @@
 ``export_onnx(model_dir)`` writes ``<model_dir>/onnx/model.onnx`` (``make model ... ENGINE=onnx`` runs it):
 
 1. trace ``AutoModelForSequenceClassification`` (fp32, eager attention) with torch's TorchScript
-   exporter, dynamic batch and sequence axes, opset 17. The dynamo exporter also works with torch
+   exporter, dynamic batch and sequence axes, opset 17. Inputs ``input_ids``, ``attention_mask`` and, for
+   models that read token types (BERT-style, ``type_vocab_size > 1``), ``token_type_ids``. The dynamo exporter also works with torch
    2.13, but ONNX Runtime's fusions do not recognise its attention subgraph, so it runs slower;
 2. fuse with ``onnxruntime.transformers`` (``bert`` patterns, which cover RoBERTa / XLM-R):
    Attention, SkipLayerNormalization, BiasGelu; weights stay float32; the graph stays portable
    across execution providers (no provider-specific offline optimization);
-3. run the exported graph and torch on a few padded batches of random tokens, up to the model's
-   maximum length, and refuse to install it (``OnnxExportError``) if any logit differs by more
+3. run the exported graph and torch on a few padded batches of random tokens (and query/document token
+   types), up to the model's maximum length, and refuse to install it (``OnnxExportError``) if any logit differs by more
    than ``PARITY_ATOL``.
 
 Concurrent exports of one model directory are serialised by a lock file and each file is moved into
@@ -41,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from server.model_limits import ROBERTA_LIKE, max_positions
+from server.model_limits import ROBERTA_LIKE, input_names, max_positions
 
 __all__ = ["ONNX_DIR", "ONNX_FILE", "PARITY_ATOL", "OnnxExportError", "export_onnx"]
 
@@ -109,7 +110,7 @@ def _export_verified(model_dir: Path, tmp: Path, optimize: bool) -> tuple[list[P
     final = tmp / "final" / ONNX_FILE
     final.parent.mkdir()
     try:
-        _trace(model, traced, config.pad_token_id or 0)
+        _trace(model, traced, config.pad_token_id or 0, input_names(config.to_dict()))
         del model  # free its weights before the graph's are loaded (the real model's are 2.2 GB)
         gc.collect()
         if optimize:
@@ -127,20 +128,22 @@ def _export_verified(model_dir: Path, tmp: Path, optimize: bool) -> tuple[list[P
     return files, max_diff
 
 
-def _trace(model, path: Path, pad_id: int) -> None:
+def _trace(model, path: Path, pad_id: int, names: list[str]) -> None:
     import torch
 
     # Two rows, one padded, so the traced mask arithmetic is the general one (ids: any in vocabulary).
     ids = torch.tensor([[0, 5, 6, 2, 2, 7, 8, 2], [0, 5, 2, 2, 7, 2, pad_id, pad_id]])
     mask = (torch.arange(ids.shape[1])[None, :] < torch.tensor([[8], [6]])).long()
+    types = torch.tensor([[0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1, 0, 0]])  # query 0, document 1
+    args = (ids, mask, types)[: len(names)]  # token_type_ids only for models that read them
     axes = {0: "batch", 1: "sequence"}
-    dynamic = {"input_ids": axes, "attention_mask": axes, "logits": {0: "batch"}}
+    dynamic = {**{name: axes for name in names}, "logits": {0: "batch"}}
     with warnings.catch_warnings(), torch.no_grad():
         # The TorchScript exporter is deprecated and warns about data-dependent Python branches of
         # transformers' mask code that are constant for an encoder; the parity check is what counts.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            model, (ids, mask), str(path), input_names=["input_ids", "attention_mask"], output_names=["logits"],
+            model, args, str(path), input_names=names, output_names=["logits"],
             dynamic_axes=dynamic, opset_version=OPSET, do_constant_folding=True, dynamo=False,
         )
 
@@ -189,10 +192,13 @@ def _verify(path: Path, model_dir: Path) -> float:
     reference = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
-    for ids, mask in _probe_batches(reference.config):
+    names = input_names(reference.config.to_dict())
+    for batch in _probe_batches(reference.config):
+        feed = dict(zip(names, batch))  # token_type_ids only when the model reads them
+        ids = feed["input_ids"]
         with torch.inference_mode():
-            expected = reference(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
-        (actual,) = session.run(["logits"], {"input_ids": ids, "attention_mask": mask})
+            expected = reference(**{k: torch.from_numpy(v) for k, v in feed.items()}).logits.numpy()
+        (actual,) = session.run(["logits"], feed)
         if actual.shape != expected.shape or not np.isfinite(actual).all():
             raise OnnxExportError(f"{path}: logits {actual.shape} for input {ids.shape}; torch gives {expected.shape}")
         diff = float(np.abs(actual - expected).max())
@@ -204,8 +210,9 @@ def _verify(path: Path, model_dir: Path) -> float:
     return worst
 
 
-def _probe_batches(config) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Right-padded int64 batches of random tokens: one row, mixed lengths, and the longest allowed."""
+def _probe_batches(config) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Right-padded int64 (input_ids, attention_mask, token_type_ids) batches of random tokens: one row,
+    mixed lengths, and the longest allowed; token type 0 for a random query prefix, 1 after it."""
     rng = np.random.default_rng(0)
     longest = max_positions(config.to_dict())
     batches = []
@@ -213,10 +220,12 @@ def _probe_batches(config) -> list[tuple[np.ndarray, np.ndarray]]:
         width = max(lengths)
         ids = np.full((len(lengths), width), config.pad_token_id or 0, dtype=np.int64)
         mask = np.zeros((len(lengths), width), dtype=np.int64)
+        types = np.zeros((len(lengths), width), dtype=np.int64)
         for row, n in enumerate(lengths):
             ids[row, :n] = rng.integers(5, config.vocab_size, size=n)
             mask[row, :n] = 1
-        batches.append((ids, mask))
+            types[row, rng.integers(0, n + 1) : n] = 1
+        batches.append((ids, mask, types))
     return batches
 
 
@@ -239,6 +248,7 @@ def _fingerprint(model_dir: Path, optimize: bool) -> dict:
     return {
         "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sources},
         "optimize": optimize,
+        "inputs": input_names(json.loads((model_dir / "config.json").read_text())),
         "opset": OPSET,
         "torch": torch.__version__,
         "transformers": transformers.__version__,

@@ -4,13 +4,28 @@ Prefers a ``tritonserver`` on PATH (NVIDIA's container on GPU nodes) and falls b
 bundled in the ``nvidia-pytriton`` wheel (Triton 2.51, runs on CPU). Used by ``make run``, the
 benchmarks and the test fixtures: ``with TritonServer(TritonOptions(model_dir=...)) as triton: ...``.
 
-``python -m server.triton_launcher --model tiny`` runs one in the foreground until Ctrl-C.
+Two ways to say what it serves:
+
+* ``model_dir=``: the template repository (``model_repository/``) in place, one Triton model named
+  ``ara_reranker`` whose weights directory reaches model.py through env ``ARA_RERANKER_MODEL_DIR``
+  (what the deploy manifests and dashboards know).
+* ``models={"tiny": path, "bert-tiny": path}``: several rerankers side by side. A repository is generated
+  in the server's temporary directory with one Triton model per served name, named after it, each with
+  the template's configurations (``name`` and the ``model_dir`` parameter set to that model's) and its
+  version directory ``1/`` linked to the template's code. Each has its own dynamic batcher, queue and
+  instance group, as Triton's repository conventions have it.
+
+``TritonServer.model_names`` lists the Triton model names either way.
+
+``python -m server.triton_launcher --model tiny[,bert-tiny]`` runs one in the foreground until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,12 +38,17 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
-__all__ = ["TritonOptions", "TritonServer", "TritonStartError", "free_port"]
+__all__ = ["MODEL_NAME", "TritonOptions", "TritonServer", "TritonStartError", "free_port", "generate_repository"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
-MODEL_NAME = "ara_reranker"
+MODEL_NAME = "ara_reranker"  # the template model, and the one model of the model_dir= path
+MODEL_DIR_ENV = "ARA_RERANKER_MODEL_DIR"  # read by model.py; overrides the config's model_dir parameter
+ENGINE_ENV = "ARA_RERANKER_ENGINE"
+# A served name becomes a directory and a Triton model name: no separators, nothing hidden.
+MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class TritonStartError(RuntimeError):
@@ -53,14 +73,16 @@ def has_gpu() -> bool:
 class TritonOptions:
     """How to run tritonserver. Ports of 0 are replaced by free ones at start."""
 
-    model_dir: Path | None = None  # exported to model.py as ARA_RERANKER_MODEL_DIR
+    model_dir: Path | None = None  # one model, "ara_reranker": exported to model.py as ARA_RERANKER_MODEL_DIR
+    # Several models: served name -> weights directory, one Triton model each (named so); excludes model_dir.
+    models: Mapping[str, Path] | None = None
     engine: str | None = None  # exported as ARA_RERANKER_ENGINE; None keeps config.pbtxt's
     config_name: str | None = None  # None: "cpu" without a GPU, config.pbtxt with one
     host: str = "127.0.0.1"  # loopback by default: only the gateway should reach Triton
     grpc_port: int = 0
     http_port: int = 0
     metrics_port: int = 0
-    model_repository: Path = MODEL_REPOSITORY
+    model_repository: Path = MODEL_REPOSITORY  # with models=, the template: its ara_reranker/ is copied per model
     log_path: Path | None = None  # default: a file in a temporary directory
     startup_timeout_s: float = 180.0
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -71,10 +93,22 @@ class TritonServer:
     """A tritonserver process; a context manager that starts it and waits until the model is ready."""
 
     def __init__(self, options: TritonOptions) -> None:
+        if options.models is not None and options.model_dir is not None:
+            raise ValueError("TritonOptions: give model_dir (one model) or models (several), not both")
+        if options.models is not None and not options.models:
+            raise ValueError("TritonOptions.models is empty")
+        for name in options.models or ():
+            if not MODEL_NAME_PATTERN.fullmatch(name):
+                raise ValueError(f"model name {name!r} cannot name a Triton model (letters, digits, '.', '_', '-')")
         self.options = options
         self.process: subprocess.Popen | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="tritonserver-")
         self.log_path = options.log_path or Path(self._tmp.name) / "tritonserver.log"
+
+    @property
+    def model_names(self) -> list[str]:
+        """The Triton model names served, in the order given: the served names, or ``["ara_reranker"]``."""
+        return list(self.options.models) if self.options.models is not None else [MODEL_NAME]
 
     @property
     def grpc_url(self) -> str:
@@ -112,13 +146,17 @@ class TritonServer:
     def _command(self) -> tuple[list[str], dict[str, str]]:
         opts = self.options
         env = dict(os.environ, **opts.extra_env)
-        if opts.model_dir is not None:
-            env["ARA_RERANKER_MODEL_DIR"] = str(Path(opts.model_dir).resolve())
+        repository = opts.model_repository
+        if opts.models is not None:
+            repository = generate_repository(Path(self._tmp.name) / "model_repository", opts.models, opts.model_repository)
+            env.pop(MODEL_DIR_ENV, None)  # it would override every model's own model_dir parameter
+        elif opts.model_dir is not None:
+            env[MODEL_DIR_ENV] = str(Path(opts.model_dir).resolve())
         if opts.engine:
-            env["ARA_RERANKER_ENGINE"] = opts.engine
+            env[ENGINE_ENV] = opts.engine
         config_name = opts.config_name if opts.config_name is not None else ("" if has_gpu() else "cpu")
         command = [
-            "--model-repository", str(opts.model_repository),
+            "--model-repository", str(repository),
             "--grpc-address", opts.host, "--grpc-port", str(opts.grpc_port),
             "--http-address", opts.host, "--http-port", str(opts.http_port),
             "--metrics-address", opts.host, "--metrics-port", str(opts.metrics_port),
@@ -157,16 +195,23 @@ class TritonServer:
                 target.symlink_to(source)
         return root / "bin/tritonserver", backends, Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
 
-    def is_ready(self) -> bool:
-        """Whether the model answers READY on Triton's HTTP endpoint."""
-        url = f"http://{self.http_url}/v2/models/{MODEL_NAME}/ready"
+    def is_ready(self, model: str | None = None) -> bool:
+        """Whether ``model`` (default: every model served) answers READY on Triton's HTTP endpoint."""
+        if model is None:
+            return not self._not_ready()
+        url = f"http://{self.http_url}/v2/models/{model}/ready"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 return response.status == 200
         except (urllib.error.URLError, OSError):
             return False
 
+    def _not_ready(self) -> list[str]:
+        return [name for name in self.model_names if not self.is_ready(name)]
+
     def wait_ready(self, timeout_s: float) -> None:
+        """Block until every model is READY; TritonStartError (with the log's tail) if Triton exits first
+        or the time runs out."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
@@ -175,8 +220,9 @@ class TritonServer:
             if self.is_ready():
                 return
             time.sleep(0.25)
+        waiting = ", ".join(self._not_ready())
         self.stop()
-        raise TritonStartError(f"model {MODEL_NAME} not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
+        raise TritonStartError(f"model(s) {waiting} not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -217,11 +263,46 @@ class TritonServer:
             process.wait()
 
 
+def generate_repository(target: Path, models: Mapping[str, Path], template: Path = MODEL_REPOSITORY) -> Path:
+    """Write a model repository at ``target`` with one Triton model per served name of ``models``.
+
+    Each is ``template``'s ``ara_reranker`` model: every configuration (config.pbtxt and configs/*.pbtxt)
+    copied with ``name`` set to the served name and the ``model_dir`` parameter to that model's absolute
+    weights directory; the version directory ``1/`` a link to the template's (one copy of the code)."""
+    source = template / MODEL_NAME
+    target.mkdir(parents=True, exist_ok=True)
+    for name, model_dir in models.items():
+        model = target / name
+        shutil.rmtree(model, ignore_errors=True)
+        model.mkdir()
+        for config in [source / "config.pbtxt", *sorted((source / "configs").glob("*.pbtxt"))]:
+            destination = model / config.relative_to(source)
+            destination.parent.mkdir(exist_ok=True)
+            destination.write_text(_configured(config.read_text(), name, Path(model_dir).resolve(), config))
+        (model / "1").symlink_to((source / "1").resolve(), target_is_directory=True)
+    return target
+
+
+def _configured(text: str, name: str, model_dir: Path, source: Path) -> str:
+    """A template configuration's text with its model name and ``model_dir`` parameter replaced."""
+    text, names = re.subn(r'^name: "[^"]*"', f'name: "{name}"', text, flags=re.MULTILINE)
+    text, dirs = re.subn(
+        r'(\{ key: "model_dir", value: \{ string_value: )"[^"]*"',
+        lambda match: f"{match.group(1)}{json.dumps(str(model_dir), ensure_ascii=False)}",
+        text,
+    )
+    if names != 1 or dirs != 1:
+        raise ValueError(f"{source}: expected one `name:` line and one model_dir parameter, found {names} and {dirs}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
-    from server.model_store import prepare
+    from server.model_store import prepare, served_name, split_models
 
     parser = argparse.ArgumentParser(description="Run tritonserver with the reranker model repository.")
-    parser.add_argument("--model", default="ara", help="ara | tiny | small | large | hub id | path")
+    parser.add_argument("--model", default="ara",
+                        help="ara | bge | minilm-l6 | minilm-l12 | tiny | bert-tiny | ... | hub id | path; "
+                             "comma-separated: one Triton model each, named after it")
     parser.add_argument("--engine", default=None, help="torch | onnx (default: the config's)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--grpc-port", type=int, default=8001)
@@ -229,13 +310,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics-port", type=int, default=8002)
     parser.add_argument("--config-name", default=None, help="model config name (default: cpu without a GPU)")
     args = parser.parse_args(argv)
+    names = split_models(args.model)
+    if len(names) == 1:
+        served = {"model_dir": prepare(names[0], engine=args.engine)}
+    else:
+        served = {"models": {served_name(name): prepare(name, engine=args.engine) for name in names}}
     options = TritonOptions(
-        model_dir=prepare(args.model, engine=args.engine), engine=args.engine, config_name=args.config_name, host=args.host,
+        **served, engine=args.engine, config_name=args.config_name, host=args.host,
         grpc_port=args.grpc_port, http_port=args.http_port, metrics_port=args.metrics_port,
         log_path=PROJECT_ROOT / "logs/tritonserver.log",
     )
     with TritonServer(options) as triton:
-        print(f"tritonserver ready: grpc {triton.grpc_url}, http {triton.http_url}, metrics {triton.metrics_url}; log {triton.log_path}")
+        print(f"tritonserver ready ({', '.join(triton.model_names)}): grpc {triton.grpc_url}, http {triton.http_url}, metrics {triton.metrics_url}; log {triton.log_path}")
         try:
             signal.pause()
         except KeyboardInterrupt:

@@ -11,7 +11,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 class InProcessReference:
     """transformers ``AutoModelForSequenceClassification`` run on one pair at a time (no padding at
-    all), document truncated to the model's max length, as sentence-transformers' CrossEncoder does."""
+    all), document truncated to the model's max length, as sentence-transformers' CrossEncoder does.
+
+    The model is given the tokenizer's whole encoding: BERT-style models (ms-marco MiniLM) also read its
+    ``token_type_ids`` (query 0, document 1); XLM-R tokenizers return none."""
 
     def __init__(self, model_dir: Path) -> None:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -24,8 +27,20 @@ class InProcessReference:
 
         Encoded as a batch of one pair, as CrossEncoder.predict does: a single call with an empty
         document would drop the pair template (``text_pair=""`` is falsy)."""
+        return self.encoding(query, document, max_length)["input_ids"]
+
+    def encoding(self, query: str, document: str, max_length: int | None = None) -> dict[str, list[int]]:
+        """The pair's ``input_ids`` and, where the tokenizer makes them, ``token_type_ids`` (as ``encode``)."""
         encoded = self.tokenizer([query], [document], truncation="only_second", max_length=max_length or self.max_length)
-        return encoded["input_ids"][0]
+        return {key: encoded[key][0] for key in ("input_ids", "token_type_ids") if key in encoded}
+
+    def logits_of_encodings(self, encodings: list[dict[str, list[int]]]) -> np.ndarray:
+        """Logits of whole encodings (token type ids included), one unpadded pair at a time."""
+        with torch.inference_mode():
+            return np.array(
+                [self.model(**{k: torch.tensor([v]) for k, v in e.items()}).logits[0, 0].item() for e in encodings],
+                dtype=np.float32,
+            )
 
     def logits_of_ids(self, rows: list[list[int]]) -> np.ndarray:
         with torch.inference_mode():
@@ -34,7 +49,7 @@ class InProcessReference:
             )
 
     def logits(self, query: str, documents: list[str], max_length: int | None = None) -> np.ndarray:
-        return self.logits_of_ids([self.encode(query, d, max_length) for d in documents])
+        return self.logits_of_encodings([self.encoding(query, d, max_length) for d in documents])
 
     def scores(self, query: str, documents: list[str], max_length: int | None = None) -> np.ndarray:
         """sigmoid(logit) in float32, the service's default score."""

@@ -1,10 +1,11 @@
-"""model.py refuses, at load time and with a clear reason, models it would serve wrongly."""
+"""model.py refuses, at load time and with a clear reason, models it would serve wrongly. (BERT-style
+cross-encoders, once refused for their token type ids, are served: tests/test_multi_model.py.)"""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification, XLMRobertaConfig, XLMRobertaForSequenceClassification
+from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
 from server.triton_launcher import TritonOptions, TritonServer, TritonStartError
 
@@ -17,10 +18,6 @@ def save(model, path):
 @pytest.mark.parametrize(
     "make_model, reason",
     [
-        # BERT-style cross-encoders (ms-marco MiniLM) need token type ids, which are not sent.
-        (lambda: BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1,
-                                                           num_attention_heads=2, intermediate_size=32, num_labels=1)),
-         "token type ids"),
         # A classifier with several labels is not a reranker.
         (lambda: XLMRobertaForSequenceClassification(XLMRobertaConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1,
                                                                       num_attention_heads=2, intermediate_size=32,

@@ -3,6 +3,9 @@
 ``torch`` is the reference engine (transformers ``AutoModelForSequenceClassification``); ``onnx``
 runs the graph exported by ``make model`` with ONNX Runtime. Both are held to the same score-parity
 tests. Nothing here is Triton-specific, so the engines are also used in-process (benchmarks, tests).
+
+Models that read token type ids (BERT-style, ``type_vocab_size > 1``: ms-marco MiniLM) must be given the
+tokenizer's ``token_type_ids``; models with one type (XLM-R, RoBERTa) are run without them.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from server.model_limits import input_names, takes_token_type_ids
 
 __all__ = ["Engine", "ENGINES", "load_engine"]
 
@@ -21,9 +26,24 @@ class Engine(Protocol):
     """What model.py needs from an engine."""
 
     config: object  # the transformers PretrainedConfig of the model
+    takes_token_type_ids: bool  # whether forward() needs token_type_ids (type_vocab_size > 1)
 
-    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        """Float32 logits [rows] for right-padded int64 [rows, length] arrays."""
+    def forward(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Float32 logits [rows] for right-padded int64 [rows, length] arrays. ``token_type_ids`` is
+        required when ``takes_token_type_ids``, ignored otherwise."""
+
+
+def _token_types(engine: Engine, token_type_ids: np.ndarray | None) -> np.ndarray | None:
+    """What to feed as token_type_ids: the given ones to a model that reads them, None to one that does not.
+
+    Never zeros in their place: transformers would accept that and silently score the document as query."""
+    if not engine.takes_token_type_ids:
+        return None
+    if token_type_ids is None:
+        raise ValueError("this model reads token type ids (type_vocab_size > 1): pass token_type_ids")
+    return token_type_ids
 
 
 class TorchEngine:
@@ -47,13 +67,19 @@ class TorchEngine:
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=self.dtype)
         self.model = model.to(self.device).eval()
         self.config = model.config
+        self.takes_token_type_ids = takes_token_type_ids(self.config.to_dict())
 
-    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def forward(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
+    ) -> np.ndarray:
         torch = self._torch
+        types = _token_types(self, token_type_ids)
         with torch.inference_mode():
-            ids = torch.from_numpy(input_ids).to(self.device, non_blocking=True)
-            mask = torch.from_numpy(attention_mask).to(self.device, non_blocking=True)
-            logits = self.model(input_ids=ids, attention_mask=mask).logits
+            inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+            if types is not None:
+                inputs["token_type_ids"] = types
+            tensors = {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in inputs.items()}
+            logits = self.model(**tensors).logits
             # Upcast before leaving the engine: the sigmoid downstream is computed in float32.
             return logits[:, 0].float().cpu().numpy()
 
@@ -107,10 +133,12 @@ class OnnxEngine:
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
         options.log_severity_level = 3  # errors only: the stub's log is Triton's log
         self.session = ort.InferenceSession(str(path), options, providers=providers or self._providers(ort, device))
-        inputs = sorted(i.name for i in self.session.get_inputs())
-        if inputs != ["attention_mask", "input_ids"]:
-            raise ValueError(f"{path} takes inputs {inputs}, not input_ids and attention_mask: export it again")
         self.config = AutoConfig.from_pretrained(model_dir)
+        self.takes_token_type_ids = takes_token_type_ids(self.config.to_dict())
+        inputs = sorted(i.name for i in self.session.get_inputs())
+        expected = sorted(input_names(self.config.to_dict()))
+        if inputs != expected:
+            raise ValueError(f"{path} takes inputs {inputs}, not {expected}: export it again")
 
     @staticmethod
     def _providers(ort, device: str) -> list:
@@ -123,11 +151,14 @@ class OnnxEngine:
         device_id = int(device.split(":")[1]) if ":" in device else 0
         return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
 
-    def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        feed = {
-            "input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
-            "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64),
-        }
+    def forward(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
+    ) -> np.ndarray:
+        types = _token_types(self, token_type_ids)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if types is not None:
+            inputs["token_type_ids"] = types
+        feed = {k: np.ascontiguousarray(v, dtype=np.int64) for k, v in inputs.items()}
         (logits,) = self.session.run(["logits"], feed)
         return logits[:, 0].astype(np.float32, copy=False)
 

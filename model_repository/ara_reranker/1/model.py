@@ -1,7 +1,9 @@
 """ARA-Reranker-V1 (or any HF sequence-classification cross-encoder) as a Triton Python-backend model.
 
 Inputs are tokens, not text: INT64 ``input_ids`` and ``attention_mask`` of shape [rows, length] per
-request (ragged across requests), right-padded. Output: FP32 ``logits`` [rows, 1].
+request (ragged across requests), right-padded, and ``token_type_ids`` of the same shape: optional,
+required by models that read token types (BERT-style, ``type_vocab_size > 1``: ms-marco MiniLM), ignored
+by the others (XLM-R). Output: FP32 ``logits`` [rows, 1].
 
 ``execute`` makes one pass over every request the dynamic batcher hands it: validate each request,
 strip padding, sort all rows of all requests by length, cut micro-batches under a token budget with
@@ -29,9 +31,9 @@ for _path in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.path
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from batching import ForwardPool, micro_batches  # noqa: E402
+from batching import ForwardPool, micro_batches, pad_rows  # noqa: E402
 from engines import load_engine  # noqa: E402
-from server.model_limits import ModelLimitError, max_input_length, max_positions  # noqa: E402  (the project, installed beside torch)
+from server.model_limits import ModelLimitError, max_input_length, max_positions, type_vocab_size  # noqa: E402  (the project, installed beside torch)
 
 MODEL_DIR_ENV = "ARA_RERANKER_MODEL_DIR"
 ENGINE_ENV = "ARA_RERANKER_ENGINE"
@@ -93,13 +95,10 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(
                 f"{model_dir} has num_labels={hf_config.num_labels}; a cross-encoder reranker has 1"
             )
-        if getattr(hf_config, "type_vocab_size", 1) > 1:
-            # BERT-style cross-encoders (e.g. ms-marco MiniLM) mark the document with token type 1; the
-            # inputs here carry no token types, so their scores would silently differ from the model's.
-            raise pb_utils.TritonModelException(
-                f"{model_dir} uses token type ids (type_vocab_size={hf_config.type_vocab_size}), which this "
-                "service does not send yet; serve XLM-R / RoBERTa-style cross-encoders (ARA-Reranker-V1, bge-reranker-v2-m3)"
-            )
+        # BERT-style cross-encoders mark the document with token type 1: without the tokenizer's types
+        # their scores would silently differ from the model's, so requests to them must carry them.
+        self.type_vocab_size = type_vocab_size(hf_config.to_dict())
+        self.takes_token_types = self.engine.takes_token_type_ids
         self.vocab_size = int(hf_config.vocab_size)
         self.pad_id = int(hf_config.pad_token_id if hf_config.pad_token_id is not None else 0)
         try:
@@ -114,10 +113,12 @@ class TritonPythonModel:
             )
         self.metrics = _ModelMetrics(args["model_name"])
         # Warm up so Triton reports READY only once the model has really run.
-        self.engine.forward(np.full((2, 16), self.pad_id + 4, dtype=np.int64), np.ones((2, 16), dtype=np.int64))
+        ones = np.ones((2, 16), dtype=np.int64)
+        self.engine.forward(np.full((2, 16), self.pad_id + 4, dtype=np.int64), ones, ones)
 
     def execute(self, requests: list) -> list:
         rows: list[np.ndarray] = []  # unpadded input_ids of every row of every valid request
+        type_rows: list[np.ndarray] | None = [] if self.takes_token_types else None  # their token_type_ids
         owners: list[tuple[int, int]] = []  # (request index, row index) of each entry in rows
         errors: dict[int, pb_utils.TritonError] = {}
         outputs: dict[int, np.ndarray] = {}
@@ -126,7 +127,7 @@ class TritonPythonModel:
                 errors[r] = pb_utils.TritonError("request cancelled by the caller", pb_utils.TritonError.CANCELLED)
                 continue
             try:
-                ids, lengths = self._validated(request)
+                ids, lengths, types = self._validated(request)
             except RequestError as exc:
                 errors[r] = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
                 continue
@@ -134,7 +135,9 @@ class TritonPythonModel:
             for i, n in enumerate(lengths):
                 rows.append(ids[i, :n])
                 owners.append((r, i))
-        self._score(rows, owners, outputs, errors)
+                if type_rows is not None:
+                    type_rows.append(types[i, :n])
+        self._score(rows, type_rows, owners, outputs, errors)
         return [
             pb_utils.InferenceResponse(error=errors[r])
             if r in errors
@@ -142,8 +145,9 @@ class TritonPythonModel:
             for r in range(len(requests))
         ]
 
-    def _validated(self, request) -> tuple[np.ndarray, np.ndarray]:
-        """Return (input_ids, row lengths) of a request, or raise RequestError saying what is wrong."""
+    def _validated(self, request) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Return (input_ids, row lengths, token_type_ids or None when the model reads none) of a request,
+        or raise RequestError saying what is wrong."""
         ids = pb_utils.get_input_tensor_by_name(request, "input_ids")
         mask = pb_utils.get_input_tensor_by_name(request, "attention_mask")
         if ids is None or mask is None:
@@ -164,9 +168,29 @@ class TritonPythonModel:
         real = ids[expected]
         if real.min() < 0 or real.max() >= self.vocab_size:
             raise RequestError(f"input_ids must lie in [0, {self.vocab_size}), got [{int(real.min())}, {int(real.max())}]")
-        return ids, lengths
+        return ids, lengths, self._token_types(request, ids.shape, expected)
 
-    def _score(self, rows, owners, outputs, errors) -> None:
+    def _token_types(self, request, shape: tuple[int, ...], real: np.ndarray) -> np.ndarray | None:
+        """The request's token_type_ids, validated; None when the model reads none (then they may be absent)."""
+        tensor = pb_utils.get_input_tensor_by_name(request, "token_type_ids")
+        if tensor is None:
+            if self.takes_token_types:
+                raise RequestError(
+                    f"token_type_ids is required: this model reads token types (type_vocab_size={self.type_vocab_size}); "
+                    "send the tokenizer's, right-padded like input_ids"
+                )
+            return None
+        types = tensor.as_numpy()
+        if types.shape != shape:
+            raise RequestError(f"token_type_ids {list(types.shape)} must have input_ids' shape {list(shape)}")
+        values = types[real]
+        if values.min() < 0 or values.max() >= self.type_vocab_size:
+            raise RequestError(
+                f"token_type_ids must lie in [0, {self.type_vocab_size}), got [{int(values.min())}, {int(values.max())}]"
+            )
+        return types if self.takes_token_types else None
+
+    def _score(self, rows, type_rows, owners, outputs, errors) -> None:
         """Forward every row in length-sorted micro-batches, writing logits into ``outputs``."""
         if not rows:
             return
@@ -175,9 +199,10 @@ class TritonPythonModel:
         batches = [order[s] for s in _micro_batches(lengths[order], self.max_batch_tokens, self.overhead_tokens)]
 
         def forward(members: np.ndarray) -> tuple[np.ndarray, int, float]:
-            ids, mask = self._padded(rows, lengths, members)
+            types = None if type_rows is None else [type_rows[m] for m in members]
+            ids, mask, token_types = pad_rows([rows[m] for m in members], self.pad_id, types)
             started = time.perf_counter()
-            return self.engine.forward(ids, mask), ids.size, time.perf_counter() - started
+            return self.engine.forward(ids, mask, token_types), ids.size, time.perf_counter() - started
 
         real_tokens = padded_tokens = 0
         cost = lambda members: len(members) * int(lengths[members[0]])  # noqa: E731
@@ -196,14 +221,6 @@ class TritonPythonModel:
                 if r in outputs:
                     outputs[r][i, 0] = logits[j]
         self.metrics.observe_execute(len(rows), real_tokens, padded_tokens)
-
-    def _padded(self, rows, lengths: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Right-padded input_ids and attention_mask of ``members``, as wide as the longest of them."""
-        widths = lengths[members]
-        mask = np.arange(int(widths.max()))[None, :] < widths[:, None]
-        ids = np.full(mask.shape, self.pad_id, dtype=np.int64)
-        ids[mask] = np.concatenate([rows[m] for m in members])
-        return ids, mask.astype(np.int64)
 
     def finalize(self) -> None:
         self.pool.close()
