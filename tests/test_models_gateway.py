@@ -19,12 +19,28 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from client import AsyncRerankerClient, RerankerClient, RerankerError
 from client.evaluation import SAMPLE_DATA, evaluate_targets, load_dataset, parse_targets
 from server.gateway_process import GatewayProcess
+from server.model_store import prepare
+from server.triton_launcher import TritonOptions, TritonServer
 from tests.arabic_text import QUERIES, long_passage, mixed_passages
 from tests.reference import InProcessReference
 
 TOL = 1e-4
 ENGLISH = ["Paris is the capital and most populous city of France.", "A cross-encoder reads the query and the passage together.",
            "Green tea is rich in antioxidants; matcha is powdered green tea.", "The Nile flows north through Egypt."]
+
+
+@pytest.fixture(scope="module")
+def bert_tiny_model_dir():
+    return prepare("bert-tiny")
+
+
+@pytest.fixture(scope="module")
+def two_model_triton(tiny_model_dir, bert_tiny_model_dir, tmp_path_factory):
+    """One tritonserver serving tiny and bert-tiny as two Triton models (the project's CPU config)."""
+    tmp = tmp_path_factory.mktemp("two-model-triton")
+    models = {"tiny": tiny_model_dir, "bert-tiny": bert_tiny_model_dir}
+    with TritonServer(TritonOptions(models=models, log_path=tmp / "triton.log")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
