@@ -28,6 +28,8 @@ def code_of(call) -> grpc.StatusCode:
         call()
     except RerankerError as exc:
         return exc.code
+    except grpc.RpcError as exc:
+        return exc.code()
     return grpc.StatusCode.OK
 
 

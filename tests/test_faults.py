@@ -163,6 +163,21 @@ def test_a_balanced_target_spreads_over_two_tritons_and_loses_no_request_when_on
                 assert_same_scores(client.rerank(QUERIES[1], documents), expected)
 
 
+def test_calls_beyond_max_concurrent_rpcs_are_refused_before_they_are_read(triton, tiny_model_dir, tmp_path, rng):
+    """gRPC itself refuses RPCs beyond max_concurrent_rpcs with RESOURCE_EXHAUSTED; the calls it took
+    complete normally."""
+    documents = [long_passage(rng) for _ in range(60)]
+    with gateway_for(tiny_model_dir, [triton.grpc_url], tmp_path, max_concurrent_rpcs="2") as gateway:
+        with grpc.insecure_channel(gateway.target) as channel:
+            stub = reranker_pb2_grpc.RerankerStub(channel)
+            request = reranker_pb2.RerankRequest(query=QUERIES[0], documents=documents)
+            calls = [stub.Rerank.future(request, timeout=120) for _ in range(8)]
+            codes = [code_of(call.result) for call in calls]
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 1, codes
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+    assert codes.count(grpc.StatusCode.OK) >= 2, codes
+
+
 def test_flood_past_the_bound_is_resource_exhausted_while_admitted_calls_succeed(triton, tiny_model_dir, tmp_path, reference, rng):
     documents = mixed_passages(rng, 10)
     expected = reference.logits(QUERIES[2], documents)
