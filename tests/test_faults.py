@@ -225,9 +225,10 @@ class _OutOfMemory:
 
     def __init__(self, engine):
         self.config = engine.config
+        self.takes_token_type_ids = engine.takes_token_type_ids
         self._warmed = False
 
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
         if not self._warmed:  # let the load-time warm-up pass
             self._warmed = True
             return np.zeros(len(input_ids), dtype=np.float32)
