@@ -16,7 +16,6 @@ from tokenizers import Tokenizer
 from reranker.v1 import reranker_pb2
 from server.errors import ModelNotFound
 from server.model_limits import ModelLimitError, max_input_length
-from server.model_store import hub_id
 from server.reranking import Admission, Limits, PairTokenizer, Reranker
 from server.settings import Settings, model_entries
 from server.triton_client import TritonScorer
@@ -101,7 +100,7 @@ def _json(path: Path) -> dict:
 def _specs(settings: Settings) -> list[tuple[str, str, str, str]]:
     """(name, model directory, Triton model, model id) of each served model, the default first."""
     if settings.models:
-        return [(name, path, name, hub_id(name) or name) for name, path in model_entries(settings)]
+        return [(name, path, name, hub or name) for name, hub, path in model_entries(settings)]
     source = Path(settings.tokenizer)
     name = settings.model_id or (source.name if source.exists() else settings.tokenizer)
     return [(name, settings.tokenizer, settings.triton_model, name)]

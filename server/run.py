@@ -13,7 +13,7 @@ import sys
 import threading
 
 from server.gateway_process import GatewayProcess
-from server.model_store import OFFLINE_MODELS, REAL_MODELS, prepare, served_name, split_models
+from server.model_store import OFFLINE_MODELS, REAL_MODELS, hub_id, prepare, served_name, split_models
 from server.triton_launcher import PROJECT_ROOT, TritonOptions, TritonServer
 
 
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = split_models(args.model)
     dirs = {served_name(name): prepare(name, engine=args.engine) for name in names}
+    hubs = {served_name(name): hub_id(name) for name in names}
     logs = PROJECT_ROOT / "logs"
     ports = dict(grpc_port=args.triton_grpc_port, http_port=args.triton_http_port, metrics_port=args.triton_metrics_port)
     if len(names) == 1:  # one model: the repository as it is (Triton model ara_reranker)
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         served = {"tokenizer": str(next(iter(dirs.values()))), "model_id": model_id(names[0])}
     else:
         options = TritonOptions(models=dirs, engine=args.engine, log_path=logs / "tritonserver.log", **ports)
-        served = {"models": ",".join(f"{name}={path}" for name, path in dirs.items())}
+        served = {"models": ",".join(f"{name}:{hubs[name]}={path}" if hubs[name] else f"{name}={path}" for name, path in dirs.items())}
     print(f"starting tritonserver with {', '.join(map(str, dirs.values()))} (log: {options.log_path}) ...", flush=True)
     with TritonServer(options) as triton:
         gateway_args = {

@@ -31,8 +31,9 @@ class Settings:
         "is balanced per request over every address it resolves to (round_robin; Kubernetes: a headless Service)"
     )
     models: tuple[str, ...] = _knob(
-        (), "Served models as name=model_dir (Triton model = name), comma-separated; the first is the default and "
-        "requests choose one by name or hub id. Empty: one model from tokenizer, triton_model and model_id"
+        (), "Served models as name=model_dir, or name:hub_id=model_dir to also answer to the hub id (Triton model = name), "
+        "comma-separated; the first is the default and requests choose one by name. Empty: one model from tokenizer, "
+        "triton_model and model_id"
     )
     triton_model: str = _knob("ara_reranker", "Triton model name (one-model form)")
     tokenizer: str = _knob("models/ara-reranker-v1", "Directory (or hub id) of the served model's tokenizer (one-model form)")
@@ -134,14 +135,15 @@ class Settings:
         return replace(base, **overrides)
 
 
-def _model_entry(entry: str) -> tuple[str, str] | None:
-    """``name=model_dir`` -> (name, model_dir); None when malformed."""
-    name, sep, path = entry.partition("=")
-    return (name.strip(), path.strip()) if sep and name.strip() and path.strip() else None
+def _model_entry(entry: str) -> tuple[str, str, str] | None:
+    """``name[:hub_id]=model_dir`` -> (name, hub_id or "", model_dir); None when malformed."""
+    key, sep, path = entry.partition("=")
+    name, _, hub_id = key.partition(":")
+    return (name.strip(), hub_id.strip(), path.strip()) if sep and name.strip() and path.strip() else None
 
 
-def model_entries(settings: "Settings") -> list[tuple[str, str]]:
-    """The served models' (name, model_dir), the default first."""
+def model_entries(settings: "Settings") -> list[tuple[str, str, str]]:
+    """The served models' (name, hub id or "", model_dir), the default first."""
     return [_model_entry(m) for m in settings.models]  # type: ignore[misc]
 
 
