@@ -1,0 +1,439 @@
+"""One gateway process's capacity, per core: ``python -m bench.gateway_capacity`` (about 3 minutes on 2 cores).
+
+How many (query, document) pairs and requests per second one gateway process can tokenize and forward,
+with a model so cheap that Triton is not the bottleneck. The gateway's work (validate, tokenize, pad,
+send to Triton, rank, answer) does not depend on the model's size, only on the tokenizer and the
+lengths, so the figures carry over to the real model (the ``tiny`` model directory has the real
+XLM-R tokenizer).
+
+On 2 CPU cores even ``tiny`` (2 layers x 64) is too slow: Triton on one core scores ~350-420 pairs/s
+of this workload, below what the gateway's core can prepare. So by default (``--triton-model null``)
+Triton serves the project's model configuration (same inputs, outputs, dynamic batcher, Python
+backend) with a ``model.py`` that answers zeros without computing anything: the gateway does all of
+its real work and Triton costs only its own request handling. ``--triton-model tiny`` serves the real
+tiny model instead.
+
+Placement: the gateway is pinned to ``--gateway-core`` (``taskset -c``); Triton, this script and the
+load generator share ``--other-cores``. The load generator is a separate process (asyncio,
+AsyncRerankerClient, ``c`` concurrent callers in a closed loop).
+
+Per level (workload x concurrency): after a warm-up in which every caller has had an answer, a window
+of ``--seconds`` in which are read
+
+* completed requests and pairs (answers inside the window / its length), and Little's law
+  (concurrency / mean latency) as bench/loadgen.py does;
+* the gateway's CPU seconds (``/proc/<pid>/stat`` utime + stime): pairs per CPU-second is the figure
+  an operator sizes with, independent of how busy the other core was;
+* Triton's share: its process tree's CPU seconds, and its model's compute time from its metrics
+  (``nv_inference_compute_infer_duration_us``, counted once per execution) over the window.
+
+Then Triton alone: the same requests, tokenized beforehand exactly as the gateway does, sent straight
+to Triton (tritonclient's aio client) from a process on the gateway's core, to show what Triton can take.
+
+Workloads: ``mixed`` (the benchmark's: 10 documents of 20-400 tokens) and ``small`` (10 documents of
+about 128 tokens). Writes ``bench/results/gateway-capacity-<timestamp>.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+from bench.run import PROJECT_ROOT, RESULTS, _git_commit, _machine, _versions
+from bench.workload import Workload, make_workload
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NULL_MODEL_PY = '''"""Benchmark stand-in (bench/gateway_capacity.py): zeros for every row, no compute."""
+import os
+import site
+import sys
+
+# The stub's interpreter ignores PYTHONPATH (the launcher's virtualenv): honour it, as the real model.py does.
+for _path in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+        site.addsitedir(_path)
+
+import numpy as np  # noqa: E402
+import triton_python_backend_utils as pb_utils  # noqa: E402
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        pass
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            rows = pb_utils.get_input_tensor_by_name(request, "input_ids").as_numpy().shape[0]
+            logits = pb_utils.Tensor("logits", np.zeros((rows, 1), dtype=np.float32))
+            responses.append(pb_utils.InferenceResponse(output_tensors=[logits]))
+        return responses
+'''
+TRITON_COUNTERS = ("nv_inference_request_success", "nv_inference_count", "nv_inference_exec_count",
+                   "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
+                   "nv_inference_compute_infer_duration_us")
+
+
+# ---------------------------------------------------------------- probes (read in the driver process)
+
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of one process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of stat(5)
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its descendants (Triton's Python-backend stubs are its children)."""
+    import psutil
+
+    try:
+        return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def tree_cpu_s(pid: int) -> float:
+    total = 0.0
+    for p in tree_pids(pid):
+        try:
+            total += proc_cpu_s(p)
+        except OSError:
+            pass
+    return total
+
+
+def triton_counters(url: str) -> dict[str, float]:
+    """Triton's cumulative per-model counters, summed over models and versions."""
+    out = dict.fromkeys(TRITON_COUNTERS, 0.0)
+    with urllib.request.urlopen(url, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in out:
+                out[name] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+class Probe:
+    def __init__(self, gateway_pid: int | None, triton_pid: int, triton_metrics: str) -> None:
+        self.gateway_pid, self.triton_pid, self.triton_metrics = gateway_pid, triton_pid, triton_metrics
+
+    def read(self) -> dict:
+        own = os.times()
+        return {"t": time.perf_counter(), "gateway_cpu_s": proc_cpu_s(self.gateway_pid) if self.gateway_pid else 0.0,
+                "triton_cpu_s": tree_cpu_s(self.triton_pid), "driver_cpu_s": own.user + own.system,
+                "triton": triton_counters(self.triton_metrics)}
+
+
+# ---------------------------------------------------------------- the closed loop (driver process)
+
+async def closed_loop(call, requests: list, concurrency: int, warmup_s: float, seconds: float, probe: Probe) -> dict:
+    """``concurrency`` callers, each sending the next request as soon as its last is answered."""
+    order = itertools.count()
+    records: list[tuple[float, float, int]] = []
+    errors: list[str] = []
+    answered: set[int] = set()
+    stop = False
+
+    async def caller(k: int) -> None:
+        while not stop:
+            request = requests[next(order) % len(requests)]
+            sent = time.perf_counter()
+            try:
+                pairs = await call(request)
+            except Exception as exc:  # counted and reported
+                errors.append(f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(0.05)
+                continue
+            records.append((sent, time.perf_counter(), pairs))
+            answered.add(k)
+
+    tasks = [asyncio.create_task(caller(k)) for k in range(concurrency)]
+    started = time.perf_counter()
+    while (len(answered) < concurrency or time.perf_counter() - started < warmup_s) and time.perf_counter() - started < 120:
+        await asyncio.sleep(0.05)
+    before = probe.read()
+    await asyncio.sleep(seconds)
+    after = probe.read()
+    stop = True
+    await asyncio.gather(*tasks)
+    return summarise(records, errors, concurrency, before, after)
+
+
+def summarise(records, errors, concurrency: int, before: dict, after: dict) -> dict:
+    start, end = before["t"], after["t"]
+    window = end - start
+    inside = [(s, e, n) for s, e, n in records if start <= e <= end]
+    latencies = np.array([(e - s) * 1000 for s, e, _ in inside]) if inside else np.array([np.nan])
+    pairs = sum(n for *_, n in inside)
+    gateway_cpu = after["gateway_cpu_s"] - before["gateway_cpu_s"]
+    triton_cpu = after["triton_cpu_s"] - before["triton_cpu_s"]
+    driver_cpu = after["driver_cpu_s"] - before["driver_cpu_s"]
+    d = {k: after["triton"][k] - before["triton"][k] for k in TRITON_COUNTERS}
+    # Triton adds an execution's compute time to every request in it: per execution it is counted once.
+    per_request_compute_us = d["nv_inference_compute_infer_duration_us"] / max(d["nv_inference_request_success"], 1)
+    compute_busy_s = per_request_compute_us * d["nv_inference_exec_count"] / 1e6
+    little_rps = concurrency / (float(latencies.mean()) / 1000) if inside else 0.0
+    row = {
+        "concurrency": concurrency, "window_s": round(window, 2), "requests": len(inside), "pairs": pairs,
+        "requests_per_s": round(len(inside) / window, 2), "pairs_per_s": round(pairs / window, 1),
+        "little_pairs_per_s": round(little_rps * pairs / max(len(inside), 1), 1),
+        "p50_ms": round(float(np.percentile(latencies, 50)), 2), "p99_ms": round(float(np.percentile(latencies, 99)), 2),
+        "errors": len(errors), "first_error": errors[0] if errors else None,
+        "gateway_cpu_s": round(gateway_cpu, 3), "gateway_core_busy": round(gateway_cpu / window, 3),
+        "triton_cpu_busy": round(triton_cpu / window, 3), "driver_cpu_busy": round(driver_cpu / window, 3),
+        "triton_requests": int(d["nv_inference_request_success"]), "triton_executions": int(d["nv_inference_exec_count"]),
+        "triton_compute_busy": round(compute_busy_s / window, 3),
+        "triton_compute_ms_per_request": round(per_request_compute_us / 1000, 3),
+        "triton_queue_ms_per_request": round(d["nv_inference_queue_duration_us"] / max(d["nv_inference_request_success"], 1) / 1000, 3),
+    }
+    if gateway_cpu > 0 and pairs:
+        row.update({"pairs_per_gateway_cpu_s": round(pairs / gateway_cpu, 1),
+                    "requests_per_gateway_cpu_s": round(len(inside) / gateway_cpu, 2),
+                    "gateway_cpu_s_per_1000_pairs": round(1000 * gateway_cpu / pairs, 3)})
+    return row
+
+
+async def drive_gateway(spec: dict) -> list[dict]:
+    from client import AsyncRerankerClient
+
+    probe = Probe(spec["gateway_pid"], spec["triton_pid"], spec["triton_metrics"])
+    rows = []
+    async with AsyncRerankerClient(spec["target"], timeout=120) as client:
+        async def call(request) -> int:
+            await client.rerank(request.query, request.documents)
+            return len(request.documents)
+
+        for name, path in spec["workloads"].items():
+            requests = Workload.load(Path(path)).requests
+            for c in spec["concurrency"]:
+                row = {"workload": name, **await closed_loop(call, requests, c, spec["warmup_s"], spec["seconds"], probe)}
+                print(f"  gateway  {name:5s} c={c:<3d} {row['pairs_per_s']:8.1f} pairs/s  gateway core {row['gateway_core_busy']:.2f}"
+                      f"  {row.get('pairs_per_gateway_cpu_s', 0):7.1f} pairs/CPU-s", flush=True)
+                rows.append(row)
+    return rows
+
+
+async def drive_triton(spec: dict) -> list[dict]:
+    """The same requests, tokenized and chunked as the gateway does, straight to Triton."""
+    import tritonclient.grpc.aio as triton_aio
+    from tritonclient.grpc import InferInput, InferRequestedOutput
+
+    from server.models import load_tokenizer
+    from server.reranking import padded_rows
+
+    tokenizer = load_tokenizer(spec["model_dir"], 0, 1)
+    probe = Probe(None, spec["triton_pid"], spec["triton_metrics"])
+    client = triton_aio.InferenceServerClient(spec["triton_url"])
+    rows = []
+
+    def chunks(request) -> list[tuple[np.ndarray, np.ndarray]]:
+        ids, _ = tokenizer.encode(request.query, request.documents, True)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        size = spec["chunk_size"]
+        return [padded_rows([ids[i] for i in order[a : a + size]], tokenizer.pad_id) for a in range(0, len(order), size)]
+
+    async def call(prepared) -> int:
+        rows_sent = 0
+        for input_ids, mask in prepared:
+            inputs = []
+            for name, array in (("input_ids", input_ids), ("attention_mask", mask)):
+                tensor = InferInput(name, list(array.shape), "INT64")
+                tensor.set_data_from_numpy(array)
+                inputs.append(tensor)
+            result = await client.infer(spec["triton_model"], inputs, outputs=[InferRequestedOutput("logits")])
+            result.as_numpy("logits")
+            rows_sent += input_ids.shape[0]
+        return rows_sent
+
+    try:
+        for name, path in spec["workloads"].items():
+            prepared = [chunks(r) for r in Workload.load(Path(path)).requests]
+            for c in spec["concurrency"]:
+                row = {"workload": name, **await closed_loop(call, prepared, c, spec["warmup_s"], spec["seconds"], probe)}
+                print(f"  triton   {name:5s} c={c:<3d} {row['pairs_per_s']:8.1f} pairs/s  Triton CPU {row['triton_cpu_busy']:.2f}"
+                      f"  compute {row['triton_compute_busy']:.2f}", flush=True)
+                rows.append(row)
+    finally:
+        await client.close()
+    tokenizer.close()
+    return rows
+
+
+def drive(spec_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    rows = asyncio.run(drive_gateway(spec) if spec["kind"] == "gateway" else drive_triton(spec))
+    Path(spec["out"]).write_text(json.dumps(rows))
+    return 0
+
+
+# ---------------------------------------------------------------- the orchestrator
+
+def run_driver(spec: dict, cores: str, tmp: Path) -> list[dict]:
+    spec_path, out = tmp / f"spec-{spec['kind']}.json", tmp / f"out-{spec['kind']}.json"
+    spec["out"] = str(out)
+    spec_path.write_text(json.dumps(spec))
+    command = ["taskset", "-c", cores, sys.executable, "-m", "bench.gateway_capacity", "--drive", str(spec_path)]
+    code = subprocess.run(command, cwd=PROJECT_ROOT).returncode
+    if code != 0 or not out.exists():
+        raise RuntimeError(f"{spec['kind']} driver exited with {code}")
+    return json.loads(out.read_text())
+
+
+def null_repository(tmp: Path) -> Path:
+    """A copy of the project's model repository whose model.py answers zeros (its configurations unchanged)."""
+    import shutil
+
+    from server.triton_launcher import MODEL_NAME, MODEL_REPOSITORY
+
+    model = tmp / "null_repository" / MODEL_NAME
+    shutil.copytree(MODEL_REPOSITORY / MODEL_NAME, model, ignore=shutil.ignore_patterns("1", "__pycache__"))
+    (model / "1").mkdir()
+    (model / "1" / "model.py").write_text(NULL_MODEL_PY)
+    return model.parent
+
+
+def pair_tokens(model_dir: Path, workload: Workload) -> dict:
+    """Tokens per (query, document) pair as the gateway makes them (special tokens included)."""
+    from server.models import load_tokenizer
+
+    tokenizer = load_tokenizer(str(model_dir), 0, 1)
+    lengths = [len(ids) for r in workload.requests for ids in tokenizer.encode(r.query, r.documents, True)[0]]
+    tokenizer.close()
+    return {"mean": round(float(np.mean(lengths)), 1), "p50": float(np.median(lengths)), "max": int(np.max(lengths))}
+
+
+def pooled(rows: list[dict], workload: str) -> dict:
+    """Gateway figures of one workload over all its levels: pairs and requests per gateway CPU-second
+    (all windows pooled), and the highest throughput seen with the gateway on one core."""
+    mine = [r for r in rows if r["workload"] == workload]
+    pairs, requests, cpu = (sum(r[k] for r in mine) for k in ("pairs", "requests", "gateway_cpu_s"))
+    best = max(mine, key=lambda r: r["pairs_per_s"])
+    return {"pairs_per_gateway_cpu_s": round(pairs / cpu, 1), "requests_per_gateway_cpu_s": round(requests / cpu, 2),
+            "gateway_cpu_s_per_1000_pairs": round(1000 * cpu / pairs, 3),
+            "gateway_cpu_ms_per_request": round(1000 * cpu / requests, 3),
+            "best_pairs_per_s": best["pairs_per_s"], "best_requests_per_s": best["requests_per_s"],
+            "best_at_concurrency": best["concurrency"], "gateway_core_busy_at_best": best["gateway_core_busy"],
+            "triton_compute_busy_at_best": best["triton_compute_busy"], "triton_cpu_busy_at_best": best["triton_cpu_busy"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny", help="model directory: its tokenizer (and weights with --triton-model tiny)")
+    parser.add_argument("--triton-model", choices=("null", "tiny"), default="null",
+                        help="null: the project's Triton configuration with a model.py that computes nothing; tiny: the real model")
+    parser.add_argument("--concurrency", default="4,16,32")
+    parser.add_argument("--triton-concurrency", default="16")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per level")
+    parser.add_argument("--warmup", type=float, default=3.0, help="warm-up per level (at least one answer per caller)")
+    parser.add_argument("--requests", type=int, default=96, help="requests per workload")
+    parser.add_argument("--gateway-core", default="0")
+    parser.add_argument("--other-cores", default="1", help="Triton, this script and the load generator")
+    parser.add_argument("--skip-triton-alone", action="store_true")
+    parser.add_argument("--drive", help=argparse.SUPPRESS)  # internal: run a load generator from a spec file
+    args = parser.parse_args(argv)
+    if args.drive:
+        return drive(args.drive)
+
+    other = {int(c) for c in args.other_cores.split(",")}
+    os.sched_setaffinity(0, other)  # before any thread or child: Triton inherits it
+    from transformers import AutoTokenizer
+
+    from server.gateway_process import GatewayProcess
+    from server.model_store import prepare
+    from server.triton_launcher import TritonOptions, TritonServer
+
+    class PinnedGateway(GatewayProcess):
+        """GatewayProcess started under ``taskset -c <core>`` (taskset execs: the pid is the gateway's)."""
+
+        def start(self, wait_serving: bool = True, timeout_s: float = 60.0) -> None:
+            command = ["taskset", "-c", args.gateway_core, sys.executable, "-m", "server.gateway"]
+            for name, value in self.args.items():
+                command += ["--" + name.replace("_", "-"), str(value)]
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+            self.wait_status(1, timeout_s)  # SERVING
+
+    model_dir = prepare(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    workloads = {
+        "mixed": make_workload(tokenizer, requests=args.requests),
+        "small": make_workload(tokenizer, requests=args.requests, min_tokens=112, max_tokens=144, median_tokens=128.0),
+    }
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    result: dict = {
+        "machine": _machine(), "versions": _versions(), "commit": _git_commit(), "model": args.model,
+        "placement": {"gateway_core": args.gateway_core, "other_cores": args.other_cores,
+                      "note": "gateway alone on gateway_core (taskset); Triton, the orchestrator and the load "
+                              "generator share other_cores; Triton alone is driven from gateway_core"},
+        "loadavg_1m_at_start": round(os.getloadavg()[0], 2), "triton_model": args.triton_model, "seconds": args.seconds, "warmup_s": args.warmup, "chunk_size": 32,
+        "workloads": {name: {**w.summary(), "pair_tokens": pair_tokens(model_dir, w)} for name, w in workloads.items()},
+    }
+    with tempfile.TemporaryDirectory(prefix="gateway-capacity-") as tmp_name:
+        tmp = Path(tmp_name)
+        paths = {}
+        for name, w in workloads.items():
+            paths[name] = str(tmp / f"workload-{name}.json")
+            w.save(Path(paths[name]))
+        options = TritonOptions(model_dir=model_dir)
+        if args.triton_model == "null":
+            options.model_repository = null_repository(tmp)
+        with TritonServer(options) as triton:
+            common = {"triton_pid": triton.process.pid, "triton_metrics": triton.metrics_url, "workloads": paths,
+                      "loadavg_1m_at_start": round(os.getloadavg()[0], 2), "triton_model": args.triton_model, "seconds": args.seconds, "warmup_s": args.warmup}
+            if not args.skip_triton_alone:
+                print(f"Triton alone (client on core {args.gateway_core}, Triton on {args.other_cores})", flush=True)
+                result["triton_alone"] = run_driver({
+                    **common, "kind": "triton", "triton_url": triton.grpc_url, "triton_model": triton.model_names[0],
+                    "model_dir": str(model_dir), "chunk_size": 32,
+                    "concurrency": [int(c) for c in args.triton_concurrency.split(",")]}, args.gateway_core, tmp)
+            gateway_args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir)}
+            with PinnedGateway(gateway_args) as gateway:
+                print(f"gateway pinned to core {args.gateway_core} (pid {gateway.process.pid}, affinity "
+                      f"{sorted(os.sched_getaffinity(gateway.process.pid))}); load generator and Triton on {args.other_cores}", flush=True)
+                result["gateway"] = run_driver({**common, "kind": "gateway", "target": gateway.target,
+                                                "gateway_pid": gateway.process.pid, "concurrency": concurrency},
+                                               args.other_cores, tmp)
+    result["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)  # > 2 on 2 cores: something else ran too
+    result["summary"] = {name: pooled(result["gateway"], name) for name in workloads}
+    for name, s in result["summary"].items():
+        s["gateway_cpu_us_per_token"] = round(s["gateway_cpu_s_per_1000_pairs"] * 1000 / result["workloads"][name]["pair_tokens"]["mean"], 3)
+    print_table(result)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"gateway-capacity-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path.relative_to(PROJECT_ROOT)}")
+    return 0
+
+
+def print_table(result: dict) -> None:
+    print("\nwhat  workload  c   req/s  pairs/s  p50 ms  p99 ms  gw core  pairs/gw-CPU-s  gw CPU-s/1000 pairs  Triton CPU  Triton compute  client CPU  errors")
+    for kind in ("gateway", "triton_alone"):
+        for r in result.get(kind, []):
+            print(f"{'gw' if kind == 'gateway' else 'trt':4s}  {r['workload']:8s} {r['concurrency']:3d} {r['requests_per_s']:7.1f} {r['pairs_per_s']:8.1f}"
+                  f" {r['p50_ms']:7.1f} {r['p99_ms']:7.1f} {r['gateway_core_busy']:8.2f} {r.get('pairs_per_gateway_cpu_s', 0):15.1f}"
+                  f" {r.get('gateway_cpu_s_per_1000_pairs', 0):20.3f} {r['triton_cpu_busy']:11.2f} {r['triton_compute_busy']:15.2f}"
+                  f" {r['driver_cpu_busy']:11.2f} {r['errors']:7d}")
+    print()
+    for name, s in result["summary"].items():
+        tokens = result["workloads"][name]["pair_tokens"]["mean"]
+        print(f"{name} ({tokens} tokens/pair): {s['pairs_per_gateway_cpu_s']} pairs and {s['requests_per_gateway_cpu_s']} requests "
+              f"per gateway CPU-second ({s['gateway_cpu_s_per_1000_pairs']} CPU-s per 1000 pairs, {s['gateway_cpu_us_per_token']} CPU-us "
+              f"per token); best {s['best_pairs_per_s']} pairs/s at c={s['best_at_concurrency']} with the gateway core "
+              f"{s['gateway_core_busy_at_best']:.0%} busy, Triton computing {s['triton_compute_busy_at_best']:.0%} of the time")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
