@@ -8,12 +8,16 @@ token type ids."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import grpc
 import numpy as np
 import pytest
 
 from client import RerankerClient, RerankerError
+from client.cli import main as cli_main
+from client.evaluation import ServiceRanker, Truncation
+from client.evaluation.__main__ import main as evaluation_main
 from reranker.v1 import reranker_pb2, reranker_pb2_grpc
 from server.errors import InvalidRequest
 from server.models import load_tokenizer
@@ -256,3 +260,32 @@ def test_best_window_ties_keep_the_lower_window():
     owners = np.array([0, 0, 0, 1, 2, 2])
     logits = np.array([1.0, 3.0, 3.0, -1.0, 5.0, 5.0], dtype=np.float32)
     assert list(best_rows(logits, owners, 3)) == [1, 3, 4]
+
+
+def test_the_evaluation_harness_scores_with_the_chosen_truncation(gateway, reference, rng, tmp_path, capsys):
+    """``--truncation split`` ranks each passage by its best window: the harness's scores are the
+    reference's best window logits, and differ from TRUNCATION_END's for passages past the first."""
+    rows = [{"query": QUERIES[0], "document": passage(rng, 25), "label": i % 2} for i in range(4)]
+    data = tmp_path / "long.jsonl"
+    data.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    documents = [row["document"] for row in rows]
+    with RerankerClient(gateway.target) as c:
+        split = ServiceRanker(c, truncation=Truncation("split", WINDOW, OVERLAP, MAX_WINDOWS))(QUERIES[0], documents)
+    expected = [reference.logits_of_encodings([e for e, _, _ in transformers_windows(reference, QUERIES[0], d, WINDOW, OVERLAP,
+                                                                                      MAX_WINDOWS)[0]]).max() for d in documents]
+    np.testing.assert_allclose(split, expected, atol=TOL, rtol=0)
+    args = [str(data), "--targets", gateway.target, "--output-dir", str(tmp_path), "--no-progress"]
+    assert evaluation_main(args + ["--truncation", "split", "--window-tokens", str(WINDOW), "--max-windows", "4"]) == 0
+    assert evaluation_main(args + ["--window-tokens", "64"]) == 2
+    assert "need --truncation split" in capsys.readouterr().err
+
+
+def test_the_cli_splits_and_prints_each_documents_best_window(gateway, rng, capsys):
+    documents = [passage(rng, 20), SENTENCES[0]]
+    argv = ["--target", gateway.target, "--split", "--window-tokens", str(WINDOW), "--json", QUERIES[0], *documents]
+    assert cli_main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    for row in rows:
+        w = row["best_window"]
+        assert row["document"][w["start_char"] : w["end_char"]] == w["text"] and w["text"]
+    assert {row["index"] for row in rows} == {0, 1}
