@@ -19,18 +19,33 @@ import grpc
 
 from reranker.v1 import reranker_pb2, reranker_pb2_grpc
 
-__all__ = ["RerankerClient", "AsyncRerankerClient", "RerankResult", "RerankerError"]
+__all__ = ["RerankerClient", "AsyncRerankerClient", "RerankResult", "RerankerError", "Window", "TRUNCATIONS"]
+
+# rerank(truncation=...): what to do with a document longer than the model's input.
+TRUNCATIONS = {"end": reranker_pb2.TRUNCATION_END, "none": reranker_pb2.TRUNCATION_NONE, "split": reranker_pb2.TRUNCATION_SPLIT}
+
+
+@dataclass(frozen=True)
+class Window:
+    """The window of a document that scored best (truncation="split"): its position among the
+    document's windows and its text, ``document[start_char:end_char]``."""
+
+    index: int
+    start_char: int
+    end_char: int
 
 
 @dataclass(frozen=True)
 class RerankResult:
-    """One ranked document: its position in the request, its score, its text if asked for, and the
-    model's logit (the ranking's key: the float32 score saturates at 1.0, the logit does not)."""
+    """One ranked document: its position in the request, its score, its text if asked for, the
+    model's logit (the ranking's key: the float32 score saturates at 1.0, the logit does not) and, with
+    truncation="split", the window that logit is of."""
 
     index: int
     score: float
     document: str | None = None
     logit: float = 0.0
+    best_window: Window | None = None
 
 
 class RerankerError(Exception):
@@ -51,17 +66,44 @@ def _credentials(root_certificates: str | Path | None, client_cert: str | Path |
     return grpc.ssl_channel_credentials(read(root_certificates), read(client_key), read(client_cert))
 
 
+def _truncation(truncate: bool, truncation: str | None, split: bool) -> int:
+    """The request's Truncation from rerank's arguments: ``truncation`` ("end", "none" or "split"), or
+    ``split=True``, else ``truncate`` (True: "end", False: "none", as before)."""
+    if split:
+        if truncation not in (None, "split"):
+            raise ValueError(f"split=True contradicts truncation={truncation!r}")
+        truncation = "split"
+    if truncation is None:
+        return reranker_pb2.TRUNCATION_END if truncate else reranker_pb2.TRUNCATION_NONE
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}; got {truncation!r}")
+    if not truncate and truncation != "none":
+        raise ValueError(f"truncate=False contradicts truncation={truncation!r}")
+    return TRUNCATIONS[truncation]
+
+
+def _options(truncate: bool, truncation: str | None, split: bool, model: str | None, **windows: int | None) -> dict:
+    """The RerankRequest fields every slice of one rerank call shares (checked once, before any call)."""
+    options = {"truncation": _truncation(truncate, truncation, split), "model": model or ""}
+    return options | {name: value for name, value in windows.items() if value is not None}
+
+
 def _request(query: str, documents: Sequence[str], top_k: int | None, return_documents: bool, raw_scores: bool,
-             truncate: bool, model: str | None) -> reranker_pb2.RerankRequest:
+             options: dict) -> reranker_pb2.RerankRequest:
     return reranker_pb2.RerankRequest(
         query=query, documents=list(documents), top_k=top_k, return_documents=return_documents, raw_scores=raw_scores,
-        truncation=reranker_pb2.TRUNCATION_END if truncate else reranker_pb2.TRUNCATION_NONE, model=model or "",
+        **options,
     )
+
+
+def _window(r: reranker_pb2.RankedDocument) -> Window | None:
+    w = r.best_window
+    return Window(w.index, w.start_char, w.end_char) if r.HasField("best_window") else None
 
 
 def _results(response: reranker_pb2.RerankResponse, offset: int = 0) -> list[RerankResult]:
     return [
-        RerankResult(r.index + offset, r.score, r.document if r.HasField("document") else None, r.logit)
+        RerankResult(r.index + offset, r.score, r.document if r.HasField("document") else None, r.logit, _window(r))
         for r in response.results
     ]
 
@@ -126,13 +168,22 @@ class RerankerClient(_Base):
         return info
 
     def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
-               raw_scores: bool = False, truncate: bool = True, model: str | None = None) -> list[RerankResult]:
+               raw_scores: bool = False, truncate: bool = True, model: str | None = None, *,
+               truncation: str | None = None, split: bool = False, window_tokens: int | None = None,
+               window_overlap_tokens: int | None = None, max_windows: int | None = None) -> list[RerankResult]:
         """Documents ranked best first (``index`` = position in ``documents``); ``model``: a served
-        model's name or hub id (default: the server's default model)."""
+        model's name or hub id (default: the server's default model).
+
+        A document longer than the model's input is cut at its end (``truncation="end"``, the default),
+        refused (``"none"``, or ``truncate=False``) or scored window by window and ranked by its best
+        (``"split"``, or ``split=True``; ``window_tokens``, ``window_overlap_tokens`` and ``max_windows``
+        shape the windows, server defaults when None; each result's ``best_window`` names the winner)."""
+        options = _options(truncate, truncation, split, model, window_tokens=window_tokens,
+                           window_overlap_tokens=window_overlap_tokens, max_windows=max_windows)
         if self._max_documents is None and self.split_large_requests:
             self.info()
         parts = [
-            _results(self._call(self.stub.Rerank, _request(query, documents[a:b], top_k, return_documents, raw_scores, truncate, model)), a)
+            _results(self._call(self.stub.Rerank, _request(query, documents[a:b], top_k, return_documents, raw_scores, options)), a)
             for a, b in self._slices(len(documents))
         ]
         return _merge(parts, top_k)
@@ -164,14 +215,19 @@ class AsyncRerankerClient(_Base):
         return info
 
     async def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
-                     raw_scores: bool = False, truncate: bool = True, model: str | None = None) -> list[RerankResult]:
+                     raw_scores: bool = False, truncate: bool = True, model: str | None = None, *,
+                     truncation: str | None = None, split: bool = False, window_tokens: int | None = None,
+                     window_overlap_tokens: int | None = None, max_windows: int | None = None) -> list[RerankResult]:
+        """As ``RerankerClient.rerank``."""
         import asyncio
 
+        options = _options(truncate, truncation, split, model, window_tokens=window_tokens,
+                           window_overlap_tokens=window_overlap_tokens, max_windows=max_windows)
         if self._max_documents is None and self.split_large_requests:
             await self.info()
         slices = self._slices(len(documents))
         responses = await asyncio.gather(*(
-            self._call(self.stub.Rerank, _request(query, documents[a:b], top_k, return_documents, raw_scores, truncate, model))
+            self._call(self.stub.Rerank, _request(query, documents[a:b], top_k, return_documents, raw_scores, options))
             for a, b in slices
         ))
         return _merge([_results(r, a) for r, (a, _) in zip(responses, slices)], top_k)

@@ -58,6 +58,7 @@ class Gateway:
                 max_document_chars=settings.max_document_chars, max_message_bytes=settings.max_message_bytes,
                 chunk_size=settings.chunk_size, max_inflight_pairs=settings.max_inflight_pairs,
                 max_inflight_tokens=settings.max_inflight_tokens, max_concurrent_rpcs=settings.max_concurrent_rpcs,
+                max_windows_per_request=settings.max_windows_per_request,
             ),
             version=VERSION, auth_required=bool(settings.api_keys), models=[m.info for m in models],
         )

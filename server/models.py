@@ -113,7 +113,8 @@ def load_models(settings: Settings) -> ModelRegistry:
     if len(set(names)) != len(names):
         raise SystemExit(f"model names must differ: {names}")
     limits = Limits(settings.max_documents, settings.max_query_chars, settings.max_document_chars,
-                    settings.chunk_size, settings.max_inflight_pairs, settings.max_inflight_tokens)
+                    settings.chunk_size, settings.max_inflight_pairs, settings.max_inflight_tokens,
+                    settings.max_windows_per_request)
     pairs = Admission(limits.max_inflight_pairs, "max_inflight_pairs", "pairs", names)
     tokens = Admission(limits.max_inflight_tokens, "max_inflight_tokens", "tokens", names)
     served = []

@@ -19,8 +19,9 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from server.errors import DeadlineExceeded, InvalidRequest, Overloaded
+from server.windows import Split, Window, Windows, best_rows, resolve, span
 
-__all__ = ["Limits", "RerankJob", "Ranked", "RerankOutcome", "Scorer", "Reranker", "Admission", "PairTokenizer",
+__all__ = ["Limits", "RerankJob", "Ranked", "RerankOutcome", "Tokenized", "Scorer", "Reranker", "Admission", "PairTokenizer",
            "sigmoid", "rank_by_logits"]
 
 # Bound on the caller's time the gateway keeps for itself, to answer DEADLINE_EXCEEDED before the caller's
@@ -52,6 +53,7 @@ class Limits:
     chunk_size: int
     max_inflight_pairs: int
     max_inflight_tokens: int = 1 << 21
+    max_windows: int = 10000  # windows of one TRUNCATION_SPLIT request, all documents together
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class RerankJob:
     top_k: int | None = None
     raw_scores: bool = False
     truncate: bool = True  # False: refuse pairs longer than the model's max length
+    split: Split | None = None  # TRUNCATION_SPLIT: score each document's windows (``truncate`` unused)
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Ranked:
     index: int
     score: float  # sigmoid(logit) in float32, or the logit with raw_scores
     logit: float  # the model's logit: the ranking's key
+    window: Window | None = None  # with TRUNCATION_SPLIT: the best window, whose logit this is
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,26 @@ class RerankOutcome:
     truncated: int
     tokenization_s: float
     inference_s: float
+    windows: int = 0  # pairs scored: one per document, or each document's windows with TRUNCATION_SPLIT
+
+
+@dataclass
+class Tokenized:
+    """A request's pairs, ready to score: ``owners[row]`` is the row's document (a document's rows are
+    consecutive); ``windows[row]`` its window with TRUNCATION_SPLIT (None otherwise)."""
+
+    pairs: list
+    owners: list[int]
+    windows: list[Window] | None
+    truncated: int = 0
+
+    def extend(self, other: "Tokenized", first_index: int) -> None:
+        """Append the pairs of the slice of documents that starts at ``first_index``."""
+        self.pairs += other.pairs
+        self.owners += [first_index + i for i in other.owners]
+        if self.windows is not None:
+            self.windows += other.windows or []
+        self.truncated += other.truncated
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -149,9 +173,12 @@ class PairTokenizer:
         tokenizer.no_truncation()
         return tokenizer
 
+    def encode_query(self, query: str):
+        return self._tok.encode(query, add_special_tokens=False)
+
     def room(self, query: str) -> tuple[object, int]:
         """The query's encoding and how many document tokens fit beside it."""
-        query_encoding = self._tok.encode(query, add_special_tokens=False)
+        query_encoding = self.encode_query(query)
         room = self.max_length - self.special_tokens - len(query_encoding.ids)
         if room < 1:
             raise InvalidRequest(
@@ -184,6 +211,30 @@ class PairTokenizer:
             encodings[i].truncate(room)
         pairs = [self._tok.post_process(query_encoding, e, add_special_tokens=True) for e in encodings]
         return pairs, len(too_long)
+
+    def encode_slice(self, query_encoding, room: int, windows: Windows | None, documents: Sequence[str], truncate: bool,
+                     first_index: int) -> Tokenized:
+        """One slice of a request's documents: their windows (``windows`` set), else one pair each."""
+        if windows is not None:
+            return self.encode_windows(query_encoding, windows, documents)
+        pairs, truncated = self.encode_documents(query_encoding, room, documents, truncate, first_index)
+        return Tokenized(pairs, list(range(len(pairs))), None, truncated)
+
+    def encode_windows(self, query_encoding, windows: Windows, documents: Sequence[str]) -> Tokenized:
+        """Pair encodings of the first ``max_windows`` windows of each document of one slice (owners:
+        positions in the slice), and how many documents had more windows (truncated)."""
+        out = Tokenized([], [], [])
+        for i, encoding in enumerate(self._document_encodings(documents, windows.tokens_needed)):
+            encoding.truncate(windows.room, stride=windows.overlap)
+            parts = [encoding, *encoding.overflowing]
+            out.truncated += len(parts) > windows.max_windows
+            for w, part in enumerate(parts[: windows.max_windows]):
+                # Each part joined on its own: the joined pair's overflowing parts would keep the
+                # document's token type 0, where transformers gives the document type 1 in every window.
+                out.pairs.append(self._tok.post_process(query_encoding, part, add_special_tokens=True))
+                out.owners.append(i)
+                out.windows.append(span(part, w))
+        return out
 
     def _document_encodings(self, documents: Sequence[str], room: int) -> list:
         """Each document's encoding, exact in its first ``room`` tokens, without tokenizing far more than
@@ -249,51 +300,72 @@ class Reranker:
         self.validate(job)
         budget = timeout_s if timeout_s is not None else self.default_timeout_s
         deadline = time.monotonic() + budget - min(DEADLINE_MARGIN_S, 0.1 * budget)
-        pairs = len(job.documents)
-        self.admission.acquire(pairs, self.name)
+        documents = len(job.documents)
+        # Pairs are admitted one per document before tokenizing; a split request's are its windows, known
+        # once tokenized (swapped in with no await between: as one request alone, a big one still runs).
+        admitted = documents
+        self.admission.acquire(admitted, self.name)
         try:
             started = time.perf_counter()
-            encoded, truncated = await self._tokenize(job, deadline)
+            encoded = await self._tokenize(job, deadline)
             tokenized = time.perf_counter()
-            tokens = sum(len(pair.ids) for pair in encoded)
+            if len(encoded.pairs) != admitted:
+                self.admission.release(admitted, self.name)
+                admitted = 0
+                self.admission.acquire(len(encoded.pairs), self.name)
+                admitted = len(encoded.pairs)
+            tokens = sum(len(pair.ids) for pair in encoded.pairs)
             self.token_admission.acquire(tokens, self.name)
             try:
-                logits = await self._score(encoded, deadline)
+                row_logits = await self._score(encoded.pairs, deadline)
             finally:
                 self.token_admission.release(tokens, self.name)
             inferred = time.perf_counter()
         finally:
-            self.admission.release(pairs, self.name)
+            self.admission.release(admitted, self.name)
+        best = best_rows(row_logits, np.asarray(encoded.owners), documents)
+        logits = row_logits[best]
         scores = logits if job.raw_scores else sigmoid(logits)
         order = rank_by_logits(logits)
         if job.top_k is not None:
             order = order[: job.top_k]
+        windows = encoded.windows
         return RerankOutcome(
-            results=[Ranked(int(i), float(scores[i]), float(logits[i])) for i in order],
-            documents=pairs,
+            results=[Ranked(int(i), float(scores[i]), float(logits[i]), windows[best[i]] if windows else None) for i in order],
+            documents=documents,
             input_tokens=tokens,
-            truncated=truncated,
+            truncated=encoded.truncated,
             tokenization_s=tokenized - started,
             inference_s=inferred - tokenized,
+            windows=len(encoded.pairs),
         )
 
-    async def _tokenize(self, job: RerankJob, deadline: float) -> tuple[list, int]:
+    async def _tokenize(self, job: RerankJob, deadline: float) -> Tokenized:
         """Pairs of the whole request, tokenized off the event loop one slice of documents at a time."""
         loop = asyncio.get_running_loop()
         tok = self.tokenizer
-        query_encoding, room = await loop.run_in_executor(tok.executor, tok.room, job.query)
-        ids: list = []
-        truncated = 0
+        windows = None
+        if job.split is not None:
+            query_encoding = await loop.run_in_executor(tok.executor, tok.encode_query, job.query)
+            windows = resolve(job.split, tok.max_length, tok.special_tokens, len(query_encoding.ids), self.limits.max_windows)
+            room = windows.room
+        else:
+            query_encoding, room = await loop.run_in_executor(tok.executor, tok.room, job.query)
+        out = Tokenized([], [], [] if windows else None)
         for start in range(0, len(job.documents), TOKENIZE_SLICE):
             if time.monotonic() >= deadline:
                 raise DeadlineExceeded("deadline exceeded while tokenizing")
             part = job.documents[start : start + TOKENIZE_SLICE]
-            slice_ids, slice_truncated = await loop.run_in_executor(
-                tok.executor, tok.encode_documents, query_encoding, room, part, job.truncate, start
-            )
-            ids += slice_ids
-            truncated += slice_truncated
-        return ids, truncated
+            out.extend(await loop.run_in_executor(
+                tok.executor, tok.encode_slice, query_encoding, room, windows, part, job.truncate, start
+            ), start)
+            if len(out.pairs) > self.limits.max_windows and windows:
+                raise InvalidRequest(
+                    f"documents 0-{start + len(part) - 1} already make {len(out.pairs)} windows; "
+                    f"max_windows_per_request={self.limits.max_windows} (lower max_windows or the overlap, "
+                    f"raise window_tokens, or send fewer documents)"
+                )
+        return out
 
     async def _score(self, pairs: list, deadline: float) -> np.ndarray:
         """Length-sorted chunks of ``chunk_size`` pairs, each padded to its own longest, sent concurrently."""

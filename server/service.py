@@ -9,14 +9,16 @@ import asyncio
 import logging
 import time
 import uuid
+from dataclasses import replace
 
 import grpc
 
 from reranker.v1 import reranker_pb2, reranker_pb2_grpc
-from server.errors import RerankerError, status_of
+from server.errors import InvalidRequest, RerankerError, status_of
 from server.metrics import NO_MODEL, GatewayMetrics
 from server.models import ModelRegistry, ServedModel
 from server.reranking import RerankJob, RerankOutcome
+from server.windows import Split
 
 __all__ = ["RerankerService"]
 
@@ -48,6 +50,7 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
         self.metrics.in_flight.inc()
         code, outcome, error, model = grpc.StatusCode.OK, None, "", None
         try:
+            job = replace(job, split=_split(request))
             model = self.models.get(request.model)
             outcome = await model.reranker.rerank(job, timeout_s=context.time_remaining())
         except RerankerError as exc:
@@ -78,15 +81,19 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
 
     def _response(self, request: reranker_pb2.RerankRequest, model: ServedModel, outcome: RerankOutcome,
                   total_s: float) -> reranker_pb2.RerankResponse:
-        results = [
-            reranker_pb2.RankedDocument(index=r.index, score=r.score, logit=r.logit, document=request.documents[r.index])
-            if request.return_documents
-            else reranker_pb2.RankedDocument(index=r.index, score=r.score, logit=r.logit)
-            for r in outcome.results
-        ]
+        results = []
+        for r in outcome.results:
+            result = reranker_pb2.RankedDocument(index=r.index, score=r.score, logit=r.logit)
+            if request.return_documents:
+                result.document = request.documents[r.index]
+            if r.window is not None:
+                result.best_window.CopyFrom(reranker_pb2.Window(index=r.window.index, start_char=r.window.start_char,
+                                                                end_char=r.window.end_char))
+            results.append(result)
         return reranker_pb2.RerankResponse(
             results=results,
-            usage=reranker_pb2.Usage(documents=outcome.documents, input_tokens=outcome.input_tokens, truncated_documents=outcome.truncated),
+            usage=reranker_pb2.Usage(documents=outcome.documents, input_tokens=outcome.input_tokens,
+                                     truncated_documents=outcome.truncated, windows=outcome.windows),
             timings=reranker_pb2.Timings(
                 tokenization_ns=int(outcome.tokenization_s * 1e9), inference_ns=int(outcome.inference_s * 1e9), total_ns=int(total_s * 1e9)
             ),
@@ -117,6 +124,7 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
             "documents": len(job.documents),
             "tokens": outcome.input_tokens if outcome else None,
             "truncated": outcome.truncated if outcome else None,
+            "windows": outcome.windows if outcome and job.split else None,
             "duration_ms": round(duration * 1000, 3),
         }
         if error:
@@ -127,6 +135,19 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
                                          grpc.StatusCode.CANCELLED) else logging.WARNING
         # The handler's formatter (gateway.configure_logging) writes the fields as JSON, or this text.
         log.log(level, " ".join(f"{k}={v}" for k, v in entry.items() if v is not None), extra={"fields": entry})
+
+
+_WINDOW_FIELDS = ("window_tokens", "window_overlap_tokens", "max_windows")
+
+
+def _split(request: reranker_pb2.RerankRequest) -> Split | None:
+    """The request's TRUNCATION_SPLIT parameters (None with the other truncations, which refuse them)."""
+    given = {name: getattr(request, name) for name in _WINDOW_FIELDS if request.HasField(name)}
+    if request.truncation != reranker_pb2.TRUNCATION_SPLIT:
+        if given:
+            raise InvalidRequest(f"{', '.join(given)} apply only with TRUNCATION_SPLIT")
+        return None
+    return Split(given.get("window_tokens"), given.get("window_overlap_tokens"), given.get("max_windows"))
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:

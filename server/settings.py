@@ -48,6 +48,9 @@ class Settings:
     max_documents: int = _knob(1000, "Max documents per Rerank request")
     max_query_chars: int = _knob(8192, "Max characters of the query")
     max_document_chars: int = _knob(65536, "Max characters of one document")
+    max_windows_per_request: int = _knob(
+        10000, "Max windows of one TRUNCATION_SPLIT request, all documents together (also the most max_windows a request may ask per document)"
+    )
     max_message_bytes: int = _knob(32 * 1024 * 1024, "Max gRPC message size accepted and sent, in bytes")
     max_inflight_pairs: int = _knob(8192, "Pairs admitted at once across all calls; beyond it RESOURCE_EXHAUSTED at once")
     max_inflight_tokens: int = _knob(
@@ -79,6 +82,7 @@ class Settings:
             "max_query_chars": (self.max_query_chars > 0, "> 0"),
             "max_document_chars": (self.max_document_chars > 0, "> 0"),
             "max_message_bytes": (self.max_message_bytes > 0, "> 0"),
+            "max_windows_per_request": (self.max_windows_per_request > 0, "> 0"),
             "max_inflight_pairs": (self.max_inflight_pairs >= self.max_documents, ">= max_documents"),
             "max_inflight_tokens": (self.max_inflight_tokens > 0, "> 0"),
             "max_concurrent_rpcs": (self.max_concurrent_rpcs > 0, "> 0"),

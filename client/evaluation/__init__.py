@@ -21,7 +21,7 @@ from client.evaluation.metrics import (
     rank_by_scores,
     reciprocal_rank,
 )
-from client.evaluation.rankers import LocalRanker, Ranker, ServiceRanker, Target, open_ranker, open_rankers, parse_targets
+from client.evaluation.rankers import LocalRanker, Ranker, ServiceRanker, Target, Truncation, open_ranker, open_rankers, parse_targets
 from client.evaluation.report import markdown_table, to_json, write_reports
 
 # The 20-query Arabic sample written for this project (graded labels 0-2).
@@ -40,6 +40,7 @@ __all__ = [
     "Ranker",
     "ServiceRanker",
     "Target",
+    "Truncation",
     "average_precision",
     "evaluate",
     "evaluate_targets",

@@ -10,7 +10,7 @@ from pathlib import Path
 from client.evaluation.dataset import DatasetError, load_dataset
 from client.evaluation.harness import EvaluationError, evaluate_targets
 from client.evaluation.metrics import DEFAULT_K
-from client.evaluation.rankers import DEFAULT_GATEWAY, parse_targets
+from client.evaluation.rankers import DEFAULT_GATEWAY, Truncation, parse_targets
 from client.evaluation.report import markdown_table, summary_line, write_reports
 
 
@@ -35,6 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="queries with no relevant passage: left out of the means (skip, default) "
         "or counted as 0 (zero, as trec_eval)",
     )
+    parser.add_argument(
+        "--truncation",
+        choices=("end", "none", "split"),
+        default="end",
+        help="what gateways do with passages longer than the model's input: cut the end (default), refuse, "
+        "or split: score every window and rank by the best (compare runs to measure its effect)",
+    )
+    parser.add_argument("--window-tokens", type=int, help="with --truncation split: tokens of each (query, window) pair")
+    parser.add_argument("--window-overlap-tokens", type=int, help="with --truncation split: tokens a window repeats")
+    parser.add_argument("--max-windows", type=int, help="with --truncation split: windows scored per passage")
     parser.add_argument("--concurrency", type=int, default=4, help="queries in flight per gateway (default 4)")
     parser.add_argument("--output-dir", type=Path, default=Path("logs/eval"), help="where <data name>.json/.md go")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -46,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.k < 1 or args.concurrency < 1:
         print("error: --k and --concurrency must be at least 1", file=sys.stderr)
+        return 2
+    if args.truncation != "split" and any(v is not None for v in (args.window_tokens, args.window_overlap_tokens, args.max_windows)):
+        print("error: --window-tokens, --window-overlap-tokens and --max-windows need --truncation split", file=sys.stderr)
         return 2
     try:
         targets = parse_targets(args.targets)
@@ -61,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             skip_no_relevant=args.no_relevant == "skip",
             concurrency=args.concurrency,
             progress=not args.no_progress,
+            truncation=Truncation(args.truncation, args.window_tokens, args.window_overlap_tokens, args.max_windows),
         )
     except (EvaluationError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

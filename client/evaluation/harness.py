@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from client.evaluation.dataset import QueryGroup
 from client.evaluation.metrics import DEFAULT_K, MeanMetrics, QueryMetrics, mean_metrics, query_metrics, rank_by_scores
-from client.evaluation.rankers import Ranker, Target, open_rankers
+from client.evaluation.rankers import Ranker, Target, Truncation, open_rankers
 
 
 class EvaluationError(RuntimeError):
@@ -94,14 +94,15 @@ def evaluate(
     return ModelReport(name, target, k, means, tuple(results), seconds)
 
 
-def evaluate_targets(groups: Sequence[QueryGroup], targets: Sequence[Target], **options) -> list[ModelReport]:
+def evaluate_targets(groups: Sequence[QueryGroup], targets: Sequence[Target], truncation: Truncation | None = None,
+                     **options) -> list[ModelReport]:
     """Evaluate each target in turn, every model a gateway serves as its own row (options as for
-    ``evaluate``); names are made unique for the table."""
+    ``evaluate``; ``truncation``: what gateways do with long passages); names are made unique for the table."""
     reports: list[ModelReport] = []
     for target in targets:
         with contextlib.ExitStack() as stack:
             try:
-                rankers = stack.enter_context(open_rankers(target))
+                rankers = stack.enter_context(open_rankers(target, truncation))
             except Exception as exc:  # unreachable gateway, missing model dir, unknown model, ...
                 raise EvaluationError(f"cannot open target {target.spec!r}: {exc}") from exc
             for name, ranker in rankers:

@@ -21,6 +21,23 @@ LOCAL_PREFIX = "local:"
 _UNSET_MAX_LENGTH = 10**9
 
 
+@dataclass(frozen=True)
+class Truncation:
+    """What the service does with documents longer than the model's input: "end" (cut), "none"
+    (refuse) or "split" (score each window, rank by the best; the window fields shape them, the
+    server's defaults when None). Passed to the service's rerank as is."""
+
+    mode: str = "end"
+    window_tokens: int | None = None
+    window_overlap_tokens: int | None = None
+    max_windows: int | None = None
+
+    def options(self) -> dict:
+        windows = {"window_tokens": self.window_tokens, "window_overlap_tokens": self.window_overlap_tokens,
+                   "max_windows": self.max_windows}
+        return {"truncation": self.mode} | {k: v for k, v in windows.items() if v is not None}
+
+
 class Ranker(Protocol):
     """The model's logit for every document of one query; the i-th belongs to ``documents[i]``."""
 
@@ -77,13 +94,14 @@ class ServiceRanker:
     its ``rerank``). The client splits groups larger than the gateway's ``max_documents_per_request``;
     each pair's score does not depend on the rest of its request, so the scores equal one request's."""
 
-    def __init__(self, client: Any, model: str | None = None) -> None:
+    def __init__(self, client: Any, model: str | None = None, truncation: Truncation | None = None) -> None:
         self._client = client
         self.model = model
+        self.truncation = truncation  # None: the client's default (cut at the end)
 
     def __call__(self, query: str, documents: Sequence[str]) -> list[float]:
         scores: list[float | None] = [None] * len(documents)
-        for result in self._client.rerank(query, list(documents), model=self.model):
+        for result in self._client.rerank(query, list(documents), model=self.model, **(self.truncation.options() if self.truncation else {})):
             scores[result.index] = float(result.logit)
         missing = [i for i, s in enumerate(scores) if s is None]
         if missing:
@@ -136,10 +154,13 @@ class LocalRanker:
 
 
 @contextlib.contextmanager
-def open_rankers(target: Target) -> Iterator[list[tuple[str, Ranker]]]:
+def open_rankers(target: Target, truncation: Truncation | None = None) -> Iterator[list[tuple[str, Ranker]]]:
     """The rankers of a target and their display names: one per model a gateway serves (its model id),
-    or the one model a ``host:port/model`` target or a ``local:`` directory names."""
+    or the one model a ``host:port/model`` target or a ``local:`` directory names. ``truncation``
+    applies to gateways; the in-process model always cuts at the end."""
     if target.is_local:
+        if truncation is not None and truncation.mode != "end":
+            raise ValueError(f"local targets cut long documents at the end; truncation {truncation.mode!r} is the service's")
         ranker = LocalRanker(target.location)
         yield [(target.name or f"{ranker.model_dir.name} (in-process)", ranker)]
         return
@@ -153,7 +174,7 @@ def open_rankers(target: Target) -> Iterator[list[tuple[str, Ranker]]]:
                 names = ", ".join(m.name for m in served)
                 raise ValueError(f"{target.location} serves no model {target.model!r} (it serves {names})")
             served = chosen
-        rankers = [(m.model_id or m.name, ServiceRanker(client, m.name)) for m in served]
+        rankers = [(m.model_id or m.name, ServiceRanker(client, m.name, truncation)) for m in served]
         if target.name:
             rankers = [(target.name if len(rankers) == 1 else f"{target.name}/{name}", r) for name, r in rankers]
         yield rankers

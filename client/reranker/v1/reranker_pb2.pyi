@@ -12,12 +12,14 @@ class Truncation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRUNCATION_UNSPECIFIED: _ClassVar[Truncation]
     TRUNCATION_END: _ClassVar[Truncation]
     TRUNCATION_NONE: _ClassVar[Truncation]
+    TRUNCATION_SPLIT: _ClassVar[Truncation]
 TRUNCATION_UNSPECIFIED: Truncation
 TRUNCATION_END: Truncation
 TRUNCATION_NONE: Truncation
+TRUNCATION_SPLIT: Truncation
 
 class RerankRequest(_message.Message):
-    __slots__ = ("query", "documents", "top_k", "return_documents", "raw_scores", "truncation", "model")
+    __slots__ = ("query", "documents", "top_k", "return_documents", "raw_scores", "truncation", "model", "window_tokens", "window_overlap_tokens", "max_windows")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +27,9 @@ class RerankRequest(_message.Message):
     RAW_SCORES_FIELD_NUMBER: _ClassVar[int]
     TRUNCATION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_OVERLAP_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     query: str
     documents: _containers.RepeatedScalarFieldContainer[str]
     top_k: int
@@ -32,29 +37,46 @@ class RerankRequest(_message.Message):
     raw_scores: bool
     truncation: Truncation
     model: str
-    def __init__(self, query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., return_documents: _Optional[bool] = ..., raw_scores: _Optional[bool] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., model: _Optional[str] = ...) -> None: ...
+    window_tokens: int
+    window_overlap_tokens: int
+    max_windows: int
+    def __init__(self, query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., return_documents: _Optional[bool] = ..., raw_scores: _Optional[bool] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., model: _Optional[str] = ..., window_tokens: _Optional[int] = ..., window_overlap_tokens: _Optional[int] = ..., max_windows: _Optional[int] = ...) -> None: ...
+
+class Window(_message.Message):
+    __slots__ = ("index", "start_char", "end_char")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    START_CHAR_FIELD_NUMBER: _ClassVar[int]
+    END_CHAR_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    start_char: int
+    end_char: int
+    def __init__(self, index: _Optional[int] = ..., start_char: _Optional[int] = ..., end_char: _Optional[int] = ...) -> None: ...
 
 class RankedDocument(_message.Message):
-    __slots__ = ("index", "score", "document", "logit")
+    __slots__ = ("index", "score", "document", "logit", "best_window")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     DOCUMENT_FIELD_NUMBER: _ClassVar[int]
     LOGIT_FIELD_NUMBER: _ClassVar[int]
+    BEST_WINDOW_FIELD_NUMBER: _ClassVar[int]
     index: int
     score: float
     document: str
     logit: float
-    def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., document: _Optional[str] = ..., logit: _Optional[float] = ...) -> None: ...
+    best_window: Window
+    def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., document: _Optional[str] = ..., logit: _Optional[float] = ..., best_window: _Optional[_Union[Window, _Mapping]] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("documents", "input_tokens", "truncated_documents")
+    __slots__ = ("documents", "input_tokens", "truncated_documents", "windows")
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
     documents: int
     input_tokens: int
     truncated_documents: int
-    def __init__(self, documents: _Optional[int] = ..., input_tokens: _Optional[int] = ..., truncated_documents: _Optional[int] = ...) -> None: ...
+    windows: int
+    def __init__(self, documents: _Optional[int] = ..., input_tokens: _Optional[int] = ..., truncated_documents: _Optional[int] = ..., windows: _Optional[int] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("tokenization_ns", "inference_ns", "total_ns")
@@ -83,7 +105,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_documents_per_request", "max_query_chars", "max_document_chars", "max_message_bytes", "chunk_size", "max_inflight_pairs", "max_inflight_tokens", "max_concurrent_rpcs")
+    __slots__ = ("max_documents_per_request", "max_query_chars", "max_document_chars", "max_message_bytes", "chunk_size", "max_inflight_pairs", "max_inflight_tokens", "max_concurrent_rpcs", "max_windows_per_request")
     MAX_DOCUMENTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_QUERY_CHARS_FIELD_NUMBER: _ClassVar[int]
     MAX_DOCUMENT_CHARS_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +114,7 @@ class Limits(_message.Message):
     MAX_INFLIGHT_PAIRS_FIELD_NUMBER: _ClassVar[int]
     MAX_INFLIGHT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENT_RPCS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WINDOWS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     max_documents_per_request: int
     max_query_chars: int
     max_document_chars: int
@@ -100,7 +123,8 @@ class Limits(_message.Message):
     max_inflight_pairs: int
     max_inflight_tokens: int
     max_concurrent_rpcs: int
-    def __init__(self, max_documents_per_request: _Optional[int] = ..., max_query_chars: _Optional[int] = ..., max_document_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., chunk_size: _Optional[int] = ..., max_inflight_pairs: _Optional[int] = ..., max_inflight_tokens: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ...) -> None: ...
+    max_windows_per_request: int
+    def __init__(self, max_documents_per_request: _Optional[int] = ..., max_query_chars: _Optional[int] = ..., max_document_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., chunk_size: _Optional[int] = ..., max_inflight_pairs: _Optional[int] = ..., max_inflight_tokens: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ..., max_windows_per_request: _Optional[int] = ...) -> None: ...
 
 class ServedModel(_message.Message):
     __slots__ = ("name", "model_id", "aliases", "triton_model", "max_input_length", "dtype", "engine", "is_default", "token_type_ids")

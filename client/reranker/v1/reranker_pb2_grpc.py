@@ -52,7 +52,7 @@ class RerankerServicer:
     def Rerank(self, request, context):
         """Scores every (query, document) pair with the cross-encoder and returns the documents best first.
         Errors: NOT_FOUND (`model` names no served model; the message lists them), INVALID_ARGUMENT (empty query, no documents, a limit broken, a too-long pair with
-        TRUNCATION_NONE), RESOURCE_EXHAUSTED (overloaded: retry later), UNAVAILABLE (no Triton endpoint
+        TRUNCATION_NONE, too many windows or bad window settings with TRUNCATION_SPLIT), RESOURCE_EXHAUSTED (overloaded: retry later), UNAVAILABLE (no Triton endpoint
         can serve), DEADLINE_EXCEEDED (the caller's deadline, or the gateway's default timeout, passed;
         the gateway stops the work a little before the caller's deadline), UNAUTHENTICATED (API key
         required and missing or wrong).
