@@ -174,6 +174,7 @@ class PairTokenizer:
         return tokenizer
 
     def encode_query(self, query: str):
+        """The query's own tokens (no special tokens), as every pair of the request starts with them."""
         return self._tok.encode(query, add_special_tokens=False)
 
     def room(self, query: str) -> tuple[object, int]:
@@ -331,7 +332,8 @@ class Reranker:
             order = order[: job.top_k]
         windows = encoded.windows
         return RerankOutcome(
-            results=[Ranked(int(i), float(scores[i]), float(logits[i]), windows[best[i]] if windows else None) for i in order],
+            results=[Ranked(int(i), float(scores[i]), float(logits[i]), windows[best[i]] if windows is not None else None)
+                     for i in order],
             documents=documents,
             input_tokens=tokens,
             truncated=encoded.truncated,
@@ -351,7 +353,7 @@ class Reranker:
             room = windows.room
         else:
             query_encoding, room = await loop.run_in_executor(tok.executor, tok.room, job.query)
-        out = Tokenized([], [], [] if windows else None)
+        out = Tokenized([], [], [] if windows is not None else None)
         for start in range(0, len(job.documents), TOKENIZE_SLICE):
             if time.monotonic() >= deadline:
                 raise DeadlineExceeded("deadline exceeded while tokenizing")
@@ -359,7 +361,7 @@ class Reranker:
             out.extend(await loop.run_in_executor(
                 tok.executor, tok.encode_slice, query_encoding, room, windows, part, job.truncate, start
             ), start)
-            if len(out.pairs) > self.limits.max_windows and windows:
+            if windows is not None and len(out.pairs) > self.limits.max_windows:
                 raise InvalidRequest(
                     f"documents 0-{start + len(part) - 1} already make {len(out.pairs)} windows; "
                     f"max_windows_per_request={self.limits.max_windows} (lower max_windows or the overlap, "
