@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.run import PROJECT_ROOT, RESULTS, _git_commit, _machine, _versions
+from bench.run import PROJECT_ROOT, _git_commit, _machine, _versions, write_result
 from bench.workload import Workload, make_workload
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -411,10 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, s in result["summary"].items():
         s["gateway_cpu_us_per_token"] = round(s["gateway_cpu_s_per_1000_pairs"] * 1000 / result["workloads"][name]["pair_tokens"]["mean"], 3)
     print_table(result)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"gateway-capacity-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path.relative_to(PROJECT_ROOT)}")
+    write_result("gateway-capacity", result)
     return 0
 
 

@@ -17,14 +17,13 @@ scores mean nothing, tokenization and compute are the real model's.
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.run import RESULTS, _machine
+from bench.run import _machine, write_result
 from client import RerankerClient, RerankerError
 from server.gateway_process import GatewayProcess
 from server.model_store import prepare
@@ -129,10 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"small calls alone:            {alone}")
     print(f"small calls beside worst case: {loaded}")
     print(f"worst-case request durations (s): {result['worst_case_request_s']}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"intake-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    write_result("intake", result)
     return 0
 
 

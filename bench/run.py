@@ -41,6 +41,15 @@ OVERHEAD_DOCS = 10  # the overhead target is stated for one request of 10 docume
 SMOKE_SYSTEMS = ("limit-onnx", "sentence-transformers", "service-onnx")
 
 
+def write_result(prefix: str, result: dict) -> Path:
+    """Write one measurement's figures to ``bench/results/<prefix>-<timestamp>.json`` and say where."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path.relative_to(PROJECT_ROOT)}")
+    return path
+
+
 def _machine() -> dict:
     cpu = platform.processor() or "unknown"
     try:

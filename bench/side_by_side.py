@@ -11,13 +11,11 @@ Writes ``bench/results/side-by-side-<timestamp>.json``. Random-weight offline mo
 from __future__ import annotations
 
 import argparse
-import json
-import time
 
 import numpy as np
 
 from bench.loadgen import run_level
-from bench.run import RESULTS, _machine
+from bench.run import _machine, write_result
 from bench.workload import make_workload
 from client import RerankerClient
 from server.gateway_process import GatewayProcess
@@ -64,10 +62,7 @@ def main(argv: list[str] | None = None) -> int:
               "ratio": round(float(np.mean(beside) / np.mean(alone)), 3)}
     print(f"{args.model} alone {result['alone_mean']} pairs/s, beside an idle {args.beside} {result['beside_mean']} "
           f"pairs/s: ratio {result['ratio']} (runs alone {alone}, beside {beside})")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"side-by-side-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    write_result("side-by-side", result)
     return 0
 
 

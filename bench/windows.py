@@ -14,14 +14,13 @@ scores mean nothing, tokenization and compute are the real model's.
 from __future__ import annotations
 
 import argparse
-import json
 import threading
 import time
 
 import grpc
 import numpy as np
 
-from bench.run import RESULTS, _machine
+from bench.run import _machine, write_result
 from reranker.v1 import reranker_pb2, reranker_pb2_grpc
 from server.gateway_process import GatewayProcess
 from server.model_store import prepare
@@ -102,10 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, mode in MODES.items():
                 result["modes"][name] = load(gateway.target, mode, requests, args.clients, args.seconds)
                 print(f"{name:>5}: {result['modes'][name]}", flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"windows-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path}")
+    write_result("windows", result)
     return 0
 
 
