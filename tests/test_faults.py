@@ -261,7 +261,7 @@ def test_sigterm_finishes_calls_in_flight_reports_not_serving_and_exits_0(triton
                 with RerankerClient(gateway.target, timeout=60) as client:
                     return len(client.rerank(QUERIES[0], documents))
             futures = [pool.submit(call) for _ in range(4)]
-            time.sleep(0.5)  # the calls are in flight
+            wait_until(lambda: metric_sum(gateway.metrics_url, "reranker_requests_in_flight") == 4, 30.0)
             gateway.terminate()
             gateway.wait_status(NOT_SERVING, 5)  # drain: still answering, but NOT_SERVING
             assert [f.result() for f in futures] == [120] * 4
@@ -284,7 +284,8 @@ def test_tritons_bounded_queue_surfaces_as_resource_exhausted(tiny_model_dir, tm
                     client.rerank(QUERIES[0], documents)
                 assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
                 assert "capacity" in err.value.details
-                time.sleep(2.0)  # let the queue drain
+                drained = lambda: metric_sum(triton.metrics_url, "nv_inference_pending_request_count") == 0  # noqa: E731
+                wait_until(drained, 60.0)
                 assert len(client.rerank(QUERIES[0], documents[:1])) == 1  # a request that fits still passes
 
 
@@ -359,16 +360,20 @@ def test_an_expired_deadline_is_deadline_exceeded_and_stops_the_triton_work(one_
     assert recorded() == {"DEADLINE_EXCEEDED": 1, "CANCELLED": 0}, gateway.log_tail()
 
 
-def gateway_requests(gateway: GatewayProcess, code: str) -> float:
-    """reranker_requests_total{method="Rerank", code=...} of a gateway."""
+def metric_sum(url: str, name: str, **labels: str) -> float:
+    """The sum of a /metrics page's samples called ``name`` whose labels include ``labels``."""
     import urllib.request
 
-    with urllib.request.urlopen(gateway.metrics_url, timeout=5) as response:
+    with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
-    for line in text.splitlines():
-        if line.startswith("reranker_requests_total{") and f'code="{code}"' in line and 'method="Rerank"' in line:
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError(f"no reranker_requests_total for {code}")
+    wanted = [f'{key}="{value}"' for key, value in labels.items()]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + ("{" if labels else "")) and all(w in line for w in wanted))
+
+
+def gateway_requests(gateway: GatewayProcess, code: str) -> float:
+    """reranker_requests_total{method="Rerank", code=...} of a gateway, every model together."""
+    return metric_sum(gateway.metrics_url, "reranker_requests_total", method="Rerank", code=code)
 
 
 def wait_until(condition, bound_s: float) -> None:
