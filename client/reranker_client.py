@@ -22,7 +22,8 @@ from reranker.v1 import reranker_pb2, reranker_pb2_grpc
 __all__ = ["RerankerClient", "AsyncRerankerClient", "RerankResult", "RerankerError", "Window", "TRUNCATIONS"]
 
 # rerank(truncation=...): what to do with a document longer than the model's input.
-TRUNCATIONS = {"end": reranker_pb2.TRUNCATION_END, "none": reranker_pb2.TRUNCATION_NONE, "split": reranker_pb2.TRUNCATION_SPLIT}
+TRUNCATIONS = {"end": reranker_pb2.TRUNCATION_END, "start": reranker_pb2.TRUNCATION_START,
+               "none": reranker_pb2.TRUNCATION_NONE, "split": reranker_pb2.TRUNCATION_SPLIT}
 
 
 @dataclass(frozen=True)
@@ -170,16 +171,19 @@ class RerankerClient(_Base):
     def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
                raw_scores: bool = False, truncate: bool = True, model: str | None = None, *,
                truncation: str | None = None, split: bool = False, window_tokens: int | None = None,
-               window_overlap_tokens: int | None = None, max_windows: int | None = None) -> list[RerankResult]:
+               window_overlap_tokens: int | None = None, max_windows: int | None = None,
+               max_document_tokens: int | None = None) -> list[RerankResult]:
         """Documents ranked best first (``index`` = position in ``documents``); ``model``: a served
         model's name or hub id (default: the server's default model).
 
         A document longer than the model's input is cut at its end (``truncation="end"``, the default),
-        refused (``"none"``, or ``truncate=False``) or scored window by window and ranked by its best
+        at its start (``"start"``: its last tokens kept), refused (``"none"``, or ``truncate=False``) or scored window by window and ranked by its best
         (``"split"``, or ``split=True``; ``window_tokens``, ``window_overlap_tokens`` and ``max_windows``
-        shape the windows, server defaults when None; each result's ``best_window`` names the winner)."""
+        shape the windows, server defaults when None; each result's ``best_window`` names the winner).
+        ``max_document_tokens`` cuts every document to that many tokens first (Cohere's max_tokens_per_doc)."""
         options = _options(truncate, truncation, split, model, window_tokens=window_tokens,
-                           window_overlap_tokens=window_overlap_tokens, max_windows=max_windows)
+                           window_overlap_tokens=window_overlap_tokens, max_windows=max_windows,
+                           max_document_tokens=max_document_tokens)
         if self._max_documents is None and self.split_large_requests:
             self.info()
         parts = [
@@ -217,12 +221,14 @@ class AsyncRerankerClient(_Base):
     async def rerank(self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
                      raw_scores: bool = False, truncate: bool = True, model: str | None = None, *,
                      truncation: str | None = None, split: bool = False, window_tokens: int | None = None,
-                     window_overlap_tokens: int | None = None, max_windows: int | None = None) -> list[RerankResult]:
+                     window_overlap_tokens: int | None = None, max_windows: int | None = None,
+                     max_document_tokens: int | None = None) -> list[RerankResult]:
         """As ``RerankerClient.rerank``."""
         import asyncio
 
         options = _options(truncate, truncation, split, model, window_tokens=window_tokens,
-                           window_overlap_tokens=window_overlap_tokens, max_windows=max_windows)
+                           window_overlap_tokens=window_overlap_tokens, max_windows=max_windows,
+                           max_document_tokens=max_document_tokens)
         if self._max_documents is None and self.split_large_requests:
             await self.info()
         slices = self._slices(len(documents))

@@ -18,7 +18,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from server.errors import DeadlineExceeded, InvalidRequest, Overloaded
+from server.errors import DeadlineExceeded, EmptyRequest, InvalidRequest, Overloaded
 from server.windows import Split, Window, Windows, best_rows, resolve, span
 
 __all__ = ["Limits", "RerankJob", "Ranked", "RerankOutcome", "Tokenized", "Scorer", "Reranker", "Admission", "PairTokenizer",
@@ -64,6 +64,8 @@ class RerankJob:
     raw_scores: bool = False
     truncate: bool = True  # False: refuse pairs longer than the model's max length
     split: Split | None = None  # TRUNCATION_SPLIT: score each document's windows (``truncate`` unused)
+    from_start: bool = False  # cut a long document's start (keep its last tokens) instead of its end
+    max_document_tokens: int | None = None  # cut each document to this many tokens (Cohere's max_tokens_per_doc)
 
 
 @dataclass(frozen=True)
@@ -188,47 +190,53 @@ class PairTokenizer:
             )
         return query_encoding, room
 
-    def encode(self, query: str, documents: Sequence[str], truncate: bool) -> tuple[list[list[int]], int]:
+    def encode(self, query: str, documents: Sequence[str], truncate: bool, from_start: bool = False,
+               max_document_tokens: int | None = None) -> tuple[list[list[int]], int]:
         """Token ids of every (query, document) pair, and how many documents were truncated."""
         query_encoding, room = self.room(query)
-        pairs, truncated = self.encode_documents(query_encoding, room, documents, truncate, first_index=0)
-        return [pair.ids for pair in pairs], truncated
+        job = RerankJob(query, documents, truncate=truncate, from_start=from_start, max_document_tokens=max_document_tokens)
+        tokenized = self.encode_slice(query_encoding, room, None, documents, job, first_index=0)
+        return [pair.ids for pair in tokenized.pairs], tokenized.truncated
 
-    def encode_documents(self, query_encoding, room: int, documents: Sequence[str], truncate: bool,
-                         first_index: int) -> tuple[list, int]:
-        """Pair encodings (``.ids``, ``.type_ids``) of one slice of a request's documents, and how many
-        were truncated (``first_index``: the slice's offset, for errors)."""
-        encodings = self._document_encodings(documents, room)
-        too_long = [i for i, e in enumerate(encodings) if len(e.ids) > room]
-        if too_long and not truncate:
+    def encode_slice(self, query_encoding, room: int, windows: Windows | None, documents: Sequence[str], job: "RerankJob",
+                     first_index: int) -> Tokenized:
+        """One slice of a request's documents (``first_index``: the slice's offset, for errors): their
+        windows (``windows`` set), else one pair each, cut as ``job`` says."""
+        if windows is not None:
+            return self.encode_windows(query_encoding, windows, documents, job.max_document_tokens)
+        cap = room if job.max_document_tokens is None else min(room, job.max_document_tokens)
+        encodings = self._document_encodings(documents, cap, job.from_start)
+        too_long = [i for i, e in enumerate(encodings) if len(e.ids) > cap]
+        if too_long and not job.truncate:
             i = too_long[0]
             tokens = len(self._tok.encode(documents[i], add_special_tokens=False).ids)  # the whole count, for the message
-            raise InvalidRequest(
-                f"document {first_index + i} makes {tokens + self.max_length - room} tokens "
-                f"with the query; the model takes at most {self.max_length} "
-                f"(use TRUNCATION_END to cut it)"
-            )
+            if tokens > room:
+                raise InvalidRequest(
+                    f"document {first_index + i} makes {tokens + self.max_length - room} tokens "
+                    f"with the query; the model takes at most {self.max_length} "
+                    f"(use TRUNCATION_END to cut it)"
+                )
+            raise InvalidRequest(f"document {first_index + i} has {tokens} tokens; max_document_tokens={cap} "
+                                 f"(use TRUNCATION_END to cut it)")
         for i in too_long:
-            encodings[i].truncate(room)
+            encodings[i].truncate(cap, direction="left" if job.from_start else "right")
         pairs = [self._tok.post_process(query_encoding, e, add_special_tokens=True) for e in encodings]
-        return pairs, len(too_long)
+        return Tokenized(pairs, list(range(len(pairs))), None, len(too_long))
 
-    def encode_slice(self, query_encoding, room: int, windows: Windows | None, documents: Sequence[str], truncate: bool,
-                     first_index: int) -> Tokenized:
-        """One slice of a request's documents: their windows (``windows`` set), else one pair each."""
-        if windows is not None:
-            return self.encode_windows(query_encoding, windows, documents)
-        pairs, truncated = self.encode_documents(query_encoding, room, documents, truncate, first_index)
-        return Tokenized(pairs, list(range(len(pairs))), None, truncated)
-
-    def encode_windows(self, query_encoding, windows: Windows, documents: Sequence[str]) -> Tokenized:
+    def encode_windows(self, query_encoding, windows: Windows, documents: Sequence[str],
+                       max_document_tokens: int | None = None) -> Tokenized:
         """Pair encodings of the first ``max_windows`` windows of each document of one slice (owners:
-        positions in the slice), and how many documents had more windows (truncated)."""
+        positions in the slice), and how many documents had more windows, or more than
+        ``max_document_tokens`` tokens (truncated: such a document is cut to them first)."""
         out = Tokenized([], [], [])
-        for i, encoding in enumerate(self._document_encodings(documents, windows.tokens_needed)):
+        needed = windows.tokens_needed if max_document_tokens is None else min(windows.tokens_needed, max_document_tokens)
+        for i, encoding in enumerate(self._document_encodings(documents, needed)):
+            cut = max_document_tokens is not None and len(encoding.ids) > max_document_tokens
+            if cut:
+                encoding.truncate(max_document_tokens)
             encoding.truncate(windows.room, stride=windows.overlap)
             parts = [encoding, *encoding.overflowing]
-            out.truncated += len(parts) > windows.max_windows
+            out.truncated += cut or len(parts) > windows.max_windows
             for w, part in enumerate(parts[: windows.max_windows]):
                 # Each part joined on its own: the joined pair's overflowing parts would keep the
                 # document's token type 0, where transformers gives the document type 1 in every window.
@@ -237,15 +245,18 @@ class PairTokenizer:
                 out.windows.append(span(part, w))
         return out
 
-    def _document_encodings(self, documents: Sequence[str], room: int) -> list:
-        """Each document's encoding, exact in its first ``room`` tokens, without tokenizing far more than
-        the model can use: a long document is cut by characters first. The cut is kept only when the
-        first ``room`` tokens all come from words that end before the cut (so tokenizing the whole
-        document gives the same ones); otherwise the whole document is tokenized."""
+    def _document_encodings(self, documents: Sequence[str], room: int, from_start: bool = False) -> list:
+        """Each document's encoding, exact in its first ``room`` tokens (its last ones, ``from_start``),
+        without tokenizing far more than the model can use: a long document is cut by characters first,
+        keeping its start (its end). The cut is kept only when the kept tokens all come from words whole
+        in the cut text (so tokenizing the whole document gives the same ones); otherwise the whole
+        document is tokenized."""
         cut = room * CHARS_PER_TOKEN
-        encodings = self._tok.encode_batch([d[:cut] for d in documents], add_special_tokens=False)
+        texts = [d[-cut:] if from_start else d[:cut] for d in documents]
+        encodings = self._tok.encode_batch(texts, add_special_tokens=False)
+        exact = _exact_suffix if from_start else _exact_prefix
         for i, (document, encoding) in enumerate(zip(documents, encodings)):
-            if len(document) > cut and not _exact_prefix(encoding, room):
+            if len(document) > cut and not exact(encoding, room):
                 encodings[i] = self._tok.encode(document, add_special_tokens=False)
         return encodings
 
@@ -258,6 +269,13 @@ def _exact_prefix(encoding, room: int) -> bool:
     more than ``room`` of them and none of the first ``room`` belongs to the last (possibly cut) word."""
     words = encoding.word_ids
     return len(words) > room and words[room - 1] is not None and words[-1] is not None and words[room - 1] < words[-1]
+
+
+def _exact_suffix(encoding, room: int) -> bool:
+    """Whether the last ``room`` tokens of a text cut at its start are those of the whole text: there are
+    more than ``room`` of them and none of the last ``room`` belongs to the first (possibly cut) word."""
+    words = encoding.word_ids
+    return len(words) > room and words[-room] is not None and words[0] is not None and words[0] < words[-room]
 
 
 class Reranker:
@@ -285,7 +303,7 @@ class Reranker:
         if not job.query.strip():
             raise InvalidRequest("query is empty")
         if not job.documents:
-            raise InvalidRequest("documents is empty: send at least one document")
+            raise EmptyRequest("documents is empty: send at least one document")
         if len(job.documents) > lim.max_documents:
             raise InvalidRequest(f"{len(job.documents)} documents exceed max_documents={lim.max_documents}; split the request")
         if len(job.query) > lim.max_query_chars:
@@ -295,6 +313,10 @@ class Reranker:
                 raise InvalidRequest(f"document {i} has {len(doc)} characters; max_document_chars={lim.max_document_chars}")
         if job.top_k is not None and job.top_k <= 0:
             raise InvalidRequest(f"top_k must be at least 1 when set; got {job.top_k}")
+        if job.max_document_tokens is not None and job.max_document_tokens <= 0:
+            raise InvalidRequest(f"max_document_tokens must be at least 1 when set; got {job.max_document_tokens}")
+        if job.from_start and job.split is not None:
+            raise InvalidRequest("a document is cut at its start or split into windows, not both")
 
     async def rerank(self, job: RerankJob, timeout_s: float | None = None) -> RerankOutcome:
         """Score and rank; ``timeout_s`` (the caller's time left) bounds the work, a little inside it."""
@@ -359,7 +381,7 @@ class Reranker:
                 raise DeadlineExceeded("deadline exceeded while tokenizing")
             part = job.documents[start : start + TOKENIZE_SLICE]
             out.extend(await loop.run_in_executor(
-                tok.executor, tok.encode_slice, query_encoding, room, windows, part, job.truncate, start
+                tok.executor, tok.encode_slice, query_encoding, room, windows, part, job, start
             ), start)
             if windows is not None and len(out.pairs) > self.limits.max_windows:
                 raise InvalidRequest(

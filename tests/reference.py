@@ -21,16 +21,18 @@ class InProcessReference:
         self.model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
         self.max_length = self.tokenizer.model_max_length
 
-    def encode(self, query: str, document: str, max_length: int | None = None) -> list[int]:
+    def encode(self, query: str, document: str, max_length: int | None = None, side: str = "right") -> list[int]:
         """Token ids of the pair, document truncated (never the query) to ``max_length`` (default: the
         tokenizer's), as ``CrossEncoder(model, max_length=...)`` does.
 
         Encoded as a batch of one pair, as CrossEncoder.predict does: a single call with an empty
         document would drop the pair template (``text_pair=""`` is falsy)."""
-        return self.encoding(query, document, max_length)["input_ids"]
+        return self.encoding(query, document, max_length, side)["input_ids"]
 
-    def encoding(self, query: str, document: str, max_length: int | None = None) -> dict[str, list[int]]:
-        """The pair's ``input_ids`` and, where the tokenizer makes them, ``token_type_ids`` (as ``encode``)."""
+    def encoding(self, query: str, document: str, max_length: int | None = None, side: str = "right") -> dict[str, list[int]]:
+        """The pair's ``input_ids`` and, where the tokenizer makes them, ``token_type_ids`` (as ``encode``);
+        ``side="left"``: a long document loses its start instead of its end (transformers' truncation_side)."""
+        self.tokenizer.truncation_side = side
         encoded = self.tokenizer([query], [document], truncation="only_second", max_length=max_length or self.max_length)
         return {key: encoded[key][0] for key in ("input_ids", "token_type_ids") if key in encoded}
 
@@ -48,10 +50,16 @@ class InProcessReference:
                 [self.model(input_ids=torch.tensor([row])).logits[0, 0].item() for row in rows], dtype=np.float32
             )
 
-    def logits(self, query: str, documents: list[str], max_length: int | None = None) -> np.ndarray:
-        return self.logits_of_encodings([self.encoding(query, d, max_length) for d in documents])
+    def logits(self, query: str, documents: list[str], max_length: int | None = None, side: str = "right") -> np.ndarray:
+        return self.logits_of_encodings([self.encoding(query, d, max_length, side) for d in documents])
 
-    def scores(self, query: str, documents: list[str], max_length: int | None = None) -> np.ndarray:
+    def capped(self, query: str, document: str, document_tokens: int) -> list[int]:
+        """Token ids of the pair with the document cut to its first ``document_tokens`` tokens (Cohere's
+        max_tokens_per_doc): the pair truncated to the query, the special tokens and that many more."""
+        query_tokens = len(self.tokenizer(query, add_special_tokens=False)["input_ids"])
+        return self.encode(query, document, query_tokens + self.tokenizer.num_special_tokens_to_add(pair=True) + document_tokens)
+
+    def scores(self, query: str, documents: list[str], max_length: int | None = None, side: str = "right") -> np.ndarray:
         """sigmoid(logit) in float32, the service's default score."""
-        logits = self.logits(query, documents, max_length).astype(np.float32)
+        logits = self.logits(query, documents, max_length, side).astype(np.float32)
         return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)

@@ -157,6 +157,23 @@ def saved_settings_model_dir(tiny_model_dir, tmp_path):
     return target
 
 
+def test_a_document_cut_at_its_start_keeps_its_last_tokens_as_transformers_left_truncation(pair_tokenizer, reference, rng):
+    documents = mixed_passages(rng, 6) + [long_passage(rng), long_passage(rng) + " النهاية", "", " "]
+    ids, truncated = pair_tokenizer.encode(QUERIES[1], documents, truncate=True, from_start=True)
+    assert ids == [reference.encode(QUERIES[1], d, SHORT, side="left") for d in documents]
+    assert truncated == 2 and ids[-3][-5:] != ids[-4][-5:]  # the two long ones end differently: their ends were kept
+
+
+def test_max_document_tokens_cuts_each_document_to_that_many_tokens(pair_tokenizer, reference, rng):
+    documents = mixed_passages(rng, 6) + [long_passage(rng)]
+    ids, truncated = pair_tokenizer.encode(QUERIES[0], documents, truncate=True, max_document_tokens=40)
+    assert ids == [reference.capped(QUERIES[0], d, 40) for d in documents]
+    whole = [len(reference.tokenizer(d, add_special_tokens=False)["input_ids"]) for d in documents]
+    assert truncated == sum(n > 40 for n in whole) > 0
+    with pytest.raises(InvalidRequest, match="max_document_tokens=40"):
+        pair_tokenizer.encode(QUERIES[0], documents, truncate=False, max_document_tokens=40)
+
+
 def test_padding_and_truncation_saved_in_tokenizer_json_do_not_change_the_pairs(saved_settings_model_dir, reference, rng):
     tokenizer = load_tokenizer(str(saved_settings_model_dir), SHORT, threads=1)
     documents = mixed_passages(rng, 10) + [long_passage(rng), SENTENCES[0]]
@@ -179,6 +196,22 @@ def test_documents_cut_by_characters_before_tokenizing_give_the_whole_documents_
     document = passage(np.random.default_rng(seed), sentences) + noise + "كلمةطويلةجدا" * (seed % 7)
     got = tokenizer._document_encodings([document], room)[0].ids[:room]
     assert got == raw.encode(document, add_special_tokens=False).ids[:room]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sentences=st.integers(min_value=1, max_value=80),
+    room=st.integers(min_value=1, max_value=120),
+    noise=st.text(alphabet=st.sampled_from(list("ابت ثج\n.،؟ a1-")), max_size=40),
+    seed=st.integers(min_value=0, max_value=2**16),
+)
+def test_documents_cut_by_characters_at_their_start_give_the_whole_documents_last_tokens(pair_tokenizer, sentences, room, noise, seed):
+    """The same for a document cut at its start (left truncation): the tokens kept are exactly the last
+    ``room`` tokens of the whole document's encoding."""
+    tokenizer, raw = pair_tokenizer, pair_tokenizer._tok
+    document = "كلمةطويلةجدا" * (seed % 7) + noise + passage(np.random.default_rng(seed), sentences)
+    got = tokenizer._document_encodings([document], room, from_start=True)[0].ids[-room:]
+    assert got == raw.encode(document, add_special_tokens=False).ids[-room:]
 
 
 async def test_admission_by_tokens_refuses_a_second_request_beyond_the_token_bound(pair_tokenizer):

@@ -13,13 +13,15 @@ class Truncation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRUNCATION_END: _ClassVar[Truncation]
     TRUNCATION_NONE: _ClassVar[Truncation]
     TRUNCATION_SPLIT: _ClassVar[Truncation]
+    TRUNCATION_START: _ClassVar[Truncation]
 TRUNCATION_UNSPECIFIED: Truncation
 TRUNCATION_END: Truncation
 TRUNCATION_NONE: Truncation
 TRUNCATION_SPLIT: Truncation
+TRUNCATION_START: Truncation
 
 class RerankRequest(_message.Message):
-    __slots__ = ("query", "documents", "top_k", "return_documents", "raw_scores", "truncation", "model", "window_tokens", "window_overlap_tokens", "max_windows")
+    __slots__ = ("query", "documents", "top_k", "return_documents", "raw_scores", "truncation", "model", "window_tokens", "window_overlap_tokens", "max_windows", "max_document_tokens")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +32,7 @@ class RerankRequest(_message.Message):
     WINDOW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     WINDOW_OVERLAP_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOCUMENT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     query: str
     documents: _containers.RepeatedScalarFieldContainer[str]
     top_k: int
@@ -40,7 +43,8 @@ class RerankRequest(_message.Message):
     window_tokens: int
     window_overlap_tokens: int
     max_windows: int
-    def __init__(self, query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., return_documents: _Optional[bool] = ..., raw_scores: _Optional[bool] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., model: _Optional[str] = ..., window_tokens: _Optional[int] = ..., window_overlap_tokens: _Optional[int] = ..., max_windows: _Optional[int] = ...) -> None: ...
+    max_document_tokens: int
+    def __init__(self, query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., return_documents: _Optional[bool] = ..., raw_scores: _Optional[bool] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., model: _Optional[str] = ..., window_tokens: _Optional[int] = ..., window_overlap_tokens: _Optional[int] = ..., max_windows: _Optional[int] = ..., max_document_tokens: _Optional[int] = ...) -> None: ...
 
 class Window(_message.Message):
     __slots__ = ("index", "start_char", "end_char")
