@@ -19,7 +19,7 @@ help:
 	@echo "make proto                                            regenerate the gRPC stubs under client/reranker/v1"
 	@echo "make bench | bench-smoke | soak | eval DATA=...        benchmarks, soak test, evaluation"
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-clients.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
@@ -84,6 +84,7 @@ bench-infinity: $(INFINITY_STAMP)
 
 bench: $(STAMP) $(INFINITY_STAMP)
 	$(PY) -m bench.run --model $(if $(filter ara,$(MODEL)),small,$(MODEL))
+	$(PY) -m bench.http_overhead
 
 bench-smoke: $(STAMP)
 	$(PY) -m server.model_store tiny

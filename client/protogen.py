@@ -16,9 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 OUT_ROOT = ROOT / "client"
-PROTOS = ["reranker/v1/reranker.proto"]
-PACKAGES = ["reranker", "reranker/v1"]
-GENERATED = ["reranker_pb2.py", "reranker_pb2.pyi", "reranker_pb2_grpc.py"]
+# reranker.v1 is this service's API; tei.v1 is text-embeddings-inference's (proto/tei/v1/NOTICE.md).
+PROTOS = ["reranker/v1/reranker.proto", "tei/v1/tei.proto"]
+PACKAGES = ["reranker", "reranker/v1", "tei", "tei/v1"]
+GENERATED = [f"{proto.rsplit('.', 1)[0]}{suffix}" for proto in PROTOS for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")]
 
 
 def generate(out: Path) -> None:
@@ -48,7 +49,7 @@ def stale_files() -> list[str]:
         generate(Path(tmp))
         stale = []
         for name in GENERATED:
-            fresh, committed = Path(tmp) / "reranker/v1" / name, OUT_ROOT / "reranker/v1" / name
+            fresh, committed = Path(tmp) / name, OUT_ROOT / name
             if not committed.exists() or not filecmp.cmp(fresh, committed, shallow=False):
                 stale.append(str(committed.relative_to(ROOT)))
         return stale
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print("generated stubs are up to date")
         return 0
     generate(OUT_ROOT)
-    print(f"generated {', '.join(GENERATED)} into {OUT_ROOT / 'reranker/v1'}")
+    print(f"generated {', '.join(GENERATED)} into {OUT_ROOT}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""The gateway process: wires settings, tokenizer, Triton scorer, service, health, reflection, auth,
+"""The gateway process: wires settings, the served models (tokenizer, core, Triton scorer), the APIs
+(server/api/: reranker.v1 and tei.v1 over gRPC, Cohere/Jina/TEI over HTTP), health, reflection, auth,
 TLS and metrics together, and shuts down gracefully on SIGTERM.
 
 ``python -m server.gateway --help`` lists every knob (also settable as RERANKER_* env vars).
@@ -19,11 +20,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from reranker.v1 import reranker_pb2, reranker_pb2_grpc
-from server.auth import ApiKeyInterceptor
-from server.metrics import GatewayMetrics
+from server.api import cohere, reranker_grpc, tei_grpc, tei_http
+from server.api.calls import Calls
+from server.api.http import HttpApi, start_http
+from server.auth import ApiKeyInterceptor, ApiKeys
+from server.metrics import APIS, GatewayMetrics
 from server.models import ModelRegistry, ServedModel, load_models
-from server.service import RerankerService
 from server.settings import Settings
+from tei.v1 import tei_pb2_grpc
 
 __all__ = ["Gateway", "main", "VERSION"]
 
@@ -42,7 +46,10 @@ class Gateway:
     health: health.aio.HealthServicer
     metrics: GatewayMetrics
     port: int
+    info: reranker_pb2.InfoResponse
     metrics_server: object | None = None
+    http_runner: object | None = None
+    http_port: int | None = None
 
     @classmethod
     async def start(cls, settings: Settings) -> "Gateway":
@@ -62,50 +69,61 @@ class Gateway:
             ),
             version=VERSION, auth_required=bool(settings.api_keys), models=[m.info for m in models],
         )
-        service = RerankerService(models, metrics, info, settings.log_documents)
+        calls = Calls(models, metrics, settings.log_documents)
+        keys = ApiKeys(settings.api_keys) if settings.api_keys else None
 
         interceptors = []
-        if settings.api_keys:
-            interceptors.append(ApiKeyInterceptor(settings.api_keys, lambda method: metrics.requests.labels(method, "UNAUTHENTICATED", "").inc()))
+        if keys is not None:
+            interceptors.append(ApiKeyInterceptor(keys, lambda method: calls.denied(*_api_and_method(method))))
         options = [
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
         ]
         server = grpc.aio.server(interceptors=interceptors, options=options,
                                  maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
-        reranker_pb2_grpc.add_RerankerServicer_to_server(service, server)
+        reranker_pb2_grpc.add_RerankerServicer_to_server(reranker_grpc.RerankerService(calls, info), server)
+        tei_pb2_grpc.add_RerankServicer_to_server(tei_grpc.TeiRerankService(calls, settings.max_documents), server)
+        tei_pb2_grpc.add_InfoServicer_to_server(tei_grpc.TeiInfoService(calls, info, settings.tokenizer_threads), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, *tei_grpc.SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         port = _listen(server, settings)
 
-        gateway = cls(settings, server, models, health_servicer, metrics, port)
-        await gateway._track_health(service)
+        gateway = cls(settings, server, models, health_servicer, metrics, port, info)
+        await gateway._track_health()
         if settings.metrics_listen:
             gateway.metrics_server = _start_metrics(settings.metrics_listen, metrics)
+        if settings.http_listen:
+            http = HttpApi(calls, cohere.routes(calls) + tei_http.routes(calls, info, settings.tokenizer_threads),
+                           keys=keys, max_body_bytes=settings.max_message_bytes,
+                           healthy=lambda: models.default.scorer.any_healthy, version=VERSION)
+            gateway.http_runner, gateway.http_port = await start_http(http, settings)
         await server.start()
         for model in models:
             model.scorer.start()
-        log.info("gateway listening on %s (port %d), Triton %s, models %s (default %s)", settings.listen, port,
-                 ",".join(settings.triton_endpoints), ",".join(m.name for m in models), default.name)
+        log.info("gateway listening on %s (port %d; HTTP %s), Triton %s, models %s (default %s)", settings.listen, port,
+                 f"port {gateway.http_port}" if gateway.http_port else "off", ",".join(settings.triton_endpoints),
+                 ",".join(m.name for m in models), default.name)
         return gateway
 
-    async def _track_health(self, service: RerankerService) -> None:
+    async def _track_health(self) -> None:
         """Per model: NOT_SERVING until a Triton endpoint has it ready, and again when none has. The
-        server as a whole ("" and the service name) follows the default model."""
+        server as a whole ("", the service names, tei.v1's services) follows the default model."""
         loop = asyncio.get_running_loop()
-        for name in ("", SERVICE_NAME, *(f"{SERVICE_NAME}/{m.name}" for m in self.models)):
+        whole = ("", SERVICE_NAME, *tei_grpc.SERVICE_NAMES)
+        for name in (*whole, *(f"{SERVICE_NAME}/{m.name}" for m in self.models)):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
         def tracker(model: ServedModel):
             def changed(endpoint: str, up: bool) -> None:
                 self.metrics.set_triton_health(endpoint, model.name, up)
                 serving = health_pb2.HealthCheckResponse.SERVING if model.scorer.any_healthy else health_pb2.HealthCheckResponse.NOT_SERVING
-                names = [f"{SERVICE_NAME}/{model.name}"] + (["", SERVICE_NAME] if model is self.models.default else [])
+                names = [f"{SERVICE_NAME}/{model.name}"] + (list(whole) if model is self.models.default else [])
                 for name in names:
                     loop.create_task(self.health.set(name, serving))
                 if up and not model.info.dtype:
-                    loop.create_task(self._describe_model(model, service))
+                    loop.create_task(self._describe_model(model))
             return changed
 
         for model in self.models:
@@ -113,7 +131,7 @@ class Gateway:
                 self.metrics.set_triton_health(endpoint, model.name, False)
             model.scorer.on_health_change(tracker(model))
 
-    async def _describe_model(self, model: ServedModel, service: RerankerService) -> None:
+    async def _describe_model(self, model: ServedModel) -> None:
         try:
             described = await model.scorer.model_info()
         except Exception as exc:
@@ -121,29 +139,37 @@ class Gateway:
             return
         model.info.dtype, model.info.engine = described.dtype, described.engine
         if model is self.models.default:
-            service.info.dtype, service.info.engine = described.dtype, described.engine
+            self.info.dtype, self.info.engine = described.dtype, described.engine
         if described.max_batch_size and model.reranker.chunk_size > described.max_batch_size:
             # Triton refuses a request with more rows than max_batch_size: send smaller chunks instead.
             log.warning("chunk_size %d exceeds Triton's max_batch_size %d for model %s: using chunks of %d",
                         model.reranker.chunk_size, described.max_batch_size, model.name, described.max_batch_size)
             model.reranker.set_chunk_size(described.max_batch_size)
             if model is self.models.default:
-                service.info.limits.chunk_size = described.max_batch_size
+                self.info.limits.chunk_size = described.max_batch_size
 
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING, drain, refuse new calls, let calls in flight finish within the grace period, close."""
         await self.health.enter_graceful_shutdown()
         if self.settings.drain_s > 0:
             await asyncio.sleep(self.settings.drain_s)
-        await self.server.stop(self.settings.grace_period_s if grace_s is None else grace_s)
+        grace = self.settings.grace_period_s if grace_s is None else grace_s
+        # Stop accepting calls on both servers; those in flight may finish within the grace period.
+        await asyncio.gather(self.server.stop(grace), *([self.http_runner.cleanup()] if self.http_runner is not None else []))
         for model in self.models:
             await model.scorer.close()
             model.reranker.tokenizer.close()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
 
-    async def wait_for_termination(self) -> None:
-        await self.server.wait_for_termination()
+
+
+def _api_and_method(full_method: str) -> tuple[str, str]:
+    """/reranker.v1.Reranker/Rerank -> ("reranker.v1", "Rerank"); /tei.v1.Rerank/RerankStream ->
+    ("tei.v1", "Rerank"): the metrics' api and method labels of a gRPC call."""
+    service, _, method = full_method.lstrip("/").partition("/")
+    api = service.rsplit(".", 1)[0]
+    return api if api in APIS else "unknown", "Info" if method == "Info" else "Rerank"
 
 
 def _listen(server: grpc.aio.Server, settings: Settings) -> int:

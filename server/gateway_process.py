@@ -28,6 +28,7 @@ class GatewayProcess:
         self.credentials = credentials
         self.args.setdefault("listen", f"127.0.0.1:{free_port()}")
         self.args.setdefault("metrics_listen", f"127.0.0.1:{free_port()}")
+        self.args.setdefault("http_listen", f"127.0.0.1:{free_port()}")
         self.env = env
         self._tmp = tempfile.TemporaryDirectory(prefix="gateway-")
         self.log_path = log_path or Path(self._tmp.name) / "gateway.log"
@@ -36,6 +37,12 @@ class GatewayProcess:
     @property
     def target(self) -> str:
         return self.args["listen"]
+
+    @property
+    def http_url(self) -> str:
+        """Base URL of the HTTP APIs (https:// when the gateway serves TLS)."""
+        scheme = "https" if self.args.get("tls_cert") else "http"
+        return f"{scheme}://{self.args['http_listen']}"
 
     @property
     def metrics_url(self) -> str:

@@ -8,19 +8,25 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-__all__ = ["GatewayMetrics"]
+__all__ = ["GatewayMetrics", "APIS", "NO_MODEL"]
 
 # ~100 us to ~40 s, x1.5 per bucket.
 DURATION_BUCKETS = tuple(round(0.0001 * 1.5**k, 6) for k in range(0, 33))
 # Powers of two: documents per request up to 4096, tokens up to ~2M.
 DOCUMENT_BUCKETS = tuple(float(2**k) for k in range(0, 13))
 TOKEN_BUCKETS = tuple(float(2**k) for k in range(4, 22))
-# The status codes each RPC can end with (server/errors.py, service.py and the API-key interceptor).
+# The status codes each call can end with (server/errors.py, server/api/calls.py and the API-key checks),
+# named as gRPC names them whatever the API: an HTTP 400 is counted INVALID_ARGUMENT, a 429
+# RESOURCE_EXHAUSTED (server/errors.py ANSWERS), so one alert covers every API.
 ANSWERED_CODES = {
     "Rerank": ("OK", "INVALID_ARGUMENT", "NOT_FOUND", "RESOURCE_EXHAUSTED", "UNAVAILABLE", "DEADLINE_EXCEEDED",
                "INTERNAL", "CANCELLED", "UNAUTHENTICATED"),
     "Info": ("OK", "UNAUTHENTICATED"),
 }
+# The API a call came through (the ``api`` label): the gRPC packages, and the HTTP paths of the
+# Cohere v1 / Jina, Cohere v2 and TEI (/rerank, /info) dialects.
+APIS = ("reranker.v1", "tei.v1", "v1/rerank", "v2/rerank", "tei")
+_INFO_APIS = ("reranker.v1", "tei.v1", "tei")
 # The model label of calls that reached no model: Info, refused keys, names no model is served under
 # (never the name sent: callers must not be able to grow the label set).
 NO_MODEL = ""
@@ -34,10 +40,10 @@ class GatewayMetrics:
         self.registry = registry or CollectorRegistry()
         self.models = list(models or [NO_MODEL])
         r = self.registry
-        self.requests = Counter("reranker_requests", "RPCs answered, by method, gRPC status code and model",
-                                ["method", "code", "model"], registry=r)
+        self.requests = Counter("reranker_requests", "Calls answered, by method, status code (gRPC's names), model and API",
+                                ["method", "code", "model", "api"], registry=r)
         self.request_duration = Histogram(
-            "reranker_request_duration_seconds", "Whole RPC duration, by method and model", ["method", "model"],
+            "reranker_request_duration_seconds", "Whole call duration, by method, model and API", ["method", "model", "api"],
             buckets=DURATION_BUCKETS, registry=r
         )
         self.stage_duration = Histogram(
@@ -52,7 +58,7 @@ class GatewayMetrics:
                                       buckets=TOKEN_BUCKETS, registry=r)
         self.input_tokens_total = Counter("reranker_input_tokens", "Input tokens sent to the model", ["model"], registry=r)
         self.truncated = Counter("reranker_documents_truncated", "Documents cut to the model's max input length", ["model"], registry=r)
-        self.in_flight = Gauge("reranker_requests_in_flight", "Rerank RPCs being served now", registry=r)
+        self.in_flight = Gauge("reranker_requests_in_flight", "Rerank calls being served now (every API)", registry=r)
         self.inflight_pairs = Gauge("reranker_inflight_pairs", "Pairs admitted and not yet answered", registry=r)
         self.inflight_tokens = Gauge("reranker_inflight_tokens", "Tokens admitted to Triton and not yet answered", registry=r)
         self.triton_up = Gauge("reranker_triton_up", "Whether a Triton endpoint has the model ready (1) or not (0)",
@@ -62,14 +68,17 @@ class GatewayMetrics:
         for model in self.models:
             for stage in ("tokenization", "inference", "total"):
                 self.stage_duration.labels(stage, model)
-            self.request_duration.labels("Rerank", model)  # Info is not timed
             for metric in (self.documents, self.documents_total, self.input_tokens, self.input_tokens_total, self.truncated):
                 metric.labels(model)
-            for code in ANSWERED_CODES["Rerank"]:
-                self.requests.labels("Rerank", code, model)
-        for method, codes in ANSWERED_CODES.items():
-            for code in codes:
-                self.requests.labels(method, code, NO_MODEL)
+            for api in APIS:
+                self.request_duration.labels("Rerank", model, api)  # Info is not timed
+                for code in ANSWERED_CODES["Rerank"]:
+                    self.requests.labels("Rerank", code, model, api)
+        for api in APIS:
+            for method, codes in ANSWERED_CODES.items():
+                if method == "Rerank" or api in _INFO_APIS:
+                    for code in codes:
+                        self.requests.labels(method, code, NO_MODEL, api)
 
     def watch_admission(self, pairs, tokens) -> None:
         """Read the admission bounds' counts at scrape time (``Admission.in_flight``), so they are never stale."""

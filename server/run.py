@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                         "bert-tiny | bert-l6 | bert-l12 | hub id | path; several comma-separated (the first is the default)")
     parser.add_argument("--engine", default=None, help="torch | onnx (default: the model config's)")
     parser.add_argument("--listen", default="0.0.0.0:50051", help="gateway gRPC address")
+    parser.add_argument("--http-listen", default="0.0.0.0:8080", help="gateway HTTP address (Cohere, Jina, TEI APIs)")
     parser.add_argument("--metrics-listen", default="0.0.0.0:9464", help="gateway /metrics address")
     parser.add_argument("--triton-grpc-port", type=int, default=8001)
     parser.add_argument("--triton-http-port", type=int, default=8000)
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"starting tritonserver with {', '.join(map(str, dirs.values()))} (log: {options.log_path}) ...", flush=True)
     with TritonServer(options) as triton:
         gateway_args = {
-            "listen": args.listen, "metrics_listen": args.metrics_listen, "triton_endpoints": triton.grpc_url, **served,
+            "listen": args.listen, "http_listen": args.http_listen, "metrics_listen": args.metrics_listen,
+            "triton_endpoints": triton.grpc_url, **served,
         }
         extra = iter(gateway_flags)  # any other --flag value pairs go to the gateway as they are
         for flag in extra:
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         gateway.start()
         print(
             f"\nreranker ready (models {', '.join(dirs)}; default {next(iter(dirs))})\n"
-            f"  gateway gRPC      {args.listen}   (reranker.v1.Reranker, health, reflection)\n"
+            f"  gateway gRPC      {args.listen}   (reranker.v1.Reranker, tei.v1 Rerank/Info, health, reflection)\n"
+            f"  gateway HTTP      http://{args.http_listen}   (Cohere /v1/rerank /v2/rerank, Jina /v1/rerank, TEI /rerank /info)\n"
             f"  gateway metrics   http://{args.metrics_listen}/metrics\n"
             f"  triton gRPC/HTTP  {triton.grpc_url} / {triton.http_url}\n"
             f"  triton metrics    {triton.metrics_url}\n"

@@ -51,7 +51,7 @@ class Settings:
     max_windows_per_request: int = _knob(
         10000, "Max windows of one TRUNCATION_SPLIT request, all documents together (also the most max_windows a request may ask per document)"
     )
-    max_message_bytes: int = _knob(32 * 1024 * 1024, "Max gRPC message size accepted and sent, in bytes")
+    max_message_bytes: int = _knob(32 * 1024 * 1024, "Max gRPC message size accepted and sent, and max HTTP body, in bytes")
     max_inflight_pairs: int = _knob(8192, "Pairs admitted at once across all calls; beyond it RESOURCE_EXHAUSTED at once")
     max_inflight_tokens: int = _knob(
         1 << 21, "Tokens admitted to Triton at once across all calls; beyond it RESOURCE_EXHAUSTED at once "
@@ -63,6 +63,10 @@ class Settings:
     health_interval_s: float = _knob(1.0, "How often Triton's model readiness is polled (seconds)")
     health_failures: int = _knob(
         3, "Consecutive failed polls or calls before a Triton endpoint counts as down (one success brings it back)"
+    )
+    http_listen: str = _knob(
+        "0.0.0.0:8080", "HTTP address of the Cohere (/v1/rerank, /v2/rerank), Jina (/v1/rerank) and TEI (/rerank, /info) "
+        "APIs, /health and /openapi.json (host:port; empty disables); same TLS and API keys as gRPC"
     )
     metrics_listen: str = _knob("0.0.0.0:9464", "Prometheus /metrics address (host:port; empty disables)")
     api_keys: tuple[str, ...] = _knob((), "Accepted API keys (authorization: Bearer <key>), comma-separated; empty: no auth")

@@ -62,3 +62,13 @@ def test_service_reports_padding_and_triton_batches(smoke):
     overhead = run["overhead"]
     assert overhead["in_process_p50_ms"] > 0 and overhead["service_p50_ms"] > 0
     assert set(run["targets"]) >= {"saturation_vs_limit", "ahead_of_peers", "padding_ratio", "overhead_p50"}
+
+
+def test_http_overhead_measures_every_api_against_grpc(tiny_model_dir):
+    """``make bench``'s HTTP-vs-gRPC measurement runs end to end (a handful of calls; figures meaningless)."""
+    result = subprocess.run([sys.executable, "-m", "bench.http_overhead", "--count", "5", "--no-write"], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "ms" not in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["grpc reranker.v1", "http TEI /rerank", "http Cohere /v1/rerank"]
+    assert rows[0].split("|")[4].strip() == "+0.00"

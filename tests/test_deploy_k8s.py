@@ -184,8 +184,9 @@ def test_gateway_env_names_real_settings_that_accept_their_values(overlay):
     settings = Settings.from_env(env_of(c))
     assert settings.chunk_size <= 256  # config.pbtxt max_batch_size
     assert settings.listen.endswith(":50051") and settings.metrics_listen.endswith(":9464")
+    assert settings.http_listen.endswith(":8080")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"grpc": 50051, "metrics": 9464}
+    assert ports == {"grpc": 50051, "http": 8080, "metrics": 9464}
     assert all(n.startswith(ENV_PREFIX) for n in names)
 
 
