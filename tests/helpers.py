@@ -45,3 +45,24 @@ def repository_copy(target: Path, **settings: int) -> Path:
         assert count == 1, key
     config.write_text(text)
     return repository
+
+
+# Scores of the same pair from two calls may differ by float noise: Triton batches the calls' chunks
+# differently (other padding widths, other kernels), ~1e-7 on scores, ~1e-6 on logits.
+SAME_SCORE = 1e-5
+
+
+def assert_same_ranking(got: list[tuple[int, float]], expected: list[tuple[int, float]], top: int | None = None) -> None:
+    """``got`` (index, score) best first is ``expected``'s ranking cut to ``top`` (default: all of it), up to
+    float noise: the same number of results, each score within SAME_SCORE of expected's for that index,
+    best first, and no document left out that expected scored clearly above one kept."""
+    want = dict(expected)
+    assert len(got) == (len(expected) if top is None else min(top, len(expected))), (got, expected)
+    assert len({i for i, _ in got}) == len(got)
+    for index, score in got:
+        assert abs(score - want[index]) <= SAME_SCORE, (index, score, want[index])
+    scores = [s for _, s in got]
+    assert all(a >= b - SAME_SCORE for a, b in zip(scores, scores[1:])), scores
+    kept = {i for i, _ in got}
+    floor = min(want[i] for i in kept)
+    assert all(want[i] <= floor + SAME_SCORE for i in want if i not in kept)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import cohere
 import litellm
-import numpy as np
 import pytest
 from haystack import Document
 from haystack.utils import Secret
@@ -19,6 +18,7 @@ from llama_index.postprocessor.tei_rerank import TextEmbeddingInference
 from client import RerankerClient
 from server.gateway_process import GatewayProcess
 from tests.arabic_text import QUERIES, mixed_passages
+from tests.helpers import assert_same_ranking
 
 # LiteLLM's pydantic models warn about their own TypedDicts on import.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -48,16 +48,10 @@ def expected(served, documents):
         return [(r.index, r.score) for r in client.rerank(QUERIES[0], documents)]
 
 
-def assert_same(got: list[tuple[int, float]], expected: list[tuple[int, float]], top: int | None = None) -> None:
-    want = expected[:top] if top else expected
-    assert [i for i, _ in got] == [i for i, _ in want]
-    np.testing.assert_allclose([s for _, s in got], [s for _, s in want], atol=1e-6, rtol=0)
-
-
 def test_cohere_sdk_v1_client(served, documents, expected):
     co = cohere.Client(base_url=served.http_url, api_key=KEY)
     response = co.rerank(model=MODEL, query=QUERIES[0], documents=documents, top_n=TOP)
-    assert_same([(r.index, r.relevance_score) for r in response.results], expected, TOP)
+    assert_same_ranking([(r.index, r.relevance_score) for r in response.results], expected, TOP)
     with pytest.raises(cohere.errors.UnauthorizedError):
         cohere.Client(base_url=served.http_url, api_key="wrong").rerank(model=MODEL, query=QUERIES[0], documents=documents)
     with pytest.raises(cohere.errors.NotFoundError):
@@ -67,7 +61,7 @@ def test_cohere_sdk_v1_client(served, documents, expected):
 def test_cohere_sdk_v2_client(served, documents, expected):
     co = cohere.ClientV2(base_url=served.http_url, api_key=KEY)
     response = co.rerank(model=MODEL, query=QUERIES[0], documents=documents, top_n=TOP, max_tokens_per_doc=4096)
-    assert_same([(r.index, r.relevance_score) for r in response.results], expected, TOP)
+    assert_same_ranking([(r.index, r.relevance_score) for r in response.results], expected, TOP)
     with pytest.raises(cohere.errors.BadRequestError):
         co.rerank(model=MODEL, query=QUERIES[0], documents=documents, top_n=0)
 
@@ -76,14 +70,14 @@ def test_cohere_sdk_v2_client(served, documents, expected):
 def test_litellm_rerank(served, documents, expected, provider):
     response = litellm.rerank(model=f"{provider}/{MODEL}", query=QUERIES[0], documents=documents, top_n=TOP,
                               api_base=served.http_url, api_key=KEY)
-    assert_same([(r["index"], r["relevance_score"]) for r in response.results], expected, TOP)
+    assert_same_ranking([(r["index"], r["relevance_score"]) for r in response.results], expected, TOP)
 
 
 def test_llama_index_tei_reranker(served, documents, expected):
     reranker = TextEmbeddingInference(base_url=served.http_url, top_n=TOP, auth_token=f"Bearer {KEY}")
     nodes = [NodeWithScore(node=TextNode(text=d, id_=str(i)), score=0.0) for i, d in enumerate(documents)]
     ranked = reranker.postprocess_nodes(nodes, query_str=QUERIES[0])
-    assert_same([(int(n.node.id_), n.score) for n in ranked], expected, TOP)
+    assert_same_ranking([(int(n.node.id_), n.score) for n in ranked], expected, TOP)
 
 
 @pytest.mark.parametrize("use_grpc", [False, True], ids=["http", "grpc"])
@@ -91,7 +85,7 @@ def test_haystack_tei_ranker(served, documents, expected, use_grpc):
     url = served.target if use_grpc else served.http_url
     ranker = HuggingFaceTEIRanker(url=url, top_k=TOP, use_grpc=use_grpc, token=Secret.from_token(KEY))
     ranked = ranker.run(query=QUERIES[0], documents=[Document(content=d, id=str(i)) for i, d in enumerate(documents)])["documents"]
-    assert_same([(int(d.id), d.score) for d in ranked], expected, TOP)
+    assert_same_ranking([(int(d.id), d.score) for d in ranked], expected, TOP)
     denied = HuggingFaceTEIRanker(url=url, top_k=TOP, use_grpc=use_grpc, token=Secret.from_token("wrong"), max_retries=1)
     with pytest.raises(Exception, match="(?i)401|unauthenticated|unauthorized"):
         denied.run(query=QUERIES[0], documents=[Document(content=documents[0])])

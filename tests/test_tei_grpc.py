@@ -14,6 +14,7 @@ from client import RerankerClient
 from server.gateway_process import GatewayProcess
 from tei.v1 import tei_pb2, tei_pb2_grpc
 from tests.arabic_text import QUERIES, long_passage, mixed_passages, passage
+from tests.helpers import SAME_SCORE, assert_same_ranking
 
 KEY = "tei-test-key"
 
@@ -93,21 +94,19 @@ def test_reflection_lists_tei_services_and_health_serves_them(channel):
 def test_rerank_gives_reranker_v1s_scores_best_first(tei, grpc_client, reference, rng):
     documents = mixed_passages(rng, 8) + [""]
     response = tei.Rerank(tei_pb2.RerankRequest(query=QUERIES[0], texts=documents, truncate=True, return_text=True), timeout=60)
-    expected = v1_scores(grpc_client, QUERIES[0], documents)
-    np.testing.assert_array_equal(scores(response.ranks), expected)
-    np.testing.assert_allclose(expected, reference.scores(QUERIES[0], documents), atol=1e-4, rtol=0)
-    assert [r.index for r in response.ranks] == [r.index for r in grpc_client.rerank(QUERIES[0], documents)]
+    assert_same_ranking([(r.index, r.score) for r in response.ranks], [(r.index, r.score) for r in grpc_client.rerank(QUERIES[0], documents)])
+    np.testing.assert_allclose(scores(response.ranks), reference.scores(QUERIES[0], documents), atol=1e-4, rtol=0)
     assert all(r.text == documents[r.index] for r in response.ranks)
     assert response.metadata.compute_tokens > 0 and response.metadata.total_time_ns > 0
     raw = tei.Rerank(tei_pb2.RerankRequest(query=QUERIES[0], texts=documents, raw_scores=True), timeout=60)
-    np.testing.assert_array_equal(scores(raw.ranks), v1_scores(grpc_client, QUERIES[0], documents, raw_scores=True))
+    np.testing.assert_allclose(scores(raw.ranks), v1_scores(grpc_client, QUERIES[0], documents, raw_scores=True), atol=SAME_SCORE, rtol=0)
     assert not any(r.HasField("text") for r in raw.ranks)
 
 
 def test_rerank_stream_ranks_every_message_and_merges_queries_by_logit(tei, grpc_client, rng):
     documents = mixed_passages(rng, 6)
     same = tei.RerankStream(iter(tei_pb2.RerankStreamRequest(query=QUERIES[1], text=d, truncate=True) for d in documents), timeout=60)
-    np.testing.assert_array_equal(scores(same.ranks), v1_scores(grpc_client, QUERIES[1], documents))
+    np.testing.assert_allclose(scores(same.ranks), v1_scores(grpc_client, QUERIES[1], documents), atol=SAME_SCORE, rtol=0)
     # Two queries in one stream: each pair scored with its own query, all ranked together by logit.
     queries = [QUERIES[i % 2] for i in range(len(documents))]
     mixed = tei.RerankStream(iter(tei_pb2.RerankStreamRequest(query=q, text=d, truncate=True, raw_scores=i == 0)
