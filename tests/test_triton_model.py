@@ -354,8 +354,8 @@ async def test_server_still_ready_after_bad_input(triton, client, good):
 # -------------------------------------------------------------------------------------- 4 micro-batches
 @functools.cache
 def micro_batches():
-    """model.py's ``_micro_batches(sorted_lengths, max_batch_tokens)``."""
-    return load_model_module()._micro_batches
+    """The partition model.py cuts with: ``micro_batches(sorted_lengths, max_batch_tokens, overhead_tokens)``."""
+    return load_model_module().micro_batches
 
 
 def greedy_padded_size(sorted_lengths: np.ndarray, budget: int, overhead: int) -> int:

@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
-__all__ = ["PAD_TOKEN_TYPE", "micro_batches", "padded_tokens", "pad_rows", "ForwardPool"]
+__all__ = ["PAD_TOKEN_TYPE", "micro_batches", "pad_rows", "ForwardPool"]
 
 PAD_TOKEN_TYPE = 0  # token type of padding positions (as transformers' tokenizers pad); masked out anyway
 
@@ -57,11 +57,6 @@ def micro_batches(sorted_lengths: np.ndarray, max_batch_tokens: int, overhead_to
         slices.append(slice(int(cut[end]), end))
         end = int(cut[end])
     return slices[::-1]
-
-
-def padded_tokens(sorted_lengths: np.ndarray, slices: list[slice]) -> int:
-    """Tokens computed, padding included, for ``slices`` of ``sorted_lengths``."""
-    return sum((s.stop - s.start) * int(sorted_lengths[s.start]) for s in slices)
 
 
 def pad_rows(

@@ -196,7 +196,7 @@ class TritonPythonModel:
             return
         lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
         order = np.argsort(-lengths, kind="stable")
-        batches = [order[s] for s in _micro_batches(lengths[order], self.max_batch_tokens, self.overhead_tokens)]
+        batches = [order[s] for s in micro_batches(lengths[order], self.max_batch_tokens, self.overhead_tokens)]
 
         def forward(members: np.ndarray) -> tuple[np.ndarray, int, float]:
             types = None if type_rows is None else [type_rows[m] for m in members]
@@ -225,12 +225,6 @@ class TritonPythonModel:
     def finalize(self) -> None:
         self.pool.close()
         self.engine = None
-
-
-def _micro_batches(sorted_lengths: np.ndarray, max_batch_tokens: int, overhead_tokens: int = 0) -> list[slice]:
-    """Cut length-descending rows into slices under the token budget (rows x longest), choosing the cuts
-    that minimise padded tokens plus ``overhead_tokens`` per forward pass (see batching.py)."""
-    return micro_batches(sorted_lengths, max_batch_tokens, overhead_tokens)
 
 
 class _ModelMetrics:
