@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from server.reranking import sigmoid
+
 __all__ = ["InProcessLimit", "SentenceTransformersCE", "ServiceSystem", "MODEL_CODE_DIR", "triton_metrics"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -39,10 +41,6 @@ def _model_code():
     import engines
 
     return engines, batching
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-x.astype(np.float32)))).astype(np.float32)
 
 
 class InProcessLimit:
