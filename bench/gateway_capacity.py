@@ -232,7 +232,7 @@ async def drive_triton(spec: dict) -> list[dict]:
     from tritonclient.grpc import InferInput, InferRequestedOutput
 
     from server.models import load_tokenizer
-    from server.reranking import padded_rows
+    from server.model_inputs import padded_rows
 
     tokenizer = load_tokenizer(spec["model_dir"], 0, 1)
     probe = Probe(None, spec["triton_pid"], spec["triton_metrics"])

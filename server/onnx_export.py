@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from server.model_inputs import PAD_TOKEN_TYPE, padded_rows
 from server.model_limits import ROBERTA_LIKE, input_names, max_positions
 
 __all__ = ["ONNX_DIR", "ONNX_FILE", "PARITY_ATOL", "OnnxExportError", "export_onnx"]
@@ -217,15 +218,10 @@ def _probe_batches(config) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     longest = max_positions(config.to_dict())
     batches = []
     for lengths in ([5], [40, 33, 17, 3], [longest, 129, 1]):
-        width = max(lengths)
-        ids = np.full((len(lengths), width), config.pad_token_id or 0, dtype=np.int64)
-        mask = np.zeros((len(lengths), width), dtype=np.int64)
-        types = np.zeros((len(lengths), width), dtype=np.int64)
-        for row, n in enumerate(lengths):
-            ids[row, :n] = rng.integers(5, config.vocab_size, size=n)
-            mask[row, :n] = 1
-            types[row, rng.integers(0, n + 1) : n] = 1
-        batches.append((ids, mask, types))
+        rows = [rng.integers(5, config.vocab_size, size=n) for n in lengths]
+        type_rows = [(np.arange(n) >= rng.integers(0, n + 1)).astype(np.int64) for n in lengths]
+        ids, mask = padded_rows(rows, config.pad_token_id or 0)
+        batches.append((ids, mask, padded_rows(type_rows, PAD_TOKEN_TYPE)[0]))
     return batches
 
 

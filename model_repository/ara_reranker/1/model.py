@@ -31,8 +31,9 @@ for _path in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.path
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from batching import ForwardPool, micro_batches, pad_rows  # noqa: E402
+from batching import ForwardPool, micro_batches  # noqa: E402
 from engines import load_engine  # noqa: E402
+from server.model_inputs import PAD_TOKEN_TYPE, padded_rows  # noqa: E402
 from server.model_limits import ModelLimitError, max_input_length, max_positions, type_vocab_size  # noqa: E402  (the project, installed beside torch)
 
 MODEL_DIR_ENV = "ARA_RERANKER_MODEL_DIR"
@@ -199,8 +200,8 @@ class TritonPythonModel:
         batches = [order[s] for s in micro_batches(lengths[order], self.max_batch_tokens, self.overhead_tokens)]
 
         def forward(members: np.ndarray) -> tuple[np.ndarray, int, float]:
-            types = None if type_rows is None else [type_rows[m] for m in members]
-            ids, mask, token_types = pad_rows([rows[m] for m in members], self.pad_id, types)
+            ids, mask = padded_rows([rows[m] for m in members], self.pad_id)
+            token_types = None if type_rows is None else padded_rows([type_rows[m] for m in members], PAD_TOKEN_TYPE)[0]
             started = time.perf_counter()
             return self.engine.forward(ids, mask, token_types), ids.size, time.perf_counter() - started
 
