@@ -24,6 +24,7 @@ __all__ = [
     "ROBERTA_LIKE",
     "UNSET_MAX_LENGTH",
     "ModelLimitError",
+    "reserved_positions",
     "max_positions",
     "tokenizer_max_length",
     "max_input_length",
@@ -42,12 +43,15 @@ class ModelLimitError(ValueError):
     """The model directory's files disagree, or a requested limit is beyond what the model takes."""
 
 
+def reserved_positions(model_type: str | None, pad_token_id: int | None = 1) -> int:
+    """Position slots a model of ``model_type`` never gives a token: RoBERTa-likes start counting
+    positions after the padding index, so ``pad_token_id + 1`` of them; others none."""
+    return int(1 if pad_token_id is None else pad_token_id) + 1 if model_type in ROBERTA_LIKE else 0
+
+
 def max_positions(config: Mapping[str, Any]) -> int:
     """Longest sequence the position embeddings of ``config`` (config.json as a dict) allow."""
-    positions = int(config["max_position_embeddings"])
-    if config.get("model_type") in ROBERTA_LIKE:
-        positions -= int(config.get("pad_token_id", 1)) + 1
-    return positions
+    return int(config["max_position_embeddings"]) - reserved_positions(config.get("model_type"), config.get("pad_token_id", 1))
 
 
 def type_vocab_size(config: Mapping[str, Any]) -> int:
