@@ -45,10 +45,12 @@ import numpy as np
 from server.model_inputs import PAD_TOKEN_TYPE, padded_rows
 from server.model_limits import ROBERTA_LIKE, input_names, max_positions
 
-__all__ = ["ONNX_DIR", "ONNX_FILE", "PARITY_ATOL", "OnnxExportError", "export_onnx"]
+__all__ = ["ONNX_DIR", "ONNX_FILE", "PARITY_ATOL", "OnnxExportError", "export_onnx", "onnx_path"]
 
+# Where the graph of a model directory lives; the onnx engine (engines.py, inside Triton) reads it through
+# onnx_path, so this module's top-level imports stay plain (no torch, no grpc).
 ONNX_DIR = "onnx"
-ONNX_FILE = "model.onnx"  # engines.py reads <model_dir>/onnx/model.onnx
+ONNX_FILE = "model.onnx"
 MANIFEST_FILE = "export.json"
 LOCK_FILE = ".export.lock"
 OPSET = 17  # first opset with LayerNormalization; every ONNX Runtime since 1.14 runs it
@@ -62,6 +64,11 @@ class OnnxExportError(RuntimeError):
     """The export failed or the exported graph does not reproduce torch's logits."""
 
 
+def onnx_path(model_dir: Path | str) -> Path:
+    """The exported graph of ``model_dir``: ``<model_dir>/onnx/model.onnx``."""
+    return Path(model_dir) / ONNX_DIR / ONNX_FILE
+
+
 def export_onnx(model_dir: Path, optimize: bool = True, *, force: bool = False) -> Path:
     """Export ``model_dir`` to ``<model_dir>/onnx/model.onnx``, verified against torch; return its path.
 
@@ -71,9 +78,9 @@ def export_onnx(model_dir: Path, optimize: bool = True, *, force: bool = False) 
     model_dir = Path(model_dir).resolve()
     if not (model_dir / "config.json").exists():
         raise OnnxExportError(f"{model_dir} has no config.json: prepare it first (make model MODEL=...)")
-    out_dir = model_dir / ONNX_DIR
+    target = onnx_path(model_dir)
+    out_dir = target.parent
     out_dir.mkdir(exist_ok=True)
-    target = out_dir / ONNX_FILE
     with _locked(out_dir / LOCK_FILE):
         fingerprint = _fingerprint(model_dir, optimize)
         if not force and target.exists() and _manifest(out_dir).get("source") == fingerprint:
