@@ -11,6 +11,8 @@ import os
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Mapping, Sequence
 
+from server.model_limits import coupled_limit_problems
+
 __all__ = ["Settings", "ENV_PREFIX", "model_entries"]
 
 ENV_PREFIX = "RERANKER_"
@@ -83,7 +85,6 @@ class Settings:
             "max_document_chars": (self.max_document_chars > 0, "> 0"),
             "max_message_bytes": (self.max_message_bytes > 0, "> 0"),
             "max_windows_per_request": (self.max_windows_per_request > 0, "> 0"),
-            "max_inflight_pairs": (self.max_inflight_pairs >= self.max_documents, ">= max_documents"),
             "max_inflight_tokens": (self.max_inflight_tokens > 0, "> 0"),
             "max_concurrent_rpcs": (self.max_concurrent_rpcs > 0, "> 0"),
             "max_input_length": (self.max_input_length >= 0, ">= 0 (0: the model's)"),
@@ -100,6 +101,8 @@ class Settings:
             "tls_client_ca": (not self.tls_client_ca or bool(self.tls_cert), "set only with tls_cert"),
         }
         bad = [f"{name}={getattr(self, name)!r} (must be {rule})" for name, (ok, rule) in checks.items() if not ok]
+        # Limits coupled with others (server.model_limits.COUPLED_LIMITS): here, those between settings.
+        bad += coupled_limit_problems({f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), int)})
         if bad:
             raise ValueError(f"invalid settings: {'; '.join(bad)}")
 

@@ -106,6 +106,7 @@ class TritonServer:
         self.log_path = options.log_path or Path(self._tmp.name) / "tritonserver.log"
         # Its own process group, so that stop() also reaches the Python backend stubs.
         self._child = ChildProcess("tritonserver", self.log_path, own_group=True)
+        self._config_name: str | None = None  # decided once: has_gpu() runs nvidia-smi
 
     @property
     def process(self) -> subprocess.Popen | None:
@@ -124,6 +125,21 @@ class TritonServer:
     @property
     def http_url(self) -> str:
         return f"{self.options.host}:{self.options.http_port}"
+
+    @property
+    def config_name(self) -> str:
+        """The model configuration Triton is told to use: "cpu" (configs/cpu.pbtxt) without a GPU, "" (config.pbtxt) with one."""
+        if self.options.config_name is not None:
+            return self.options.config_name
+        if self._config_name is None:
+            self._config_name = "" if has_gpu() else "cpu"
+        return self._config_name
+
+    @property
+    def config_path(self) -> Path:
+        """The template's configuration file that ``config_name`` selects (each served model has its copy)."""
+        model = self.options.model_repository / MODEL_NAME
+        return model / "configs" / f"{self.config_name}.pbtxt" if self.config_name else model / "config.pbtxt"
 
     @property
     def metrics_url(self) -> str:
@@ -157,7 +173,7 @@ class TritonServer:
             env[MODEL_DIR_ENV] = str(Path(opts.model_dir).resolve())
         if opts.engine:
             env[ENGINE_ENV] = opts.engine
-        config_name = opts.config_name if opts.config_name is not None else ("" if has_gpu() else "cpu")
+        config_name = self.config_name
         command = [
             "--model-repository", str(repository),
             "--grpc-address", opts.host, "--grpc-port", str(opts.grpc_port),
