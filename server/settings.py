@@ -1,7 +1,7 @@
 """The gateway's one settings object: every knob has a default, a doc, an env var and a flag.
 
 Precedence: command-line flag > environment variable (``RERANKER_<FIELD>``) > default.
-``python -m server.gateway --help`` lists them all; the README's table is generated from the same docs.
+``python -m server.gateway --help`` lists them all; docs/configuration.md's table is generated from the same docs.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class Settings:
 
     @classmethod
     def markdown_table(cls) -> str:
-        """The README's settings table (``python -m server.settings`` prints it)."""
+        """The settings table of docs/configuration.md (``make docs`` writes it; ``python -m server.settings`` prints it)."""
         rows = ["| env | flag | default | meaning |", "|---|---|---|---|"]
         rows += [f"| `{env}` | `--{name.replace('_', '-')}` | `{_show(default)}` | {doc} |" for name, env, default, doc in cls.docs()]
         return "\n".join(rows)

@@ -30,7 +30,10 @@ CPU_DIFFERENCES = {
         "with one CPU instance busy most of the time, requests batch by queueing behind the running execute(); "
         "waiting longer only adds latency when the model is idle"
     ),
-    "parameters.max_batch_tokens": "a CPU forward pass gains nothing from batches above 8192 padded tokens",
+    "parameters.max_batch_tokens": (
+        "a CPU pass runs at the same tokens/s whatever its size, so a smaller budget costs nothing and gives the "
+        "forward workers more micro-batches to share; a GPU wants larger batches"
+    ),
     "parameters.batch_overhead_tokens": (
         "a single-threaded CPU pass costs nearly its tokens alone, so rows of unlike lengths stay apart; "
         "a GPU wants full batches (kernel launches dominate small ones)"
