@@ -10,13 +10,14 @@ DATA   ?= client/data/arabic_sample.jsonl
 TARGETS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install tools proto proto-check model run triton gateway test soak bench bench-smoke bench-infinity eval clean
+.PHONY: help install tools proto proto-check docs model run triton gateway test soak bench bench-smoke bench-infinity eval clean
 
 help:
 	@echo "make run   MODEL=ara|tiny|small|large|<hub id>|<path>   Triton + gateway on :50051 (Ctrl-C stops both)"
 	@echo "make test                                             the whole suite on the offline tiny model"
 	@echo "make model MODEL=...                                  prepare models/<name> (download or build offline)"
 	@echo "make proto                                            regenerate the gRPC stubs under client/reranker/v1"
+	@echo "make docs                                             regenerate the generated sections of docs/*.md"
 	@echo "make bench | bench-smoke | soak | eval DATA=...        benchmarks, soak test, evaluation"
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-clients.txt pyproject.toml
@@ -48,6 +49,10 @@ proto: $(STAMP)
 
 proto-check: $(STAMP)
 	$(PY) -m client.protogen --check
+
+# Tables in docs/*.md written from the code and the committed benchmark results (tests/test_docs.py checks them).
+docs: $(STAMP)
+	$(PY) -m docs.generate
 
 model: $(STAMP)
 	$(PY) -m server.model_store $(MODEL) $(if $(ENGINE),--engine $(ENGINE))

@@ -232,7 +232,7 @@ async def drive_triton(spec: dict) -> list[dict]:
     from tritonclient.grpc import InferInput, InferRequestedOutput
 
     from server.models import load_tokenizer
-    from server.reranking import padded_rows
+    from server.model_inputs import padded_rows
 
     tokenizer = load_tokenizer(spec["model_dir"], 0, 1)
     probe = Probe(None, spec["triton_pid"], spec["triton_metrics"])
@@ -355,17 +355,6 @@ def main(argv: list[str] | None = None) -> int:
     from server.model_store import prepare
     from server.triton_launcher import TritonOptions, TritonServer
 
-    class PinnedGateway(GatewayProcess):
-        """GatewayProcess started under ``taskset -c <core>`` (taskset execs: the pid is the gateway's)."""
-
-        def start(self, wait_serving: bool = True, timeout_s: float = 60.0) -> None:
-            command = ["taskset", "-c", args.gateway_core, sys.executable, "-m", "server.gateway"]
-            for name, value in self.args.items():
-                command += ["--" + name.replace("_", "-"), str(value)]
-            with open(self.log_path, "ab") as log:
-                self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-            self.wait_status(1, timeout_s)  # SERVING
-
     model_dir = prepare(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     workloads = {
@@ -400,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
                     "model_dir": str(model_dir), "chunk_size": 32,
                     "concurrency": [int(c) for c in args.triton_concurrency.split(",")]}, args.gateway_core, tmp)
             gateway_args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir)}
-            with PinnedGateway(gateway_args) as gateway:
+            # taskset execs the gateway: the pid is the gateway's.
+            with GatewayProcess(gateway_args, launcher=("taskset", "-c", args.gateway_core)) as gateway:
                 print(f"gateway pinned to core {args.gateway_core} (pid {gateway.process.pid}, affinity "
                       f"{sorted(os.sched_getaffinity(gateway.process.pid))}); load generator and Triton on {args.other_cores}", flush=True)
                 result["gateway"] = run_driver({**common, "kind": "gateway", "target": gateway.target,

@@ -24,14 +24,13 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import signal
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from server.child_process import ChildProcess
 from server.triton_launcher import free_port
 
 __all__ = ["INFINITY_VENV", "InfinitySystem", "available", "export_for_optimum"]
@@ -120,7 +119,7 @@ class InfinitySystem:
         self.log_path = (log_dir or CACHE_DIR) / f"{self.name}.log"
         self.startup_timeout_s = startup_timeout_s
         self.port = free_port()
-        self.process: subprocess.Popen | None = None
+        self._child = ChildProcess("infinity", self.log_path, own_group=True)
         self.model_name = ""
         self._local = threading.local()
 
@@ -133,51 +132,28 @@ class InfinitySystem:
             cwd, model_id = self.model_dir, str(self.model_dir)
         command = [str(INFINITY_VENV / "bin" / "infinity_emb"), "v2", "--model-id", model_id, "--engine", self.engine,
                    "--device", "cpu", "--batch-size", str(self.batch_size), "--host", "127.0.0.1", "--port", str(self.port)]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, cwd=cwd, env=_env(CACHE_DIR / self.model_dir.name), stdout=log,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+        self._child.start(command, cwd=cwd, env=_env(CACHE_DIR / self.model_dir.name))
         try:
-            self._wait_ready()
+            self._child.wait_ready(self._serves_model, self.startup_timeout_s, poll_s=0.5)
         except BaseException:
             self.__exit__()
             raise
         return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"infinity exited with {self.process.returncode}; log {self.log_path}:\n{self._tail()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/models", timeout=2) as response:
-                    self.model_name = json.loads(response.read())["data"][0]["id"]
-                    return
-            except (urllib.error.URLError, OSError, KeyError, IndexError, ValueError):
-                time.sleep(0.5)
-        raise RuntimeError(f"infinity not ready after {self.startup_timeout_s:.0f}s; log {self.log_path}:\n{self._tail()}")
-
-    def _tail(self) -> str:
+    def _serves_model(self) -> bool:
+        """Whether /models answers with the model (its name is kept for /rerank)."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
-        except OSError:
-            return "(no log)"
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/models", timeout=2) as response:
+                self.model_name = json.loads(response.read())["data"][0]["id"]
+                return True
+        except (urllib.error.URLError, OSError, KeyError, IndexError, ValueError):
+            return False
 
     def __exit__(self, *exc) -> None:
-        process, self.process = self.process, None
-        if process is None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        except ProcessLookupError:
-            pass
+        self._child.stop(20)
 
     def pids(self) -> list[int]:
-        return [self.process.pid] if self.process else []
+        return [self._child.pid] if self._child.running else []
 
     def rerank(self, query: str, documents: list[str]) -> list[float]:
         conn = getattr(self._local, "conn", None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["markdown", "plot", "targets"]
+__all__ = ["markdown", "results_table", "plot", "targets"]
 
 STYLE = {  # one colour per family of system; dashed = in-process
     "limit": ("#444444", "--"), "sentence-transformers": ("#9467bd", ":"), "infinity": ("#ff7f0e", "-."),
@@ -70,20 +70,8 @@ def markdown(run: dict) -> str:
         f"measured over a window of {meta['duration_s']:.0f} s (or three ramps, up to 60 s) per level after a ramp. "
         f"Command: `{meta['command']}`.",
         "",
-        "| system | clients | pairs/s | req/s | p50 ms | p95 ms | p99 ms | peak RSS MiB | padding ratio | Triton batch: rows / requests |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        results_table(run),
     ]
-    for system in run["systems"]:
-        if not _ok(system):
-            lines.append(f"| {system['system']} | - | failed: {system.get('error', 'no levels')[:120]} | | | | | | | |")
-            continue
-        for level in system["levels"]:
-            err = f" ({level['errors']} errors)" if level["errors"] else ""
-            lines.append(
-                f"| {system['system']} | {level['concurrency']} | {level['pairs_per_s']:.1f}{err} | {level['requests_per_s']:.2f} | "
-                f"{level['p50_ms']:.0f} | {level['p95_ms']:.0f} | {level['p99_ms']:.0f} | {system['peak_rss_mib']:.0f} | "
-                f"{level.get('padding_ratio', '')} | {_batch(level)} |"
-            )
     overhead = run.get("overhead")
     if overhead:
         lines += ["", f"Overhead (model `{overhead['model']}`, one request of {overhead['docs']} documents at a time, "
@@ -98,6 +86,26 @@ def markdown(run: dict) -> str:
             misses = "; ".join(v.get("misses", [])[:6])
             lines.append(f"- {name}: {'met' if v['ok'] else 'MISSED'} ({figures}{'; ' + misses if misses else ''})")
     return "\n".join(lines) + "\n"
+
+
+def results_table(run: dict) -> str:
+    """One row per system and concurrency: throughput, latency, memory, padding and Triton's batches."""
+    lines = [
+        "| system | clients | pairs/s | req/s | p50 ms | p95 ms | p99 ms | peak RSS MiB | padding ratio | Triton batch: rows / requests |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for system in run["systems"]:
+        if not _ok(system):
+            lines.append(f"| {system['system']} | - | failed: {system.get('error', 'no levels')[:120]} | | | | | | | |")
+            continue
+        for level in system["levels"]:
+            err = f" ({level['errors']} errors)" if level["errors"] else ""
+            lines.append(
+                f"| {system['system']} | {level['concurrency']} | {level['pairs_per_s']:.1f}{err} | {level['requests_per_s']:.2f} | "
+                f"{level['p50_ms']:.0f} | {level['p95_ms']:.0f} | {level['p99_ms']:.0f} | {system['peak_rss_mib']:.0f} | "
+                f"{level.get('padding_ratio', '')} | {_batch(level)} |"
+            )
+    return "\n".join(lines)
 
 
 def _batch(level: dict) -> str:

@@ -25,6 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
+from server.model_inputs import PAD_TOKEN_TYPE, padded_rows
+from server.reranking import sigmoid
+
 __all__ = ["InProcessLimit", "SentenceTransformersCE", "ServiceSystem", "MODEL_CODE_DIR", "triton_metrics"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -39,10 +42,6 @@ def _model_code():
     import engines
 
     return engines, batching
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-x.astype(np.float32)))).astype(np.float32)
 
 
 class InProcessLimit:
@@ -61,7 +60,6 @@ class InProcessLimit:
         self.engine = engines.load_engine(engine, model_dir, "cpu", dtype, threads)
         self.pad_id = int(self.tokenizer.pad_token_id)
         self.partition = lambda lengths: batching.micro_batches(lengths, max_batch_tokens, overhead_tokens)
-        self.pad_rows = batching.pad_rows  # model.py's own padding
         self.pool = batching.ForwardPool(workers or len(os.sched_getaffinity(0)))
         self.stats = {"real_tokens": 0, "padded_tokens": 0, "forwards": 0, "rows": 0}
         self._queue: queue.Queue = queue.Queue()
@@ -125,8 +123,8 @@ class InProcessLimit:
         batches = [order[part] for part in self.partition(lengths[order])]
 
         def forward(members: np.ndarray) -> int:
-            types = None if type_rows is None else [type_rows[m] for m in members]
-            ids, mask, token_types = self.pad_rows([rows[m] for m in members], self.pad_id, types)
+            ids, mask = padded_rows([rows[m] for m in members], self.pad_id)  # model.py's padding
+            token_types = None if type_rows is None else padded_rows([type_rows[m] for m in members], PAD_TOKEN_TYPE)[0]
             logits[members] = self.engine.forward(ids, mask, token_types)
             return ids.size
 

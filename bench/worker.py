@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 import traceback
@@ -27,10 +26,9 @@ SYSTEMS = ("limit-torch", "limit-onnx", "limit-torch-bf16", "sentence-transforme
 
 def cpu_parameters() -> dict[str, str]:
     """The ``parameters`` of the Triton model's CPU config (configs/cpu.pbtxt)."""
-    from bench.systems import PROJECT_ROOT
+    from server import triton_config
 
-    text = (PROJECT_ROOT / "model_repository/ara_reranker/configs/cpu.pbtxt").read_text()
-    return dict(re.findall(r'key:\s*"([^"]+)",\s*value:\s*{\s*string_value:\s*"([^"]*)"', text))
+    return triton_config.parameters(triton_config.read(triton_config.CONFIGS["cpu"]))
 
 
 def make_system(name: str, model_dir: Path, options: dict):

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+from typing import Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.child_process import ChildProcess
 from server.triton_launcher import free_port
 
 __all__ = ["GatewayProcess"]
@@ -22,17 +22,24 @@ class GatewayProcess:
     """``python -m server.gateway`` with the given flags, on free loopback ports unless told otherwise."""
 
     def __init__(self, args: dict[str, str], env: dict[str, str] | None = None, log_path: Path | None = None,
-                 credentials: grpc.ChannelCredentials | None = None) -> None:
-        """``credentials``: for health checks of a TLS gateway (channel credentials trusting its certificate)."""
+                 credentials: grpc.ChannelCredentials | None = None, launcher: Sequence[str] = ()) -> None:
+        """``credentials``: for health checks of a TLS gateway (channel credentials trusting its certificate).
+        ``launcher``: a command that runs the gateway's and execs it, e.g. ``("taskset", "-c", "0")``."""
         self.args = dict(args)
         self.credentials = credentials
         self.args.setdefault("listen", f"127.0.0.1:{free_port()}")
         self.args.setdefault("metrics_listen", f"127.0.0.1:{free_port()}")
         self.args.setdefault("http_listen", f"127.0.0.1:{free_port()}")
         self.env = env
+        self.launcher = tuple(launcher)
         self._tmp = tempfile.TemporaryDirectory(prefix="gateway-")
         self.log_path = log_path or Path(self._tmp.name) / "gateway.log"
-        self.process: subprocess.Popen | None = None
+        self._child = ChildProcess("gateway", self.log_path)
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        """The gateway process while it runs (None before start and after stop)."""
+        return self._child.popen
 
     @property
     def target(self) -> str:
@@ -56,12 +63,10 @@ class GatewayProcess:
         self.stop()
 
     def start(self, wait_serving: bool = True, timeout_s: float = 60.0) -> None:
-        command = [sys.executable, "-m", "server.gateway"]
+        command = [*self.launcher, sys.executable, "-m", "server.gateway"]
         for name, value in self.args.items():
             command += ["--" + name.replace("_", "-"), str(value)]
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=self.env or os.environ.copy())
-        log.close()
+        self._child.start(command, env=self.env or None)
         self.wait_status(health_pb2.HealthCheckResponse.SERVING if wait_serving else None, timeout_s)
 
     def health(self, timeout_s: float = 1.0) -> int | None:
@@ -75,38 +80,22 @@ class GatewayProcess:
         return response.status
 
     def wait_status(self, status: int | None, timeout_s: float) -> None:
-        """Wait until health answers ``status`` (or answers at all, when None)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.process and self.process.returncode}:\n{self.log_tail()}")
+        """Wait until health answers ``status`` (or answers at all, when None); RuntimeError (ChildExited)
+        if the gateway exits first, TimeoutError after ``timeout_s``."""
+
+        def answered() -> bool:
             current = self.health()
-            if current is not None and (status is None or current == status):
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"gateway health not {status} after {timeout_s}s:\n{self.log_tail()}")
+            return current is not None and (status is None or current == status)
+
+        self._child.wait_ready(answered, timeout_s, poll_s=0.1)
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return self._child.log_tail(lines)
 
     def terminate(self) -> None:
         """Send SIGTERM (graceful shutdown) without waiting."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        self._child.send(signal.SIGTERM)
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
-        process, self.process = self.process, None
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+        return self._child.stop(timeout_s)

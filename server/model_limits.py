@@ -9,6 +9,10 @@ reserve ``pad_token_id + 1`` position slots, so 8192 tokens are usable.
 Also the one rule for whether a model reads token type ids (:func:`takes_token_type_ids`): BERT-style
 cross-encoders (ms-marco MiniLM) mark the document with token type 1; XLM-R / RoBERTa have one type.
 
+And the one list of limits that must agree with each other across the gateway and Triton
+(:data:`COUPLED_LIMITS`, checked by :func:`coupled_limit_problems` wherever some of them are known at
+start: the gateway's settings, model.py, ``make run``, the deployment tests).
+
 Used by the gateway (its max input length, which inputs to send), model.py (the longest row it accepts,
 its inputs), the engines, the ONNX export and the benchmarks. Plain Python on purpose: Triton's Python
 backend imports it too.
@@ -17,13 +21,19 @@ backend imports it too.
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 __all__ = [
     "ROBERTA_LIKE",
     "UNSET_MAX_LENGTH",
     "ModelLimitError",
+    "CoupledLimit",
+    "COUPLED_LIMITS",
+    "coupled_limit_problems",
+    "reserved_positions",
     "max_positions",
     "tokenizer_max_length",
     "max_input_length",
@@ -42,12 +52,15 @@ class ModelLimitError(ValueError):
     """The model directory's files disagree, or a requested limit is beyond what the model takes."""
 
 
+def reserved_positions(model_type: str | None, pad_token_id: int | None = 1) -> int:
+    """Position slots a model of ``model_type`` never gives a token: RoBERTa-likes start counting
+    positions after the padding index, so ``pad_token_id + 1`` of them; others none."""
+    return int(1 if pad_token_id is None else pad_token_id) + 1 if model_type in ROBERTA_LIKE else 0
+
+
 def max_positions(config: Mapping[str, Any]) -> int:
     """Longest sequence the position embeddings of ``config`` (config.json as a dict) allow."""
-    positions = int(config["max_position_embeddings"])
-    if config.get("model_type") in ROBERTA_LIKE:
-        positions -= int(config.get("pad_token_id", 1)) + 1
-    return positions
+    return int(config["max_position_embeddings"]) - reserved_positions(config.get("model_type"), config.get("pad_token_id", 1))
 
 
 def type_vocab_size(config: Mapping[str, Any]) -> int:
@@ -72,6 +85,55 @@ def tokenizer_max_length(tokenizer_config: Mapping[str, Any]) -> int | None:
     if value is None or float(value) >= UNSET_MAX_LENGTH:
         return None
     return int(value)
+
+
+@dataclass(frozen=True)
+class CoupledLimit:
+    """A rule that two or more limits, set in different places, must keep together."""
+
+    limits: tuple[str, ...]  # the names it couples: gateway settings, Triton config fields, the model's length
+    holds: Callable[..., bool]  # called with those limits as keyword arguments
+    rule: str  # the rule, as the docs state it
+    why: str  # what breaks otherwise, and who enforces it
+
+
+COUPLED_LIMITS: tuple[CoupledLimit, ...] = (
+    CoupledLimit(
+        ("max_documents", "max_inflight_pairs"), lambda max_documents, max_inflight_pairs: max_inflight_pairs >= max_documents,
+        "max_inflight_pairs >= max_documents",
+        "a request of max_documents documents could never be admitted; the gateway refuses to start",
+    ),
+    CoupledLimit(
+        ("chunk_size", "max_batch_size"), lambda chunk_size, max_batch_size: chunk_size <= max_batch_size,
+        "chunk_size <= Triton's max_batch_size",
+        "Triton refuses a request of more rows than max_batch_size; the gateway lowers chunk_size to it, with a warning",
+    ),
+    CoupledLimit(
+        ("chunk_size", "max_inflight_pairs", "max_queue_size"),
+        lambda chunk_size, max_inflight_pairs, max_queue_size: max_queue_size == 0
+        or math.ceil(max_inflight_pairs / chunk_size) <= max_queue_size,
+        "max_inflight_pairs / chunk_size <= Triton's max_queue_size",
+        "the gateway's admission bound should bite before Triton's queue does: the full chunks one gateway admits "
+        "at once fit the queue (many small calls, each ending in a part chunk, can still fill it: Triton then "
+        "refuses and the caller gets RESOURCE_EXHAUSTED all the same)",
+    ),
+    CoupledLimit(
+        ("max_batch_tokens", "max_input_length"), lambda max_batch_tokens, max_input_length: max_batch_tokens >= max_input_length,
+        "Triton's max_batch_tokens >= the model's max input length",
+        "the longest row must fit one forward pass; model.py refuses to load otherwise",
+    ),
+)
+
+
+def coupled_limit_problems(values: Mapping[str, int]) -> list[str]:
+    """Every rule of COUPLED_LIMITS whose limits are all in ``values`` and that does not hold, as a
+    sentence naming the rule, the values and the consequence; empty when they fit together."""
+    problems = []
+    for limit in COUPLED_LIMITS:
+        if all(name in values for name in limit.limits) and not limit.holds(**{n: values[n] for n in limit.limits}):
+            given = ", ".join(f"{name}={values[name]}" for name in limit.limits)
+            problems.append(f"{limit.rule} does not hold ({given}): {limit.why}")
+    return problems
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -29,6 +29,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.model_limits import reserved_positions
+
 __all__ = [
     "BERT_SHAPES",
     "OFFLINE_MODELS",
@@ -63,10 +65,10 @@ REAL_MODEL_FILES = [
 ]
 
 
-# ARA-Reranker-V1's context, from bge-reranker-v2-m3's config: 8194 positions (XLM-R reserves
-# pad_token_id + 1 = 2 of them) and a tokenizer model_max_length of 8192.
-REAL_MAX_POSITIONS = 8194
+# ARA-Reranker-V1's context, from bge-reranker-v2-m3's config: a tokenizer model_max_length of 8192, and
+# the position embeddings that takes in XLM-R (<pad> is id 1; model_limits' rule reserves 2 more): 8194.
 REAL_MODEL_MAX_LENGTH = 8192
+REAL_MAX_POSITIONS = REAL_MODEL_MAX_LENGTH + reserved_positions("xlm-roberta", pad_token_id=1)
 # The ms-marco MiniLM cross-encoders' context and segments (their config.json): 512 positions, 2 token types.
 BERT_MAX_POSITIONS = 512
 BERT_TYPE_VOCAB_SIZE = 2

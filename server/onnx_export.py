@@ -42,12 +42,15 @@ from pathlib import Path
 
 import numpy as np
 
+from server.model_inputs import PAD_TOKEN_TYPE, padded_rows
 from server.model_limits import ROBERTA_LIKE, input_names, max_positions
 
-__all__ = ["ONNX_DIR", "ONNX_FILE", "PARITY_ATOL", "OnnxExportError", "export_onnx"]
+__all__ = ["ONNX_DIR", "ONNX_FILE", "PARITY_ATOL", "OnnxExportError", "export_onnx", "onnx_path"]
 
+# Where the graph of a model directory lives; the onnx engine (engines.py, inside Triton) reads it through
+# onnx_path, so this module's top-level imports stay plain (no torch, no grpc).
 ONNX_DIR = "onnx"
-ONNX_FILE = "model.onnx"  # engines.py reads <model_dir>/onnx/model.onnx
+ONNX_FILE = "model.onnx"
 MANIFEST_FILE = "export.json"
 LOCK_FILE = ".export.lock"
 OPSET = 17  # first opset with LayerNormalization; every ONNX Runtime since 1.14 runs it
@@ -61,6 +64,11 @@ class OnnxExportError(RuntimeError):
     """The export failed or the exported graph does not reproduce torch's logits."""
 
 
+def onnx_path(model_dir: Path | str) -> Path:
+    """The exported graph of ``model_dir``: ``<model_dir>/onnx/model.onnx``."""
+    return Path(model_dir) / ONNX_DIR / ONNX_FILE
+
+
 def export_onnx(model_dir: Path, optimize: bool = True, *, force: bool = False) -> Path:
     """Export ``model_dir`` to ``<model_dir>/onnx/model.onnx``, verified against torch; return its path.
 
@@ -70,9 +78,9 @@ def export_onnx(model_dir: Path, optimize: bool = True, *, force: bool = False) 
     model_dir = Path(model_dir).resolve()
     if not (model_dir / "config.json").exists():
         raise OnnxExportError(f"{model_dir} has no config.json: prepare it first (make model MODEL=...)")
-    out_dir = model_dir / ONNX_DIR
+    target = onnx_path(model_dir)
+    out_dir = target.parent
     out_dir.mkdir(exist_ok=True)
-    target = out_dir / ONNX_FILE
     with _locked(out_dir / LOCK_FILE):
         fingerprint = _fingerprint(model_dir, optimize)
         if not force and target.exists() and _manifest(out_dir).get("source") == fingerprint:
@@ -217,15 +225,10 @@ def _probe_batches(config) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     longest = max_positions(config.to_dict())
     batches = []
     for lengths in ([5], [40, 33, 17, 3], [longest, 129, 1]):
-        width = max(lengths)
-        ids = np.full((len(lengths), width), config.pad_token_id or 0, dtype=np.int64)
-        mask = np.zeros((len(lengths), width), dtype=np.int64)
-        types = np.zeros((len(lengths), width), dtype=np.int64)
-        for row, n in enumerate(lengths):
-            ids[row, :n] = rng.integers(5, config.vocab_size, size=n)
-            mask[row, :n] = 1
-            types[row, rng.integers(0, n + 1) : n] = 1
-        batches.append((ids, mask, types))
+        rows = [rng.integers(5, config.vocab_size, size=n) for n in lengths]
+        type_rows = [(np.arange(n) >= rng.integers(0, n + 1)).astype(np.int64) for n in lengths]
+        ids, mask = padded_rows(rows, config.pad_token_id or 0)
+        batches.append((ids, mask, padded_rows(type_rows, PAD_TOKEN_TYPE)[0]))
     return batches
 
 

@@ -416,14 +416,11 @@ class Reranker:
 
 
 def padded_rows(rows: Sequence[Sequence[int]], pad: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded INT64 rows, ``width`` wide (default: the longest row), and their attention mask."""
-    width = width or max(len(row) for row in rows)
-    values = np.full((len(rows), width), pad, dtype=np.int64)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    for j, row in enumerate(rows):
-        values[j, : len(row)] = row
-        mask[j, : len(row)] = 1
-    return values, mask
+    """Right-padded INT64 rows, ``width`` wide (default: the longest row), and their attention mask:
+    the one padding rule, server.model_inputs.padded_rows (plain numpy, which model.py imports too)."""
+    from server.model_inputs import padded_rows as padded
+
+    return padded(rows, pad, width)
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:

@@ -11,9 +11,13 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 
+from server import triton_config
 from server.gateway_process import GatewayProcess
+from server.model_limits import ModelLimitError, coupled_limit_problems, max_input_length
 from server.model_store import OFFLINE_MODELS, REAL_MODELS, hub_id, prepare, served_name, split_models
+from server.settings import Settings
 from server.triton_launcher import PROJECT_ROOT, TritonOptions, TritonServer
 
 
@@ -23,6 +27,19 @@ def model_id(model: str) -> str:
     if model in OFFLINE_MODELS:
         return f"offline-{model} (random weights, real tokenizer)"
     return model
+
+
+def limit_problems(gateway_args: dict[str, str], triton: TritonServer, model_dir: Path) -> list[str]:
+    """The coupled limits (server.model_limits.COUPLED_LIMITS) broken between the gateway's settings (its
+    flags and RERANKER_* variables), the Triton configuration in use and the default model."""
+    settings = Settings.from_args([part for name, value in gateway_args.items() for part in ("--" + name.replace("_", "-"), value)])
+    values = {name: getattr(settings, name) for name in ("chunk_size", "max_documents", "max_inflight_pairs")}
+    values.update(vars(triton_config.limits(triton_config.read(triton.config_path))))
+    try:
+        values["max_input_length"] = max_input_length(model_dir, settings.max_input_length)
+    except ModelLimitError:
+        pass  # the gateway says what is wrong with the model directory when it starts
+    return coupled_limit_problems(values)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         extra = iter(gateway_flags)  # any other --flag value pairs go to the gateway as they are
         for flag in extra:
             gateway_args[flag.lstrip("-").replace("-", "_")] = next(extra)
+        for problem in limit_problems(gateway_args, triton, next(iter(dirs.values()))):
+            print(f"warning: {problem}", flush=True)
         gateway = GatewayProcess(gateway_args, log_path=logs / "gateway.log")
         gateway.start()
         print(

@@ -1,7 +1,7 @@
 """The gateway's one settings object: every knob has a default, a doc, an env var and a flag.
 
 Precedence: command-line flag > environment variable (``RERANKER_<FIELD>``) > default.
-``python -m server.gateway --help`` lists them all; the README's table is generated from the same docs.
+``python -m server.gateway --help`` lists them all; docs/configuration.md's table is generated from the same docs.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import argparse
 import os
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Mapping, Sequence
+
+from server.model_limits import coupled_limit_problems
 
 __all__ = ["Settings", "ENV_PREFIX", "model_entries"]
 
@@ -87,7 +89,6 @@ class Settings:
             "max_document_chars": (self.max_document_chars > 0, "> 0"),
             "max_message_bytes": (self.max_message_bytes > 0, "> 0"),
             "max_windows_per_request": (self.max_windows_per_request > 0, "> 0"),
-            "max_inflight_pairs": (self.max_inflight_pairs >= self.max_documents, ">= max_documents"),
             "max_inflight_tokens": (self.max_inflight_tokens > 0, "> 0"),
             "max_concurrent_rpcs": (self.max_concurrent_rpcs > 0, "> 0"),
             "max_input_length": (self.max_input_length >= 0, ">= 0 (0: the model's)"),
@@ -104,6 +105,8 @@ class Settings:
             "tls_client_ca": (not self.tls_client_ca or bool(self.tls_cert), "set only with tls_cert"),
         }
         bad = [f"{name}={getattr(self, name)!r} (must be {rule})" for name, (ok, rule) in checks.items() if not ok]
+        # Limits coupled with others (server.model_limits.COUPLED_LIMITS): here, those between settings.
+        bad += coupled_limit_problems({f.name: getattr(self, f.name) for f in fields(self) if isinstance(getattr(self, f.name), int)})
         if bad:
             raise ValueError(f"invalid settings: {'; '.join(bad)}")
 
@@ -114,7 +117,7 @@ class Settings:
 
     @classmethod
     def markdown_table(cls) -> str:
-        """The README's settings table (``python -m server.settings`` prints it)."""
+        """The settings table of docs/configuration.md (``make docs`` writes it; ``python -m server.settings`` prints it)."""
         rows = ["| env | flag | default | meaning |", "|---|---|---|---|"]
         rows += [f"| `{env}` | `--{name.replace('_', '-')}` | `{_show(default)}` | {doc} |" for name, env, default, doc in cls.docs()]
         return "\n".join(rows)

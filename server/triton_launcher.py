@@ -33,12 +33,13 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
+
+from server.child_process import ChildExited, ChildProcess
 
 __all__ = ["MODEL_NAME", "TritonOptions", "TritonServer", "TritonStartError", "free_port", "generate_repository"]
 
@@ -101,9 +102,16 @@ class TritonServer:
             if not MODEL_NAME_PATTERN.fullmatch(name):
                 raise ValueError(f"model name {name!r} cannot name a Triton model (letters, digits, '.', '_', '-')")
         self.options = options
-        self.process: subprocess.Popen | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="tritonserver-")
         self.log_path = options.log_path or Path(self._tmp.name) / "tritonserver.log"
+        # Its own process group, so that stop() also reaches the Python backend stubs.
+        self._child = ChildProcess("tritonserver", self.log_path, own_group=True)
+        self._config_name: str | None = None  # decided once: has_gpu() runs nvidia-smi
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        """The tritonserver process while it runs (None before start and after stop)."""
+        return self._child.popen
 
     @property
     def model_names(self) -> list[str]:
@@ -117,6 +125,21 @@ class TritonServer:
     @property
     def http_url(self) -> str:
         return f"{self.options.host}:{self.options.http_port}"
+
+    @property
+    def config_name(self) -> str:
+        """The model configuration Triton is told to use: "cpu" (configs/cpu.pbtxt) without a GPU, "" (config.pbtxt) with one."""
+        if self.options.config_name is not None:
+            return self.options.config_name
+        if self._config_name is None:
+            self._config_name = "" if has_gpu() else "cpu"
+        return self._config_name
+
+    @property
+    def config_path(self) -> Path:
+        """The template's configuration file that ``config_name`` selects (each served model has its copy)."""
+        model = self.options.model_repository / MODEL_NAME
+        return model / "configs" / f"{self.config_name}.pbtxt" if self.config_name else model / "config.pbtxt"
 
     @property
     def metrics_url(self) -> str:
@@ -136,11 +159,7 @@ class TritonServer:
             if not getattr(opts, name):
                 setattr(opts, name, free_port(opts.host))
         command, env = self._command()
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        # Its own process group, so that stop() also reaches the Python backend stubs.
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        log.close()
+        self._child.start(command, env=env)
         self.wait_ready(opts.startup_timeout_s)
 
     def _command(self) -> tuple[list[str], dict[str, str]]:
@@ -154,7 +173,7 @@ class TritonServer:
             env[MODEL_DIR_ENV] = str(Path(opts.model_dir).resolve())
         if opts.engine:
             env[ENGINE_ENV] = opts.engine
-        config_name = opts.config_name if opts.config_name is not None else ("" if has_gpu() else "cpu")
+        config_name = self.config_name
         command = [
             "--model-repository", str(repository),
             "--grpc-address", opts.host, "--grpc-port", str(opts.grpc_port),
@@ -212,55 +231,26 @@ class TritonServer:
     def wait_ready(self, timeout_s: float) -> None:
         """Block until every model is READY; TritonStartError (with the log's tail) if Triton exits first
         or the time runs out."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.poll() is not None:
-                code = None if self.process is None else self.process.returncode
-                raise TritonStartError(f"tritonserver exited with {code}:\n{self.log_tail()}")
-            if self.is_ready():
-                return
-            time.sleep(0.25)
-        waiting = ", ".join(self._not_ready())
-        self.stop()
-        raise TritonStartError(f"model(s) {waiting} not ready after {timeout_s:.0f}s:\n{self.log_tail()}")
+        try:
+            self._child.wait_ready(self.is_ready, timeout_s)
+        except ChildExited as exc:
+            raise TritonStartError(str(exc)) from None
+        except TimeoutError:
+            waiting = ", ".join(self._not_ready())
+            self.stop()
+            raise TritonStartError(f"model(s) {waiting} not ready after {timeout_s:.0f}s:\n{self.log_tail()}") from None
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return self._child.log_tail(lines)
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        """SIGTERM (Triton unloads models and exits), then SIGKILL the group if it lingers.
-
-        The group is killed even when tritonserver itself already died: its Python-backend stubs
-        would otherwise live on, holding shared memory."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        try:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
-        except ProcessLookupError:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait()
+        """SIGTERM (Triton unloads models and exits), then SIGKILL the group, even when tritonserver
+        itself already died: its Python-backend stubs would otherwise live on, holding shared memory."""
+        self._child.stop(timeout_s)
 
     def kill(self) -> None:
         """SIGKILL the whole group at once (fault-injection tests)."""
-        process, self.process = self.process, None
-        if process is not None:
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            process.wait()
+        self._child.kill()
 
 
 def generate_repository(target: Path, models: Mapping[str, Path], template: Path = MODEL_REPOSITORY) -> Path:

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 
 from client import RerankerError
-from server.reranking import padded_rows
+from server.model_inputs import padded_rows
 from server.triton_launcher import MODEL_REPOSITORY
 
 PAD_ID = 1  # XLM-R <pad>; padding ids are never read by the model, only the mask decides

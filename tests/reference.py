@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from server.reranking import sigmoid
+
 
 class InProcessReference:
     """transformers ``AutoModelForSequenceClassification`` run on one pair at a time (no padding at
@@ -61,5 +63,4 @@ class InProcessReference:
 
     def scores(self, query: str, documents: list[str], max_length: int | None = None, side: str = "right") -> np.ndarray:
         """sigmoid(logit) in float32, the service's default score."""
-        logits = self.logits(query, documents, max_length, side).astype(np.float32)
-        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        return sigmoid(self.logits(query, documents, max_length, side))

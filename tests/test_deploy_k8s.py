@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from server import triton_config
+from server.model_limits import coupled_limit_problems
 from server.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -176,13 +178,16 @@ def test_the_gateway_targets_the_headless_service_by_dns(overlay):
 
 
 def test_gateway_env_names_real_settings_that_accept_their_values(overlay):
-    _, _, objects = overlay
+    name, _, objects = overlay
     c = container(one(objects, "Deployment", "reranker-gateway"), "gateway")
     names = {e["name"] for e in c["env"]}
     known = {env for _, env, _, _ in Settings.docs()}
     assert names <= known, f"not settings: {sorted(names - known)}"
     settings = Settings.from_env(env_of(c))
-    assert settings.chunk_size <= 256  # config.pbtxt max_batch_size
+    # The gateway's limits agree with the Triton configuration the overlay runs (server.model_limits.COUPLED_LIMITS).
+    config = triton_config.read(triton_config.CONFIGS["cpu" if name == "cpu-dev" else "gpu"])
+    values = vars(triton_config.limits(config)) | {k: getattr(settings, k) for k in ("chunk_size", "max_documents", "max_inflight_pairs")}
+    assert coupled_limit_problems(values) == []
     assert settings.listen.endswith(":50051") and settings.metrics_listen.endswith(":9464")
     assert settings.http_listen.endswith(":8080")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}

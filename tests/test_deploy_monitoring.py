@@ -12,7 +12,6 @@ import json
 import math
 import re
 import shutil
-import signal
 import subprocess
 import time
 import urllib.parse
@@ -23,6 +22,7 @@ import pytest
 import yaml
 
 from client import RerankerClient, RerankerError
+from server.child_process import ChildProcess, wait_until
 from server.triton_launcher import free_port
 from tests.arabic_text import QUERIES, long_passage, mixed_passages
 from tests.test_metrics import TRITON_GPU_METRICS, promql_expressions, selectors, with_grafana_variables
@@ -104,20 +104,16 @@ class Prometheus:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
-        self.log_path = workdir / "prometheus.log"
-        self.process: subprocess.Popen | None = None
+        self._child = ChildProcess("prometheus", workdir / "prometheus.log")
 
     def start(self) -> None:
         command = [str(tool("prometheus")), f"--config.file={self.workdir / 'prometheus.yml'}",
                    f"--storage.tsdb.path={self.workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
+        self._child.start(command, cwd=self.workdir)
         self.started = time.time()
-        wait_until(lambda: self._ready(), 30, "prometheus ready", self.log_tail)
+        self._child.wait_ready(self._ready, 30)
 
     def _ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"prometheus exited with {self.process.returncode}:\n{self.log_tail()}")
         try:
             with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as response:
                 return response.status == 200
@@ -125,17 +121,10 @@ class Prometheus:
             return False
 
     def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        self._child.stop(15)
 
     def log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:]) if self.log_path.exists() else ""
+        return self._child.log_tail(20)
 
     def api(self, path: str, **params: str):
         url = f"{self.url}/api/v1/{path}" + ("?" + urllib.parse.urlencode(params) if params else "")
@@ -153,14 +142,6 @@ class Prometheus:
     def window(self) -> str:
         """A range selector window reaching back past this Prometheus's first scrape."""
         return f"{math.ceil(time.time() - self.started) + 5}s"
-
-
-def wait_until(condition, timeout_s: float, what: str, detail=lambda: "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no {what} after {timeout_s:.0f}s\n{detail()}")
-        time.sleep(0.5)
 
 
 def host_port(url: str) -> str:

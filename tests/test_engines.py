@@ -128,9 +128,9 @@ def test_concurrent_exports_leave_one_verified_graph_and_bad_graphs_are_refused(
     # serialises them, the second finds the first's export and keeps it.
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         paths = pool.map(_export_in_process, [str(model_dir)] * 2)
-    target = model_dir / "onnx" / "model.onnx"
+    target = onnx_export.onnx_path(model_dir)
     assert paths == [str(target)] * 2
-    assert [p.name for p in (model_dir / "onnx").iterdir() if p.name.startswith(".export-")] == []
+    assert [p.name for p in target.parent.iterdir() if p.name.startswith(".export-")] == []
     good = target.read_bytes()
     engine = engines.load_engine("onnx", model_dir, num_threads=1)
     ids, mask = padded([[0, 6, 7, 2, 2, 8, 9, 2], [0, 6, 2, 2, 8, 2]])

@@ -1,4 +1,4 @@
-"""Reading evaluation data: JSONL, CSV and TSV give the same groups, the sample set is what the README
+"""Reading evaluation data: JSONL, CSV and TSV give the same groups, the sample set is what docs/evaluation.md
 says, and every malformed file is refused with an error naming its line."""
 
 from __future__ import annotations

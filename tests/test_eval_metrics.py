@@ -93,7 +93,7 @@ def test_means_equal_trec_eval(graded):
     assert skip.ndcg == pytest.approx(trec_mean("nDCG@10", with_relevant), abs=TOLERANCE)
 
 
-def test_worked_example_from_the_readme():
+def test_worked_example_from_the_evaluation_docs():
     # Ranked labels 0, 2, 0, 1: first relevant at rank 2; relevant at ranks 2 and 4.
     m = query_metrics([0, 2, 0, 1])
     assert m.reciprocal_rank == 0.5

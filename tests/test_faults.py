@@ -16,6 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from client import RerankerClient, RerankerError
+from server.child_process import wait_until
 from server.gateway_process import GatewayProcess
 from reranker.v1 import reranker_pb2, reranker_pb2_grpc
 from server.triton_launcher import TritonOptions, TritonServer, free_port
@@ -261,7 +262,7 @@ def test_sigterm_finishes_calls_in_flight_reports_not_serving_and_exits_0(triton
                 with RerankerClient(gateway.target, timeout=60) as client:
                     return len(client.rerank(QUERIES[0], documents))
             futures = [pool.submit(call) for _ in range(4)]
-            wait_until(lambda: metric_sum(gateway.metrics_url, "reranker_requests_in_flight") == 4, 30.0)
+            wait_until(lambda: metric_sum(gateway.metrics_url, "reranker_requests_in_flight") == 4, 30.0, "4 calls in flight", poll_s=0.05)
             gateway.terminate()
             gateway.wait_status(NOT_SERVING, 5)  # drain: still answering, but NOT_SERVING
             assert [f.result() for f in futures] == [120] * 4
@@ -285,7 +286,7 @@ def test_tritons_bounded_queue_surfaces_as_resource_exhausted(tiny_model_dir, tm
                 assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
                 assert "capacity" in err.value.details
                 drained = lambda: metric_sum(triton.metrics_url, "nv_inference_pending_request_count") == 0  # noqa: E731
-                wait_until(drained, 60.0)
+                wait_until(drained, 60.0, "Triton's queue drained", poll_s=0.05)
                 assert len(client.rerank(QUERIES[0], documents[:1])) == 1  # a request that fits still passes
 
 
@@ -356,7 +357,7 @@ def test_an_expired_deadline_is_deadline_exceeded_and_stops_the_triton_work(one_
     ran = settled(executed) - start
     assert ran < len(documents), "Triton computed every chunk although the deadline had passed"
     recorded = lambda: {code: gateway_requests(gateway, code) - before[code] for code in before}  # noqa: E731
-    wait_until(lambda: recorded()["DEADLINE_EXCEEDED"] >= 1, 10.0)
+    wait_until(lambda: recorded()["DEADLINE_EXCEEDED"] >= 1, 10.0, "a DEADLINE_EXCEEDED recorded", poll_s=0.05)
     assert recorded() == {"DEADLINE_EXCEEDED": 1, "CANCELLED": 0}, gateway.log_tail()
 
 
@@ -375,10 +376,3 @@ def gateway_requests(gateway: GatewayProcess, code: str) -> float:
     """reranker_requests_total{method="Rerank", code=...} of a gateway, every model together."""
     return metric_sum(gateway.metrics_url, "reranker_requests_total", method="Rerank", code=code)
 
-
-def wait_until(condition, bound_s: float) -> None:
-    deadline = time.monotonic() + bound_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {bound_s}s")
-        time.sleep(0.05)

@@ -23,6 +23,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
+from server.model_inputs import PAD_TOKEN_TYPE, padded_rows
 from server.model_limits import max_input_length
 from server.model_store import BERT_SHAPES, OFFLINE_MODELS, hub_id, prepare, resolve_model_dir, served_name, split_models
 from server.onnx_export import export_onnx
@@ -57,18 +58,12 @@ def model_code():
 
 
 def padded(encodings: list[Encoding], pad_id: int, width: int | None = None) -> dict[str, np.ndarray]:
-    """A request's INT64 tensors, right-padded to ``width`` (default: the longest row), written here
-    independently of model.py: input_ids with ``pad_id``, attention_mask and token_type_ids with 0."""
-    width = width or max(len(e["input_ids"]) for e in encodings)
-    arrays = {key: np.zeros((len(encodings), width), dtype=np.int64) for key in ("input_ids", "attention_mask")}
-    arrays["input_ids"][:] = pad_id
+    """A request's INT64 tensors, right-padded to ``width`` (default: the longest row) as the gateway pads
+    a chunk: input_ids with ``pad_id``, token_type_ids with the padding token type."""
+    ids, mask = padded_rows([e["input_ids"] for e in encodings], pad_id, width)
+    arrays = {"input_ids": ids, "attention_mask": mask}
     if "token_type_ids" in encodings[0]:
-        arrays["token_type_ids"] = np.zeros((len(encodings), width), dtype=np.int64)
-    for row, encoding in enumerate(encodings):
-        n = len(encoding["input_ids"])
-        arrays["attention_mask"][row, :n] = 1
-        for key, values in encoding.items():
-            arrays[key][row, :n] = values
+        arrays["token_type_ids"] = padded_rows([e["token_type_ids"] for e in encodings], PAD_TOKEN_TYPE, width)[0]
     return arrays
 
 

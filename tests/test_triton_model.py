@@ -26,13 +26,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
+from server.model_store import REAL_MODEL_MAX_LENGTH
 from server.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer
 from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage
 from tests.helpers import padded, repository_copy
 
 ATOL = 1e-4  # float32 tolerance between batched/padded logits and the unpadded reference
 VOCAB = 250002
-MAX_LENGTH = 8192  # the tiny model's positions, like ARA-Reranker-V1's: 8194 - (pad_token_id + 1)
+MAX_LENGTH = REAL_MODEL_MAX_LENGTH  # the tiny model's, like ARA-Reranker-V1's
 LOWERED = 512  # the long pairs of ``pairs`` are cut here, as a gateway with max_input_length 512 does
 INVALID = "StatusCode.INVALID_ARGUMENT"
 
@@ -354,8 +355,8 @@ async def test_server_still_ready_after_bad_input(triton, client, good):
 # -------------------------------------------------------------------------------------- 4 micro-batches
 @functools.cache
 def micro_batches():
-    """model.py's ``_micro_batches(sorted_lengths, max_batch_tokens)``."""
-    return load_model_module()._micro_batches
+    """The partition model.py cuts with: ``micro_batches(sorted_lengths, max_batch_tokens, overhead_tokens)``."""
+    return load_model_module().micro_batches
 
 
 def greedy_padded_size(sorted_lengths: np.ndarray, budget: int, overhead: int) -> int:

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from server.model_limits import max_input_length
+
 DEFAULT_GATEWAY = "127.0.0.1:50051"
 LOCAL_PREFIX = "local:"
-# Tokenizers without a configured max length report this sentinel (transformers' VERY_LARGE_INTEGER).
-_UNSET_MAX_LENGTH = 10**9
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,8 @@ class ServiceRanker:
 
 class LocalRanker:
     """The model in-process: transformers ``AutoModelForSequenceClassification``, the pair encoded with
-    the document (never the query) truncated to the tokenizer's max length, as the service and the model
-    card's ``CrossEncoder.predict`` encode it; returns the logits (the service ranks by them).
+    the document (never the query) truncated to the model's max input length (server/model_limits.py), as the
+    service and the model card's ``CrossEncoder.predict`` encode it; returns the logits (the service ranks by them).
 
     Pairs are sorted by length and run in padded batches; padding moves logits only at float32 rounding."""
 
@@ -131,8 +131,8 @@ class LocalRanker:
         if self.model.config.num_labels != 1:
             labels = self.model.config.num_labels
             raise ValueError(f"{self.model_dir}: a reranker has one output label, this model has {labels}")
-        max_length = self.tokenizer.model_max_length
-        self.max_length = 512 if max_length >= _UNSET_MAX_LENGTH else max_length
+        # The service's own rule, so that this reference cuts pairs where the gateway does.
+        self.max_length = max_input_length(self.model_dir)
         self.batch_size = batch_size
 
     def __call__(self, query: str, documents: Sequence[str]) -> list[float]:

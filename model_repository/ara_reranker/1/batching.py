@@ -15,7 +15,7 @@ On CPU, single-threaded forward passes side by side beat one multi-threaded pass
 the threads of each operator, full speed at any batch size, and a thread preempted by the gateway or
 the tokenizer delays only its own micro-batch. The engines release the GIL while they compute.
 
-``pad_rows`` is the one definition of how unpadded token rows become a model's input arrays.
+How the rows of a micro-batch are padded is server/model_inputs.py's rule, shared with the gateway.
 """
 
 from __future__ import annotations
@@ -25,9 +25,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
-__all__ = ["PAD_TOKEN_TYPE", "micro_batches", "padded_tokens", "pad_rows", "ForwardPool"]
-
-PAD_TOKEN_TYPE = 0  # token type of padding positions (as transformers' tokenizers pad); masked out anyway
+__all__ = ["micro_batches", "ForwardPool"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -57,28 +55,6 @@ def micro_batches(sorted_lengths: np.ndarray, max_batch_tokens: int, overhead_to
         slices.append(slice(int(cut[end]), end))
         end = int(cut[end])
     return slices[::-1]
-
-
-def padded_tokens(sorted_lengths: np.ndarray, slices: list[slice]) -> int:
-    """Tokens computed, padding included, for ``slices`` of ``sorted_lengths``."""
-    return sum((s.stop - s.start) * int(sorted_lengths[s.start]) for s in slices)
-
-
-def pad_rows(
-    rows: Sequence[np.ndarray], pad_id: int, type_rows: Sequence[np.ndarray] | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Right-pad unpadded token rows to the longest of them: int64 ``input_ids`` (``pad_id`` after each
-    row), ``attention_mask`` (1 over each row's tokens, then 0) and, when ``type_rows`` are given,
-    ``token_type_ids`` (``PAD_TOKEN_TYPE`` after each row); None in its place otherwise."""
-    widths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
-    mask = np.arange(int(widths.max()))[None, :] < widths[:, None]
-    ids = np.full(mask.shape, pad_id, dtype=np.int64)
-    ids[mask] = np.concatenate(rows)
-    types = None
-    if type_rows is not None:
-        types = np.full(mask.shape, PAD_TOKEN_TYPE, dtype=np.int64)
-        types[mask] = np.concatenate(type_rows)
-    return ids, mask.astype(np.int64), types
 
 
 class ForwardPool:

@@ -16,10 +16,9 @@ from typing import Protocol
 import numpy as np
 
 from server.model_limits import input_names, takes_token_type_ids
+from server.onnx_export import onnx_path
 
 __all__ = ["Engine", "ENGINES", "load_engine"]
-
-ONNX_FILE = "onnx/model.onnx"
 
 
 class Engine(Protocol):
@@ -108,7 +107,7 @@ class OnnxEngine:
         import onnxruntime as ort
         from transformers import AutoConfig
 
-        path = Path(model_dir) / ONNX_FILE
+        path = onnx_path(model_dir)
         if not path.exists():
             raise ValueError(
                 f"{path} not found: export it with `make model MODEL=... ENGINE=onnx` "

@@ -31,9 +31,13 @@ for _path in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.path
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from batching import ForwardPool, micro_batches, pad_rows  # noqa: E402
+from batching import ForwardPool, micro_batches  # noqa: E402
 from engines import load_engine  # noqa: E402
-from server.model_limits import ModelLimitError, max_input_length, max_positions, type_vocab_size  # noqa: E402  (the project, installed beside torch)
+from server.model_inputs import PAD_TOKEN_TYPE, padded_rows  # noqa: E402
+from server.model_limits import (  # noqa: E402  (the project, installed beside torch)
+    ModelLimitError, coupled_limit_problems, max_input_length, max_positions, type_vocab_size,
+)
+from server.triton_config import limits, parameters  # noqa: E402
 
 MODEL_DIR_ENV = "ARA_RERANKER_MODEL_DIR"
 ENGINE_ENV = "ARA_RERANKER_ENGINE"
@@ -41,10 +45,6 @@ ENGINE_ENV = "ARA_RERANKER_ENGINE"
 
 class RequestError(ValueError):
     """A request whose tensors cannot be scored; answered with INVALID_ARG, the batch goes on."""
-
-
-def _parameters(model_config: dict) -> dict[str, str]:
-    return {k: v["string_value"] for k, v in model_config.get("parameters", {}).items()}
 
 
 def resolve_model_dir(args: dict, params: dict[str, str]) -> Path:
@@ -62,7 +62,7 @@ class TritonPythonModel:
 
     def initialize(self, args: dict) -> None:
         model_config = json.loads(args["model_config"])
-        params = _parameters(model_config)
+        params = parameters(model_config)
         model_dir = resolve_model_dir(args, params)
         if not (model_dir / "config.json").exists():
             raise pb_utils.TritonModelException(
@@ -70,7 +70,11 @@ class TritonPythonModel:
             )
         on_gpu = args["model_instance_kind"] == "GPU"
         device = f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu"
-        self.max_batch_tokens = int(params.get("max_batch_tokens", "16384"))
+        try:
+            triton = limits(model_config)
+        except ValueError as exc:
+            raise pb_utils.TritonModelException(str(exc)) from exc
+        self.max_batch_tokens = triton.max_batch_tokens
         if self.max_batch_tokens <= 0:
             raise pb_utils.TritonModelException(f"max_batch_tokens must be > 0, got {self.max_batch_tokens}")
         self.overhead_tokens = int(params.get("batch_overhead_tokens", "0"))
@@ -107,10 +111,11 @@ class TritonPythonModel:
             raise pb_utils.TritonModelException(str(exc)) from exc
         # The hard limit; the gateway picks its own (the tokenizer's, or lower) and never sends more.
         self.max_length = max_positions(hf_config.to_dict())
-        if self.max_batch_tokens < self.max_length:
-            raise pb_utils.TritonModelException(
-                f"max_batch_tokens {self.max_batch_tokens} is below the model's max length {self.max_length}"
-            )
+        # The limits that must agree with others (model_limits.COUPLED_LIMITS), those known here.
+        problems = coupled_limit_problems({"max_batch_size": triton.max_batch_size, "max_queue_size": triton.max_queue_size,
+                                           "max_batch_tokens": self.max_batch_tokens, "max_input_length": self.max_length})
+        if problems:
+            raise pb_utils.TritonModelException("; ".join(problems))
         self.metrics = _ModelMetrics(args["model_name"])
         # Warm up so Triton reports READY only once the model has really run.
         ones = np.ones((2, 16), dtype=np.int64)
@@ -196,11 +201,11 @@ class TritonPythonModel:
             return
         lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
         order = np.argsort(-lengths, kind="stable")
-        batches = [order[s] for s in _micro_batches(lengths[order], self.max_batch_tokens, self.overhead_tokens)]
+        batches = [order[s] for s in micro_batches(lengths[order], self.max_batch_tokens, self.overhead_tokens)]
 
         def forward(members: np.ndarray) -> tuple[np.ndarray, int, float]:
-            types = None if type_rows is None else [type_rows[m] for m in members]
-            ids, mask, token_types = pad_rows([rows[m] for m in members], self.pad_id, types)
+            ids, mask = padded_rows([rows[m] for m in members], self.pad_id)
+            token_types = None if type_rows is None else padded_rows([type_rows[m] for m in members], PAD_TOKEN_TYPE)[0]
             started = time.perf_counter()
             return self.engine.forward(ids, mask, token_types), ids.size, time.perf_counter() - started
 
@@ -225,12 +230,6 @@ class TritonPythonModel:
     def finalize(self) -> None:
         self.pool.close()
         self.engine = None
-
-
-def _micro_batches(sorted_lengths: np.ndarray, max_batch_tokens: int, overhead_tokens: int = 0) -> list[slice]:
-    """Cut length-descending rows into slices under the token budget (rows x longest), choosing the cuts
-    that minimise padded tokens plus ``overhead_tokens`` per forward pass (see batching.py)."""
-    return micro_batches(sorted_lengths, max_batch_tokens, overhead_tokens)
 
 
 class _ModelMetrics:

@@ -1,0 +1,232 @@
+"""The figures the docs quote, as markdown, computed from the committed results in ``bench/results/``.
+
+Each benchmark writes its results there (``bench/run.py``: ``<timestamp>.json`` and ``latest.json``; the
+others ``<kind>-<timestamp>.json``). The docs never copy a figure by hand: ``make docs`` writes these
+sections into docs/benchmarks.md and docs/deployment.md, and tests/test_docs.py fails when the docs
+differ from what the results say. Rerun a benchmark, commit its result, run ``make docs``.
+
+    python -m bench.summary            # every section, as the docs show them
+    python -m bench.summary windows    # one of them: run, run-context, targets, other, windows, gateway-capacity
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from bench import report
+
+__all__ = ["RESULTS", "SECTIONS", "latest"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def latest(kind: str | None = None) -> Path:
+    """The newest result of ``kind`` (``intake``, ``side-by-side``, ...), by the timestamp in its name;
+    ``None``: the main benchmark's ``latest.json``."""
+    if kind is None:
+        return RESULTS / "latest.json"
+    found = sorted(RESULTS.glob(f"{kind}-*.json"))
+    if not found:
+        raise FileNotFoundError(f"no {kind}-*.json in {RESULTS}")
+    return found[-1]
+
+
+def _load(kind: str | None = None) -> tuple[dict, str]:
+    path = latest(kind)
+    return json.loads(path.read_text()), path.relative_to(RESULTS.parent.parent).as_posix()
+
+
+def _range(values, fmt: str = "{:,.0f}", unit: str = "") -> str:
+    low, high = fmt.format(min(values)), fmt.format(max(values))
+    return f"{low}{unit}" if low == high else f"{low}-{high}{unit}"
+
+
+def _when(stamp: str) -> str:
+    """``20261129-025800`` -> ``2026-11-29 02:58``."""
+    return f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]} {stamp[9:11]}:{stamp[11:13]}"
+
+
+def _levels(run: dict, system: str) -> dict[int, dict]:
+    return {level["concurrency"]: level for s in run["systems"] if s["system"] == system for level in s.get("levels", [])}
+
+
+def run_context() -> str:
+    """When and where the main benchmark ran, with what, and how long it took."""
+    run, _ = _load()
+    meta, work = run["meta"], run["workload"]
+    versions = meta["versions"]
+    minutes = sum(s.get("wall_s", 0) for s in run["systems"]) / 60
+    tokens = work["document_tokens"]
+    return (
+        f"`{meta['command']}`, run {_when(meta['timestamp'])} (commit {meta['git']}) on {meta['cpu']}, "
+        f"{meta['cores']} cores, {meta['memory_gib']} GiB, GPU: {meta['gpu']}; torch {versions['torch']}, "
+        f"onnxruntime {versions['onnxruntime']}, transformers {versions['transformers']}, nvidia-pytriton "
+        f"{versions['nvidia-pytriton']}. Model `{meta['model']}` ({meta['model_note']}), max length {meta['max_length']}. "
+        f"Workload: {work['requests']} requests of {work['docs_per_request']} documents of {tokens['min']}-{tokens['max']} "
+        f"tokens (median {tokens['p50']:.0f}), seed {work['seed']}. The systems' runs took {minutes:.0f} minutes. "
+        f"Files: `bench/results/{meta['timestamp']}.{{json,md,png}}` (`latest.*` are copies)."
+    )
+
+
+def run_table() -> str:
+    """The main benchmark's table, and the gateway + Triton overhead."""
+    run, _ = _load()
+    text = report.results_table(run)
+    overhead = run.get("overhead")
+    if overhead and "p50_overhead_ms" in overhead:
+        text += (
+            f"\n\nOverhead of gateway + Triton over a direct in-process call (tokenize + forward, same "
+            f"{overhead['engine']} engine, same micro-batching), `{overhead['model']}` model, one request of "
+            f"{overhead['docs']} documents at a time, {overhead['count']} calls: in-process "
+            f"{overhead['in_process_p50_ms']:.2f} ms p50, service {overhead['service_p50_ms']:.2f} ms p50, so "
+            f"**{overhead['p50_overhead_ms']:.2f} ms** at p50 (p99: {overhead['in_process_p99_ms']:.1f} vs "
+            f"{overhead['service_p99_ms']:.1f} ms)."
+        )
+    return text
+
+
+def targets() -> str:
+    """The benchmark's targets and how the run did against each, with the figures."""
+    run, _ = _load()
+    verdicts = run["targets"]
+    said = lambda name: "met" if verdicts[name]["ok"] else "**missed**"  # noqa: E731
+    rows = ["| target | result |", "|---|---|"]
+    if "saturation_vs_limit" in verdicts:
+        v = verdicts["saturation_vs_limit"]
+        rows.append(f"| service at saturation >= 0.9 x the in-process limit (best engine) | {said('saturation_vs_limit')}: "
+                    f"{v['service_pairs_per_s']:.1f} vs {v['limit_pairs_per_s']:.1f} pairs/s ({v['limit']}), {v['ratio']:.2f}x |")
+    if "ahead_of_peers" in verdicts:
+        v = verdicts["ahead_of_peers"]
+        mine, peers = _levels(run, v["service"]), [_levels(run, p) for p in v["peers"]]
+        rate = [mine[c]["pairs_per_s"] / max(p[c]["pairs_per_s"] for p in peers) for c in mine if all(c in p for p in peers)]
+        p99 = [mine[c]["p99_ms"] / min(p[c]["p99_ms"] for p in peers) for c in mine if all(c in p for p in peers)]
+        rows.append(f"| ahead of sentence-transformers and of Infinity's best engine at every concurrency, throughput and "
+                    f"p99 | {said('ahead_of_peers')} ({len(v['misses'])} misses): throughput {_range(rate, '{:.1f}', 'x')} "
+                    f"the best peer's at each level, p99 {_range(p99, '{:.2f}', 'x')} the best peer's |")
+    if "padding_ratio" in verdicts:
+        v = verdicts["padding_ratio"]
+        rows.append(f"| padding ratio >= 0.9 on the mixed-length workload | {said('padding_ratio')}: "
+                    f"{v['min']:.3f}-{v['max']:.3f} at every level |")
+    if "overhead_p50" in verdicts:
+        rows.append(f"| gateway + Triton overhead <= 5 ms at p50 (tiny model, 10 documents) | {said('overhead_p50')}: "
+                    f"{verdicts['overhead_p50']['ms']:.2f} ms |")
+    limit_torch, limit_onnx = _levels(run, "limit-torch"), _levels(run, "limit-onnx")
+    gain = [limit_onnx[c]["pairs_per_s"] / limit_torch[c]["pairs_per_s"] - 1 for c in limit_onnx if c in limit_torch]
+    busiest = _levels(run, verdicts.get("ahead_of_peers", {}).get("service", "service-onnx"))
+    top = busiest[max(busiest)] if busiest else {}
+    facts = []
+    if gain:
+        facts.append(f"ONNX Runtime runs {_range([100 * g for g in gain], '{:.0f}', '%')} faster than the torch engine "
+                     "in-process (limit-onnx vs limit-torch, by level)")
+    if "triton_batch_rows" in top:
+        facts.append(f"at {max(busiest)} clients Triton's dynamic batches held {top['triton_batch_rows']:.0f} rows / "
+                     f"{top['triton_batch_requests']:.0f} requests per execution")
+    return "\n".join(rows) + ("\n\nFrom the same run: " + "; ".join(facts) + "." if facts else "")
+
+
+def other_measurements() -> str:
+    """One row per single-question benchmark: the command, the question, the answer, the file."""
+    intake, intake_path = _load("intake")
+    at_512 = next(t for t in intake["tokenization"] if t["max_length"] == 512)
+    alone, beside = intake["small_calls_alone"], intake["small_calls_beside_worst_case"]
+    side, side_path = _load("side-by-side")
+    rounds = [side["runs"][i : i + 2] for i in range(0, len(side["runs"]), 2)]
+    capacity, capacity_path = _load("gateway-capacity")
+    levels = capacity["gateway"]
+    return "\n".join([
+        "| command | question | result | file |",
+        "|---|---|---|---|",
+        f"| `python -m bench.intake` | what one worst-case request ({intake['documents']} documents x "
+        f"{intake['document_chars']:,} characters, {intake['request_mb']} MB) costs other callers | tokenizing it at max "
+        f"length 512 takes {at_512['now_s']:.1f} s (documents cut by characters first) instead of "
+        f"{at_512['whole_documents_s']:.0f} s; small calls' p50 / p99 go from {alone['p50_ms']:.0f} / {alone['p99_ms']:.0f} ms "
+        f"to {beside['p50_ms']:,.0f} / {beside['p99_ms']:,.0f} ms while it runs in a loop | `{intake_path}` |",
+        f"| `python -m bench.side_by_side` | does an idle second model ({side['beside_idle']}) cost the first "
+        f"({side['model']}) throughput, at {side['concurrency']} callers | "
+        + "; ".join(f"round {n}: {a['pairs_per_s']:.2f} pairs/s alone, {b['pairs_per_s']:.2f} beside it"
+                    for n, (a, b) in enumerate(rounds, 1))
+        + f" | `{side_path}` |",
+        f"| `python -m bench.gateway_capacity` | one gateway core's capacity, Triton not the bottleneck | "
+        f"{_range([l['pairs_per_gateway_cpu_s'] for l in levels])} pairs ({_range([l['requests_per_gateway_cpu_s'] for l in levels])} "
+        f"requests of 10) per gateway CPU-second; sizing rule in [deployment.md](deployment.md#sizing-gateways-per-gpu) | "
+        f"`{capacity_path}` |",
+    ])
+
+
+def windows() -> str:
+    """TRUNCATION_END against TRUNCATION_SPLIT on long pages."""
+    result, path = _load("windows")
+    pages = result["page_chars"]
+    rows = [
+        f"`python -m bench.windows`: {result['documents_per_request']} Arabic pages of {pages['min']:,}-{pages['max']:,} "
+        f"characters per request, {result['clients']} callers, `{result['model']}` model scoring at `--max-input-length "
+        f"{result['max_input_length']}`, default windows ({result['machine']['cpu']}, {result['machine']['cores']} cores; "
+        f"`{path}`):",
+        "",
+        "| truncation | documents/s | windows/s | tokens/s | windows per document | p50 | p99 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for mode, figures in result["modes"].items():
+        rows.append(f"| `TRUNCATION_{mode.upper()}` | {figures['pairs_per_s']:.1f} | {figures['windows_per_s']:.1f} | "
+                    f"{figures['tokens_per_s']:,} | {figures['windows_per_document']:.2f} | {figures['p50_ms']:,.0f} ms | "
+                    f"{figures['p99_ms']:,.0f} ms |")
+    return "\n".join(rows)
+
+
+def gateway_capacity() -> str:
+    """The gateways-per-GPU sizing table: one gateway core's capacity, per workload."""
+    result, path = _load("gateway-capacity")
+    rows = [
+        f"**Measured** (`{path}`), one gateway process pinned to one core (`taskset -c {result['placement']['gateway_core']}`), "
+        f"the XLM-R tokenizer of ARA-Reranker-V1, requests of 10 documents, closed loop at "
+        f"{', '.join(str(l['concurrency']) for l in result['gateway'] if l['workload'] == 'mixed')} concurrent callers:",
+        "",
+        "| workload | tokens / pair (mean) | pairs / s on one core | requests / s on one core | pairs per gateway CPU-second "
+        "| gateway CPU-s per 1000 pairs | gateway CPU per request | gateway core busy | Triton computing |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    names = {"mixed": "the benchmark's mixed", "small": "small"}
+    for name, summary in result["summary"].items():
+        work = result["workloads"][name]
+        levels = [l for l in result["gateway"] if l["workload"] == name]
+        tokens = work["document_tokens"]
+        rows.append(
+            f"| {names.get(name, name)} ({tokens['min']}-{tokens['max']} tokens) | {work['pair_tokens']['mean']:.0f} | "
+            f"{_range([l['pairs_per_s'] for l in levels])} | {_range([l['requests_per_s'] for l in levels])} | "
+            f"**{summary['pairs_per_gateway_cpu_s']:,.0f}** | {summary['gateway_cpu_s_per_1000_pairs']:.2f} | "
+            f"{summary['gateway_cpu_ms_per_request']:.1f} ms | {_range([100 * l['gateway_core_busy'] for l in levels], unit=' %')} | "
+            f"{_range([100 * l['triton_compute_busy'] for l in levels], unit=' %')} of the time |"
+        )
+    alone = result.get("triton_alone", [])
+    if alone:
+        rows += ["", f"Triton alone, sent the same requests pre-tokenized exactly as the gateway does, took "
+                     f"{_range([l['pairs_per_s'] for l in alone])} pairs/s ({_range([l['requests_per_s'] for l in alone])} "
+                     f"requests/s) with its CPU {_range([100 * l['triton_cpu_busy'] for l in alone], unit=' %')} busy."]
+    return "\n".join(rows)
+
+
+SECTIONS: dict[str, Callable[[], str]] = {
+    "run-context": run_context,
+    "run": run_table,
+    "targets": targets,
+    "other": other_measurements,
+    "windows": windows,
+    "gateway-capacity": gateway_capacity,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    names = (argv if argv is not None else sys.argv[1:]) or list(SECTIONS)
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        print(f"unknown sections {unknown}; known: {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    print("\n\n".join(SECTIONS[n]() for n in names))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

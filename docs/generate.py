@@ -1,0 +1,158 @@
+"""Write the generated sections of docs/*.md from the code and data that hold their facts.
+
+    make docs                           # python -m docs.generate: rewrite every generated section
+    python -m docs.generate --check     # exit 1, naming them, if any section differs from what would be written
+
+A generated section sits between two markers and is never edited by hand::
+
+    <!-- generated: NAME (make docs) -->
+    ...
+    <!-- end generated: NAME -->
+
+The settings table comes from ``server/settings.py``, the Triton tables from the ``.pbtxt`` files and
+``server/triton_config.py``, the coupled limits from ``server/model_limits.py``, the benchmark figures from
+the committed results in ``bench/results/`` (``bench/summary.py``). Change those, then run ``make docs``;
+tests/test_docs.py fails while a section is stale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Callable
+
+DOCS = Path(__file__).resolve().parent
+
+# The Triton model's knobs, in the order the table shows them: (field path in server.triton_config.fields, meaning).
+TRITON_KNOBS = [
+    ("max_batch_size", "rows (pairs) per dynamic batch; one request may carry at most this many, so `chunk_size` must not exceed it"),
+    ("dynamic_batching.max_queue_delay_microseconds",
+     "how long the batcher waits to group concurrent requests (on CPU requests batch by queueing behind the running `execute()`)"),
+    ("dynamic_batching.default_queue_policy.max_queue_size",
+     "bounded queue: beyond it Triton refuses and the gateway answers `RESOURCE_EXHAUSTED`"),
+    ("instance_group", "instances (processes) per device"),
+    ("parameters.model_dir",
+     "model directory; relative to the repository's parent. Env `ARA_RERANKER_MODEL_DIR` overrides (the launcher sets it)"),
+    ("parameters.engine",
+     "`torch` (reference) or `onnx` (ONNX Runtime; CUDA execution provider on GPU). Env `ARA_RERANKER_ENGINE` overrides"),
+    ("parameters.dtype",
+     "`auto` = float16 on GPU, float32 on CPU; or `float32`, `float16`, `bfloat16` (torch engine). Logits are upcast to "
+     "float32 before the sigmoid"),
+    ("parameters.max_batch_tokens", "token budget of one forward pass: rows × longest row of a micro-batch"),
+    ("parameters.batch_overhead_tokens",
+     "fixed cost of one forward pass, in tokens: micro-batches are the cut of the length-sorted rows that minimises padded "
+     "tokens + this per pass (large: full batches, for GPUs; small: rows of unlike lengths kept apart, for CPUs)"),
+    ("parameters.forward_workers", "micro-batches run side by side on this many threads (0 = one per core)"),
+    ("parameters.num_threads", "intra-op threads of each forward pass (0 = framework default)"),
+]
+
+
+def _value(fields: dict, path: str) -> str:
+    if path == "instance_group":
+        return f"`{fields['instance_group.0.kind']}`, count {fields['instance_group.0.count']}"
+    return f"`{fields[path]}`"
+
+
+def settings_table() -> str:
+    from server.settings import Settings
+
+    return Settings.markdown_table()
+
+
+def triton_parameters() -> str:
+    from server import triton_config
+
+    gpu, cpu = (triton_config.fields(triton_config.read(triton_config.CONFIGS[k])) for k in ("gpu", "cpu"))
+    rows = ["| knob | GPU | CPU | meaning |", "|---|---|---|---|"]
+    rows += [f"| `{path.removeprefix('parameters.')}` | {_value(gpu, path)} | {_value(cpu, path)} | {meaning} |"
+             for path, meaning in TRITON_KNOBS]
+    return "\n".join(rows)
+
+
+def cpu_differences() -> str:
+    from server import triton_config
+
+    gpu, cpu = (triton_config.fields(triton_config.read(triton_config.CONFIGS[k])) for k in ("gpu", "cpu"))
+    rows = ["| field | `config.pbtxt` (GPU) | `configs/cpu.pbtxt` (CPU) | why |", "|---|---|---|---|"]
+    rows += [f"| `{path}` | `{gpu.get(path)}` | `{cpu.get(path)}` | {why} |" for path, why in triton_config.CPU_DIFFERENCES.items()]
+    return "\n".join(rows)
+
+
+def coupled_limits() -> str:
+    from server.model_limits import COUPLED_LIMITS
+
+    rows = ["| rule | otherwise |", "|---|---|"]
+    rows += [f"| `{limit.rule}` | {limit.why} |" for limit in COUPLED_LIMITS]
+    return "\n".join(rows)
+
+
+def _bench(section: str) -> Callable[[], str]:
+    def render() -> str:
+        from bench import summary
+
+        return summary.SECTIONS[section]()
+
+    return render
+
+
+# (file under docs/, section name) -> what writes it
+SECTIONS: dict[tuple[str, str], Callable[[], str]] = {
+    ("configuration.md", "settings"): settings_table,
+    ("configuration.md", "triton-parameters"): triton_parameters,
+    ("configuration.md", "cpu-differences"): cpu_differences,
+    ("configuration.md", "coupled-limits"): coupled_limits,
+    ("benchmarks.md", "run-context"): _bench("run-context"),
+    ("benchmarks.md", "run"): _bench("run"),
+    ("benchmarks.md", "targets"): _bench("targets"),
+    ("benchmarks.md", "other"): _bench("other"),
+    ("benchmarks.md", "windows"): _bench("windows"),
+    ("deployment.md", "gateway-capacity"): _bench("gateway-capacity"),
+}
+
+
+def _pattern(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- generated: {re.escape(name)} \(make docs\) -->\n).*?(<!-- end generated: {re.escape(name)} -->)", re.S)
+
+
+def rendered(file: str, text: str) -> str:
+    """``text`` (the markdown of docs/``file``) with each of its generated sections written anew."""
+    for (owner, name), render in SECTIONS.items():
+        if owner != file:
+            continue
+        pattern = _pattern(name)
+        if not pattern.search(text):
+            raise ValueError(f"docs/{file} lacks the markers of generated section {name!r}")
+        body = render().strip("\n")
+        text = pattern.sub(lambda m: f"{m.group(1)}{body}\n{m.group(2)}", text)
+    return text
+
+
+def stale() -> list[str]:
+    """The docs files whose generated sections differ from what ``make docs`` would write."""
+    files = sorted({file for file, _ in SECTIONS})
+    return [file for file in files if rendered(file, (DOCS / file).read_text(encoding="utf-8")) != (DOCS / file).read_text(encoding="utf-8")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write the generated sections of docs/*.md.")
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 if a section is stale")
+    args = parser.parse_args(argv)
+    if args.check:
+        outdated = stale()
+        for file in outdated:
+            print(f"docs/{file} is stale: run `make docs`", file=sys.stderr)
+        return 1 if outdated else 0
+    for file in sorted({file for file, _ in SECTIONS}):
+        path = DOCS / file
+        text = path.read_text(encoding="utf-8")
+        new = rendered(file, text)
+        if new != text:
+            path.write_text(new, encoding="utf-8")
+            print(f"wrote docs/{file}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
