@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.run import PROJECT_ROOT, _git_commit, _machine, _versions, write_result
+from bench.systems import NO_CACHE
 from bench.workload import Workload, make_workload
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -400,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                     "model_dir": str(model_dir), "chunk_size": 32,
                     "concurrency": [int(c) for c in args.triton_concurrency.split(",")]}, args.gateway_core, tmp)
             gateway_args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir)}
-            with PinnedGateway(gateway_args) as gateway:
+            with PinnedGateway(gateway_args | NO_CACHE) as gateway:
                 print(f"gateway pinned to core {args.gateway_core} (pid {gateway.process.pid}, affinity "
                       f"{sorted(os.sched_getaffinity(gateway.process.pid))}); load generator and Triton on {args.other_cores}", flush=True)
                 result["gateway"] = run_driver({**common, "kind": "gateway", "target": gateway.target,
