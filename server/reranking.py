@@ -31,6 +31,9 @@ DEADLINE_MARGIN_S = 0.05
 # Documents tokenized per tokenizer job: a large request is tokenized slice by slice, so that other
 # callers' requests get the tokenizer threads in between.
 TOKENIZE_SLICE = 32
+# A request of one slice and at most this many characters (query and documents) is tokenized on the event
+# loop (well under a millisecond) instead of on a tokenizer thread: two thread hops cost more than that.
+INLINE_CHARS = 4096
 # Characters a document is cut to before tokenizing, per token of room: generous (Arabic and English
 # average 3-6 characters per token); an exactness check falls back to the whole document when needed.
 CHARS_PER_TOKEN = 16
@@ -413,26 +416,29 @@ class Reranker:
         return f"{self.name}|{self.tokenizer.max_length}|{job.truncate}|{job.from_start}|{job.max_document_tokens}|{split}"
 
     async def _tokenize(self, job: RerankJob, todo: list[int], deadline: float) -> Tokenized:
-        """Pairs of the documents ``todo`` (owners: positions in ``todo``), tokenized off the event loop
-        one slice of documents at a time."""
+        """Pairs of the documents ``todo`` (owners: positions in ``todo``), tokenized one slice of documents
+        at a time off the event loop (other callers' slices get the tokenizer threads in between). The
+        query goes with the first slice; a small request (one slice, few characters) is tokenized on the
+        event loop itself, which costs less than the two thread hops would."""
         loop = asyncio.get_running_loop()
         tok = self.tokenizer
-        windows = None
-        if job.split is not None:
-            query_encoding = await loop.run_in_executor(tok.executor, tok.encode_query, job.query)
-            windows = resolve(job.split, tok.max_length, tok.special_tokens, len(query_encoding.ids), self.limits.max_windows)
-            room = windows.room
-        else:
-            query_encoding, room = await loop.run_in_executor(tok.executor, tok.room, job.query)
+        slices = [todo[start : start + TOKENIZE_SLICE] for start in range(0, len(todo), TOKENIZE_SLICE)]
+
+        def first():
+            prepared = self._prepare(job)
+            return prepared, tok.encode_slice(*prepared, [job.documents[i] for i in slices[0]], job, slices[0])
+
+        small = len(slices) == 1 and len(job.query) + sum(len(job.documents[i]) for i in slices[0]) <= INLINE_CHARS
+        prepared, part = first() if small else await loop.run_in_executor(tok.executor, first)
+        windows = prepared[2]
         out = Tokenized([], [], [] if windows is not None else None)
-        for start in range(0, len(todo), TOKENIZE_SLICE):
-            if time.monotonic() >= deadline:
-                raise DeadlineExceeded("deadline exceeded while tokenizing")
-            indices = todo[start : start + TOKENIZE_SLICE]
-            part = [job.documents[i] for i in indices]
-            out.extend(await loop.run_in_executor(
-                tok.executor, tok.encode_slice, query_encoding, room, windows, part, job, indices
-            ), start)
+        for k, indices in enumerate(slices):
+            if k:
+                if time.monotonic() >= deadline:
+                    raise DeadlineExceeded("deadline exceeded while tokenizing")
+                part = await loop.run_in_executor(tok.executor, tok.encode_slice, *prepared,
+                                                  [job.documents[i] for i in indices], job, indices)
+            out.extend(part, k * TOKENIZE_SLICE)
             if windows is not None and len(out.pairs) > self.limits.max_windows:
                 raise InvalidRequest(
                     f"documents up to {indices[-1]} already make {len(out.pairs)} windows; "
@@ -440,6 +446,15 @@ class Reranker:
                     f"raise window_tokens, or send fewer documents)"
                 )
         return out
+
+    def _prepare(self, job: RerankJob) -> tuple[object, int, Windows | None]:
+        """The query's encoding, the document tokens a pair has room for, and the windows (TRUNCATION_SPLIT)."""
+        tok = self.tokenizer
+        if job.split is None:
+            return *tok.room(job.query), None
+        query_encoding = tok.encode_query(job.query)
+        windows = resolve(job.split, tok.max_length, tok.special_tokens, len(query_encoding.ids), self.limits.max_windows)
+        return query_encoding, windows.room, windows
 
     async def _score(self, pairs: list, deadline: float) -> np.ndarray:
         """Length-sorted chunks of ``chunk_size`` pairs, each padded to its own longest, sent concurrently."""
