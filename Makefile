@@ -90,6 +90,7 @@ bench-infinity: $(INFINITY_STAMP)
 bench: $(STAMP) $(INFINITY_STAMP)
 	$(PY) -m bench.run --model $(if $(filter ara,$(MODEL)),small,$(MODEL))
 	$(PY) -m bench.http_overhead
+	$(PY) -m bench.cache
 
 bench-smoke: $(STAMP)
 	$(PY) -m server.model_store tiny

@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.run import PROJECT_ROOT, _git_commit, _machine, _versions, write_result
+from bench.systems import NO_CACHE
 from bench.workload import Workload, make_workload
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -390,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
                     "concurrency": [int(c) for c in args.triton_concurrency.split(",")]}, args.gateway_core, tmp)
             gateway_args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir)}
             # taskset execs the gateway: the pid is the gateway's.
-            with GatewayProcess(gateway_args, launcher=("taskset", "-c", args.gateway_core)) as gateway:
+            with GatewayProcess(gateway_args | NO_CACHE, launcher=("taskset", "-c", args.gateway_core)) as gateway:
                 print(f"gateway pinned to core {args.gateway_core} (pid {gateway.process.pid}, affinity "
                       f"{sorted(os.sched_getaffinity(gateway.process.pid))}); load generator and Triton on {args.other_cores}", flush=True)
                 result["gateway"] = run_driver({**common, "kind": "gateway", "target": gateway.target,

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 
 from bench.run import _machine, write_result
+from bench.systems import NO_CACHE
 from client import RerankerClient
 from server.gateway_process import GatewayProcess
 from server.model_store import prepare
@@ -31,7 +32,7 @@ def measure(model: str, engine: str, count: int, documents: int, seed: int) -> d
     requests = [(QUERIES[i % len(QUERIES)], mixed_passages(rng, documents)) for i in range(16)]
     model_dir = prepare(model, engine=engine)
     with TritonServer(TritonOptions(model_dir=model_dir, engine=engine)) as triton, \
-            GatewayProcess({"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir)}) as gateway, \
+            GatewayProcess({"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir), **NO_CACHE}) as gateway, \
             RerankerClient(gateway.target, timeout=60) as grpc_client, \
             httpx.Client(base_url=gateway.http_url, timeout=60) as http:
         def tei(query, docs):

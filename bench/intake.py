@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.run import _machine, write_result
+from bench.systems import NO_CACHE
 from client import RerankerClient, RerankerError
 from server.gateway_process import GatewayProcess
 from server.model_store import prepare
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     with TritonServer(TritonOptions(model_dir=model_dir)) as triton:
         args_gw = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir), "max_input_length": "512",
                    "max_message_bytes": str(64 << 20), "max_documents": str(len(documents))}
-        with GatewayProcess(args_gw) as gateway:
+        with GatewayProcess(args_gw | NO_CACHE) as gateway:
             small_calls(gateway.target, 1, 2.0)  # warm up
             alone = summary(small_calls(gateway.target, args.clients, args.seconds))
             stop, durations = threading.Event(), []

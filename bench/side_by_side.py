@@ -16,6 +16,7 @@ import numpy as np
 
 from bench.loadgen import run_level
 from bench.run import _machine, write_result
+from bench.systems import NO_CACHE
 from bench.workload import make_workload
 from client import RerankerClient
 from server.gateway_process import GatewayProcess
@@ -29,7 +30,7 @@ def measure(models: dict, concurrency: int, duration_s: float, workload) -> dict
     options = TritonOptions(models=models)
     with TritonServer(options) as triton:
         entries = ",".join(f"{name}={path}" for name, path in models.items())
-        with GatewayProcess({"triton_endpoints": triton.grpc_url, "models": entries}) as gateway:
+        with GatewayProcess({"triton_endpoints": triton.grpc_url, "models": entries, **NO_CACHE}) as gateway:
             with RerankerClient(gateway.target, timeout=120) as client:
                 call = lambda query, documents: client.rerank(query, documents, model=first)  # noqa: E731
                 run_level(call, workload.requests, concurrency, 5.0, label="warm-up")

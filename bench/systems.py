@@ -28,6 +28,10 @@ import numpy as np
 from server.model_inputs import PAD_TOKEN_TYPE, padded_rows
 from server.reranking import sigmoid
 
+# Benchmarks measure the model, not the score cache: their workloads repeat requests, which the cache would
+# answer without the model (bench/cache.py measures the cache itself).
+NO_CACHE = {"score_cache_mb": "0"}
+
 __all__ = ["InProcessLimit", "SentenceTransformersCE", "ServiceSystem", "MODEL_CODE_DIR", "triton_metrics"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -208,7 +212,7 @@ class ServiceSystem:
                                                      log_path=log("tritonserver.log"), extra_env=self.extra_env,
                                                      config_name=self.config_name))
             self.triton.start()
-            args = {"triton_endpoints": self.triton.grpc_url, "tokenizer": str(self.model_dir), **self.gateway_args}
+            args = {"triton_endpoints": self.triton.grpc_url, "tokenizer": str(self.model_dir), **NO_CACHE, **self.gateway_args}
             self.gateway = GatewayProcess(args, log_path=log("gateway.log"))
             self.gateway.start()
             self.client = RerankerClient(self.gateway.target, timeout=600.0)

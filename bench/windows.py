@@ -21,6 +21,7 @@ import grpc
 import numpy as np
 
 from bench.run import _machine, write_result
+from bench.systems import NO_CACHE
 from reranker.v1 import reranker_pb2, reranker_pb2_grpc
 from server.gateway_process import GatewayProcess
 from server.model_store import prepare
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     with TritonServer(TritonOptions(model_dir=model_dir)) as triton:
         gateway_args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir),
                         "max_input_length": str(args.max_input_length), "max_message_bytes": str(64 << 20)}
-        with GatewayProcess(gateway_args) as gateway:
+        with GatewayProcess(gateway_args | NO_CACHE) as gateway:
             load(gateway.target, MODES["split"], requests[:1], 1, 1.0)  # warm up
             for name, mode in MODES.items():
                 result["modes"][name] = load(gateway.target, mode, requests, args.clients, args.seconds)

@@ -57,6 +57,8 @@ class Gateway:
         metrics = GatewayMetrics([m.name for m in models])
         default = models.default
         metrics.watch_admission(default.reranker.admission, default.reranker.token_admission)
+        if default.reranker.cache is not None:
+            metrics.watch_cache(default.reranker.cache)
         info = reranker_pb2.InfoResponse(
             model_id=default.model_id, triton_model=default.info.triton_model,
             triton_endpoints=list(settings.triton_endpoints), max_input_length=default.info.max_input_length,

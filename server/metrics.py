@@ -56,8 +56,13 @@ class GatewayMetrics:
         self.documents_total = Counter("reranker_documents", "Documents scored", ["model"], registry=r)
         self.input_tokens = Histogram("reranker_request_input_tokens", "Input tokens per Rerank request", ["model"],
                                       buckets=TOKEN_BUCKETS, registry=r)
-        self.input_tokens_total = Counter("reranker_input_tokens", "Input tokens sent to the model", ["model"], registry=r)
+        self.input_tokens_total = Counter("reranker_input_tokens", "Input tokens of the pairs ranked (pairs answered from the score cache included)", ["model"], registry=r)
         self.truncated = Counter("reranker_documents_truncated", "Documents cut to the model's max input length", ["model"], registry=r)
+        self.cache_hits = Counter("reranker_score_cache_hits", "Documents answered from the score cache", ["model"], registry=r)
+        self.cache_misses = Counter("reranker_score_cache_misses",
+                                    "Documents not in the score cache (sent to the model; all of them when it is off)",
+                                    ["model"], registry=r)
+        self.cache_entries = Gauge("reranker_score_cache_entries", "Pairs held by the score cache", registry=r)
         self.in_flight = Gauge("reranker_requests_in_flight", "Rerank calls being served now (every API)", registry=r)
         self.inflight_pairs = Gauge("reranker_inflight_pairs", "Pairs admitted and not yet answered", registry=r)
         self.inflight_tokens = Gauge("reranker_inflight_tokens", "Tokens admitted to Triton and not yet answered", registry=r)
@@ -68,7 +73,8 @@ class GatewayMetrics:
         for model in self.models:
             for stage in ("tokenization", "inference", "total"):
                 self.stage_duration.labels(stage, model)
-            for metric in (self.documents, self.documents_total, self.input_tokens, self.input_tokens_total, self.truncated):
+            for metric in (self.documents, self.documents_total, self.input_tokens, self.input_tokens_total, self.truncated,
+                           self.cache_hits, self.cache_misses):
                 metric.labels(model)
             for api in APIS:
                 self.request_duration.labels("Rerank", model, api)  # Info is not timed
@@ -84,6 +90,10 @@ class GatewayMetrics:
         """Read the admission bounds' counts at scrape time (``Admission.in_flight``), so they are never stale."""
         self.inflight_pairs.set_function(lambda: pairs.in_flight)
         self.inflight_tokens.set_function(lambda: tokens.in_flight)
+
+    def watch_cache(self, cache) -> None:
+        """Read the score cache's size at scrape time."""
+        self.cache_entries.set_function(lambda: len(cache))
 
     def set_triton_health(self, endpoint: str, model: str, up: bool) -> None:
         self.triton_up.labels(endpoint, model).set(1 if up else 0)

@@ -17,6 +17,7 @@ from reranker.v1 import reranker_pb2
 from server.errors import ModelNotFound
 from server.model_limits import ModelLimitError, max_input_length
 from server.reranking import Admission, Limits, PairTokenizer, Reranker
+from server.score_cache import ScoreCache
 from server.settings import Settings, model_entries
 from server.triton_client import TritonScorer
 
@@ -117,6 +118,7 @@ def load_models(settings: Settings) -> ModelRegistry:
                     settings.max_windows_per_request)
     pairs = Admission(limits.max_inflight_pairs, "max_inflight_pairs", "pairs", names)
     tokens = Admission(limits.max_inflight_tokens, "max_inflight_tokens", "tokens", names)
+    cache = ScoreCache(settings.score_cache_mb * 1024 * 1024, settings.score_cache_ttl_s)
     served = []
     for position, (name, directory, triton_model, model_id) in enumerate(specs):
         requested = settings.max_input_length if position == 0 else _capped(directory, settings.max_input_length)
@@ -124,7 +126,7 @@ def load_models(settings: Settings) -> ModelRegistry:
         scorer = TritonScorer(settings.triton_endpoints, triton_model, settings.health_interval_s,
                               settings.health_failures, settings.max_message_bytes)
         reranker = Reranker(tokenizer, scorer, limits, settings.default_timeout_s, name=name,
-                            admission=pairs, token_admission=tokens)
+                            admission=pairs, token_admission=tokens, cache=cache)
         aliases = tuple(a for a in {model_id} - {name})
         info = reranker_pb2.ServedModel(
             name=name, model_id=model_id, aliases=aliases, triton_model=triton_model,

@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 import numpy as np
 
 from server.errors import DeadlineExceeded, EmptyRequest, InvalidRequest, Overloaded
+from server.score_cache import ScoreCache
 from server.windows import Split, Window, Windows, best_rows, resolve, span
 
 __all__ = ["Limits", "RerankJob", "Ranked", "RerankOutcome", "Tokenized", "Scorer", "Reranker", "Admission", "PairTokenizer",
@@ -30,6 +31,9 @@ DEADLINE_MARGIN_S = 0.05
 # Documents tokenized per tokenizer job: a large request is tokenized slice by slice, so that other
 # callers' requests get the tokenizer threads in between.
 TOKENIZE_SLICE = 32
+# A request of one slice and at most this many characters (query and documents) is tokenized on the event
+# loop (well under a millisecond) instead of on a tokenizer thread: two thread hops cost more than that.
+INLINE_CHARS = 4096
 # Characters a document is cut to before tokenizing, per token of room: generous (Arabic and English
 # average 3-6 characters per token); an exactness check falls back to the whole document when needed.
 CHARS_PER_TOKEN = 16
@@ -85,6 +89,7 @@ class RerankOutcome:
     tokenization_s: float
     inference_s: float
     windows: int = 0  # pairs scored: one per document, or each document's windows with TRUNCATION_SPLIT
+    cached: int = 0  # documents answered from the score cache (not sent to the model)
 
 
 @dataclass
@@ -95,7 +100,7 @@ class Tokenized:
     pairs: list
     owners: list[int]
     windows: list[Window] | None
-    truncated: int = 0
+    truncated: set[int] = field(default_factory=set)  # the documents cut (or with windows left out)
 
     def extend(self, other: "Tokenized", first_index: int) -> None:
         """Append the pairs of the slice of documents that starts at ``first_index``."""
@@ -103,7 +108,7 @@ class Tokenized:
         self.owners += [first_index + i for i in other.owners]
         if self.windows is not None:
             self.windows += other.windows or []
-        self.truncated += other.truncated
+        self.truncated |= {first_index + i for i in other.truncated}
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -195,12 +200,12 @@ class PairTokenizer:
         """Token ids of every (query, document) pair, and how many documents were truncated."""
         query_encoding, room = self.room(query)
         job = RerankJob(query, documents, truncate=truncate, from_start=from_start, max_document_tokens=max_document_tokens)
-        tokenized = self.encode_slice(query_encoding, room, None, documents, job, first_index=0)
-        return [pair.ids for pair in tokenized.pairs], tokenized.truncated
+        tokenized = self.encode_slice(query_encoding, room, None, documents, job, range(len(documents)))
+        return [pair.ids for pair in tokenized.pairs], len(tokenized.truncated)
 
     def encode_slice(self, query_encoding, room: int, windows: Windows | None, documents: Sequence[str], job: "RerankJob",
-                     first_index: int) -> Tokenized:
-        """One slice of a request's documents (``first_index``: the slice's offset, for errors): their
+                     indices: Sequence[int]) -> Tokenized:
+        """Some of a request's documents (``indices``: their positions in the request, for errors): their
         windows (``windows`` set), else one pair each, cut as ``job`` says."""
         if windows is not None:
             return self.encode_windows(query_encoding, windows, documents, job.max_document_tokens)
@@ -212,16 +217,16 @@ class PairTokenizer:
             tokens = len(self._tok.encode(documents[i], add_special_tokens=False).ids)  # the whole count, for the message
             if tokens > room:
                 raise InvalidRequest(
-                    f"document {first_index + i} makes {tokens + self.max_length - room} tokens "
+                    f"document {indices[i]} makes {tokens + self.max_length - room} tokens "
                     f"with the query; the model takes at most {self.max_length} "
                     f"(use TRUNCATION_END to cut it)"
                 )
-            raise InvalidRequest(f"document {first_index + i} has {tokens} tokens; max_document_tokens={cap} "
+            raise InvalidRequest(f"document {indices[i]} has {tokens} tokens; max_document_tokens={cap} "
                                  f"(use TRUNCATION_END to cut it)")
         for i in too_long:
             encodings[i].truncate(cap, direction="left" if job.from_start else "right")
         pairs = [self._tok.post_process(query_encoding, e, add_special_tokens=True) for e in encodings]
-        return Tokenized(pairs, list(range(len(pairs))), None, len(too_long))
+        return Tokenized(pairs, list(range(len(pairs))), None, set(too_long))
 
     def encode_windows(self, query_encoding, windows: Windows, documents: Sequence[str],
                        max_document_tokens: int | None = None) -> Tokenized:
@@ -236,7 +241,8 @@ class PairTokenizer:
                 encoding.truncate(max_document_tokens)
             encoding.truncate(windows.room, stride=windows.overlap)
             parts = [encoding, *encoding.overflowing]
-            out.truncated += cut or len(parts) > windows.max_windows
+            if cut or len(parts) > windows.max_windows:
+                out.truncated.add(i)
             for w, part in enumerate(parts[: windows.max_windows]):
                 # Each part joined on its own: the joined pair's overflowing parts would keep the
                 # document's token type 0, where transformers gives the document type 1 in every window.
@@ -282,9 +288,12 @@ class Reranker:
     """Ranks documents for a query with a cross-encoder behind a ``Scorer``."""
 
     def __init__(self, tokenizer: PairTokenizer, scorer: Scorer, limits: Limits, default_timeout_s: float, *,
-                 name: str = "", admission: Admission | None = None, token_admission: Admission | None = None) -> None:
+                 name: str = "", admission: Admission | None = None, token_admission: Admission | None = None,
+                 cache: ScoreCache | None = None) -> None:
         """``admission`` / ``token_admission``: bounds shared with the other served models (``name``
-        is this model's share); by default this model's own."""
+        is this model's share); by default this model's own. ``cache``: the score cache (shared by the
+        served models: its keys hold the model's name); None: none."""
+        self.cache = cache
         self.tokenizer = tokenizer
         self.scorer = scorer
         self.limits = limits
@@ -319,18 +328,72 @@ class Reranker:
             raise InvalidRequest("a document is cut at its start or split into windows, not both")
 
     async def rerank(self, job: RerankJob, timeout_s: float | None = None) -> RerankOutcome:
-        """Score and rank; ``timeout_s`` (the caller's time left) bounds the work, a little inside it."""
+        """Score and rank; ``timeout_s`` (the caller's time left) bounds the work, a little inside it.
+        Documents whose pair is in the score cache are not sent to the model again."""
         self.validate(job)
         budget = timeout_s if timeout_s is not None else self.default_timeout_s
         deadline = time.monotonic() + budget - min(DEADLINE_MARGIN_S, 0.1 * budget)
-        documents = len(job.documents)
+        n = len(job.documents)
+        logits = np.empty(n, dtype=np.float32)
+        tokens = np.zeros(n, dtype=np.int64)
+        pairs = np.ones(n, dtype=np.int64)  # pairs scored per document (its windows with TRUNCATION_SPLIT)
+        truncated = np.zeros(n, dtype=bool)
+        best_window: list[Window | None] = [None] * n
+        keys, todo = None, list(range(n))
+        if self.cache is not None and self.cache.enabled:
+            scope = self._cache_scope(job)
+            keys = [self.cache.key(scope, job.query, document) for document in job.documents]
+            todo = []
+            for i, key in enumerate(keys):
+                hit = self.cache.get(key)
+                if hit is None:
+                    todo.append(i)
+                    continue
+                logits[i], tokens[i], truncated[i], pairs[i] = hit.logit, hit.tokens, hit.truncated, hit.windows
+                best_window[i] = Window(*hit.window) if hit.window is not None else None
+        started = tokenized = inferred = time.perf_counter()
+        if todo:
+            encoded, row_logits, (tokenized, inferred) = await self._compute(job, todo, deadline)
+            owners = np.asarray(encoded.owners)
+            row_tokens = np.fromiter((len(pair.ids) for pair in encoded.pairs), dtype=np.int64, count=len(encoded.pairs))
+            best = best_rows(row_logits, owners, len(todo))
+            members = np.asarray(todo)
+            logits[members] = row_logits[best]
+            tokens[members] = np.bincount(owners, weights=row_tokens, minlength=len(todo)).astype(np.int64)
+            pairs[members] = np.bincount(owners, minlength=len(todo))
+            truncated[[todo[j] for j in encoded.truncated]] = True
+            if encoded.windows is not None:
+                for j, row in enumerate(best):
+                    best_window[todo[j]] = encoded.windows[row]
+            if keys is not None:
+                for i in todo:
+                    w = best_window[i]
+                    self.cache.put(keys[i], float(logits[i]), int(tokens[i]), bool(truncated[i]), int(pairs[i]),
+                                   (w.index, w.start_char, w.end_char) if w is not None else None)
+        scores = logits if job.raw_scores else sigmoid(logits)
+        order = rank_by_logits(logits)
+        if job.top_k is not None:
+            order = order[: job.top_k]
+        return RerankOutcome(
+            results=[Ranked(int(i), float(scores[i]), float(logits[i]), best_window[i]) for i in order],
+            documents=n,
+            input_tokens=int(tokens.sum()),
+            truncated=int(truncated.sum()),
+            tokenization_s=tokenized - started,
+            inference_s=inferred - tokenized,
+            windows=int(pairs.sum()),
+            cached=n - len(todo),
+        )
+
+    async def _compute(self, job: RerankJob, todo: list[int], deadline: float) -> tuple[Tokenized, np.ndarray, tuple[float, float]]:
+        """Tokenize and score the documents ``todo`` (positions in the request): their pairs (owners:
+        positions in ``todo``), each pair's logit, and when tokenizing and scoring ended."""
         # Pairs are admitted one per document before tokenizing; a split request's are its windows, known
         # once tokenized (swapped in with no await between: as one request alone, a big one still runs).
-        admitted = documents
+        admitted = len(todo)
         self.admission.acquire(admitted, self.name)
         try:
-            started = time.perf_counter()
-            encoded = await self._tokenize(job, deadline)
+            encoded = await self._tokenize(job, todo, deadline)
             tokenized = time.perf_counter()
             if len(encoded.pairs) != admitted:
                 self.admission.release(admitted, self.name)
@@ -343,53 +406,55 @@ class Reranker:
                 row_logits = await self._score(encoded.pairs, deadline)
             finally:
                 self.token_admission.release(tokens, self.name)
-            inferred = time.perf_counter()
+            return encoded, row_logits, (tokenized, time.perf_counter())
         finally:
             self.admission.release(admitted, self.name)
-        best = best_rows(row_logits, np.asarray(encoded.owners), documents)
-        logits = row_logits[best]
-        scores = logits if job.raw_scores else sigmoid(logits)
-        order = rank_by_logits(logits)
-        if job.top_k is not None:
-            order = order[: job.top_k]
-        windows = encoded.windows
-        return RerankOutcome(
-            results=[Ranked(int(i), float(scores[i]), float(logits[i]), windows[best[i]] if windows is not None else None)
-                     for i in order],
-            documents=documents,
-            input_tokens=tokens,
-            truncated=encoded.truncated,
-            tokenization_s=tokenized - started,
-            inference_s=inferred - tokenized,
-            windows=len(encoded.pairs),
-        )
 
-    async def _tokenize(self, job: RerankJob, deadline: float) -> Tokenized:
-        """Pairs of the whole request, tokenized off the event loop one slice of documents at a time."""
+    def _cache_scope(self, job: RerankJob) -> str:
+        """Everything besides the query and the document that the model's answer for a pair depends on."""
+        split = (job.split.window_tokens, job.split.overlap_tokens, job.split.max_windows) if job.split else None
+        return f"{self.name}|{self.tokenizer.max_length}|{job.truncate}|{job.from_start}|{job.max_document_tokens}|{split}"
+
+    async def _tokenize(self, job: RerankJob, todo: list[int], deadline: float) -> Tokenized:
+        """Pairs of the documents ``todo`` (owners: positions in ``todo``), tokenized one slice of documents
+        at a time off the event loop (other callers' slices get the tokenizer threads in between). The
+        query goes with the first slice; a small request (one slice, few characters) is tokenized on the
+        event loop itself, which costs less than the two thread hops would."""
         loop = asyncio.get_running_loop()
         tok = self.tokenizer
-        windows = None
-        if job.split is not None:
-            query_encoding = await loop.run_in_executor(tok.executor, tok.encode_query, job.query)
-            windows = resolve(job.split, tok.max_length, tok.special_tokens, len(query_encoding.ids), self.limits.max_windows)
-            room = windows.room
-        else:
-            query_encoding, room = await loop.run_in_executor(tok.executor, tok.room, job.query)
+        slices = [todo[start : start + TOKENIZE_SLICE] for start in range(0, len(todo), TOKENIZE_SLICE)]
+
+        def first():
+            prepared = self._prepare(job)
+            return prepared, tok.encode_slice(*prepared, [job.documents[i] for i in slices[0]], job, slices[0])
+
+        small = len(slices) == 1 and len(job.query) + sum(len(job.documents[i]) for i in slices[0]) <= INLINE_CHARS
+        prepared, part = first() if small else await loop.run_in_executor(tok.executor, first)
+        windows = prepared[2]
         out = Tokenized([], [], [] if windows is not None else None)
-        for start in range(0, len(job.documents), TOKENIZE_SLICE):
-            if time.monotonic() >= deadline:
-                raise DeadlineExceeded("deadline exceeded while tokenizing")
-            part = job.documents[start : start + TOKENIZE_SLICE]
-            out.extend(await loop.run_in_executor(
-                tok.executor, tok.encode_slice, query_encoding, room, windows, part, job, start
-            ), start)
+        for k, indices in enumerate(slices):
+            if k:
+                if time.monotonic() >= deadline:
+                    raise DeadlineExceeded("deadline exceeded while tokenizing")
+                part = await loop.run_in_executor(tok.executor, tok.encode_slice, *prepared,
+                                                  [job.documents[i] for i in indices], job, indices)
+            out.extend(part, k * TOKENIZE_SLICE)
             if windows is not None and len(out.pairs) > self.limits.max_windows:
                 raise InvalidRequest(
-                    f"documents 0-{start + len(part) - 1} already make {len(out.pairs)} windows; "
+                    f"documents up to {indices[-1]} already make {len(out.pairs)} windows; "
                     f"max_windows_per_request={self.limits.max_windows} (lower max_windows or the overlap, "
                     f"raise window_tokens, or send fewer documents)"
                 )
         return out
+
+    def _prepare(self, job: RerankJob) -> tuple[object, int, Windows | None]:
+        """The query's encoding, the document tokens a pair has room for, and the windows (TRUNCATION_SPLIT)."""
+        tok = self.tokenizer
+        if job.split is None:
+            return *tok.room(job.query), None
+        query_encoding = tok.encode_query(job.query)
+        windows = resolve(job.split, tok.max_length, tok.special_tokens, len(query_encoding.ids), self.limits.max_windows)
+        return query_encoding, windows.room, windows
 
     async def _score(self, pairs: list, deadline: float) -> np.ndarray:
         """Length-sorted chunks of ``chunk_size`` pairs, each padded to its own longest, sent concurrently."""

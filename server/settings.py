@@ -60,6 +60,11 @@ class Settings:
         "(a request larger than this runs only when nothing else is in flight)"
     )
     max_concurrent_rpcs: int = _knob(512, "RPCs served at once (gRPC refuses more with RESOURCE_EXHAUSTED before reading them)")
+    score_cache_mb: int = _knob(
+        128, "Memory for cached scores of (query, document) pairs, shared by the served models (MiB, ~400 bytes a pair; "
+        "0 disables): a repeated pair is answered without the model"
+    )
+    score_cache_ttl_s: float = _knob(3600.0, "How long a cached score is used (seconds); restart the gateway after swapping weights in place")
     default_timeout_s: float = _knob(60.0, "Bound on a call's Triton work when the client sets no deadline (seconds)")
     tokenizer_threads: int = _knob(1, "Threads tokenizing off the event loop (leave cores to the model on small machines)")
     health_interval_s: float = _knob(1.0, "How often Triton's model readiness is polled (seconds)")
@@ -94,6 +99,8 @@ class Settings:
             "max_input_length": (self.max_input_length >= 0, ">= 0 (0: the model's)"),
             "models": (all(_model_entry(m) for m in self.models), "name=model_dir entries"),
             "default_timeout_s": (self.default_timeout_s > 0, "> 0"),
+            "score_cache_mb": (self.score_cache_mb >= 0, ">= 0 (0 disables)"),
+            "score_cache_ttl_s": (self.score_cache_ttl_s > 0, "> 0"),
             "tokenizer_threads": (self.tokenizer_threads > 0, "> 0"),
             "health_interval_s": (self.health_interval_s > 0, "> 0"),
             "health_failures": (self.health_failures > 0, "> 0"),

@@ -3,6 +3,7 @@ in-process reference that every score the service returns must equal."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,11 @@ from server.model_store import prepare
 from server.triton_launcher import TritonOptions, TritonServer
 
 from tests.reference import InProcessReference
+
+# Test gateways run without the score cache unless a test turns it on (tests/test_score_cache.py): many
+# tests send a request again on purpose (after killing Triton, to count Triton's executions, ...), and a
+# cache answering the repeat would hide what they check. Flags override this (flags > env > default).
+os.environ["RERANKER_SCORE_CACHE_MB"] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -72,3 +72,14 @@ def test_http_overhead_measures_every_api_against_grpc(tiny_model_dir):
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ") and "ms" not in line]
     assert [row.split("|")[1].strip() for row in rows] == ["grpc reranker.v1", "http TEI /rerank", "http Cohere /v1/rerank"]
     assert rows[0].split("|")[4].strip() == "+0.00"
+
+
+def test_cache_benchmark_runs_both_parts(tiny_model_dir):
+    """``make bench``'s cache measurement runs end to end (tiny model, seconds; figures meaningless)."""
+    result = subprocess.run([sys.executable, "-m", "bench.cache", "--model", "tiny", "--repeat-docs", "40", "--corpus", "60",
+                             "--requests", "30", "--docs", "5", "--seconds", "2", "--clients", "2", "--no-write"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Repeated 40-document request" in result.stdout
+    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("| cache")}
+    assert set(rows) == {"cache off", "cache on"} and rows["cache off"].rstrip(" |").endswith("0.0%")

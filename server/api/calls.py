@@ -111,6 +111,8 @@ class Calls:
             m.input_tokens.labels(name).observe(outcome.input_tokens)
             m.input_tokens_total.labels(name).inc(outcome.input_tokens)
             m.truncated.labels(name).inc(outcome.truncated)
+            m.cache_hits.labels(name).inc(outcome.cached)
+            m.cache_misses.labels(name).inc(outcome.documents - outcome.cached)
         entry = {
             "request_id": request_id,
             "api": api,
@@ -120,6 +122,7 @@ class Calls:
             "documents": len(job.documents) if job is not None else None,
             "tokens": outcome.input_tokens if outcome else None,
             "truncated": outcome.truncated if outcome else None,
+            "cached": outcome.cached if outcome else None,
             "windows": outcome.windows if outcome and job is not None and job.split else None,
             "duration_ms": round(duration * 1000, 3),
         }

@@ -65,7 +65,8 @@ def _response(request: reranker_pb2.RerankRequest, served: Served) -> reranker_p
     return reranker_pb2.RerankResponse(
         results=results,
         usage=reranker_pb2.Usage(documents=outcome.documents, input_tokens=outcome.input_tokens,
-                                 truncated_documents=outcome.truncated, windows=outcome.windows),
+                                 truncated_documents=outcome.truncated, windows=outcome.windows,
+                                 cached_documents=outcome.cached),
         timings=reranker_pb2.Timings(
             tokenization_ns=int(outcome.tokenization_s * 1e9), inference_ns=int(outcome.inference_s * 1e9),
             total_ns=int(served.duration_s * 1e9),

@@ -71,16 +71,18 @@ class RankedDocument(_message.Message):
     def __init__(self, index: _Optional[int] = ..., score: _Optional[float] = ..., document: _Optional[str] = ..., logit: _Optional[float] = ..., best_window: _Optional[_Union[Window, _Mapping]] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("documents", "input_tokens", "truncated_documents", "windows")
+    __slots__ = ("documents", "input_tokens", "truncated_documents", "windows", "cached_documents")
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     documents: int
     input_tokens: int
     truncated_documents: int
     windows: int
-    def __init__(self, documents: _Optional[int] = ..., input_tokens: _Optional[int] = ..., truncated_documents: _Optional[int] = ..., windows: _Optional[int] = ...) -> None: ...
+    cached_documents: int
+    def __init__(self, documents: _Optional[int] = ..., input_tokens: _Optional[int] = ..., truncated_documents: _Optional[int] = ..., windows: _Optional[int] = ..., cached_documents: _Optional[int] = ...) -> None: ...
 
 class Timings(_message.Message):
     __slots__ = ("tokenization_ns", "inference_ns", "total_ns")
