@@ -32,7 +32,7 @@ import numpy as np
 
 from bench import report
 from bench.worker import SYSTEMS
-from bench.workload import make_workload
+from bench.workload import SHAPES, make_workload
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = PROJECT_ROOT / "bench" / "results"
@@ -170,7 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=15.0,
                         help="shortest measurement window per level, seconds (three ramps if longer, at most 60 s)")
     parser.add_argument("--warmup", type=float, default=5.0, help="warm-up before the first level, seconds")
-    parser.add_argument("--docs", type=int, default=10, help="documents per request")
+    parser.add_argument("--workload", default="mixed", choices=sorted(SHAPES),
+                        help="mixed (the main run), uniform-128 / uniform-512 (passages of ~128 / ~512 tokens) or long "
+                             "(pages of 1,500-4,000 tokens); any but mixed is written as workload-<name>-<timestamp>.*")
+    parser.add_argument("--docs", type=int, default=None, help="documents per request (default: the workload's; mixed: 10)")
     parser.add_argument("--requests", type=int, default=96, help="distinct requests in the workload")
     parser.add_argument("--seed", type=int, default=20240501)
     parser.add_argument("--overhead-model", default="tiny")
@@ -191,15 +194,18 @@ def main(argv: list[str] | None = None) -> int:
 
     model_dir = _prepare(args.model, any(s.endswith("onnx") for s in systems))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    workload = make_workload(tokenizer, seed=args.seed, requests=args.requests, docs_per_request=args.docs)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    shape = dict(SHAPES[args.workload])
+    args.docs = args.docs or shape.pop("docs_per_request", OVERHEAD_DOCS)
+    shape.pop("docs_per_request", None)
+    workload = make_workload(tokenizer, seed=args.seed, requests=args.requests, docs_per_request=args.docs, **shape)
+    stamp = time.strftime("%Y%m%d-%H%M%S") if args.workload == "mixed" else f"workload-{args.workload}-{time.strftime('%Y%m%d-%H%M%S')}"
     command = "make bench-smoke" if args.smoke and not argv else "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:])
     run = {
         "meta": {"timestamp": stamp, "model": args.model, "model_dir": str(model_dir), "max_length": int(tokenizer.model_max_length),
                  "model_note": "offline: real XLM-R tokenizer and shapes, random weights" if (model_dir / "OFFLINE_RANDOM_WEIGHTS.txt").exists() else "real weights",
                  "concurrency": [int(c) for c in args.concurrency.split(",")], "duration_s": args.duration,
                  "command": command, "git": _git_commit(), "versions": _versions(), **_machine()},
-        "workload": workload.summary(),
+        "workload": workload.summary() | {"name": args.workload},
         "systems": [],
     }
     print(f"benchmark: {args.model} ({model_dir}); systems {', '.join(systems)}; workload {workload.summary()}", file=sys.stderr)
@@ -223,12 +229,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(run: dict, out_dir: Path, stamp: str) -> list[Path]:
+    """``<stamp>.json/.md/.png``; the main (mixed) workload's also as ``latest.*``."""
     json_path, md_path, png_path = (out_dir / f"{stamp}.{ext}" for ext in ("json", "md", "png"))
     json_path.write_text(json.dumps(run, indent=1) + "\n")
     md_path.write_text(report.markdown(run))
     report.plot(run, png_path)
-    for path in (json_path, md_path, png_path):
-        shutil.copyfile(path, out_dir / f"latest{path.suffix}")
+    if run["workload"].get("name", "mixed") == "mixed":
+        for path in (json_path, md_path, png_path):
+            shutil.copyfile(path, out_dir / f"latest{path.suffix}")
     return [json_path, md_path, png_path]
 
 

@@ -63,7 +63,7 @@ class InProcessLimit:
         self.max_length = int(self.tokenizer.model_max_length)
         self.engine = engines.load_engine(engine, model_dir, "cpu", dtype, threads)
         self.pad_id = int(self.tokenizer.pad_token_id)
-        self.partition = lambda lengths: batching.micro_batches(lengths, max_batch_tokens, overhead_tokens)
+        self.partition = lambda lengths: batching.plan(lengths, max_batch_tokens, overhead_tokens, self.pool.workers)
         self.pool = batching.ForwardPool(workers or len(os.sched_getaffinity(0)))
         self.stats = {"real_tokens": 0, "padded_tokens": 0, "forwards": 0, "rows": 0}
         self._queue: queue.Queue = queue.Queue()

@@ -14,7 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Request", "Workload", "make_workload"]
+__all__ = ["Request", "Workload", "make_workload", "SHAPES"]
+
+# Named workloads (``make_workload(tokenizer, **SHAPES[name])``): the default mix of retrieval candidates,
+# uniform passages as a text splitter cuts them (~128 and ~512 tokens), and long documents (whole pages).
+SHAPES: dict[str, dict] = {
+    "mixed": {},
+    "uniform-128": {"median_tokens": 128, "spread": 0.0, "min_tokens": 112, "max_tokens": 136, "docs_per_request": 32},
+    "uniform-512": {"median_tokens": 512, "spread": 0.0, "min_tokens": 496, "max_tokens": 520, "docs_per_request": 16},
+    "long": {"median_tokens": 2500, "spread": 0.3, "min_tokens": 1500, "max_tokens": 4000, "docs_per_request": 4},
+}
 
 QUERIES = [
     "ما هي عاصمة المملكة العربية السعودية؟",
@@ -123,8 +132,9 @@ class Workload:
 
 
 def make_workload(tokenizer, *, seed: int = 20240501, requests: int = 96, docs_per_request: int = 10,
-                  min_tokens: int = 20, max_tokens: int = 400, median_tokens: float = 110.0) -> Workload:
-    """``requests`` queries with ``docs_per_request`` documents each, deterministic given ``seed``.
+                  min_tokens: int = 20, max_tokens: int = 400, median_tokens: float = 110.0, spread: float = 0.75) -> Workload:
+    """``requests`` queries with ``docs_per_request`` documents each, deterministic given ``seed``; document
+    lengths log-normal around ``median_tokens`` (sigma ``spread``; 0: all near the median), clipped.
 
     ``tokenizer``: the served model's tokenizer (a Hugging Face fast tokenizer), used to size documents
     in real tokens."""
@@ -133,7 +143,7 @@ def make_workload(tokenizer, *, seed: int = 20240501, requests: int = 96, docs_p
     built: list[Request] = []
     for i in range(requests):
         query = QUERIES[i % len(QUERIES)] if i < len(QUERIES) else QUERIES[int(rng.integers(len(QUERIES)))]
-        targets = np.clip(rng.lognormal(np.log(median_tokens), 0.75, size=docs_per_request), min_tokens, max_tokens)
+        targets = np.clip(rng.lognormal(np.log(median_tokens), spread, size=docs_per_request), min_tokens, max_tokens)
         built.append(Request(query, [_document(rng, int(t), sentence_tokens, max_tokens) for t in targets]))
     documents = [d for r in built for d in r.documents]
     lengths = [len(ids) for ids in tokenizer(documents, add_special_tokens=False)["input_ids"]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib.util
+import os
 import re
 import sys
 import urllib.request
@@ -354,9 +355,49 @@ async def test_server_still_ready_after_bad_input(triton, client, good):
 
 # -------------------------------------------------------------------------------------- 4 micro-batches
 @functools.cache
+def batching() -> ModuleType:
+    """model.py's batching module (beside it; importable once model.py is loaded as Triton loads it)."""
+    load_model_module()
+    return importlib.import_module("batching")
+
+
 def micro_batches():
     """The partition model.py cuts with: ``micro_batches(sorted_lengths, max_batch_tokens, overhead_tokens)``."""
-    return load_model_module().micro_batches
+    return batching().micro_batches
+
+
+def spread():
+    """How model.py then spreads that partition over its forward threads: ``spread(slices, lengths, workers)``."""
+    return batching().spread
+
+
+def padded_cost(sorted_lengths, slices) -> int:
+    return sum((s.stop - s.start) * int(sorted_lengths[s.start]) for s in slices)
+
+
+@settings(max_examples=150, deadline=None)
+@given(lengths=st.lists(st.integers(1, 600), min_size=1, max_size=120), workers=st.integers(1, 8),
+       budget=st.sampled_from([512, 2048, 8192]))
+def test_spreading_cuts_micro_batches_into_shares_without_adding_padding(lengths, workers, budget):
+    sorted_lengths = np.array(sorted(lengths, reverse=True))
+    slices = micro_batches()(sorted_lengths, budget, 16)
+    spread_slices = spread()(slices, sorted_lengths, workers)
+    covered = [i for s in spread_slices for i in range(s.start, s.stop)]
+    assert covered == list(range(len(lengths)))  # every row once, in order
+    assert padded_cost(sorted_lengths, spread_slices) <= padded_cost(sorted_lengths, slices)
+    if workers > 1:
+        share = padded_cost(sorted_lengths, slices) / (2 * workers)
+        assert all(s.stop - s.start == 1 or (s.stop - s.start) * sorted_lengths[s.start] <= share + sorted_lengths[s.start]
+                   for s in spread_slices)
+    else:
+        assert spread_slices == slices
+
+
+def test_uniform_rows_are_spread_over_every_worker():
+    """Rows of one length make one least-cost micro-batch; spread over 2 threads it becomes 4 equal runs."""
+    sorted_lengths = np.full(64, 121)
+    [whole] = micro_batches()(sorted_lengths, 8192, 16)
+    assert [s.stop - s.start for s in spread()([whole], sorted_lengths, 2)] == [16, 16, 16, 16]
 
 
 def greedy_padded_size(sorted_lengths: np.ndarray, budget: int, overhead: int) -> int:
@@ -415,6 +456,7 @@ async def test_rows_are_length_sorted_into_budgeted_micro_batches(triton, client
     config = (await client.get_model_config(MODEL_NAME, as_json=True))["config"]
     budget = int(config["parameters"]["max_batch_tokens"]["string_value"])
     overhead = int(config["parameters"].get("batch_overhead_tokens", {}).get("string_value", "0"))
+    workers = int(config["parameters"]["forward_workers"]["string_value"]) or len(os.sched_getaffinity(0))
     by_length = sorted(range(len(pairs)), key=lambda m: len(pairs[m]))
     members = by_length[-2:] * 12 + by_length[:20]  # 24 rows of 512 tokens and 20 short ones, shuffled
     members = list(np.random.default_rng(3).permutation(members))
@@ -430,7 +472,11 @@ async def test_rows_are_length_sorted_into_budgeted_micro_batches(triton, client
     np.testing.assert_allclose(logits, expected[members], atol=ATOL, rtol=0)
     assert real == sum(lengths)
     assert within_budget == passes  # every forward pass had at most `budget` padded tokens
-    assert computed + overhead * passes == optimal_cost(lengths, budget, overhead)
+    sorted_lengths = np.array(sorted(lengths, reverse=True))
+    least = micro_batches()(sorted_lengths, budget, overhead)
+    assert padded_cost(sorted_lengths, least) + overhead * len(least) == optimal_cost(lengths, budget, overhead)
+    planned = spread()(least, sorted_lengths, workers)  # then cut for the forward threads, no padding added
+    assert (computed, passes) == (padded_cost(sorted_lengths, planned), len(planned))
     assert computed < 0.9 * len(lengths) * max(lengths)
 
 

@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
-__all__ = ["micro_batches", "ForwardPool"]
+__all__ = ["micro_batches", "spread", "plan", "ForwardPool"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -55,6 +55,35 @@ def micro_batches(sorted_lengths: np.ndarray, max_batch_tokens: int, overhead_to
         slices.append(slice(int(cut[end]), end))
         end = int(cut[end])
     return slices[::-1]
+
+
+def spread(slices: list[slice], sorted_lengths: np.ndarray, workers: int) -> list[slice]:
+    """``slices`` with the costliest cut into equal runs of rows until ``workers`` threads can share them
+    evenly: none costs more than a ``2 * workers``-th of the whole (rows x width), unless it is one row.
+
+    Uniform traffic makes one or a few large micro-batches (rows of the same length gain nothing from being
+    apart), which would leave cores idle while one thread runs them; cut, they run side by side. A run of
+    a slice pads to its own first row, never wider than the slice did, so no padding is added: only a
+    few more (cheap on CPU) passes."""
+    if workers <= 1 or not slices:
+        return slices
+    lengths = np.asarray(sorted_lengths, dtype=np.int64)
+    costs = [(s.stop - s.start) * int(lengths[s.start]) for s in slices]
+    share = sum(costs) / (2 * workers)
+    out: list[slice] = []
+    for s, cost in zip(slices, costs):
+        pieces = min(s.stop - s.start, int(np.ceil(cost / share)))
+        if pieces <= 1:
+            out.append(s)
+            continue
+        bounds = np.linspace(s.start, s.stop, pieces + 1).round().astype(np.int64)
+        out += [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    return out
+
+
+def plan(sorted_lengths: np.ndarray, max_batch_tokens: int, overhead_tokens: int, workers: int) -> list[slice]:
+    """The micro-batches of one execute() call: the least-cost partition, spread over ``workers`` threads."""
+    return spread(micro_batches(sorted_lengths, max_batch_tokens, overhead_tokens), sorted_lengths, workers)
 
 
 class ForwardPool:

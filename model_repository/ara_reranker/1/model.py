@@ -31,7 +31,7 @@ for _path in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.path
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
-from batching import ForwardPool, micro_batches  # noqa: E402
+from batching import ForwardPool, plan  # noqa: E402
 from engines import load_engine  # noqa: E402
 from server.model_inputs import PAD_TOKEN_TYPE, padded_rows  # noqa: E402
 from server.model_limits import (  # noqa: E402  (the project, installed beside torch)
@@ -201,7 +201,7 @@ class TritonPythonModel:
             return
         lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
         order = np.argsort(-lengths, kind="stable")
-        batches = [order[s] for s in micro_batches(lengths[order], self.max_batch_tokens, self.overhead_tokens)]
+        batches = [order[s] for s in plan(lengths[order], self.max_batch_tokens, self.overhead_tokens, self.pool.workers)]
 
         def forward(members: np.ndarray) -> tuple[np.ndarray, int, float]:
             ids, mask = padded_rows([rows[m] for m in members], self.pad_id)
