@@ -6,7 +6,8 @@ sections into docs/benchmarks.md and docs/deployment.md, and tests/test_docs.py 
 differ from what the results say. Rerun a benchmark, commit its result, run ``make docs``.
 
     python -m bench.summary            # every section, as the docs show them
-    python -m bench.summary windows    # one of them: run, run-context, targets, other, windows, gateway-capacity
+    python -m bench.summary windows    # one of them: run, run-context, targets, other, windows, gateway-capacity,
+                                       # workloads, http-overhead, cache, overhead
 """
 
 from __future__ import annotations
@@ -208,6 +209,62 @@ def gateway_capacity() -> str:
     return "\n".join(rows)
 
 
+def workloads() -> str:
+    """The other workloads (uniform ~128 / ~512-token passages, long pages): the service against the
+    in-process limit and the best peer, measured in the same run."""
+    rows = ["| workload | documents per request (tokens) | clients | in-process limit | best peer | service | service / limit "
+            "| service / best peer | file |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for name in ("uniform-128", "uniform-512", "long"):
+        run, path = _load(f"workload-{name}")
+        tokens = run["workload"]["document_tokens"]
+        limit = _levels(run, "limit-onnx")
+        service = _levels(run, "service-onnx")
+        peers = [s["system"] for s in run["systems"] if s["system"].startswith(("infinity", "sentence")) and s.get("levels")]
+        for c in sorted(service):
+            best_name, best = max(((p, _levels(run, p).get(c, {}).get("pairs_per_s", 0.0)) for p in peers),
+                                  key=lambda t: t[1], default=("-", 0.0))
+            own, lim = service[c]["pairs_per_s"], limit.get(c, {}).get("pairs_per_s", 0.0)
+            rows.append(
+                f"| {name} | {run['workload']['docs_per_request']} ({tokens['min']}-{tokens['max']}) | {c} | {lim:.1f} | "
+                f"{best:.1f} ({best_name}) | **{own:.1f}** | {own / lim:.2f} | {own / best if best else float('nan'):.2f} | `{path}` |"
+            )
+    return "\n".join(rows)
+
+
+def http_overhead() -> str:
+    """What the HTTP APIs cost over gRPC for the same request."""
+    result, path = _load("http-overhead")
+    rows = [f"`python -m bench.http_overhead`: one {result['documents']}-document request at a time, `{result['model']}` "
+            f"model on {result['engine']}, {result['count']} calls per API interleaved (`{path}`):", "",
+            "| API | p50 ms | p99 ms | p50 − gRPC |", "|---|---:|---:|---:|"]
+    rows += [f"| {name} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['p50_minus_grpc_ms']:+.2f} ms |" for name, f in result["apis"].items()]
+    return "\n".join(rows)
+
+
+def cache() -> str:
+    """What the score cache buys: a repeated request, and a Zipf workload with and without it."""
+    result, path = _load("cache")
+    r, work = result["repeated_request"], result["workload"]
+    rows = [f"`python -m bench.cache` (`{result['model']}` model, {result['engine']}; `{path}`): a repeated "
+            f"{r['documents']}-document request took {r['repeat_ms']:,.0f} ms against {r['first_ms']:,.0f} ms the first time "
+            f"(**{r['ratio']:.3f}x**). A workload with repetition ({work['queries']} queries and {work['corpus']:,} passages, "
+            f"both Zipf-distributed with exponent {work['zipf_exponent']}, {work['docs_per_request']} passages per request, "
+            f"{work['clients']} callers, {work['seconds']:.0f} s each):", "",
+            "| | pairs/s | p50 ms | p99 ms | pairs from the cache |", "|---|---:|---:|---:|---:|"]
+    rows += [f"| {label} | {z['pairs_per_s']:.1f} | {z['p50_ms']:.0f} | {z['p99_ms']:.0f} | {z['hit_share']:.0%} |"
+             for label, z in result["zipf"].items()]
+    return "\n".join(rows)
+
+
+def overhead() -> str:
+    """Where a small request's time goes."""
+    from bench import overhead as measure
+
+    result, path = _load("overhead")
+    return f"`python -m bench.overhead` (`{result['model']}` model, {result['engine']}, {result['docs']} documents, " \
+           f"{result['count']} calls per path interleaved; `{path}`):\n\n" + measure.markdown(result)
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "run-context": run_context,
     "run": run_table,
@@ -215,6 +272,10 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "other": other_measurements,
     "windows": windows,
     "gateway-capacity": gateway_capacity,
+    "workloads": workloads,
+    "http-overhead": http_overhead,
+    "cache": cache,
+    "overhead": overhead,
 }
 
 

@@ -1,0 +1,155 @@
+"""Where a small request's time goes: ``python -m bench.overhead`` (~1 minute).
+
+The same 10-document requests (the main benchmark's workload), one at a time, interleaved in a shuffled
+order every round so that a noisy machine disturbs them alike, through:
+
+- ``in-process``: the benchmark's in-process limit called directly (tokenize + the model.py recipe);
+- ``triton``: Triton alone, pre-tokenized padded tensors sent with tritonclient (no gateway);
+- ``gateway``: reranker.v1 through the gateway (the Python client), the service as callers see it.
+
+``overhead`` is the gateway's p50 minus the in-process p50 (the issue's measure). The gateway call is then
+taken apart with the gateway's own timings (RerankResponse.timings) and Triton's counters (averages per
+call): client and gRPC to the gateway, gateway work outside tokenization and Triton, tokenization, the
+Triton round trip, Triton's queue, model.py's execute() (compute_infer) and the forward passes in it.
+
+Writes ``bench/results/overhead-<timestamp>.json`` and prints a table. Offline random-weight model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from bench.run import _machine, write_result
+from bench.systems import NO_CACHE, ServiceSystem, triton_metrics
+from bench.worker import make_system
+from bench.workload import make_workload
+from reranker.v1 import reranker_pb2
+from server.model_inputs import padded_rows
+
+_TRITON = {  # Triton's cumulative counters (microseconds), and model.py's forward-pass seconds
+    "request_us": "nv_inference_request_duration_us",
+    "queue_us": "nv_inference_queue_duration_us",
+    "compute_input_us": "nv_inference_compute_input_duration_us",
+    "compute_infer_us": "nv_inference_compute_infer_duration_us",
+    "compute_output_us": "nv_inference_compute_output_duration_us",
+    "forward_s": "ara_reranker_forward_duration_seconds_sum",
+    "requests": "nv_inference_request_success",
+}
+
+
+def _counters(url: str) -> dict[str, float]:
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    out = {}
+    for key, name in _TRITON.items():
+        out[key] = sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.eE+-]+)$", text, re.M))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--engine", default="onnx")
+    parser.add_argument("--count", type=int, default=300, help="calls per path")
+    parser.add_argument("--docs", type=int, default=10)
+    parser.add_argument("--no-write", action="store_true", help="print only (tests)")
+    args = parser.parse_args(argv)
+
+    import tritonclient.grpc as tg
+    from transformers import AutoTokenizer
+
+    from bench.run import _prepare
+
+    model_dir = _prepare(args.model, args.engine == "onnx")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    requests = make_workload(tokenizer, requests=32, docs_per_request=args.docs).requests
+    tensors = [padded_rows(tokenizer([r.query] * len(r.documents), r.documents, truncation="only_second",
+                                     max_length=tokenizer.model_max_length)["input_ids"], tokenizer.pad_token_id)
+               for r in requests]
+    limit = make_system(f"limit-{args.engine}", model_dir, {})
+    with limit, ServiceSystem(model_dir, args.engine, gateway_args=NO_CACHE) as service:
+        triton = tg.InferenceServerClient(service.triton.grpc_url)
+
+        def direct(i: int):
+            ids, mask = tensors[i]
+            inputs = [tg.InferInput("input_ids", list(ids.shape), "INT64"), tg.InferInput("attention_mask", list(mask.shape), "INT64")]
+            inputs[0].set_data_from_numpy(ids)
+            inputs[1].set_data_from_numpy(mask)
+            return triton.infer("ara_reranker", inputs).as_numpy("logits")
+
+        timings: list = []
+
+        def gateway(i: int):
+            r = requests[i]
+            response = service.client.stub.Rerank(reranker_pb2.RerankRequest(query=r.query, documents=r.documents), timeout=60)
+            timings.append(response.timings)
+
+        paths = {"in-process": lambda i: limit.rerank_direct(requests[i].query, requests[i].documents),
+                 "triton": direct, "gateway": gateway}
+        latencies: dict[str, list[float]] = {name: [] for name in paths}
+        rng = np.random.default_rng(0)
+        warm = max(5, args.count // 10)
+        for round_ in range(warm + args.count):
+            if round_ == warm:
+                timings.clear()
+                before = _counters(service.triton.metrics_url)
+            i = round_ % len(requests)
+            for name in rng.permutation(list(paths)):
+                started = time.perf_counter()
+                paths[name](i)
+                if round_ >= warm:
+                    latencies[name].append((time.perf_counter() - started) * 1000)
+        after = _counters(service.triton.metrics_url)
+
+    p50 = {name: float(np.percentile(v, 50)) for name, v in latencies.items()}
+    calls = after["requests"] - before["requests"]  # Triton requests: the gateway's and the direct ones
+    per = {k: (after[k] - before[k]) / calls for k in _TRITON if k != "requests"}
+    gateway_total = np.mean([t.total_ns for t in timings]) / 1e6
+    tokenization = np.mean([t.tokenization_ns for t in timings]) / 1e6
+    inference = np.mean([t.inference_ns for t in timings]) / 1e6
+    result = {
+        "model": args.model, "engine": args.engine, "docs": args.docs, "count": args.count,
+        "p50_ms": {k: round(v, 3) for k, v in p50.items()},
+        "p99_ms": {k: round(float(np.percentile(v, 99)), 3) for k, v in latencies.items()},
+        "overhead_p50_ms": round(p50["gateway"] - p50["in-process"], 3),
+        "gateway_call_mean_ms": {  # the gateway call taken apart (means over the measured calls)
+            "client and gRPC to the gateway": round(float(np.mean(latencies["gateway"])) - gateway_total, 3),
+            "gateway, outside tokenization and Triton": round(gateway_total - tokenization - inference, 3),
+            "tokenization": round(tokenization, 3),
+            "Triton round trip (tritonclient, gRPC, Triton)": round(inference, 3),
+        },
+        "triton_per_request_mean_ms": {  # Triton's own counters, per Triton request (gateway's and direct)
+            "request (queue + compute)": round(per["request_us"] / 1000, 3),
+            "queue": round(per["queue_us"] / 1000, 3),
+            "compute input": round(per["compute_input_us"] / 1000, 3),
+            "compute infer (model.py execute)": round(per["compute_infer_us"] / 1000, 3),
+            "forward passes in it": round(per["forward_s"] * 1000, 3),
+            "compute output": round(per["compute_output_us"] / 1000, 3),
+        },
+        "meta": {"command": "python -m bench.overhead " + " ".join(argv or []), **_machine()},
+    }
+    print(markdown(result), flush=True)
+    if not args.no_write:
+        write_result("overhead", result)
+    return 0
+
+
+def markdown(result: dict) -> str:
+    p50, p99 = result["p50_ms"], result["p99_ms"]
+    rows = ["| path | p50 ms | p99 ms |", "|---|---:|---:|"]
+    rows += [f"| {name} | {p50[name]:.2f} | {p99[name]:.2f} |" for name in p50]
+    rows += ["", f"Overhead (gateway p50 − in-process p50): **{result['overhead_p50_ms']:.2f} ms**", "",
+             "| the gateway call, taken apart (means) | ms |", "|---|---:|"]
+    rows += [f"| {k} | {v:.2f} |" for k, v in result["gateway_call_mean_ms"].items()]
+    rows += ["", "| Triton, per request (means) | ms |", "|---|---:|"]
+    rows += [f"| {k} | {v:.2f} |" for k, v in result["triton_per_request_mean_ms"].items()]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
