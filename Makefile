@@ -16,7 +16,7 @@ help:
 	@echo "make run   MODEL=ara|tiny|small|large|<hub id>|<path>   Triton + gateway on :50051 (Ctrl-C stops both)"
 	@echo "make test                                             the whole suite on the offline tiny model"
 	@echo "make model MODEL=...                                  prepare models/<name> (download or build offline)"
-	@echo "make proto                                            regenerate the gRPC stubs under client/reranker/v1"
+	@echo "make proto                                            regenerate the gRPC stubs in reranker/v1, tei/v1"
 	@echo "make docs                                             regenerate the generated sections of docs/*.md"
 	@echo "make bench | bench-smoke | soak | eval DATA=...        benchmarks, soak test, evaluation"
 
