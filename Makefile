@@ -55,23 +55,23 @@ docs: $(STAMP)
 	$(PY) -m docs.generate
 
 model: $(STAMP)
-	$(PY) -m server.model_store $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
+	$(PY) -m tools.model_store $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
 
 run: $(STAMP)
-	$(PY) -m server.run --model $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
+	$(PY) -m tools.run --model $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
 
 triton: $(STAMP)
-	$(PY) -m server.triton_launcher --model $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
+	$(PY) -m tools.triton_launcher --model $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
 
 gateway: $(STAMP)
 	$(PY) -m server.gateway
 
 test: $(STAMP) $(PROMTOOL)
-	$(PY) -m server.model_store tiny
+	$(PY) -m tools.model_store tiny
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 soak: $(STAMP)
-	$(PY) -m server.model_store tiny
+	$(PY) -m tools.model_store tiny
 	$(PY) -m pytest -m soak -s $(PYTEST_ARGS)
 
 INFINITY_VENV := bench/.venv-infinity
@@ -100,7 +100,7 @@ bench: $(STAMP) $(INFINITY_STAMP)
 	$(PY) -m bench.cache
 
 bench-smoke: $(STAMP)
-	$(PY) -m server.model_store tiny
+	$(PY) -m tools.model_store tiny
 	$(PY) -m bench.run --smoke
 
 eval: $(STAMP)

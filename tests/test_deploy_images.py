@@ -118,7 +118,8 @@ def distribution_of(module: str) -> str:
     parts = module.split(".")
     names = packages_distributions().get(parts[0], [parts[0]])
     if len(names) > 1 and len(parts) > 1:
-        names = [n for n in names if any(str(f).startswith(f"{parts[0]}/{parts[1]}/") for f in distribution(n).files or [])]
+        prefix = f"{parts[0]}/{parts[1]}/"
+        names = [n for n in names if any(str(f).startswith(prefix) for f in distribution(n).files or [])]
     assert len(set(names)) == 1, f"{module}: installed by {names}"
     return names[0].lower().replace("_", "-")
 
@@ -143,24 +144,25 @@ def test_the_gateway_runs_on_its_own_code_and_its_image_copies_all_of_it():
     """The gateway imports nothing of tools/ (nor the client): its image holds server/ and the stubs, no more."""
     ours, _ = follow_imports([ROOT / "server/gateway.py"], [ROOT])
     tops = {m.split(".")[0] for m in ours}
+    assert "tools" not in tops, sorted(m for m in ours if m.startswith("tools"))  # runtime and tooling live apart
     assert "server.api.cohere" in ours and "reranker.v1.reranker_pb2" in ours  # the walk reaches submodules
-    assert tops == {"server", "reranker", "tei"}, sorted(m for m in ours if m.split(".")[0] not in {"server", "reranker", "tei"})
+    assert tops == {"server", "reranker", "tei"}, sorted(ours)
     assert copied_dirs("gateway.Dockerfile") == tops
     ignore = (DOCKER / "gateway.Dockerfile.dockerignore").read_text().split()
     assert all(f"!{top}/" in ignore for top in tops)
 
 
 def test_the_triton_model_imports_only_runtime_modules_its_image_copies():
-    """model.py (and its engines and batching) import shared modules of server/ only; the Triton image
-    copies them."""
+    """model.py (and its engines and batching) import shared modules of server/, never tools/; the Triton
+    image copies them, and tools/ for `python3 -m tools.model_store` (the model-fetch step)."""
     ours, third_party = follow_imports(sorted(MODEL_DIR.glob("*.py")), [MODEL_DIR, ROOT])
     tops = {m.split(".")[0] for m in ours} - {p.stem for p in MODEL_DIR.glob("*.py")}
     assert {"server.model_limits", "server.model_files"} <= ours
     assert tops == {"server"}, sorted(ours)
     assert not {"grpc", "tritonclient"} & {m.split(".")[0] for m in third_party}  # the image has neither
-    assert tops <= copied_dirs("triton.Dockerfile")
+    assert tops | {"tools"} <= copied_dirs("triton.Dockerfile")
     ignore = (DOCKER / "triton.Dockerfile.dockerignore").read_text().split()
-    assert all(f"!{top}/" in ignore for top in tops)
+    assert all(f"!{top}/" in ignore for top in tops | {"tools"})
 
 
 # ---------------------------------------------------------------- compose

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-import server.onnx_export as onnx_export
+import tools.onnx_export as onnx_export
 from server.model_files import onnx_path
-from server.onnx_export import OnnxExportError, export_onnx
-from server.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer, TritonStartError
 from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage
 from tests.helpers import padded
+from tools.onnx_export import OnnxExportError, export_onnx
+from tools.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer, TritonStartError
 
 ATOL = 1e-4  # the parity bound every engine is held to (float32 on CPU)
 SHORT = 512  # pairs cut here, as a gateway with max_input_length 512 does

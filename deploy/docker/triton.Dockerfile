@@ -4,7 +4,7 @@
 # 25.10: Triton on Ubuntu 24.04 with Python 3.12 (the Python backend stub's interpreter) and CUDA 13.0, the
 # CUDA that torch 2.13.0 and onnxruntime-gpu 1.31.1 are built for on PyPI (NVIDIA driver R580 or newer).
 # Weights are not in the image: mount the model directory at /models (compose, Kubernetes), or fill the
-# volume first with `python3 -m server.model_store ara --root /models` run from this image.
+# volume first with `python3 -m tools.model_store ara --root /models` run from this image.
 FROM nvcr.io/nvidia/tritonserver:25.10-py3
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -21,8 +21,9 @@ RUN python3 -m pip install --no-cache-dir --break-system-packages -r /tmp/requir
 
 # This project's code, run from source (PYTHONPATH below; model.py puts PYTHONPATH on the Python backend's
 # sys.path): model.py imports small pure-Python modules of server/, and the model volume is filled with
-# `python3 -m server.model_store` from this image. Its dependencies are pinned above.
+# `python3 -m tools.model_store` (tools/) from this image. Their dependencies are pinned above.
 COPY server ./server
+COPY tools ./tools
 COPY model_repository ./model_repository
 # The mount point of the model volume, owned by the runtime user so that a fresh Docker volume is writable
 # by the model-fetch step.

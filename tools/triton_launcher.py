@@ -17,7 +17,7 @@ Two ways to say what it serves:
 
 ``TritonServer.model_names`` lists the Triton model names either way.
 
-``python -m server.triton_launcher --model tiny[,bert-tiny]`` runs one in the foreground until Ctrl-C.
+``python -m tools.triton_launcher --model tiny[,bert-tiny]`` runs one in the foreground until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from server.child_process import ChildExited, ChildProcess
+from tools.child_process import ChildExited, ChildProcess
 
 __all__ = ["MODEL_NAME", "TritonOptions", "TritonServer", "TritonStartError", "free_port", "generate_repository"]
 
@@ -287,7 +287,7 @@ def _configured(text: str, name: str, model_dir: Path, source: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from server.model_store import prepare, served_name, split_models
+    from tools.model_store import prepare, served_name, split_models
 
     parser = argparse.ArgumentParser(description="Run tritonserver with the reranker model repository.")
     parser.add_argument("--model", default="ara",

@@ -22,7 +22,7 @@ about 16 GB of memory during the fusions; ``--no-optimize`` needs about 4 GB, an
 the same fusions itself when it loads the graph (measured: same speed on CPU), so use it where memory
 is short.
 
-``python -m server.onnx_export models/small [--no-optimize] [--force]``
+``python -m tools.onnx_export models/small [--no-optimize] [--force]``
 """
 
 from __future__ import annotations
