@@ -45,10 +45,10 @@ $(PROMTOOL):
 tools: $(PROMTOOL)
 
 proto: $(STAMP)
-	$(PY) -m client.protogen
+	$(PY) -m tools.protogen
 
 proto-check: $(STAMP)
-	$(PY) -m client.protogen --check
+	$(PY) -m tools.protogen --check
 
 # Tables in docs/*.md written from the code and the committed benchmark results (tests/test_docs.py checks them).
 docs: $(STAMP)

@@ -6,6 +6,7 @@
 - ``gateway_process``: start ``python -m server.gateway`` as a child process (tests, benchmarks, ``make run``)
 - ``child_process``: the one way a server is started as a child process, waited for and stopped
 - ``run``: ``make run``; Triton and the gateway together in the foreground
+- ``protogen``: ``make proto``; the gRPC stubs in ``reranker/`` and ``tei/``, generated from ``proto/``
 
 The gateway (``server/``) and the Triton model import nothing from here (tests/test_deploy_images.py holds it).
 """

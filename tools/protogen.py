@@ -2,7 +2,7 @@
 and ``tei`` at the repository root (protoc's ``-I proto`` layout: ``reranker/v1/reranker_pb2.py`` imports
 itself as ``reranker.v1``), so a checkout imports them with no install and no package remapping.
 
-``python -m client.protogen`` (``make proto``) regenerates them; ``--check`` fails when the committed
+``python -m tools.protogen`` (``make proto``) regenerates them; ``--check`` fails when the committed
 stubs differ from what the proto files generate now (a test runs it, so stale stubs fail CI).
 Generated files are never edited by hand.
 """
