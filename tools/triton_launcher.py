@@ -190,8 +190,10 @@ class TritonServer:
             return [system, *command], env
         binary, backends, libs = self._bundled()
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
-        # The stub's embedded interpreter imports torch and transformers from this environment.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (sysconfig.get_paths()["purelib"], env.get("PYTHONPATH", "")) if p)
+        # The stub's embedded interpreter imports server/ from this checkout (installed or not) and torch and
+        # transformers from this environment; as in the Triton image, model.py honours PYTHONPATH.
+        paths = (str(PROJECT_ROOT), sysconfig.get_paths()["purelib"], env.get("PYTHONPATH", ""))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         return [str(binary), *command, "--backend-directory", str(backends)], env
 
     def _bundled(self) -> tuple[Path, Path, Path]:
