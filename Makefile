@@ -16,7 +16,7 @@ help:
 	@echo "make run   MODEL=ara|tiny|small|large|<hub id>|<path>   Triton + gateway on :50051 (Ctrl-C stops both)"
 	@echo "make test                                             the whole suite on the offline tiny model"
 	@echo "make model MODEL=...                                  prepare models/<name> (download or build offline)"
-	@echo "make proto                                            regenerate the gRPC stubs under client/reranker/v1"
+	@echo "make proto                                            regenerate the gRPC stubs in reranker/v1, tei/v1"
 	@echo "make docs                                             regenerate the generated sections of docs/*.md"
 	@echo "make bench | bench-smoke | soak | eval DATA=...        benchmarks, soak test, evaluation"
 
@@ -45,33 +45,33 @@ $(PROMTOOL):
 tools: $(PROMTOOL)
 
 proto: $(STAMP)
-	$(PY) -m client.protogen
+	$(PY) -m tools.protogen
 
 proto-check: $(STAMP)
-	$(PY) -m client.protogen --check
+	$(PY) -m tools.protogen --check
 
 # Tables in docs/*.md written from the code and the committed benchmark results (tests/test_docs.py checks them).
 docs: $(STAMP)
 	$(PY) -m docs.generate
 
 model: $(STAMP)
-	$(PY) -m server.model_store $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
+	$(PY) -m tools.model_store $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
 
 run: $(STAMP)
-	$(PY) -m server.run --model $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
+	$(PY) -m tools.run --model $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
 
 triton: $(STAMP)
-	$(PY) -m server.triton_launcher --model $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
+	$(PY) -m tools.triton_launcher --model $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
 
 gateway: $(STAMP)
 	$(PY) -m server.gateway
 
 test: $(STAMP) $(PROMTOOL)
-	$(PY) -m server.model_store tiny
+	$(PY) -m tools.model_store tiny
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 soak: $(STAMP)
-	$(PY) -m server.model_store tiny
+	$(PY) -m tools.model_store tiny
 	$(PY) -m pytest -m soak -s $(PYTEST_ARGS)
 
 INFINITY_VENV := bench/.venv-infinity
@@ -100,7 +100,7 @@ bench: $(STAMP) $(INFINITY_STAMP)
 	$(PY) -m bench.cache
 
 bench-smoke: $(STAMP)
-	$(PY) -m server.model_store tiny
+	$(PY) -m tools.model_store tiny
 	$(PY) -m bench.run --smoke
 
 eval: $(STAMP)

@@ -26,10 +26,10 @@ from bench.loadgen import run_level
 from bench.run import _machine, write_result
 from bench.workload import Request
 from client import RerankerClient
-from server.gateway_process import GatewayProcess
-from server.model_store import prepare
-from server.triton_launcher import TritonOptions, TritonServer
 from tests.arabic_text import QUERIES, mixed_passages
+from tools.gateway_process import GatewayProcess
+from tools.model_store import prepare
+from tools.triton_launcher import TritonOptions, TritonServer
 
 
 def zipf_requests(rng: np.random.Generator, corpus: list[str], queries: list[str], requests: int, docs: int,

@@ -232,8 +232,8 @@ async def drive_triton(spec: dict) -> list[dict]:
     import tritonclient.grpc.aio as triton_aio
     from tritonclient.grpc import InferInput, InferRequestedOutput
 
-    from server.models import load_tokenizer
     from server.model_inputs import padded_rows
+    from server.models import load_tokenizer
 
     tokenizer = load_tokenizer(spec["model_dir"], 0, 1)
     probe = Probe(None, spec["triton_pid"], spec["triton_metrics"])
@@ -297,7 +297,7 @@ def null_repository(tmp: Path) -> Path:
     """A copy of the project's model repository whose model.py answers zeros (its configurations unchanged)."""
     import shutil
 
-    from server.triton_launcher import MODEL_NAME, MODEL_REPOSITORY
+    from tools.triton_launcher import MODEL_NAME, MODEL_REPOSITORY
 
     model = tmp / "null_repository" / MODEL_NAME
     shutil.copytree(MODEL_REPOSITORY / MODEL_NAME, model, ignore=shutil.ignore_patterns("1", "__pycache__"))
@@ -352,9 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, other)  # before any thread or child: Triton inherits it
     from transformers import AutoTokenizer
 
-    from server.gateway_process import GatewayProcess
-    from server.model_store import prepare
-    from server.triton_launcher import TritonOptions, TritonServer
+    from tools.gateway_process import GatewayProcess
+    from tools.model_store import prepare
+    from tools.triton_launcher import TritonOptions, TritonServer
 
     model_dir = prepare(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -21,10 +21,10 @@ import numpy as np
 from bench.run import _machine, write_result
 from bench.systems import NO_CACHE
 from client import RerankerClient
-from server.gateway_process import GatewayProcess
-from server.model_store import prepare
-from server.triton_launcher import TritonOptions, TritonServer
 from tests.arabic_text import QUERIES, mixed_passages
+from tools.gateway_process import GatewayProcess
+from tools.model_store import prepare
+from tools.triton_launcher import TritonOptions, TritonServer
 
 
 def measure(model: str, engine: str, count: int, documents: int, seed: int) -> dict:

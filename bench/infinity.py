@@ -30,8 +30,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from server.child_process import ChildProcess
-from server.triton_launcher import free_port
+from tools.child_process import ChildProcess
+from tools.triton_launcher import free_port
 
 __all__ = ["INFINITY_VENV", "InfinitySystem", "available", "export_for_optimum"]
 

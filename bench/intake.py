@@ -26,11 +26,11 @@ import numpy as np
 from bench.run import _machine, write_result
 from bench.systems import NO_CACHE
 from client import RerankerClient, RerankerError
-from server.gateway_process import GatewayProcess
-from server.model_store import prepare
 from server.reranking import PairTokenizer
-from server.triton_launcher import TritonOptions, TritonServer
 from tests.arabic_text import QUERIES, SENTENCES, mixed_passages, passage
+from tools.gateway_process import GatewayProcess
+from tools.model_store import prepare
+from tools.triton_launcher import TritonOptions, TritonServer
 
 
 def worst_case_documents(count: int, chars: int) -> list[str]:

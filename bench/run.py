@@ -84,11 +84,11 @@ def _git_commit() -> str:
 
 
 def _prepare(model: str, needs_onnx: bool) -> Path:
-    from server.model_store import prepare
+    from tools.model_store import prepare
 
     model_dir = prepare(model)
     if needs_onnx:
-        from server.onnx_export import export_onnx
+        from tools.onnx_export import export_onnx
 
         export_onnx(model_dir)
     return model_dir

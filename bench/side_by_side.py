@@ -19,9 +19,9 @@ from bench.run import _machine, write_result
 from bench.systems import NO_CACHE
 from bench.workload import make_workload
 from client import RerankerClient
-from server.gateway_process import GatewayProcess
-from server.model_store import prepare
-from server.triton_launcher import TritonOptions, TritonServer
+from tools.gateway_process import GatewayProcess
+from tools.model_store import prepare
+from tools.triton_launcher import TritonOptions, TritonServer
 
 
 def measure(models: dict, concurrency: int, duration_s: float, workload) -> dict:

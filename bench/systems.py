@@ -203,8 +203,8 @@ class ServiceSystem:
 
     def __enter__(self) -> "ServiceSystem":
         from client import RerankerClient
-        from server.gateway_process import GatewayProcess
-        from server.triton_launcher import TritonOptions, TritonServer
+        from tools.gateway_process import GatewayProcess
+        from tools.triton_launcher import TritonOptions, TritonServer
 
         log = (lambda name: self.log_dir / name) if self.log_dir else (lambda name: None)
         try:

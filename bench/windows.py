@@ -23,10 +23,10 @@ import numpy as np
 from bench.run import _machine, write_result
 from bench.systems import NO_CACHE
 from reranker.v1 import reranker_pb2, reranker_pb2_grpc
-from server.gateway_process import GatewayProcess
-from server.model_store import prepare
-from server.triton_launcher import TritonOptions, TritonServer
 from tests.arabic_text import QUERIES, passage
+from tools.gateway_process import GatewayProcess
+from tools.model_store import prepare
+from tools.triton_launcher import TritonOptions, TritonServer
 
 MODES = {"end": reranker_pb2.TRUNCATION_END, "split": reranker_pb2.TRUNCATION_SPLIT}
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.gateway_process import GatewayProcess
-from server.model_store import prepare
-from server.triton_launcher import TritonOptions, TritonServer
+from tools.gateway_process import GatewayProcess
+from tools.model_store import prepare
+from tools.triton_launcher import TritonOptions, TritonServer
 
 from tests.reference import InProcessReference
 

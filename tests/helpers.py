@@ -11,7 +11,7 @@ import numpy as np
 
 from client import RerankerError
 from server.model_inputs import padded_rows
-from server.triton_launcher import MODEL_REPOSITORY
+from tools.triton_launcher import MODEL_REPOSITORY
 
 PAD_ID = 1  # XLM-R <pad>; padding ids are never read by the model, only the mask decides
 

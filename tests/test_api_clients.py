@@ -16,9 +16,9 @@ from llama_index.core.schema import NodeWithScore, TextNode
 from llama_index.postprocessor.tei_rerank import TextEmbeddingInference
 
 from client import RerankerClient
-from server.gateway_process import GatewayProcess
 from tests.arabic_text import QUERIES, mixed_passages
 from tests.helpers import assert_same_ranking
+from tools.gateway_process import GatewayProcess
 
 # LiteLLM's pydantic models warn about their own TypedDicts on import.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -1,4 +1,4 @@
-"""The offline bert-base-uncased tokenizer (server/bert_vocab.py): the real vocabulary, and a fast tokenizer
+"""The offline bert-base-uncased tokenizer (tools/bert_vocab.py): the real vocabulary, and a fast tokenizer
 that encodes exactly as transformers' slow Python BERT tokenizer does on the same vocab.txt."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import transformers
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, BertTokenizerFast
 
-from server import bert_vocab
-from server.bert_vocab import (
+from tools import bert_vocab
+from tools.bert_vocab import (
     VOCAB_PACKAGE,
     VOCAB_PACKAGE_VERSION,
     VOCAB_SHA256,

@@ -12,8 +12,8 @@ from google.protobuf import json_format, text_format
 
 from server import triton_config
 from server.model_limits import COUPLED_LIMITS, coupled_limit_problems
-from server.model_store import REAL_MODEL_MAX_LENGTH
 from server.settings import Settings
+from tools.model_store import REAL_MODEL_MAX_LENGTH
 
 CONFIGS = {name: triton_config.read(path) for name, path in triton_config.CONFIGS.items()}
 

@@ -10,7 +10,7 @@ import ast
 import re
 import subprocess
 import sys
-from importlib.metadata import packages_distributions
+from importlib.metadata import distribution, packages_distributions
 from pathlib import Path
 
 import pytest
@@ -68,40 +68,101 @@ def test_image_pins_are_the_projects():
     assert not {"torch", "transformers"} & set(pins(DOCKER / "requirements-gateway.txt"))
 
 
+MODEL_DIR = ROOT / "model_repository" / "ara_reranker" / "1"
+
+
 def imported_modules(path: Path) -> set[str]:
+    """Every absolute import of ``path``; ``from a import b`` gives both ``a`` and ``a.b`` (b may be a module)."""
     modules = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             modules |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            modules.add(node.module)
+            modules |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
     return modules
+
+
+def source_of(module: str, roots: list[Path]) -> Path | None:
+    """The file of ``module`` under one of ``roots`` (a module or a package's __init__), or None."""
+    for root in roots:
+        base = root / module.replace(".", "/")
+        for path in (base.with_suffix(".py"), base / "__init__.py"):
+            if path.exists():
+                return path
+    return None
+
+
+def follow_imports(files: list[Path], roots: list[Path]) -> tuple[set[str], set[str]]:
+    """Follow the imports of ``files`` through the modules found under ``roots``: (the modules of ours
+    reached, the other modules imported, standard library left out)."""
+    ours, third_party = set(), set()
+    todo = [m for f in files for m in imported_modules(f)]
+    while todo:
+        module = todo.pop()
+        if module in ours:
+            continue
+        path = source_of(module, roots)
+        if path is not None:
+            ours.add(module)
+            todo += imported_modules(path)
+        elif source_of(top := module.split(".")[0], roots):
+            continue  # a name imported from one of our modules, not a module
+        elif top not in sys.stdlib_module_names and top != "__future__":
+            third_party.add(module)
+    return ours, third_party
+
+
+def distribution_of(module: str) -> str:
+    """The distribution that installs ``module``; for a namespace several share (google.*), the one that
+    holds its subpackage (google.protobuf: protobuf)."""
+    parts = module.split(".")
+    names = packages_distributions().get(parts[0], [parts[0]])
+    if len(names) > 1 and len(parts) > 1:
+        prefix = f"{parts[0]}/{parts[1]}/"
+        names = [n for n in names if any(str(f).startswith(prefix) for f in distribution(n).files or [])]
+    assert len(set(names)) == 1, f"{module}: installed by {names}"
+    return names[0].lower().replace("_", "-")
+
+
+def copied_dirs(dockerfile: str) -> set[str]:
+    """The top-level source directories the Dockerfile's last stage copies from the build context."""
+    last_stage = (DOCKER / dockerfile).read_text().split("\nFROM ")[-1]
+    return {m for m in re.findall(r"^COPY (\w+) ", last_stage, re.M) if (ROOT / m).is_dir()}
 
 
 def test_the_gateway_image_has_every_distribution_the_gateway_imports():
     """Follow the imports from server/gateway.py through this project's modules; every third-party module
     must come from a distribution of requirements-gateway.txt (or the standard library)."""
-    ours = {"server", "client", "reranker", "tei"}
-    seen, todo, third_party = set(), ["server.gateway"], set()
-    while todo:
-        module = todo.pop()
-        if module in seen:
-            continue
-        seen.add(module)
-        candidates = [ROOT / (module.replace(".", "/") + ".py"), ROOT / "client" / (module.replace(".", "/") + ".py")]
-        path = next((p for p in candidates if p.exists()), None)
-        if path is None:
-            continue  # a package's __init__ or a generated stub directory
-        for imported in imported_modules(path):
-            top = imported.split(".")[0]
-            if top in ours:
-                todo.append(imported)
-            elif top not in sys.stdlib_module_names and top != "__future__":
-                third_party.add(top)
-    distributions = {d.lower().replace("_", "-") for top in third_party for d in packages_distributions().get(top, [top])}
+    _, third_party = follow_imports([ROOT / "server/gateway.py"], [ROOT])
+    distributions = {distribution_of(module) for module in third_party}
     allowed = set(pins(DOCKER / "requirements-gateway.txt"))
     assert "tokenizers" in distributions and "tritonclient" in distributions
     assert distributions <= allowed, f"imported by the gateway but not in its image: {sorted(distributions - allowed)}"
+
+
+def test_the_gateway_runs_on_its_own_code_and_its_image_copies_all_of_it():
+    """The gateway imports nothing of tools/ (nor the client): its image holds server/ and the stubs, no more."""
+    ours, _ = follow_imports([ROOT / "server/gateway.py"], [ROOT])
+    tops = {m.split(".")[0] for m in ours}
+    assert "tools" not in tops, sorted(m for m in ours if m.startswith("tools"))  # runtime and tooling live apart
+    assert "server.api.cohere" in ours and "reranker.v1.reranker_pb2" in ours  # the walk reaches submodules
+    assert tops == {"server", "reranker", "tei"}, sorted(ours)
+    assert copied_dirs("gateway.Dockerfile") == tops
+    ignore = (DOCKER / "gateway.Dockerfile.dockerignore").read_text().split()
+    assert all(f"!{top}/" in ignore for top in tops)
+
+
+def test_the_triton_model_imports_only_runtime_modules_its_image_copies():
+    """model.py (and its engines and batching) import shared modules of server/, never tools/; the Triton
+    image copies them, and tools/ for `python3 -m tools.model_store` (the model-fetch step)."""
+    ours, third_party = follow_imports(sorted(MODEL_DIR.glob("*.py")), [MODEL_DIR, ROOT])
+    tops = {m.split(".")[0] for m in ours} - {p.stem for p in MODEL_DIR.glob("*.py")}
+    assert {"server.model_limits", "server.model_files"} <= ours
+    assert tops == {"server"}, sorted(ours)
+    assert not {"grpc", "tritonclient"} & {m.split(".")[0] for m in third_party}  # the image has neither
+    assert tops | {"tools"} <= copied_dirs("triton.Dockerfile")
+    ignore = (DOCKER / "triton.Dockerfile.dockerignore").read_text().split()
+    assert all(f"!{top}/" in ignore for top in tops | {"tools"})
 
 
 # ---------------------------------------------------------------- compose

@@ -22,10 +22,10 @@ import pytest
 import yaml
 
 from client import RerankerClient, RerankerError
-from server.child_process import ChildProcess, wait_until
-from server.triton_launcher import free_port
 from tests.arabic_text import QUERIES, long_passage, mixed_passages
 from tests.test_metrics import TRITON_GPU_METRICS, promql_expressions, selectors, with_grafana_variables
+from tools.child_process import ChildProcess, wait_until
+from tools.triton_launcher import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "deploy" / "monitoring"

@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-import server.onnx_export as onnx_export
-from server.onnx_export import OnnxExportError, export_onnx
-from server.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer, TritonStartError
+import tools.onnx_export as onnx_export
+from server.model_files import onnx_path
 from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage
 from tests.helpers import padded
+from tools.onnx_export import OnnxExportError, export_onnx
+from tools.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer, TritonStartError
 
 ATOL = 1e-4  # the parity bound every engine is held to (float32 on CPU)
 SHORT = 512  # pairs cut here, as a gateway with max_input_length 512 does
@@ -128,7 +129,7 @@ def test_concurrent_exports_leave_one_verified_graph_and_bad_graphs_are_refused(
     # serialises them, the second finds the first's export and keeps it.
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         paths = pool.map(_export_in_process, [str(model_dir)] * 2)
-    target = onnx_export.onnx_path(model_dir)
+    target = onnx_path(model_dir)
     assert paths == [str(target)] * 2
     assert [p.name for p in target.parent.iterdir() if p.name.startswith(".export-")] == []
     good = target.read_bytes()

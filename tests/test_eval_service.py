@@ -14,7 +14,7 @@ import pytest
 from client import RerankerClient
 from client.evaluation import SAMPLE_DATA, LocalRanker, ServiceRanker, evaluate, load_dataset
 from client.evaluation.__main__ import main
-from server.triton_launcher import free_port
+from tools.triton_launcher import free_port
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from client import RerankerClient, RerankerError
-from server.gateway_process import GatewayProcess
+from tools.gateway_process import GatewayProcess
 
 ARABIC_EDGE_CASES = [
     "مَا هِيَ عَاصِمَةُ السُّعُودِيَّةِ؟",  # full diacritics (tashkeel)

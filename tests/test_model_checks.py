@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-from server.triton_launcher import TritonOptions, TritonServer, TritonStartError
+from tools.triton_launcher import TritonOptions, TritonServer, TritonStartError
 
 
 def save(model, path):

@@ -18,11 +18,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from client import AsyncRerankerClient, RerankerClient, RerankerError
 from client.evaluation import SAMPLE_DATA, evaluate_targets, load_dataset, parse_targets
-from server.gateway_process import GatewayProcess
-from server.model_store import prepare
-from server.triton_launcher import TritonOptions, TritonServer
 from tests.arabic_text import QUERIES, long_passage, mixed_passages
 from tests.reference import InProcessReference
+from tools.gateway_process import GatewayProcess
+from tools.model_store import prepare
+from tools.triton_launcher import TritonOptions, TritonServer
 
 TOL = 1e-4
 ENGLISH = ["Paris is the capital and most populous city of France.", "A cross-encoder reads the query and the passage together.",

@@ -1,6 +1,6 @@
 """Generated code stays generated: the committed stubs must equal what `make proto` makes now."""
 
-from client.protogen import stale_files
+from tools.protogen import stale_files
 
 
 def test_generated_stubs_are_up_to_date():

@@ -21,11 +21,11 @@ from client import RerankerClient
 from client.evaluation.dataset import QueryGroup
 from client.evaluation.harness import rank_group
 from client.evaluation.rankers import LocalRanker, ServiceRanker
-from server.gateway_process import GatewayProcess
 from server.reranking import sigmoid
-from server.triton_launcher import TritonOptions, TritonServer
 from tests.arabic_text import QUERIES, mixed_passages
 from tests.reference import InProcessReference
+from tools.gateway_process import GatewayProcess
+from tools.triton_launcher import TritonOptions, TritonServer
 
 TOL = 1e-4
 BIAS_SHIFT = 30.0

@@ -14,11 +14,11 @@ from tokenizers import Tokenizer
 from bench.systems import triton_metrics
 from client import RerankerClient
 from reranker.v1 import reranker_pb2
-from server.gateway_process import GatewayProcess
 from server.reranking import Limits, PairTokenizer, Reranker, RerankJob
 from server.score_cache import ENTRY_BYTES, ScoreCache
 from server.windows import Split
 from tests.arabic_text import QUERIES, long_passage, mixed_passages
+from tools.gateway_process import GatewayProcess
 
 LIMITS = Limits(max_documents=300, max_query_chars=5000, max_document_chars=100000, chunk_size=8, max_inflight_pairs=1000)
 

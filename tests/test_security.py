@@ -10,9 +10,9 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from client import RerankerClient
-from server.gateway_process import GatewayProcess
 from tests.arabic_text import QUERIES
 from tests.helpers import code_of
+from tools.gateway_process import GatewayProcess
 
 DOCUMENTS = ["الرياض عاصمة السعودية", "القاهرة مدينة كبيرة"]
 

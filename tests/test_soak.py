@@ -10,8 +10,8 @@ import time
 import pytest
 
 from client import AsyncRerankerClient, RerankerError
-from server.gateway_process import GatewayProcess
 from tests.arabic_text import QUERIES, mixed_passages
+from tools.gateway_process import GatewayProcess
 
 DURATION_S = float(os.environ.get("SOAK_SECONDS", "60"))
 CONCURRENCY = int(os.environ.get("SOAK_CONCURRENCY", "32"))

@@ -27,10 +27,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
-from server.model_store import REAL_MODEL_MAX_LENGTH
-from server.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer
 from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage
 from tests.helpers import padded, repository_copy
+from tools.model_store import REAL_MODEL_MAX_LENGTH
+from tools.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer
 
 ATOL = 1e-4  # float32 tolerance between batched/padded logits and the unpadded reference
 VOCAB = 250002

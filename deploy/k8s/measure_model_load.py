@@ -21,8 +21,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from server.model_store import prepare
-from server.triton_launcher import TritonOptions, TritonServer
+from tools.model_store import prepare
+from tools.triton_launcher import TritonOptions, TritonServer
 
 RESULT = Path(__file__).resolve().parent / "model-load.json"
 

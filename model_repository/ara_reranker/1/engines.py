@@ -15,8 +15,8 @@ from typing import Protocol
 
 import numpy as np
 
+from server.model_files import onnx_path
 from server.model_limits import input_names, takes_token_type_ids
-from server.onnx_export import onnx_path
 
 __all__ = ["Engine", "ENGINES", "load_engine"]
 
@@ -85,7 +85,7 @@ class TorchEngine:
 
 class OnnxEngine:
     """ONNX Runtime on ``<model_dir>/onnx/model.onnx``, the graph that ``make model ... ENGINE=onnx``
-    (server/onnx_export.py) exports and verifies against torch.
+    (tools/onnx_export.py) exports and verifies against torch; its place is server/model_files.py's.
 
     float32 throughout: its logits equal the torch engine's within 1e-4. CPU execution provider on CPU;
     on ``cuda:N`` the CUDA execution provider (needs onnxruntime-gpu), or whatever ``providers`` lists
@@ -111,7 +111,7 @@ class OnnxEngine:
         if not path.exists():
             raise ValueError(
                 f"{path} not found: export it with `make model MODEL=... ENGINE=onnx` "
-                f"(python -m server.onnx_export {model_dir})"
+                f"(python -m tools.onnx_export {model_dir})"
             )
         if dtype not in ("auto", "float32", "fp32"):
             raise ValueError(f"the onnx engine computes in float32; dtype {dtype!r} is not offered (torch is)")

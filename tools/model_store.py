@@ -1,6 +1,6 @@
 """Prepare model directories under ``models/``: the real reranker, or offline stand-ins.
 
-``python -m server.model_store MODEL[,MODEL...]`` (what ``make model MODEL=...`` runs) prepares each of:
+``python -m tools.model_store MODEL[,MODEL...]`` (what ``make model MODEL=...`` runs) prepares each of:
 
 * ``ara`` (default), ``bge``, ``minilm-l6``, ``minilm-l12`` (the models of ARA-Reranker-V1's comparison
   table, see ``REAL_MODELS``) or any Hugging Face id: downloaded once with ``huggingface_hub``.
@@ -10,7 +10,7 @@
   model's context (bge-reranker-v2-m3's): 8194 position embeddings, tokenizer ``model_max_length`` 8192.
 * ``bert-tiny`` / ``bert-l6`` / ``bert-l12``: offline BERT cross-encoders (token type ids, 512 positions)
   with random weights from the same seed and the real ``bert-base-uncased`` WordPiece tokenizer
-  (server/bert_vocab.py). ``bert-l6`` has cross-encoder/ms-marco-MiniLM-L-6-v2's exact shape (6 x 384,
+  (tools/bert_vocab.py). ``bert-l6`` has cross-encoder/ms-marco-MiniLM-L-6-v2's exact shape (6 x 384,
   12 heads, 1536 FFN), ``bert-l12`` MiniLM-L-12-v2's (12 layers).
 * a path to an existing local model directory: checked and left as it is.
 
@@ -152,7 +152,7 @@ def prepare(model: str, root: Path = MODELS_ROOT, engine: str | None = None) -> 
     Idempotent: what is already there and current is kept."""
     target = _fetched(model, root)
     if engine == "onnx":
-        from server.onnx_export import export_onnx
+        from tools.onnx_export import export_onnx
 
         export_onnx(target)
     return target
@@ -261,7 +261,7 @@ def build_offline_bert(shape: OfflineShape, target: Path) -> None:
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from server.bert_vocab import VOCAB_SIZE, save_bert_uncased_tokenizer
+    from tools.bert_vocab import VOCAB_SIZE, save_bert_uncased_tokenizer
 
     config = BertConfig(
         vocab_size=VOCAB_SIZE,
@@ -309,7 +309,7 @@ def _bert_description(shape: OfflineShape) -> str:
     return (
         f"Random weights (seed {SEED}), BERT shape {shape}, {BERT_MAX_POSITIONS} positions, "
         f"{BERT_TYPE_VOCAB_SIZE} token types, model_max_length {BERT_MAX_POSITIONS}, "
-        "real bert-base-uncased WordPiece tokenizer (server/bert_vocab.py).\n"
+        "real bert-base-uncased WordPiece tokenizer (tools/bert_vocab.py).\n"
         "Rankings mean nothing; tokenization, truncation, batching and compute are the real model's.\n"
     )
 

@@ -1,6 +1,8 @@
-"""Generate the Python gRPC stubs (with .pyi type stubs) from proto/ into client/.
+"""Generate the Python gRPC stubs (with .pyi type stubs) from proto/ into the top-level packages ``reranker``
+and ``tei`` at the repository root (protoc's ``-I proto`` layout: ``reranker/v1/reranker_pb2.py`` imports
+itself as ``reranker.v1``), so a checkout imports them with no install and no package remapping.
 
-``python -m client.protogen`` (``make proto``) regenerates them; ``--check`` fails when the committed
+``python -m tools.protogen`` (``make proto``) regenerates them; ``--check`` fails when the committed
 stubs differ from what the proto files generate now (a test runs it, so stale stubs fail CI).
 Generated files are never edited by hand.
 """
@@ -15,11 +17,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
-OUT_ROOT = ROOT / "client"
+OUT_ROOT = ROOT
 # reranker.v1 is this service's API; tei.v1 is text-embeddings-inference's (proto/tei/v1/NOTICE.md).
 PROTOS = ["reranker/v1/reranker.proto", "tei/v1/tei.proto"]
 PACKAGES = ["reranker", "reranker/v1", "tei", "tei/v1"]
-GENERATED = [f"{proto.rsplit('.', 1)[0]}{suffix}" for proto in PROTOS for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")]
+STUBS = [f"{proto.rsplit('.', 1)[0]}{suffix}" for proto in PROTOS for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")]
+# The (empty) package markers too: without them setuptools' package discovery would leave the stubs out.
+GENERATED = STUBS + [f"{package}/__init__.py" for package in PACKAGES]
 
 
 def generate(out: Path) -> None:
@@ -44,7 +48,7 @@ def generate(out: Path) -> None:
 
 
 def stale_files() -> list[str]:
-    """Generated files that differ from (or are missing in) client/."""
+    """Generated files that differ from (or are missing in) the checkout."""
     with tempfile.TemporaryDirectory() as tmp:
         generate(Path(tmp))
         stale = []

@@ -12,8 +12,8 @@ from typing import Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.child_process import ChildProcess
-from server.triton_launcher import free_port
+from tools.child_process import ChildProcess
+from tools.triton_launcher import free_port
 
 __all__ = ["GatewayProcess"]
 

@@ -17,7 +17,7 @@ Two ways to say what it serves:
 
 ``TritonServer.model_names`` lists the Triton model names either way.
 
-``python -m server.triton_launcher --model tiny[,bert-tiny]`` runs one in the foreground until Ctrl-C.
+``python -m tools.triton_launcher --model tiny[,bert-tiny]`` runs one in the foreground until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from server.child_process import ChildExited, ChildProcess
+from tools.child_process import ChildExited, ChildProcess
 
 __all__ = ["MODEL_NAME", "TritonOptions", "TritonServer", "TritonStartError", "free_port", "generate_repository"]
 
@@ -190,8 +190,10 @@ class TritonServer:
             return [system, *command], env
         binary, backends, libs = self._bundled()
         env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
-        # The stub's embedded interpreter imports torch and transformers from this environment.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (sysconfig.get_paths()["purelib"], env.get("PYTHONPATH", "")) if p)
+        # The stub's embedded interpreter imports server/ from this checkout (installed or not) and torch and
+        # transformers from this environment; as in the Triton image, model.py honours PYTHONPATH.
+        paths = (str(PROJECT_ROOT), sysconfig.get_paths()["purelib"], env.get("PYTHONPATH", ""))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         return [str(binary), *command, "--backend-directory", str(backends)], env
 
     def _bundled(self) -> tuple[Path, Path, Path]:
@@ -287,7 +289,7 @@ def _configured(text: str, name: str, model_dir: Path, source: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from server.model_store import prepare, served_name, split_models
+    from tools.model_store import prepare, served_name, split_models
 
     parser = argparse.ArgumentParser(description="Run tritonserver with the reranker model repository.")
     parser.add_argument("--model", default="ara",

@@ -22,7 +22,7 @@ about 16 GB of memory during the fusions; ``--no-optimize`` needs about 4 GB, an
 the same fusions itself when it loads the graph (measured: same speed on CPU), so use it where memory
 is short.
 
-``python -m server.onnx_export models/small [--no-optimize] [--force]``
+``python -m tools.onnx_export models/small [--no-optimize] [--force]``
 """
 
 from __future__ import annotations
@@ -42,15 +42,13 @@ from pathlib import Path
 
 import numpy as np
 
+from server.model_files import ONNX_FILE, onnx_path
 from server.model_inputs import PAD_TOKEN_TYPE, padded_rows
 from server.model_limits import ROBERTA_LIKE, input_names, max_positions
 
-__all__ = ["ONNX_DIR", "ONNX_FILE", "PARITY_ATOL", "OnnxExportError", "export_onnx", "onnx_path"]
+__all__ = ["PARITY_ATOL", "OnnxExportError", "export_onnx"]
 
-# Where the graph of a model directory lives; the onnx engine (engines.py, inside Triton) reads it through
-# onnx_path, so this module's top-level imports stay plain (no torch, no grpc).
-ONNX_DIR = "onnx"
-ONNX_FILE = "model.onnx"
+# Where the graph lives (onnx_path) is defined in server/model_files.py, which the onnx engine reads too.
 MANIFEST_FILE = "export.json"
 LOCK_FILE = ".export.lock"
 OPSET = 17  # first opset with LayerNormalization; every ONNX Runtime since 1.14 runs it
@@ -62,11 +60,6 @@ EXTERNAL_DATA_BYTES = 1 << 30
 
 class OnnxExportError(RuntimeError):
     """The export failed or the exported graph does not reproduce torch's logits."""
-
-
-def onnx_path(model_dir: Path | str) -> Path:
-    """The exported graph of ``model_dir``: ``<model_dir>/onnx/model.onnx``."""
-    return Path(model_dir) / ONNX_DIR / ONNX_FILE
 
 
 def export_onnx(model_dir: Path, optimize: bool = True, *, force: bool = False) -> Path:

@@ -14,11 +14,11 @@ import threading
 from pathlib import Path
 
 from server import triton_config
-from server.gateway_process import GatewayProcess
 from server.model_limits import ModelLimitError, coupled_limit_problems, max_input_length
-from server.model_store import OFFLINE_MODELS, REAL_MODELS, hub_id, prepare, served_name, split_models
 from server.settings import Settings
-from server.triton_launcher import PROJECT_ROOT, TritonOptions, TritonServer
+from tools.gateway_process import GatewayProcess
+from tools.model_store import OFFLINE_MODELS, REAL_MODELS, hub_id, prepare, served_name, split_models
+from tools.triton_launcher import PROJECT_ROOT, TritonOptions, TritonServer
 
 
 def model_id(model: str) -> str:
