@@ -88,14 +88,16 @@ $(INFINITY_STAMP): bench/requirements-infinity.txt
 bench-infinity: $(INFINITY_STAMP)
 
 BENCH_MODEL = $(if $(filter ara,$(MODEL)),small,$(MODEL))
-# The other workloads: the in-process limit, the best peer and the service, at one and eight callers.
+# Every workload side by side (the workloads table): the in-process limit, the best peer and the service, at one
+# and eight callers.
 WORKLOAD_SYSTEMS = limit-onnx,infinity-optimum,service-onnx
 
 bench: $(STAMP) $(INFINITY_STAMP)
 	$(PY) -m bench.run --model $(BENCH_MODEL)
-	for w in uniform-128 uniform-512 long; do \
-	  $(PY) -m bench.run --model $(BENCH_MODEL) --workload $$w --systems $(WORKLOAD_SYSTEMS) --concurrency 1,8 --overhead-count 0 || exit 1; \
+	for w in mixed uniform-128 uniform-512 long; do \
+	  $(PY) -m bench.run --model $(BENCH_MODEL) --workload $$w --side-run --systems $(WORKLOAD_SYSTEMS) --concurrency 1,8 --overhead-count 0 || exit 1; \
 	done
+	$(PY) -m bench.overhead
 	$(PY) -m bench.http_overhead
 	$(PY) -m bench.cache
 

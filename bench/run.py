@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workload", default="mixed", choices=sorted(SHAPES),
                         help="mixed (the main run), uniform-128 / uniform-512 (passages of ~128 / ~512 tokens) or long "
                              "(pages of 1,500-4,000 tokens); any but mixed is written as workload-<name>-<timestamp>.*")
+    parser.add_argument("--side-run", action="store_true",
+                        help="a run for the workloads table (make bench): written as workload-<name>-<timestamp>.* even "
+                             "for mixed, never as latest.*")
     parser.add_argument("--docs", type=int, default=None, help="documents per request (default: the workload's; mixed: 10)")
     parser.add_argument("--requests", type=int, default=96, help="distinct requests in the workload")
     parser.add_argument("--seed", type=int, default=20240501)
@@ -198,14 +201,15 @@ def main(argv: list[str] | None = None) -> int:
     args.docs = args.docs or shape.pop("docs_per_request", OVERHEAD_DOCS)
     shape.pop("docs_per_request", None)
     workload = make_workload(tokenizer, seed=args.seed, requests=args.requests, docs_per_request=args.docs, **shape)
-    stamp = time.strftime("%Y%m%d-%H%M%S") if args.workload == "mixed" else f"workload-{args.workload}-{time.strftime('%Y%m%d-%H%M%S')}"
+    side = args.side_run or args.workload != "mixed"
+    stamp = f"workload-{args.workload}-{time.strftime('%Y%m%d-%H%M%S')}" if side else time.strftime("%Y%m%d-%H%M%S")
     command = "make bench-smoke" if args.smoke and not argv else "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:])
     run = {
         "meta": {"timestamp": stamp, "model": args.model, "model_dir": str(model_dir), "max_length": int(tokenizer.model_max_length),
                  "model_note": "offline: real XLM-R tokenizer and shapes, random weights" if (model_dir / "OFFLINE_RANDOM_WEIGHTS.txt").exists() else "real weights",
                  "concurrency": [int(c) for c in args.concurrency.split(",")], "duration_s": args.duration,
                  "command": command, "git": _git_commit(), "versions": _versions(), **_machine()},
-        "workload": workload.summary() | {"name": args.workload},
+        "workload": workload.summary() | {"name": args.workload, "side_run": side},
         "systems": [],
     }
     print(f"benchmark: {args.model} ({model_dir}); systems {', '.join(systems)}; workload {workload.summary()}", file=sys.stderr)
@@ -234,7 +238,7 @@ def _write(run: dict, out_dir: Path, stamp: str) -> list[Path]:
     json_path.write_text(json.dumps(run, indent=1) + "\n")
     md_path.write_text(report.markdown(run))
     report.plot(run, png_path)
-    if run["workload"].get("name", "mixed") == "mixed":
+    if not run["workload"].get("side_run"):
         for path in (json_path, md_path, png_path):
             shutil.copyfile(path, out_dir / f"latest{path.suffix}")
     return [json_path, md_path, png_path]

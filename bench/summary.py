@@ -214,7 +214,7 @@ def workloads() -> str:
     in-process limit and the best peer, measured in the same run."""
     rows = ["| workload | documents per request (tokens) | clients | in-process limit | best peer | service | service / limit "
             "| service / best peer | file |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
-    for name in ("uniform-128", "uniform-512", "long"):
+    for name in ("mixed", "uniform-128", "uniform-512", "long"):
         run, path = _load(f"workload-{name}")
         tokens = run["workload"]["document_tokens"]
         limit = _levels(run, "limit-onnx")
