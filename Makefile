@@ -6,6 +6,7 @@ STAMP  := $(VENV)/.installed
 
 MODEL  ?= ara
 ENGINE ?=
+DTYPE  ?=
 DATA   ?= client/data/arabic_sample.jsonl
 TARGETS ?=
 PYTEST_ARGS ?=
@@ -15,7 +16,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make run   MODEL=ara|tiny|small|large|<hub id>|<path>   Triton + gateway on :50051 (Ctrl-C stops both)"
 	@echo "make test                                             the whole suite on the offline tiny model"
-	@echo "make model MODEL=...                                  prepare models/<name> (download or build offline)"
+	@echo "make model MODEL=... [ENGINE=onnx [DTYPE=int8|float16]] prepare models/<name> (download or build offline)"
 	@echo "make proto                                            regenerate the gRPC stubs under client/reranker/v1"
 	@echo "make bench | bench-smoke | soak | eval DATA=...        benchmarks, soak test, evaluation"
 
@@ -50,7 +51,7 @@ proto-check: $(STAMP)
 	$(PY) -m client.protogen --check
 
 model: $(STAMP)
-	$(PY) -m server.model_store $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
+	$(PY) -m server.model_store $(MODEL) $(if $(ENGINE),--engine $(ENGINE)) $(if $(DTYPE),--dtype $(DTYPE))
 
 run: $(STAMP)
 	$(PY) -m server.run --model $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
