@@ -11,7 +11,7 @@ DATA   ?= client/data/arabic_sample.jsonl
 TARGETS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install tools proto proto-check model run triton gateway test soak bench bench-smoke bench-infinity eval clean
+.PHONY: help install tools proto proto-check model run triton gateway test soak bench bench-smoke bench-infinity bench-precision eval clean
 
 help:
 	@echo "make run   MODEL=ara|tiny|small|large|<hub id>|<path>   Triton + gateway on :50051 (Ctrl-C stops both)"
@@ -19,6 +19,7 @@ help:
 	@echo "make model MODEL=... [ENGINE=onnx [DTYPE=int8|float16]] prepare models/<name> (download or build offline)"
 	@echo "make proto                                            regenerate the gRPC stubs under client/reranker/v1"
 	@echo "make bench | bench-smoke | soak | eval DATA=...        benchmarks, soak test, evaluation"
+	@echo "make bench-precision [MODEL=small]                   drift of bf16 / int8 / fp16 from fp32 in ranking terms"
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -85,6 +86,11 @@ bench-infinity: $(INFINITY_STAMP)
 
 bench: $(STAMP) $(INFINITY_STAMP)
 	$(PY) -m bench.run --model $(if $(filter ara,$(MODEL)),small,$(MODEL))
+	$(PY) -m bench.precision --model $(if $(filter ara,$(MODEL)),small,$(MODEL))
+
+# What the low-precision options (bf16, int8; fp16 emulated) cost in ranking terms (docs/precision.md).
+bench-precision: $(STAMP)
+	$(PY) -m bench.precision --model $(if $(filter ara,$(MODEL)),small,$(MODEL))
 
 bench-smoke: $(STAMP)
 	$(PY) -m server.model_store tiny

@@ -171,16 +171,17 @@ def test_triton_with_onnx_engine_refuses_to_start_without_an_export(tiny_model_d
 
 
 # ------------------------------------------------------------------------------- low precision, opt-in
-# What users of dtype=bfloat16 / int8 / float16 rely on: each loads on the device it is for and its logits
-# stay within a stated distance of float32's. The tiny model's wide random weights (logits spread ~1.5)
-# make these bounds looser than the real model's would be; they catch a broken conversion (a wrong graph,
-# a dtype not applied, float16 overflow), not a slightly worse rounding.
-#   option: (max |logit - fp32|, mean |logit - fp32|)
+# What users of dtype=bfloat16 / int8 / float16 rely on: each loads on the device it is for, its logits stay
+# within a stated distance of float32's, and its rankings mostly agree with float32's (measured, not assumed:
+# bench/precision.py does the same on the evaluation set). The tiny model's wide random weights (logits
+# spread ~1.5) make these bounds looser than the real model's would be; they catch a broken conversion
+# (a wrong graph, a dtype not applied, float16 overflow), not a slightly worse rounding.
+#   option: (max |logit - fp32|, mean |logit - fp32|, least mean Kendall tau, least mean top-10 agreement)
 LOW_PRECISION = {
-    ("torch", "bfloat16"): (0.6, 0.12),
-    ("onnx", "int8"): (2.0, 0.5),
-    ("torch", "float16"): (0.1, 0.02),
-    ("onnx", "float16"): (0.1, 0.02),
+    ("torch", "bfloat16"): (0.6, 0.12, 0.85, 0.8),
+    ("onnx", "int8"): (2.0, 0.5, 0.7, 0.7),
+    ("torch", "float16"): (0.1, 0.02, 0.95, 0.9),
+    ("onnx", "float16"): (0.1, 0.02, 0.95, 0.9),
 }
 
 
@@ -205,9 +206,11 @@ def _list_logits(engine, lists: list[list[list[int]]]) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("option", list(LOW_PRECISION), ids=lambda o: f"{o[0]}-{o[1]}")
-def test_low_precision_options_stay_near_float32(option, onnx_model_dir, torch_engine, drift_lists):
+def test_low_precision_options_stay_near_float32_and_agree_on_rankings(option, onnx_model_dir, torch_engine, drift_lists):
+    from bench.precision import kendall_tau, top_k_agreement
+
     engine_name, dtype = option
-    max_error, mean_error = LOW_PRECISION[option]
+    max_error, mean_error, least_tau, least_top10 = LOW_PRECISION[option]
     if engine_name == "onnx":
         assert export_onnx(onnx_model_dir, dtype=dtype) == graph_path(onnx_model_dir, dtype)
     # float16 is a GPU precision: run here only as the drift benchmark's CPU estimate (see the refusal test).
@@ -216,8 +219,11 @@ def test_low_precision_options_stay_near_float32(option, onnx_model_dir, torch_e
     expected, actual = _list_logits(torch_engine, drift_lists), _list_logits(engine, drift_lists)
     assert all(a.dtype == np.float32 and a.shape == e.shape for a, e in zip(actual, expected))
     errors = np.abs(np.concatenate(actual) - np.concatenate(expected))
+    taus = [kendall_tau(e, a) for e, a in zip(expected, actual)]
+    agreement = [top_k_agreement(e, a, 10) for e, a in zip(expected, actual)]
     assert 0 < errors.max() <= max_error, "no error at all: was the option applied?"
     assert errors.mean() <= mean_error
+    assert np.mean(taus) >= least_tau and np.mean(agreement) >= least_top10
 
 
 def test_impossible_precision_choices_are_refused_naming_the_alternative(onnx_model_dir: Path, tmp_path: Path):
@@ -282,7 +288,7 @@ def test_float16_on_gpu_stays_near_float32(engine_name, onnx_model_dir, torch_en
 
     if engine_name == "onnx" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         pytest.skip("onnxruntime-gpu (CUDAExecutionProvider) is not installed")
-    max_error, mean_error = LOW_PRECISION[(engine_name, "float16")]
+    max_error, mean_error, *_ = LOW_PRECISION[(engine_name, "float16")]
     if engine_name == "onnx":
         export_onnx(onnx_model_dir, dtype="float16")
     engine = engines.load_engine(engine_name, onnx_model_dir, device="cuda", dtype="float16")
