@@ -236,7 +236,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.run import _git_commit, _machine, _versions, write_result
+    from bench.run import RESULTS, _git_commit, _machine, _versions, write_result
     from bench.worker import config_parameters
     from client.evaluation import SAMPLE_DATA, load_dataset
     from server.model_store import prepare
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--options", default=None, help=f"engine:dtype,... (default CPU {CPU_OPTIONS}; GPU {GPU_OPTIONS})")
     parser.add_argument("--data", type=Path, default=SAMPLE_DATA, help="labelled query/document/label rows")
-    parser.add_argument("--no-write", action="store_true", help="print the table only (tests)")
+    parser.add_argument("--out-dir", type=Path, default=None, help="where the result goes (default bench/results)")
     args = parser.parse_args(argv)
     on_gpu = args.device.startswith("cuda")
     model = args.model or ("large" if on_gpu else "small")
@@ -266,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         **measure(model_dir, args.device, options, groups, parameters),
     }
     print(markdown(result))
-    if not args.no_write:
-        write_result("precision", result)
+    write_result("precision", result, args.out_dir or RESULTS)
     return 0
 
 
