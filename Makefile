@@ -11,7 +11,7 @@ DATA   ?= client/data/arabic_sample.jsonl
 TARGETS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install tools proto proto-check model run triton gateway test soak bench bench-smoke bench-infinity bench-precision eval clean
+.PHONY: help install tools proto proto-check model run triton gateway test soak bench bench-smoke bench-infinity bench-precision bench-gpu-dry-run eval clean
 
 help:
 	@echo "make run   MODEL=ara|tiny|small|large|<hub id>|<path>   Triton + gateway on :50051 (Ctrl-C stops both)"
@@ -91,6 +91,12 @@ bench: $(STAMP) $(INFINITY_STAMP)
 # What the low-precision options (bf16, int8; fp16 emulated) cost in ranking terms (docs/precision.md).
 bench-precision: $(STAMP)
 	$(PY) -m bench.precision --model $(if $(filter ara,$(MODEL)),small,$(MODEL))
+
+# The GPU measurement (bench/gpu.py, docs/gpu.md) end to end on the CPU with the tiny model: not GPU figures.
+# On a GPU node: bash bench/gpu.sh
+bench-gpu-dry-run: $(STAMP)
+	$(PY) -m server.model_store tiny
+	$(PY) -m bench.gpu --dry-run
 
 bench-smoke: $(STAMP)
 	$(PY) -m server.model_store tiny
