@@ -6,19 +6,21 @@ STAMP  := $(VENV)/.installed
 
 MODEL  ?= ara
 ENGINE ?=
+DTYPE  ?=
 DATA   ?= client/data/arabic_sample.jsonl
 TARGETS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install tools proto proto-check docs model run triton gateway test soak bench bench-smoke bench-infinity eval clean
+.PHONY: help install tools proto proto-check docs model run triton gateway test soak bench bench-smoke bench-infinity bench-precision bench-gpu-dry-run eval clean
 
 help:
 	@echo "make run   MODEL=ara|tiny|small|large|<hub id>|<path>   Triton + gateway on :50051 (Ctrl-C stops both)"
 	@echo "make test                                             the whole suite on the offline tiny model"
-	@echo "make model MODEL=...                                  prepare models/<name> (download or build offline)"
+	@echo "make model MODEL=... [ENGINE=onnx [DTYPE=int8|float16]] prepare models/<name> (download or build offline)"
 	@echo "make proto                                            regenerate the gRPC stubs in reranker/v1, tei/v1"
 	@echo "make docs                                             regenerate the generated sections of docs/*.md"
 	@echo "make bench | bench-smoke | soak | eval DATA=...        benchmarks, soak test, evaluation"
+	@echo "make bench-precision [MODEL=small]                   drift of bf16 / int8 / fp16 from fp32 in ranking terms"
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-clients.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -55,7 +57,7 @@ docs: $(STAMP)
 	$(PY) -m docs.generate
 
 model: $(STAMP)
-	$(PY) -m tools.model_store $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
+	$(PY) -m tools.model_store $(MODEL) $(if $(ENGINE),--engine $(ENGINE)) $(if $(DTYPE),--dtype $(DTYPE))
 
 run: $(STAMP)
 	$(PY) -m tools.run --model $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
@@ -100,6 +102,17 @@ bench: $(STAMP) $(INFINITY_STAMP)
 	$(PY) -m bench.overhead
 	$(PY) -m bench.http_overhead
 	$(PY) -m bench.cache
+	$(PY) -m bench.precision --model $(BENCH_MODEL)
+
+# What the low-precision options (bf16, int8; fp16 emulated) cost in ranking terms (docs/precision.md).
+bench-precision: $(STAMP)
+	$(PY) -m bench.precision --model $(BENCH_MODEL)
+
+# The GPU measurement (bench/gpu.py, docs/gpu.md) end to end on the CPU with the tiny model: not GPU figures.
+# On a GPU node: bash bench/gpu.sh
+bench-gpu-dry-run: $(STAMP)
+	$(PY) -m tools.model_store tiny
+	$(PY) -m bench.gpu --dry-run
 
 bench-smoke: $(STAMP)
 	$(PY) -m tools.model_store tiny

@@ -41,12 +41,13 @@ OVERHEAD_DOCS = 10  # the overhead target is stated for one request of 10 docume
 SMOKE_SYSTEMS = ("limit-onnx", "sentence-transformers", "service-onnx")
 
 
-def write_result(prefix: str, result: dict) -> Path:
-    """Write one measurement's figures to ``bench/results/<prefix>-<timestamp>.json`` and say where."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+def write_result(prefix: str, result: dict, directory: Path = RESULTS) -> Path:
+    """Write one measurement's figures to ``<directory>/<prefix>-<timestamp>.json`` (``bench/results/`` by
+    default) and say where."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path.relative_to(PROJECT_ROOT)}")
+    print(f"wrote {path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path}")
     return path
 
 

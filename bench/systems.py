@@ -2,7 +2,8 @@
 
 - ``InProcessLimit``: the model in this process, no transport at all, with the best batching known here:
   every request waiting is taken at once, all pairs sorted by length and cut into micro-batches by
-  model.py's own partition (batching.py), on an engine of the Triton model (engines.py, torch or onnx).
+  model.py's own partition (batching.py), on an engine of the Triton model (engines.py, torch or onnx,
+  any dtype, CPU or GPU). Its ``logits`` also serve as an evaluation ranker (bench/precision.py).
 - ``SentenceTransformersCE``: ``CrossEncoder.predict(pairs, batch_size=32)``, the model card's usage, one
   call per request, first come first served by one worker thread (concurrent calls on the same cores
   only slow each other down), as a simple server wrapping it would do.
@@ -32,13 +33,13 @@ from server.reranking import sigmoid
 # answer without the model (bench/cache.py measures the cache itself).
 NO_CACHE = {"score_cache_mb": "0"}
 
-__all__ = ["InProcessLimit", "SentenceTransformersCE", "ServiceSystem", "MODEL_CODE_DIR", "triton_metrics"]
+__all__ = ["InProcessLimit", "SentenceTransformersCE", "ServiceSystem", "MODEL_CODE_DIR", "model_code", "triton_metrics"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL_CODE_DIR = PROJECT_ROOT / "model_repository/ara_reranker/1"
 
 
-def _model_code():
+def model_code():
     """engines.py and batching.py of the Triton model (plain modules, importable outside Triton)."""
     if str(MODEL_CODE_DIR) not in sys.path:
         sys.path.insert(0, str(MODEL_CODE_DIR))
@@ -52,16 +53,17 @@ class InProcessLimit:
     """The in-process limit: one batching thread takes every pending request at once (zero queue delay)."""
 
     def __init__(self, model_dir: Path, engine: str, *, threads: int = 1, workers: int = 0, max_batch_tokens: int = 8192,
-                 overhead_tokens: int = 0, dtype: str = "auto") -> None:
+                 overhead_tokens: int = 0, dtype: str = "auto", device: str = "cpu", engine_options: dict | None = None) -> None:
         """``workers`` threads run micro-batches side by side, each engine call on ``threads`` threads
-        (0 workers: one per core), as model.py does with forward_workers and num_threads."""
+        (0 workers: one per core), as model.py does with forward_workers and num_threads. ``engine_options``:
+        the engine's keyword options (engines.load_engine)."""
         from transformers import AutoTokenizer
 
-        engines, batching = _model_code()
+        engines, batching = model_code()
         self.name = f"limit-{engine}" + ("" if dtype == "auto" else f"-{dtype}")
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.max_length = int(self.tokenizer.model_max_length)
-        self.engine = engines.load_engine(engine, model_dir, "cpu", dtype, threads)
+        self.engine = engines.load_engine(engine, model_dir, device, dtype, threads, **(engine_options or {}))
         self.pad_id = int(self.tokenizer.pad_token_id)
         self.partition = lambda lengths: batching.plan(lengths, max_batch_tokens, overhead_tokens, self.pool.workers)
         self.pool = batching.ForwardPool(workers or len(os.sched_getaffinity(0)))
@@ -90,6 +92,14 @@ class InProcessLimit:
         """Tokenize and forward in the caller's thread (one request alone: no queue hop)."""
         return self._score([(query, documents)])[0]
 
+    def logits(self, query: str, documents: list[str]) -> list[float]:
+        """The model's logit for each document, in the caller's thread: an evaluation ``Ranker``."""
+        return self._logits([(query, documents)])[0].tolist()
+
+    def close(self) -> None:
+        """Release the forward threads of an instance used without ``with`` (``logits`` only)."""
+        self.pool.close()
+
     def _serve(self) -> None:
         while (first := self._queue.get()) is not None:
             batch = [first]
@@ -112,6 +122,10 @@ class InProcessLimit:
                 future.set_result(s)
 
     def _score(self, jobs: list[tuple[str, list[str]]]) -> list[np.ndarray]:
+        return [sigmoid(logits) for logits in self._logits(jobs)]
+
+    def _logits(self, jobs: list[tuple[str, list[str]]]) -> list[np.ndarray]:
+        """Float32 logits of every (query, documents) job, all pairs batched together as model.py does."""
         rows: list[list[int]] = []
         type_rows: list[list[int]] | None = [] if self.engine.takes_token_type_ids else None
         for query, documents in jobs:
@@ -139,9 +153,8 @@ class InProcessLimit:
             self.stats["padded_tokens"] += size
         self.stats["real_tokens"] += int(lengths.sum())
         self.stats["rows"] += len(rows)
-        scores = sigmoid(logits)
         bounds = np.cumsum([0] + [len(d) for _, d in jobs])
-        return [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        return [logits[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
     def counters(self) -> dict[str, float]:
         return dict(self.stats)

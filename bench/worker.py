@@ -24,11 +24,13 @@ SYSTEMS = ("limit-torch", "limit-onnx", "limit-torch-bf16", "sentence-transforme
            "infinity-optimum", "service-onnx", "service-torch")
 
 
-def cpu_parameters() -> dict[str, str]:
-    """The ``parameters`` of the Triton model's CPU config (configs/cpu.pbtxt)."""
+def config_parameters(config: str = "cpu") -> dict[str, str]:
+    """The ``parameters`` of one of the Triton model's configs: ``cpu`` (configs/cpu.pbtxt) or ``gpu``
+    (config.pbtxt, the production one)."""
     from server import triton_config
 
-    return triton_config.parameters(triton_config.read(triton_config.CONFIGS["cpu"]))
+    return triton_config.parameters(triton_config.read(triton_config.CONFIGS[config]))
+
 
 
 def make_system(name: str, model_dir: Path, options: dict):
@@ -36,7 +38,7 @@ def make_system(name: str, model_dir: Path, options: dict):
     threads as the service's CPU config says (options may override), so that both are the same recipe."""
     from bench import systems
 
-    params = cpu_parameters() | {k: str(v) for k, v in options.get("model_parameters", {}).items()}
+    params = config_parameters("cpu") | {k: str(v) for k, v in options.get("model_parameters", {}).items()}
     if name.startswith("limit-"):
         engine, _, dtype = name.removeprefix("limit-").partition("-")
         return systems.InProcessLimit(

@@ -83,3 +83,54 @@ def test_cache_benchmark_runs_both_parts(tiny_model_dir):
     assert "Repeated 40-document request" in result.stdout
     rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if line.startswith("| cache")}
     assert set(rows) == {"cache off", "cache on"} and rows["cache off"].rstrip(" |").endswith("0.0%")
+
+
+# ------------------------------------------------------------------------------- precision and GPU scripts
+def _run_module(module: str, args: list[str], timeout_s: int = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", module, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout_s)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def _only_result(directory: Path, prefix: str) -> dict:
+    (path,) = directory.glob(f"{prefix}-*.json")
+    return json.loads(path.read_text())
+
+
+def test_precision_bench_reports_drift_in_ranking_terms(tmp_path, tiny_model_dir):
+    # One option, the one with the most drift: its figures are in range and its table row is printed.
+    printed = _run_module("bench.precision", ["--model", "tiny", "--options", "onnx:int8", "--out-dir", str(tmp_path)]).stdout
+    result = _only_result(tmp_path, "precision")
+    (row,) = result["options"]
+    assert row["option"] == "onnx int8" and "skipped" not in row
+    assert result["queries"] == 20 and result["pool_passages"] == 100
+    assert 0 < row["mean_abs_logit_error"] <= row["max_abs_logit_error"]
+    for key in ("pool_top10_agreement", "pool_top1_agreement", "labelled_identical_rankings"):
+        assert 0 <= row[key] <= 1
+    assert -1 <= row["pool_kendall_tau"] < 1 and row["batch_dependence"] > 0  # int8 scales activations per batch
+    assert result["reference"]["batch_dependence"] < 1e-3
+    assert "| onnx int8 |" in printed and "random weights" in result["meta"]["model_note"]
+
+
+def test_gpu_script_dry_run_runs_every_step_on_cpu(tmp_path, tiny_model_dir):
+    # The GPU script's one-command path, shortened: every step runs (none skipped) and proposes config values.
+    args = ["--dry-run", "--concurrency", "2", "--seconds", "0.5", "--queue-delays", "100", "--widths", "64",
+            "--budgets", "8192", "--requests", "4", "--drift-options", "torch:float16", "--out-dir", str(tmp_path),
+            "--copy-to", str(tmp_path / "copy")]
+    printed = _run_module("bench.gpu", args, timeout_s=420).stdout
+    result = _only_result(tmp_path, "gpu-dryrun-cpu")
+    steps = result["steps"]
+    assert result["meta"]["dry_run"] and "not GPU figures" in result["meta"]["note"]
+    assert [name for name, step in steps.items() if "skipped" in step] == []
+    assert set(steps) == {"environment", "model", "onnx_export", "drift", "batch_shapes", "in_process", "triton"}
+    assert steps["drift"]["options"][0]["option"] == "torch float16 (CPU-emulated)"
+    assert set(steps["in_process"]["systems"]) == {"torch-fp16", "onnx-fp16"}
+    runs = [*steps["in_process"]["systems"].values(), steps["triton"]["by_queue_delay_us"]["100"]]
+    for run in runs:
+        assert [level["concurrency"] for level in run["levels"]] == [2]
+        assert all(level["pairs_per_s"] > 0 and level["errors"] == 0 for level in run["levels"])
+    proposed = result["proposed"]
+    assert proposed["max_batch_tokens"] == 8192 and proposed["max_queue_delay_microseconds"] == 100
+    assert isinstance(proposed["batch_overhead_tokens"], int)
+    assert "CPU DRY RUN" in printed
+    assert sorted(p.suffix for p in (tmp_path / "copy").iterdir()) == [".json", ".md"]

@@ -18,12 +18,13 @@ from types import ModuleType
 
 import numpy as np
 import pytest
+import torch
 import tritonclient.grpc as grpcclient
 
 import tools.onnx_export as onnx_export
-from server.model_files import onnx_path
+from server.model_files import graph_path, onnx_path
 from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage
-from tests.helpers import padded
+from tests.helpers import padded, repository_copy
 from tools.onnx_export import OnnxExportError, export_onnx
 from tools.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer, TritonStartError
 
@@ -168,3 +169,129 @@ def test_triton_with_onnx_engine_refuses_to_start_without_an_export(tiny_model_d
     with pytest.raises(TritonStartError, match="model.onnx not found"):
         with TritonServer(options):
             pass
+
+
+# ------------------------------------------------------------------------------- low precision, opt-in
+# What users of dtype=bfloat16 / int8 / float16 rely on: each loads on the device it is for, its logits stay
+# within a stated distance of float32's, and its rankings mostly agree with float32's (measured, not assumed:
+# bench/precision.py does the same on the evaluation set). The tiny model's wide random weights (logits
+# spread ~1.5) make these bounds looser than the real model's would be; they catch a broken conversion
+# (a wrong graph, a dtype not applied, float16 overflow), not a slightly worse rounding.
+#   option: (max |logit - fp32|, mean |logit - fp32|, least mean Kendall tau, least mean top-10 agreement)
+LOW_PRECISION = {
+    ("torch", "bfloat16"): (0.6, 0.12, 0.85, 0.8),
+    ("onnx", "int8"): (2.0, 0.5, 0.7, 0.7),
+    ("torch", "float16"): (0.1, 0.02, 0.95, 0.9),
+    ("onnx", "float16"): (0.1, 0.02, 0.95, 0.9),
+}
+
+
+@pytest.fixture(scope="module")
+def drift_lists(reference) -> list[list[list[int]]]:
+    """Four queries' candidate lists of 16 Arabic passages (mixed lengths, two cut at 512 tokens), as
+    token rows; a fixed seed of their own, so the bounds above see the same rows whatever ran before."""
+    rng = np.random.default_rng(15)
+    lists = []
+    for query in QUERIES[:4]:
+        documents = mixed_passages(rng, 14) + [long_passage(rng) for _ in range(2)]
+        lists.append([reference.encode(query, d, SHORT) for d in documents])
+    return lists
+
+
+def _list_logits(engine, lists: list[list[list[int]]]) -> list[np.ndarray]:
+    out = []
+    for rows in lists:
+        ids, mask = padded(rows)
+        out.append(engine.forward(ids, mask))
+    return out
+
+
+@pytest.mark.parametrize("option", list(LOW_PRECISION), ids=lambda o: f"{o[0]}-{o[1]}")
+def test_low_precision_options_stay_near_float32_and_agree_on_rankings(option, onnx_model_dir, torch_engine, drift_lists):
+    from bench.precision import kendall_tau, top_k_agreement
+
+    engine_name, dtype = option
+    max_error, mean_error, least_tau, least_top10 = LOW_PRECISION[option]
+    if engine_name == "onnx":
+        assert export_onnx(onnx_model_dir, dtype=dtype) == graph_path(onnx_model_dir, dtype)
+    # float16 is a GPU precision: run here only as the drift benchmark's CPU estimate (see the refusal test).
+    extra = {"allow_cpu_float16": True} if dtype == "float16" else {}
+    engine = engines.load_engine(engine_name, onnx_model_dir, num_threads=1, dtype=dtype, **extra)
+    expected, actual = _list_logits(torch_engine, drift_lists), _list_logits(engine, drift_lists)
+    assert all(a.dtype == np.float32 and a.shape == e.shape for a, e in zip(actual, expected))
+    errors = np.abs(np.concatenate(actual) - np.concatenate(expected))
+    taus = [kendall_tau(e, a) for e, a in zip(expected, actual)]
+    agreement = [top_k_agreement(e, a, 10) for e, a in zip(expected, actual)]
+    assert 0 < errors.max() <= max_error, "no error at all: was the option applied?"
+    assert errors.mean() <= mean_error
+    assert np.mean(taus) >= least_tau and np.mean(agreement) >= least_top10
+
+
+def test_impossible_precision_choices_are_refused_naming_the_alternative(onnx_model_dir: Path, tmp_path: Path):
+    with pytest.raises(ValueError, match="float16 runs on GPU .* use float32 or bfloat16"):
+        engines.load_engine("torch", onnx_model_dir, dtype="float16")
+    with pytest.raises(ValueError, match="float16 runs on GPU .* use float32 or int8"):
+        engines.load_engine("onnx", onnx_model_dir, dtype="fp16")
+    with pytest.raises(ValueError, match="int8 .* runs on CPU only"):
+        engines.load_engine("onnx", onnx_model_dir, device="cuda", dtype="int8")
+    with pytest.raises(ValueError, match="offers dtype"):
+        engines.load_engine("onnx", onnx_model_dir, dtype="bfloat16")
+    with pytest.raises(ValueError, match="dtype must be"):
+        engines.load_engine("torch", onnx_model_dir, dtype="int8")
+    # A graph not yet derived: the message says how to make it.
+    bare = _link_model(onnx_model_dir, tmp_path / "bare")
+    (bare / "onnx").mkdir()
+    (bare / "onnx" / "model.onnx").symlink_to(onnx_model_dir / "onnx" / "model.onnx")
+    with pytest.raises(ValueError, match="ENGINE=onnx DTYPE=int8"):
+        engines.load_engine("onnx", bare, dtype="int8")
+
+
+def test_derived_graphs_record_their_drift_and_are_kept_while_current(onnx_model_dir: Path):
+    import json
+
+    path = export_onnx(onnx_model_dir, dtype="int8")
+    manifest = json.loads((path.parent / "export.int8.json").read_text())
+    assert 0 < manifest["max_abs_diff_vs_torch_float32"] < 10
+    assert manifest["source"]["float32"] == json.loads((path.parent / "export.json").read_text())["source"]
+    stamp = path.stat().st_mtime_ns
+    assert export_onnx(onnx_model_dir, dtype="int8") == path and path.stat().st_mtime_ns == stamp
+
+
+def test_triton_serves_the_int8_graph_when_its_config_says_dtype_int8(onnx_model_dir: Path, tmp_path: Path, drift_lists, torch_engine):
+    # The dtype is chosen the way engine and dtype always were: the model config's parameters.
+    repository = repository_copy(tmp_path)
+    config = repository / MODEL_NAME / "configs/cpu.pbtxt"
+    auto, int8 = ('{ key: "dtype", value: { string_value: "%s" } }' % dtype for dtype in ("auto", "int8"))
+    assert config.read_text().count(auto) == 1
+    config.write_text(config.read_text().replace(auto, int8))
+    export_onnx(onnx_model_dir, dtype="int8")
+    int8_engine = engines.load_engine("onnx", onnx_model_dir, dtype="int8", num_threads=1)
+    options = TritonOptions(model_dir=onnx_model_dir, engine="onnx", model_repository=repository, log_path=tmp_path / "tritonserver.log")
+    with TritonServer(options) as triton, grpcclient.InferenceServerClient(triton.grpc_url) as client:
+        # One row per request, one request at a time: int8 dynamic quantization scales activations per
+        # tensor, over the whole micro-batch (padding included), so only a row alone has one true score.
+        for row in drift_lists[0][:4]:
+            ids, mask = padded([row])
+            inputs = []
+            for name, array in (("input_ids", ids), ("attention_mask", mask)):
+                tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
+                tensor.set_data_from_numpy(array)
+                inputs.append(tensor)
+            logits = client.infer(MODEL_NAME, inputs, outputs=[grpcclient.InferRequestedOutput("logits")]).as_numpy("logits")
+            np.testing.assert_allclose(logits[:, 0], int8_engine.forward(ids, mask), atol=ATOL, rtol=0)
+            assert abs(logits[0, 0] - torch_engine.forward(ids, mask)[0]) > ATOL  # int8 really was applied
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("engine_name", ["torch", "onnx"])
+def test_float16_on_gpu_stays_near_float32(engine_name, onnx_model_dir, torch_engine, drift_lists):
+    import onnxruntime
+
+    if engine_name == "onnx" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime-gpu (CUDAExecutionProvider) is not installed")
+    max_error, mean_error, *_ = LOW_PRECISION[(engine_name, "float16")]
+    if engine_name == "onnx":
+        export_onnx(onnx_model_dir, dtype="float16")
+    engine = engines.load_engine(engine_name, onnx_model_dir, device="cuda", dtype="float16")
+    errors = np.abs(np.concatenate(_list_logits(engine, drift_lists)) - np.concatenate(_list_logits(torch_engine, drift_lists)))
+    assert errors.max() <= max_error and errors.mean() <= mean_error

@@ -146,15 +146,18 @@ def resolve_model_dir(model: str, root: Path = MODELS_ROOT) -> Path:
     return root / model.split("/")[-1].lower()
 
 
-def prepare(model: str, root: Path = MODELS_ROOT, engine: str | None = None) -> Path:
-    """Make ``model`` ready on disk (and its ONNX export for ``engine="onnx"``); return its directory.
+def prepare(model: str, root: Path = MODELS_ROOT, engine: str | None = None, dtype: str | None = None) -> Path:
+    """Make ``model`` ready on disk (and its ONNX export for ``engine="onnx"``, with the graph of ``dtype``
+    int8 or float16 beside the float32 one when asked); return its directory.
 
     Idempotent: what is already there and current is kept."""
     target = _fetched(model, root)
     if engine == "onnx":
         from tools.onnx_export import export_onnx
 
-        export_onnx(target)
+        export_onnx(target, dtype=dtype or "float32")
+    elif dtype is not None:
+        raise ValueError(f"dtype {dtype!r} selects an ONNX graph to export: it needs engine onnx (torch converts at load)")
     return target
 
 
@@ -327,13 +330,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=MODELS_ROOT, help="where models are kept (default: models/)")
     parser.add_argument("--engine", choices=["torch", "onnx"], default="torch",
                         help="onnx: also export <model>/onnx/model.onnx, verified against torch")
+    parser.add_argument("--dtype", choices=["float32", "int8", "float16"], default=None,
+                        help="with --engine onnx: also derive the int8 (CPU) or float16 (GPU) graph")
     args = parser.parse_args(argv)
+    if args.dtype is not None and args.engine != "onnx":
+        parser.error("--dtype needs --engine onnx (the torch engine converts its weights when it loads)")
     try:
         models = split_models(args.model)
     except ValueError as exc:
         parser.error(str(exc))
     for model in models:
-        print(prepare(model, args.root, engine=args.engine))
+        print(prepare(model, args.root, engine=args.engine, dtype=args.dtype))
     return 0
 
 

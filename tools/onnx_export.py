@@ -13,6 +13,18 @@
    types), up to the model's maximum length, and refuse to install it (``OnnxExportError``) if any logit differs by more
    than ``PARITY_ATOL``.
 
+Low-precision graphs, opt-in (``export_onnx(model_dir, dtype=...)``, ``make model ... ENGINE=onnx DTYPE=...``),
+are derived from that float32 graph and written beside it (``graph_path``):
+
+* ``int8``: ONNX Runtime's dynamic quantization (``quantize_dynamic``, its defaults: int8 weights per tensor,
+  activations quantized on the fly), what CPU deployments of rerankers commonly run; CPU execution provider;
+* ``float16``: ``onnxruntime.transformers``' float16 conversion with float32 inputs and outputs
+  (``keep_io_types``), for the CUDA execution provider.
+
+They are lossy by design: their largest logit difference from torch float32 on the probe batches is recorded
+in ``onnx/export.<dtype>.json`` but not held to ``PARITY_ATOL``; what the loss costs in ranking terms is
+measured by ``bench/precision.py``.
+
 Concurrent exports of one model directory are serialised by a lock file and each file is moved into
 place atomically, so a reader never sees half a graph; ``onnx/export.json`` is written last and
 records what was exported, so a second call with the same weights and versions returns at once.
@@ -22,7 +34,7 @@ about 16 GB of memory during the fusions; ``--no-optimize`` needs about 4 GB, an
 the same fusions itself when it loads the graph (measured: same speed on CPU), so use it where memory
 is short.
 
-``python -m tools.onnx_export models/small [--no-optimize] [--force]``
+``python -m tools.onnx_export models/small [--no-optimize] [--force] [--dtype int8|float16]``
 """
 
 from __future__ import annotations
@@ -42,13 +54,14 @@ from pathlib import Path
 
 import numpy as np
 
-from server.model_files import ONNX_FILE, onnx_path
+from server.model_files import DTYPES, GRAPH_FILES, ONNX_FILE, graph_dtype, onnx_path
 from server.model_inputs import PAD_TOKEN_TYPE, padded_rows
 from server.model_limits import ROBERTA_LIKE, input_names, max_positions
 
 __all__ = ["PARITY_ATOL", "OnnxExportError", "export_onnx"]
 
-# Where the graph lives (onnx_path) is defined in server/model_files.py, which the onnx engine reads too.
+# Where each graph lives (onnx_path, graph_path) and the precisions (DTYPES) are defined in
+# server/model_files.py, which the onnx engine reads too.
 MANIFEST_FILE = "export.json"
 LOCK_FILE = ".export.lock"
 OPSET = 17  # first opset with LayerNormalization; every ONNX Runtime since 1.14 runs it
@@ -62,13 +75,22 @@ class OnnxExportError(RuntimeError):
     """The export failed or the exported graph does not reproduce torch's logits."""
 
 
-def export_onnx(model_dir: Path, optimize: bool = True, *, force: bool = False) -> Path:
-    """Export ``model_dir`` to ``<model_dir>/onnx/model.onnx``, verified against torch; return its path.
+def export_onnx(model_dir: Path, optimize: bool = True, *, force: bool = False, dtype: str = "float32") -> Path:
+    """Export ``model_dir`` to ``<model_dir>/onnx/model.onnx``, verified against torch, and with ``dtype``
+    int8 or float16 derive that graph from it too; return the path of the ``dtype`` graph.
 
     ``optimize`` applies ONNX Runtime's transformer fusions. An export already made from the same
     weights, options and library versions is kept unless ``force``. Safe to call from several
     processes at once."""
-    model_dir = Path(model_dir).resolve()
+    precision = graph_dtype(dtype)
+    target = _export_float32(Path(model_dir).resolve(), optimize, force)
+    if precision == "float32":
+        return target
+    return _derive(target.parent, precision, force)
+
+
+def _export_float32(model_dir: Path, optimize: bool, force: bool) -> Path:
+    """The float32 graph, exported and verified unless a current one is there."""
     if not (model_dir / "config.json").exists():
         raise OnnxExportError(f"{model_dir} has no config.json: prepare it first (make model MODEL=...)")
     target = onnx_path(model_dir)
@@ -129,6 +151,76 @@ def _export_verified(model_dir: Path, tmp: Path, optimize: bool) -> tuple[list[P
     return files, max_diff
 
 
+def _derive(out_dir: Path, precision: str, force: bool) -> Path:
+    """Make the ``precision`` graph from the float32 one in ``out_dir`` (kept when already made from it)."""
+    model_dir = out_dir.parent
+    target = out_dir / GRAPH_FILES[precision]
+    manifest_file = out_dir / f"export.{precision}.json"
+    with _locked(out_dir / LOCK_FILE):
+        source = {"float32": _manifest(out_dir).get("source"), "recipe": DERIVED_RECIPES[precision]}
+        if not force and target.exists() and _manifest(out_dir, manifest_file.name).get("source") == source:
+            return target
+        with tempfile.TemporaryDirectory(prefix=".export-", dir=out_dir) as tmp:
+            started = time.perf_counter()
+            staged = Path(tmp) / target.name
+            try:
+                (_quantize_int8 if precision == "int8" else _convert_float16)(out_dir / ONNX_FILE, staged)
+            except Exception as exc:  # onnxruntime's tools raise what they like; all mean "no graph"
+                raise OnnxExportError(f"making the {precision} graph of {model_dir} failed: {type(exc).__name__}: {exc}") from exc
+            with _quiet_loading():
+                max_diff = _verify(staged, model_dir, lossy=True, providers=_providers_for(precision))
+            staged.chmod(0o644)
+            manifest_file.unlink(missing_ok=True)
+            os.replace(staged, target)
+            manifest = {"source": source, "max_abs_diff_vs_torch_float32": max_diff,
+                        "seconds": round(time.perf_counter() - started, 2)}
+            _atomic_write(manifest_file, json.dumps(manifest, indent=2) + "\n")
+    return target
+
+
+LOSSY_PROBE_TOKENS = 512  # longest probe row when verifying a derived (int8, float16) graph
+# How each low-precision graph is made: part of its fingerprint, so that a change of recipe remakes it.
+DERIVED_RECIPES = {
+    "int8": "onnxruntime.quantization.quantize_dynamic(weight_type=QInt8, per_tensor)",
+    "float16": "onnxruntime.transformers OnnxModel.convert_float_to_float16(keep_io_types=True)",
+}
+
+
+def _providers_for(precision: str) -> list[str]:
+    """Where to verify a derived graph: float16 on CUDA when there is one (ONNX Runtime's CPU kernels
+    emulate float16, slowly), int8 on the CPU (its execution provider)."""
+    import onnxruntime as ort
+
+    if precision == "float16" and "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def _quantize_int8(source: Path, target: Path) -> None:
+    """ONNX Runtime's dynamic quantization with its defaults (QInt8 weights, per tensor): tried here, its
+    per-channel and reduced-range variants drifted further from float32 on these models."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # The fused graph holds contrib ops (Attention, SkipLayerNormalization) that ONNX shape inference does
+    # not type; their outputs are float32.
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+
+
+def _convert_float16(source: Path, target: Path) -> None:
+    """Weights and compute in float16, inputs (token ids) and logits as before: float32 logits out."""
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(source)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.convert_float_to_float16(keep_io_types=True)
+    # Half the float32 size: ARA-Reranker-V1's 2.2 GB become 1.1 GB, under protobuf's 2 GiB, so one file.
+    model.save_model_to_file(str(target), use_external_data_format=False)
+
+
 def _trace(model, path: Path, pad_id: int, names: list[str]) -> None:
     import torch
 
@@ -184,17 +276,21 @@ def _resave(source: Path, target: Path, external: bool) -> None:
     )
 
 
-def _verify(path: Path, model_dir: Path) -> float:
-    """Max |onnx - torch| logit over a few padded batches; OnnxExportError beyond PARITY_ATOL."""
+def _verify(path: Path, model_dir: Path, lossy: bool = False, providers: list[str] | None = None) -> float:
+    """Max |onnx - torch float32| logit over a few padded batches; OnnxExportError beyond PARITY_ATOL,
+    unless the graph is ``lossy`` by design (int8, float16): then any finite difference is returned.
+    Run on ``providers`` (default: the CPU execution provider)."""
     import onnxruntime as ort
     import torch
     from transformers import AutoModelForSequenceClassification
 
     reference = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=torch.float32).eval()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), providers=providers or ["CPUExecutionProvider"])
     worst = 0.0
     names = input_names(reference.config.to_dict())
-    for batch in _probe_batches(reference.config):
+    # A lossy graph is only checked to run and give finite logits here (bench/precision.py measures its
+    # drift): rows up to 512 tokens spare the CPU a float16 emulation of 8,192-token attention (~10 GB).
+    for batch in _probe_batches(reference.config, LOSSY_PROBE_TOKENS if lossy else None):
         feed = dict(zip(names, batch))  # token_type_ids only when the model reads them
         ids = feed["input_ids"]
         with torch.inference_mode():
@@ -204,18 +300,18 @@ def _verify(path: Path, model_dir: Path) -> float:
             raise OnnxExportError(f"{path}: logits {actual.shape} for input {ids.shape}; torch gives {expected.shape}")
         diff = float(np.abs(actual - expected).max())
         worst = max(worst, diff)
-        if diff > PARITY_ATOL:
+        if diff > PARITY_ATOL and not lossy:
             raise OnnxExportError(
                 f"{path} differs from torch by {diff:.3g} > {PARITY_ATOL} on input {list(ids.shape)}; not installed"
             )
     return worst
 
 
-def _probe_batches(config) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _probe_batches(config, longest: int | None = None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Right-padded int64 (input_ids, attention_mask, token_type_ids) batches of random tokens: one row,
-    mixed lengths, and the longest allowed; token type 0 for a random query prefix, 1 after it."""
+    mixed lengths, and the longest allowed (or ``longest``); token type 0 for a random query prefix, 1 after it."""
     rng = np.random.default_rng(0)
-    longest = max_positions(config.to_dict())
+    longest = min(longest or max_positions(config.to_dict()), max_positions(config.to_dict()))
     batches = []
     for lengths in ([5], [40, 33, 17, 3], [longest, 129, 1]):
         rows = [rng.integers(5, config.vocab_size, size=n) for n in lengths]
@@ -252,9 +348,9 @@ def _fingerprint(model_dir: Path, optimize: bool) -> dict:
     }
 
 
-def _manifest(out_dir: Path) -> dict:
+def _manifest(out_dir: Path, name: str = MANIFEST_FILE) -> dict:
     try:
-        return json.loads((out_dir / MANIFEST_FILE).read_text())
+        return json.loads((out_dir / name).read_text())
     except (OSError, ValueError):
         return {}
 
@@ -295,14 +391,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model_dir", type=Path, help="a prepared model directory, e.g. models/small")
     parser.add_argument("--no-optimize", dest="optimize", action="store_false", help="skip ONNX Runtime's fusions")
     parser.add_argument("--force", action="store_true", help="export again even if an export of these weights exists")
+    parser.add_argument("--dtype", default="float32", choices=sorted(set(DTYPES.values())),
+                        help="also derive this low-precision graph (int8: CPU, float16: GPU) from the float32 one")
     args = parser.parse_args(argv)
     try:
-        path = export_onnx(args.model_dir, optimize=args.optimize, force=args.force)
+        path = export_onnx(args.model_dir, optimize=args.optimize, force=args.force, dtype=args.dtype)
     except OnnxExportError as exc:
         print(f"onnx export failed: {exc}", file=sys.stderr)
         return 1
-    manifest = _manifest(path.parent)
-    print(f"{path} (max |onnx - torch| = {manifest.get('max_abs_diff_vs_torch', float('nan')):.2g})")
+    if args.dtype == "float32":
+        diff = _manifest(path.parent).get("max_abs_diff_vs_torch", float("nan"))
+    else:
+        diff = _manifest(path.parent, f"export.{args.dtype}.json").get("max_abs_diff_vs_torch_float32", float("nan"))
+    print(f"{path} (max |onnx - torch float32| = {diff:.2g})")
     return 0
 
 

@@ -4,6 +4,19 @@
 runs the graph exported by ``make model`` with ONNX Runtime. Both are held to the same score-parity
 tests. Nothing here is Triton-specific, so the engines are also used in-process (benchmarks, tests).
 
+Precision is the ``dtype`` parameter. ``auto`` (the default) is float32 on CPU; on GPU float16 with torch,
+float32 with onnx. Lower precisions are opt-in, each on the device it is for, and trade score parity for
+speed (their drift in ranking terms: bench/precision.py, docs/precision.md):
+
+=========  ==========================================  =====================================================
+engine     CPU                                         GPU (cuda)
+=========  ==========================================  =====================================================
+torch      float32; bfloat16                           float16 (auto); bfloat16; float32
+onnx       float32; int8 (dynamic quantization)        float32; float16 (CUDA execution provider)
+=========  ==========================================  =====================================================
+
+float16 on CPU is refused: both frameworks emulate it there, slower than float32 and less exact.
+
 Models that read token type ids (BERT-style, ``type_vocab_size > 1``: ms-marco MiniLM) must be given the
 tokenizer's ``token_type_ids``; models with one type (XLM-R, RoBERTa) are run without them.
 """
@@ -15,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-from server.model_files import onnx_path
+from server.model_files import graph_dtype, graph_path
 from server.model_limits import input_names, takes_token_type_ids
 
 __all__ = ["Engine", "ENGINES", "load_engine"]
@@ -34,6 +47,17 @@ class Engine(Protocol):
         required when ``takes_token_type_ids``, ignored otherwise."""
 
 
+def _refuse_cpu_float16(engine: str, device: str, allow: bool) -> None:
+    """float16 is a GPU precision: on CPU it is emulated, slower than float32, so it is no serving option.
+    ``allow`` lets the drift benchmark estimate GPU float16 numerics on a CPU all the same."""
+    if not device.startswith("cuda") and not allow:
+        other = "bfloat16" if engine == "torch" else "int8"
+        raise ValueError(
+            f"dtype float16 runs on GPU (device cuda) only: on {device} {engine} emulates it, slower than float32; "
+            f"use float32 or {other}"
+        )
+
+
 def _token_types(engine: Engine, token_type_ids: np.ndarray | None) -> np.ndarray | None:
     """What to feed as token_type_ids: the given ones to a model that reads them, None to one that does not.
 
@@ -46,20 +70,24 @@ def _token_types(engine: Engine, token_type_ids: np.ndarray | None) -> np.ndarra
 
 
 class TorchEngine:
-    """transformers model in inference mode: fp16 on CUDA by default, fp32 on CPU."""
+    """transformers model in inference mode: fp16 on CUDA by default, fp32 on CPU; bf16 opt-in on both.
+
+    ``allow_cpu_float16`` (benchmarks only) runs float16 on a CPU, emulated, to estimate its drift."""
 
     DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
 
-    def __init__(self, model_dir: Path, device: str, dtype: str, num_threads: int) -> None:
+    def __init__(self, model_dir: Path, device: str, dtype: str, num_threads: int, *, allow_cpu_float16: bool = False) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        if num_threads > 0:
-            torch.set_num_threads(num_threads)
         if dtype == "auto":
             dtype = "float16" if device.startswith("cuda") else "float32"
         if dtype not in self.DTYPES:
             raise ValueError(f"dtype must be auto, float32, float16 or bfloat16; got {dtype!r}")
+        if self.DTYPES[dtype] == "float16":
+            _refuse_cpu_float16("torch", device, allow_cpu_float16)
+        if num_threads > 0:
+            torch.set_num_threads(num_threads)
         self._torch = torch
         self.device = torch.device(device)
         self.dtype = getattr(torch, self.DTYPES[dtype])
@@ -87,9 +115,11 @@ class OnnxEngine:
     """ONNX Runtime on ``<model_dir>/onnx/model.onnx``, the graph that ``make model ... ENGINE=onnx``
     (tools/onnx_export.py) exports and verifies against torch; its place is server/model_files.py's.
 
-    float32 throughout: its logits equal the torch engine's within 1e-4. CPU execution provider on CPU;
-    on ``cuda:N`` the CUDA execution provider (needs onnxruntime-gpu), or whatever ``providers`` lists
-    (e.g. TensorRT). The keyword options exist for tuning and benchmarks."""
+    float32 by default: its logits equal the torch engine's within 1e-4. Opt-in, graphs derived from it
+    (``make model ... ENGINE=onnx DTYPE=int8|float16``): ``int8``, dynamically quantized, on CPU; ``float16``
+    on GPU. CPU execution provider on CPU; on ``cuda:N`` the CUDA execution provider (needs
+    onnxruntime-gpu), or whatever ``providers`` lists (e.g. TensorRT). The keyword options exist for
+    tuning and benchmarks."""
 
     GRAPH_LEVELS = ("disable", "basic", "extended", "all")
 
@@ -103,18 +133,25 @@ class OnnxEngine:
         providers: list | None = None,
         graph_optimization: str = "all",
         spin_wait: bool = False,
+        allow_cpu_float16: bool = False,
     ) -> None:
         import onnxruntime as ort
         from transformers import AutoConfig
 
-        path = onnx_path(model_dir)
+        precision = graph_dtype(dtype)
+        if precision == "float16":
+            _refuse_cpu_float16("onnx", device, allow_cpu_float16)
+        if precision == "int8" and device.startswith("cuda"):
+            # Dynamic quantization's MatMulInteger and DynamicQuantizeLinear are CPU execution provider kernels.
+            raise ValueError("dtype int8 (dynamic quantization) runs on CPU only; on GPU use float16 or float32")
+        path = graph_path(model_dir, precision)
         if not path.exists():
+            option = "" if precision == "float32" else f" DTYPE={precision}"
             raise ValueError(
-                f"{path} not found: export it with `make model MODEL=... ENGINE=onnx` "
-                f"(python -m tools.onnx_export {model_dir})"
+                f"{path} not found: export it with `make model MODEL=... ENGINE=onnx{option}` "
+                f"(python -m tools.onnx_export {model_dir}{' --dtype ' + precision if option else ''})"
             )
-        if dtype not in ("auto", "float32", "fp32"):
-            raise ValueError(f"the onnx engine computes in float32; dtype {dtype!r} is not offered (torch is)")
+        self.dtype = precision
         if graph_optimization not in self.GRAPH_LEVELS:
             raise ValueError(f"graph_optimization must be one of {self.GRAPH_LEVELS}; got {graph_optimization!r}")
         options = ort.SessionOptions()
@@ -131,7 +168,7 @@ class OnnxEngine:
         # a shared host (gateway, tokenizer, other instances) need; sleeping costs nothing measurable.
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin_wait else "0")
         options.log_severity_level = 3  # errors only: the stub's log is Triton's log
-        self.session = ort.InferenceSession(str(path), options, providers=providers or self._providers(ort, device))
+        self.session = ort.InferenceSession(str(path), options, providers=providers or self.execution_providers(device))
         self.config = AutoConfig.from_pretrained(model_dir)
         self.takes_token_type_ids = takes_token_type_ids(self.config.to_dict())
         inputs = sorted(i.name for i in self.session.get_inputs())
@@ -140,8 +177,10 @@ class OnnxEngine:
             raise ValueError(f"{path} takes inputs {inputs}, not {expected}: export it again")
 
     @staticmethod
-    def _providers(ort, device: str) -> list:
-        """Execution providers for ``device``; fail loudly rather than fall back to CPU on a GPU node."""
+    def execution_providers(device: str) -> list:
+        """Execution providers for ``device``; ValueError rather than a fall back to CPU on a GPU node."""
+        import onnxruntime as ort
+
         if not device.startswith("cuda"):
             return ["CPUExecutionProvider"]
         if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -165,8 +204,10 @@ class OnnxEngine:
 ENGINES = {"torch": TorchEngine, "onnx": OnnxEngine}
 
 
-def load_engine(engine: str, model_dir: Path, device: str = "cpu", dtype: str = "auto", num_threads: int = 0) -> Engine:
-    """Build the named engine; ValueError names what is wrong with the choice."""
+def load_engine(engine: str, model_dir: Path, device: str = "cpu", dtype: str = "auto", num_threads: int = 0,
+                **options) -> Engine:
+    """Build the named engine; ValueError names what is wrong with the choice. ``options``: the engine's
+    keyword options (tuning and benchmarks)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {sorted(ENGINES)}; got {engine!r}")
-    return ENGINES[engine](Path(model_dir), device, dtype, num_threads)
+    return ENGINES[engine](Path(model_dir), device, dtype, num_threads, **options)
