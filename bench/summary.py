@@ -265,6 +265,25 @@ def overhead() -> str:
            f"{result['count']} calls per path interleaved; `{path}`):\n\n" + measure.markdown(result)
 
 
+def precision() -> str:
+    """Each low-precision option against float32, in ranking terms (docs/precision.md)."""
+    from bench import precision as measure
+
+    result, path = _load("precision")
+    return measure.markdown(result) + f"\n\nFile: `{path}`."
+
+
+def precision_brief() -> str:
+    """The README's short form of the precision table."""
+    result, path = _load("precision")
+    rows = ["| option | top-10 agreement with fp32 | Kendall tau | mean abs logit error | score depends on the batch by |",
+            "|---|---:|---:|---:|---:|"]
+    rows += [f"| {r['option']} | {r['pool_top10_agreement']:.3f} | {r['pool_kendall_tau']:.3f} | {r['mean_abs_logit_error']:.3f} "
+             f"| {r['batch_dependence']:.3f} |" for r in result["options"] if "skipped" not in r]
+    return "\n".join(rows) + f"\n\n(`{path}`, `{result['meta']['model']}` model on CPU, random weights: agreement with float32 " \
+        "measures numerical drift, not quality.)"
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "run-context": run_context,
     "run": run_table,
@@ -276,6 +295,8 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "http-overhead": http_overhead,
     "cache": cache,
     "overhead": overhead,
+    "precision": precision,
+    "precision-brief": precision_brief,
 }
 
 

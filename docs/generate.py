@@ -109,6 +109,8 @@ SECTIONS: dict[tuple[str, str], Callable[[], str]] = {
     ("benchmarks.md", "other"): _bench("other"),
     ("benchmarks.md", "windows"): _bench("windows"),
     ("deployment.md", "gateway-capacity"): _bench("gateway-capacity"),
+    ("precision.md", "precision"): _bench("precision"),
+    ("../README.md", "precision-brief"): _bench("precision-brief"),
 }
 
 
