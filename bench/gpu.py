@@ -138,9 +138,10 @@ def batch_shapes(model_dir: Path, device: str, widths: list[int], budgets: list[
     """Tokens/s of full micro-batches per (row width, token budget); the fitted per-pass overhead and the
     proposed budget."""
     from bench.systems import model_code
+    from server.model_inputs import padded_rows
     from server.model_limits import max_positions
 
-    engines, batching = model_code()
+    engines, _ = model_code()
     engine = engines.load_engine("torch", model_dir, device, "float16", 0, allow_cpu_float16=not device.startswith("cuda"))
     rng = np.random.default_rng(0)
     vocab, pad = int(engine.config.vocab_size), int(engine.config.pad_token_id or 0)
@@ -148,7 +149,7 @@ def batch_shapes(model_dir: Path, device: str, widths: list[int], budgets: list[
     for width in widths:
         for budget in budgets:
             count = max(1, budget // width)
-            ids, mask, _ = batching.pad_rows([rng.integers(5, vocab, size=width) for _ in range(count)], pad)
+            ids, mask = padded_rows([rng.integers(5, vocab, size=width) for _ in range(count)], pad)
             engine.forward(ids, mask)  # warm-up (kernels, allocator) for this shape
             started = time.perf_counter()
             for _ in range(repeats):
