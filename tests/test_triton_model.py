@@ -386,7 +386,7 @@ def test_spreading_cuts_micro_batches_into_shares_without_adding_padding(lengths
     assert covered == list(range(len(lengths)))  # every row once, in order
     assert padded_cost(sorted_lengths, spread_slices) <= padded_cost(sorted_lengths, slices)
     if workers > 1:
-        share = padded_cost(sorted_lengths, slices) / (2 * workers)
+        share = max(padded_cost(sorted_lengths, slices) / (2 * workers), batching().MIN_SHARE_TOKENS)
         assert all(s.stop - s.start == 1 or (s.stop - s.start) * sorted_lengths[s.start] <= share + sorted_lengths[s.start]
                    for s in spread_slices)
     else:

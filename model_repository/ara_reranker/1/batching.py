@@ -57,9 +57,14 @@ def micro_batches(sorted_lengths: np.ndarray, max_batch_tokens: int, overhead_to
     return slices[::-1]
 
 
+# Work too small to be worth another forward pass: a share is never cut below this many padded tokens.
+MIN_SHARE_TOKENS = 1024
+
+
 def spread(slices: list[slice], sorted_lengths: np.ndarray, workers: int) -> list[slice]:
     """``slices`` with the costliest cut into equal runs of rows until ``workers`` threads can share them
-    evenly: none costs more than a ``2 * workers``-th of the whole (rows x width), unless it is one row.
+    evenly: none costs more than a ``2 * workers``-th of the whole (rows x width, at least MIN_SHARE_TOKENS),
+    unless it is one row.
 
     Uniform traffic makes one or a few large micro-batches (rows of the same length gain nothing from being
     apart), which would leave cores idle while one thread runs them; cut, they run side by side. A run of
@@ -69,7 +74,7 @@ def spread(slices: list[slice], sorted_lengths: np.ndarray, workers: int) -> lis
         return slices
     lengths = np.asarray(sorted_lengths, dtype=np.int64)
     costs = [(s.stop - s.start) * int(lengths[s.start]) for s in slices]
-    share = sum(costs) / (2 * workers)
+    share = max(sum(costs) / (2 * workers), MIN_SHARE_TOKENS)
     out: list[slice] = []
     for s, cost in zip(slices, costs):
         pieces = min(s.stop - s.start, int(np.ceil(cost / share)))
