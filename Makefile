@@ -11,7 +11,7 @@ DATA   ?= client/data/arabic_sample.jsonl
 TARGETS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install tools proto proto-check docs model run triton gateway test soak bench bench-smoke bench-infinity bench-precision bench-gpu-dry-run eval clean
+.PHONY: help install tools proto proto-check docs model run triton gateway test test-gpu soak bench bench-smoke bench-infinity bench-precision bench-gpu-dry-run eval clean
 
 help:
 	@echo "make run   MODEL=ara|tiny|small|large|<hub id>|<path>   Triton + gateway on :50051 (Ctrl-C stops both)"
@@ -71,6 +71,11 @@ gateway: $(STAMP)
 test: $(STAMP) $(PROMTOOL)
 	$(PY) -m tools.model_store tiny
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The tests that need a CUDA GPU (float16 engines); on a GPU node.
+test-gpu: $(STAMP)
+	$(PY) -m tools.model_store tiny
+	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
 
 soak: $(STAMP)
 	$(PY) -m tools.model_store tiny

@@ -282,13 +282,14 @@ def test_triton_serves_the_int8_graph_when_its_config_says_dtype_int8(onnx_model
             assert abs(logits[0, 0] - torch_engine.forward(ids, mask)[0]) > ATOL  # int8 really was applied
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.gpu  # `make test-gpu` on a GPU node; deselected by `make test`
 @pytest.mark.parametrize("engine_name", ["torch", "onnx"])
 def test_float16_on_gpu_stays_near_float32(engine_name, onnx_model_dir, torch_engine, drift_lists):
     import onnxruntime
 
-    if engine_name == "onnx" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        pytest.skip("onnxruntime-gpu (CUDAExecutionProvider) is not installed")
+    assert torch.cuda.is_available(), "the gpu tests need a CUDA GPU (make test-gpu on a GPU node)"
+    if engine_name == "onnx":
+        assert "CUDAExecutionProvider" in onnxruntime.get_available_providers(), "install onnxruntime-gpu for the onnx engine"
     max_error, mean_error, *_ = LOW_PRECISION[(engine_name, "float16")]
     if engine_name == "onnx":
         export_onnx(onnx_model_dir, dtype="float16")
