@@ -215,7 +215,11 @@ def workloads() -> str:
     rows = ["| workload | documents per request (tokens) | clients | in-process limit | best peer | service | service / limit "
             "| service / best peer | file |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for name in ("mixed", "uniform-128", "uniform-512", "long"):
-        run, path = _load(f"workload-{name}")
+        try:
+            run, path = _load(f"workload-{name}")
+        except FileNotFoundError:
+            rows.append(f"| {name} | not measured yet (`make bench`) | | | | | | | |")
+            continue
         tokens = run["workload"]["document_tokens"]
         limit = _levels(run, "limit-onnx")
         service = _levels(run, "service-onnx")
@@ -284,6 +288,40 @@ def precision_brief() -> str:
         "measures numerical drift, not quality.)"
 
 
+def headline() -> str:
+    """The README's few performance lines, each from its committed result."""
+    over, over_path = _load("overhead")
+    http, http_path = _load("http-overhead")
+    cached, cache_path = _load("cache")
+    lines = []
+    parts = []
+    for name in ("mixed", "uniform-128", "uniform-512", "long"):
+        try:
+            run, _ = _load(f"workload-{name}")
+        except FileNotFoundError:
+            continue
+        service, limit = _levels(run, "service-onnx").get(8), _levels(run, "limit-onnx").get(8)
+        peer = _levels(run, "infinity-optimum").get(8)
+        if service and limit:
+            part = f"{name} {service['pairs_per_s'] / limit['pairs_per_s']:.2f}x the limit"
+            if peer:
+                part += f", {service['pairs_per_s'] / peer['pairs_per_s']:.2f}x Infinity"
+            parts.append(part)
+    if parts:
+        lines.append(f"- Throughput at 8 callers, `small` model on CPU ([benchmarks.md](docs/benchmarks.md#every-workload-side-by-side)): "
+                     + "; ".join(parts) + ".")
+    http_extra = max(f["p50_minus_grpc_ms"] for f in http["apis"].values())
+    lines += [
+        f"- Per-request overhead, 10 documents, `tiny` model: gateway p50 {over['p50_ms']['gateway']:.1f} ms against "
+        f"{over['p50_ms']['in-process']:.1f} ms in-process (**{over['overhead_p50_ms']:.1f} ms**; `{over_path}`); the HTTP "
+        f"APIs add {http_extra:.1f} ms p50 over gRPC (`{http_path}`).",
+        f"- Score cache: a repeated {cached['repeated_request']['documents']}-document request takes "
+        f"{cached['repeated_request']['ratio']:.3f}x the first call's time; a Zipf-repeating workload runs "
+        f"{cached['zipf_speedup']:.2f}x faster with it (`{cache_path}`).",
+    ]
+    return "\n".join(lines)
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
     "run-context": run_context,
     "run": run_table,
@@ -297,6 +335,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "overhead": overhead,
     "precision": precision,
     "precision-brief": precision_brief,
+    "headline": headline,
 }
 
 

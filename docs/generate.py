@@ -108,9 +108,14 @@ SECTIONS: dict[tuple[str, str], Callable[[], str]] = {
     ("benchmarks.md", "targets"): _bench("targets"),
     ("benchmarks.md", "other"): _bench("other"),
     ("benchmarks.md", "windows"): _bench("windows"),
+    ("benchmarks.md", "workloads"): _bench("workloads"),
+    ("benchmarks.md", "overhead"): _bench("overhead"),
+    ("benchmarks.md", "http-overhead"): _bench("http-overhead"),
+    ("benchmarks.md", "cache"): _bench("cache"),
     ("deployment.md", "gateway-capacity"): _bench("gateway-capacity"),
     ("precision.md", "precision"): _bench("precision"),
     ("../README.md", "precision-brief"): _bench("precision-brief"),
+    ("../README.md", "headline"): _bench("headline"),
 }
 
 
