@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import time
-import urllib.request
 from dataclasses import asdict
 
 import numpy as np
 
 from bench.loadgen import run_level
 from bench.run import _machine, write_result
+from bench.systems import triton_metrics
 from bench.workload import Request
 from client import RerankerClient
 from tests.arabic_text import QUERIES, mixed_passages
@@ -48,12 +48,9 @@ def zipf_requests(rng: np.random.Generator, corpus: list[str], queries: list[str
 
 
 def cache_hits(metrics_url: str) -> tuple[float, float]:
-    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
-
-    def total(name: str) -> float:
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
-
-    return total("reranker_score_cache_hits_total"), total("reranker_score_cache_misses_total")
+    """The gateway's score cache hits and misses so far (every model together)."""
+    counts = triton_metrics(metrics_url, {"hits": "reranker_score_cache_hits_total", "misses": "reranker_score_cache_misses_total"})
+    return counts["hits"], counts["misses"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,14 +41,7 @@ _TRITON = {  # Triton's cumulative counters (microseconds), and model.py's forwa
 
 
 def _counters(url: str) -> dict[str, float]:
-    import re
-    import urllib.request
-
-    text = urllib.request.urlopen(url, timeout=10).read().decode()
-    out = {}
-    for key, name in _TRITON.items():
-        out[key] = sum(float(v) for v in re.findall(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.eE+-]+)$", text, re.M))
-    return out
+    return triton_metrics(url, _TRITON)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -266,12 +266,13 @@ _METRICS = {
 }
 
 
-def triton_metrics(url: str) -> dict[str, float]:
-    """Sum of each counter of interest over its label sets, read from Triton's Prometheus endpoint."""
+def triton_metrics(url: str, names: dict[str, str] | None = None) -> dict[str, float]:
+    """Sum of each metric of ``names`` (key -> metric name; default: Triton's counters of interest) over its
+    label sets, read from a Prometheus endpoint (Triton's, or the gateway's)."""
     with urllib.request.urlopen(url, timeout=10) as response:
         text = response.read().decode()
     values = {}
-    for key, name in _METRICS.items():
+    for key, name in (names or _METRICS).items():
         pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.eE+-]+)$", re.M)
         values[key] = sum(float(v) for v in pattern.findall(text))
     return values
