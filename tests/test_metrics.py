@@ -194,7 +194,9 @@ def test_a_known_load_moves_every_counter_by_exactly_what_was_sent(gateway, trit
     wall_s = time.perf_counter() - started
     rows, requests = sum(sent.ok_documents), len(sent.ok_documents)
     tr1 = wait_for(triton.metrics_url, lambda s: s.value("nv_inference_count", model=MODEL) - tr0.value("nv_inference_count", model=MODEL) >= rows
-                   and s.value("nv_inference_request_success", model=MODEL) - tr0.value("nv_inference_request_success", model=MODEL) >= sent.chunks)
+                   and s.value("nv_inference_request_success", model=MODEL) - tr0.value("nv_inference_request_success", model=MODEL) >= sent.chunks
+                   # model.py reports from a thread after answering, its token counters last
+                   and s.value("ara_reranker_real_tokens_total", model=MODEL) - tr0.value("ara_reranker_real_tokens_total", model=MODEL) >= sum(sent.ok_tokens))
     gw1 = scrape(gateway.metrics_url)
 
     def gw(name: str, **labels: str) -> float:

@@ -15,6 +15,7 @@ import importlib.util
 import os
 import re
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 from types import ModuleType
@@ -29,6 +30,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage
 from tests.helpers import padded, repository_copy
+from tools.child_process import wait_until
 from tools.model_store import REAL_MODEL_MAX_LENGTH
 from tools.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer
 
@@ -400,6 +402,34 @@ def test_uniform_rows_are_spread_over_every_worker():
     assert [s.stop - s.start for s in spread()([whole], sorted_lengths, 2)] == [16, 16, 16, 16]
 
 
+def test_forward_pool_runs_every_micro_batch_once_side_by_side_and_keeps_failures_apart():
+    """The caller's thread is one of the workers (a lone micro-batch runs without a thread hop); with more,
+    ``workers`` run at once; each item runs once, largest first, and a failing one is returned in its place."""
+    pool = batching().ForwardPool(2)
+    try:
+        caller = threading.current_thread().name
+        [(item, ran_on)] = pool.map(lambda _: threading.current_thread().name, [7], cost=lambda i: i)
+        assert (item, ran_on) == (7, caller)
+        together = threading.Barrier(2, timeout=30)  # both items must be running at once to pass it
+
+        def work(i: int) -> str:
+            together.wait()
+            return threading.current_thread().name
+
+        assert sorted(name == caller for _, name in pool.map(work, [1, 2], cost=lambda i: i)) == [False, True]
+
+        def fail_three(i: int) -> int:
+            if i == 3:
+                raise MemoryError("out of memory")
+            return i * 10
+
+        results = pool.map(fail_three, list(range(8)), cost=lambda i: i)
+        assert [i for i, _ in results] == list(range(7, -1, -1))  # largest cost first
+        assert all(r == i * 10 for i, r in results if i != 3) and isinstance(dict(results)[3], MemoryError)
+    finally:
+        pool.close()
+
+
 def greedy_padded_size(sorted_lengths: np.ndarray, budget: int, overhead: int) -> int:
     """Cost (padded tokens + overhead per batch) of filling each micro-batch as full as the budget allows."""
     cost, start = 0, 0
@@ -466,7 +496,9 @@ async def test_rows_are_length_sorted_into_budgeted_micro_batches(triton, client
     before = [metric(triton.metrics_url, name) for name in names]
 
     logits = await infer(client, *padded([pairs[m] for m in members]))
-    # model.py counts the tokens before it returns the responses, so the counters are already final.
+    # model.py's reporter thread hands the figures to Triton right after execute() returns, token counters
+    # last: once the real tokens are all counted, the rest of that call's figures are in too.
+    wait_until(lambda: metric(triton.metrics_url, names[0]) - before[0] >= sum(lengths), 30, "model.py's metrics reported")
     real, computed, passes, within_budget = (metric(triton.metrics_url, n) - b for n, b in zip(names, before))
 
     np.testing.assert_allclose(logits, expected[members], atol=ATOL, rtol=0)

@@ -20,8 +20,9 @@ How the rows of a micro-batch are padded is server/model_inputs.py's rule, share
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -92,27 +93,36 @@ def plan(sorted_lengths: np.ndarray, max_batch_tokens: int, overhead_tokens: int
 
 
 class ForwardPool:
-    """Runs one function over many micro-batches on ``workers`` threads (1: in the caller's thread)."""
+    """Runs one function over many micro-batches on ``workers`` threads: the caller's own and ``workers - 1``
+    more (1: in the caller's thread alone). The caller works too rather than waiting: a lone micro-batch
+    (a small request) runs without a thread hop at all."""
 
     def __init__(self, workers: int) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
-        self._executor = ThreadPoolExecutor(workers, thread_name_prefix="forward") if workers > 1 else None
+        self._executor = ThreadPoolExecutor(workers - 1, thread_name_prefix="forward") if workers > 1 else None
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T], cost: Callable[[T], float]) -> Iterator[tuple[T, R]]:
-        """(item, fn(item)) for every item, largest ``cost`` first (so that the threads finish together);
-        an exception raised by ``fn`` is returned in place of its result, so one item cannot sink the others."""
+    def map(self, fn: Callable[[T], R], items: Sequence[T], cost: Callable[[T], float]) -> list[tuple[T, R]]:
+        """(item, fn(item)) for every item, taken largest ``cost`` first by whichever thread is free (so that
+        the threads finish together); an exception raised by ``fn`` is returned in place of its result, so
+        one item cannot sink the others."""
         ordered = sorted(items, key=cost, reverse=True)
+        results: list = [None] * len(ordered)
+        taken = itertools.count()  # next() is atomic under the GIL: each item goes to one thread
 
-        def guarded(item: T):
-            try:
-                return fn(item)
-            except Exception as exc:  # handed back to the caller, which fails only this micro-batch
-                return exc
+        def work() -> None:
+            while (i := next(taken)) < len(ordered):
+                try:
+                    results[i] = fn(ordered[i])
+                except Exception as exc:  # handed back to the caller, which fails only this micro-batch
+                    results[i] = exc
 
-        results = map(guarded, ordered) if self._executor is None else self._executor.map(guarded, ordered)
-        return zip(ordered, results)
+        helpers = [] if self._executor is None else [self._executor.submit(work) for _ in range(min(self.workers, len(ordered)) - 1)]
+        work()
+        for helper in helpers:
+            helper.result()
+        return list(zip(ordered, results))
 
     def close(self) -> None:
         if self._executor is not None:

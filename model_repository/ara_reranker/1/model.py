@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import site
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -209,7 +211,7 @@ class TritonPythonModel:
             started = time.perf_counter()
             return self.engine.forward(ids, mask, token_types), ids.size, time.perf_counter() - started
 
-        real_tokens = padded_tokens = 0
+        passes: list[tuple[int, int, int, float]] = []  # (rows, real tokens, padded tokens, seconds) per pass
         cost = lambda members: len(members) * int(lengths[members[0]])  # noqa: E731
         for members, outcome in self.pool.map(forward, batches, cost):
             if isinstance(outcome, Exception):  # e.g. out of memory: fail only the requests in this micro-batch
@@ -217,23 +219,26 @@ class TritonPythonModel:
                     errors.setdefault(owners[m][0], pb_utils.TritonError(f"forward pass failed: {outcome}"))
                 continue
             logits, size, seconds = outcome
-            real = int(lengths[members].sum())
-            self.metrics.observe_forward(len(members), real, size, seconds)
-            real_tokens += real
-            padded_tokens += size
+            passes.append((len(members), int(lengths[members].sum()), size, seconds))
             for j, m in enumerate(members):
                 r, i = owners[m]
                 if r in outputs:
                     outputs[r][i, 0] = logits[j]
-        self.metrics.observe_execute(len(rows), real_tokens, padded_tokens)
+        self.metrics.observe(len(rows), passes)
 
     def finalize(self) -> None:
+        self.metrics.close()
         self.pool.close()
         self.engine = None
 
 
 class _ModelMetrics:
-    """Per-execute and per-forward metrics exported on Triton's metrics port."""
+    """Per-execute and per-forward metrics exported on Triton's metrics port.
+
+    Every update of a Triton metric from the stub is a round trip to the Triton process (~0.1 ms; an
+    execute() of a few passes made ten of them, ~1 ms of a small request's latency). So execute() only
+    queues its observations and returns; a reporter thread hands them to Triton right after, counters
+    summed over whatever has queued. A scrape may miss the last few milliseconds of work, never any of it."""
 
     SIZE_BUCKETS = [2.0**k for k in range(0, 15)]
     TOKEN_BUCKETS = [2.0**k for k in range(4, 20)]
@@ -250,6 +255,9 @@ class _ModelMetrics:
         self.real = self._metric("ara_reranker_real_tokens_total", "Real (non-padding) tokens computed", counter)
         self.padded = self._metric("ara_reranker_padded_tokens_total", "Tokens computed including padding", counter)
         self.padding_ratio = self._metric("ara_reranker_padding_ratio", "Real / padded tokens of the last execute() call", gauge)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._reporter = threading.Thread(target=self._report, name="metrics", daemon=True)
+        self._reporter.start()
 
     def _metric(self, name: str, description: str, kind, buckets: list[float] | None = None):
         family = pb_utils.MetricFamily(name=name, description=description, kind=kind)
@@ -258,14 +266,42 @@ class _ModelMetrics:
             return family.Metric(labels=self._labels)
         return family.Metric(labels=self._labels, buckets=buckets)
 
-    def observe_forward(self, rows: int, real_tokens: int, padded_tokens: int, seconds: float) -> None:
-        self.batch_rows.observe(rows)
-        self.batch_tokens.observe(padded_tokens)
-        self.duration.observe(seconds)
+    def observe(self, rows: int, passes: list[tuple[int, int, int, float]]) -> None:
+        """One execute() call: its rows, and (rows, real tokens, padded tokens, seconds) of each forward pass."""
+        self._queue.put((rows, passes))
+
+    def close(self) -> None:
+        """Report what is queued, then stop the reporter."""
+        self._queue.put(None)
+        self._reporter.join(timeout=10)
+
+    def _report(self) -> None:
+        while (item := self._queue.get()) is not None:
+            executes = [item]
+            while not self._queue.empty():  # everything queued meanwhile goes in this round
+                item = self._queue.get()
+                if item is None:
+                    self._queue.put(None)
+                    break
+                executes.append(item)
+            try:
+                self._send(executes)
+            except Exception as exc:  # metrics must never take the model down
+                pb_utils.Logger.log_warn(f"ara_reranker: could not report metrics: {exc}")
+
+    def _send(self, executes: list[tuple[int, list[tuple[int, int, int, float]]]]) -> None:
+        real_tokens = padded_tokens = 0
+        for rows, passes in executes:
+            self.rows.observe(rows)
+            for pass_rows, real, padded, seconds in passes:
+                self.batch_rows.observe(pass_rows)
+                self.batch_tokens.observe(padded)
+                self.duration.observe(seconds)
+                real_tokens += real
+                padded_tokens += padded
+        last = executes[-1][1]
+        if last:
+            self.padding_ratio.set(sum(p[1] for p in last) / sum(p[2] for p in last))
+        # The token counters go last: once they count an execute() call, all its other figures are in.
         self.real.increment(real_tokens)
         self.padded.increment(padded_tokens)
-
-    def observe_execute(self, rows: int, real_tokens: int, padded_tokens: int) -> None:
-        self.rows.observe(rows)
-        if padded_tokens:
-            self.padding_ratio.set(real_tokens / padded_tokens)
