@@ -1,4 +1,4 @@
-"""Where a small request's time goes: ``python -m bench.overhead`` (~1 minute).
+"""Where a small request's time goes: ``python -m bench.overhead`` (~2 minutes).
 
 The same 10-document requests (the main benchmark's workload), one at a time, interleaved in a shuffled
 order every round so that a noisy machine disturbs them alike, through:
@@ -6,6 +6,9 @@ order every round so that a noisy machine disturbs them alike, through:
 - ``in-process``: the benchmark's in-process limit called directly (tokenize + the model.py recipe);
 - ``triton``: Triton alone, pre-tokenized padded tensors sent with tritonclient (no gateway);
 - ``gateway``: reranker.v1 through the gateway (the Python client), the service as callers see it.
+
+The same three paths also carry the smallest request (one short document), and the gateway an empty call
+(Info): what each hop costs whatever the request's size, i.e. the floor under the overhead.
 
 ``overhead`` is the gateway's p50 minus the in-process p50 (the issue's measure). The gateway call is then
 taken apart with the gateway's own timings (RerankResponse.timings) and Triton's counters (averages per
@@ -68,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     with limit, ServiceSystem(model_dir, args.engine, gateway_args=NO_CACHE) as service:
         triton = tg.InferenceServerClient(service.triton.grpc_url)
 
-        def direct(i: int):
-            ids, mask = tensors[i]
+        def direct(i: int, given=None):
+            ids, mask = given if given is not None else tensors[i]
             inputs = [tg.InferInput("input_ids", list(ids.shape), "INT64"), tg.InferInput("attention_mask", list(mask.shape), "INT64")]
             inputs[0].set_data_from_numpy(ids)
             inputs[1].set_data_from_numpy(mask)
@@ -82,22 +85,34 @@ def main(argv: list[str] | None = None) -> int:
             response = service.client.stub.Rerank(reranker_pb2.RerankRequest(query=r.query, documents=r.documents), timeout=60)
             timings.append(response.timings)
 
+        small_query, small_document = "ما عاصمة مصر؟", "القاهرة هي عاصمة مصر."
+        small_request = reranker_pb2.RerankRequest(query=small_query, documents=[small_document])
+        small_tensors = padded_rows(tokenizer([small_query], [small_document])["input_ids"], tokenizer.pad_token_id)
+
         paths = {"in-process": lambda i: limit.rerank_direct(requests[i].query, requests[i].documents),
                  "triton": direct, "gateway": gateway}
-        latencies: dict[str, list[float]] = {name: [] for name in paths}
+        # The floors, measured after (so that Triton's counters above hold only the 10-document requests):
+        # the smallest request through each path, and an empty call to the gateway.
+        floors = {"in-process, 1 short document": lambda i: limit.rerank_direct(small_query, [small_document]),
+                  "triton, 1 short document": lambda i: direct(i, small_tensors),
+                  "gateway, 1 short document": lambda i: service.client.stub.Rerank(small_request, timeout=60),
+                  "gateway, empty call (Info)": lambda i: service.client.stub.Info(reranker_pb2.InfoRequest(), timeout=60)}
+        latencies: dict[str, list[float]] = {name: [] for name in (*paths, *floors)}
         rng = np.random.default_rng(0)
         warm = max(5, args.count // 10)
-        for round_ in range(warm + args.count):
-            if round_ == warm:
-                timings.clear()
-                before = _counters(service.triton.metrics_url)
-            i = round_ % len(requests)
-            for name in rng.permutation(list(paths)):
-                started = time.perf_counter()
-                paths[name](i)
-                if round_ >= warm:
-                    latencies[name].append((time.perf_counter() - started) * 1000)
-        after = _counters(service.triton.metrics_url)
+        for phase in (paths, floors):
+            for round_ in range(warm + args.count):
+                if round_ == warm and phase is paths:
+                    timings.clear()
+                    before = _counters(service.triton.metrics_url)
+                i = round_ % len(requests)
+                for name in rng.permutation(list(phase)):
+                    started = time.perf_counter()
+                    phase[name](i)
+                    if round_ >= warm:
+                        latencies[name].append((time.perf_counter() - started) * 1000)
+            if phase is paths:
+                after = _counters(service.triton.metrics_url)
 
     p50 = {name: float(np.percentile(v, 50)) for name, v in latencies.items()}
     calls = after["requests"] - before["requests"]  # Triton requests: the gateway's and the direct ones
@@ -110,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         "p50_ms": {k: round(v, 3) for k, v in p50.items()},
         "p99_ms": {k: round(float(np.percentile(v, 99)), 3) for k, v in latencies.items()},
         "overhead_p50_ms": round(p50["gateway"] - p50["in-process"], 3),
+        "floor_p50_ms": {  # fixed costs: what one short document adds over in-process, per hop
+            "gateway over in-process": round(p50["gateway, 1 short document"] - p50["in-process, 1 short document"], 3),
+            "Triton (tritonclient, gRPC, Python backend) over in-process": round(
+                p50["triton, 1 short document"] - p50["in-process, 1 short document"], 3),
+            "an empty gRPC call to the gateway": round(p50["gateway, empty call (Info)"], 3),
+        },
         "gateway_call_mean_ms": {  # the gateway call taken apart (means over the measured calls)
             "client and gRPC to the gateway": round(float(np.mean(latencies["gateway"])) - gateway_total, 3),
             "gateway, outside tokenization and Triton": round(gateway_total - tokenization - inference, 3),
@@ -136,7 +157,12 @@ def markdown(result: dict) -> str:
     p50, p99 = result["p50_ms"], result["p99_ms"]
     rows = ["| path | p50 ms | p99 ms |", "|---|---:|---:|"]
     rows += [f"| {name} | {p50[name]:.2f} | {p99[name]:.2f} |" for name in p50]
-    rows += ["", f"Overhead (gateway p50 − in-process p50): **{result['overhead_p50_ms']:.2f} ms**", "",
+    rows += ["", f"Overhead (gateway p50 − in-process p50): **{result['overhead_p50_ms']:.2f} ms**", ""]
+    if "floor_p50_ms" in result:
+        rows += ["| the floor: fixed cost per request (p50) | ms |", "|---|---:|"]
+        rows += [f"| {k} | {v:.2f} |" for k, v in result["floor_p50_ms"].items()]
+        rows += [""]
+    rows += [
              "| the gateway call, taken apart (means) | ms |", "|---|---:|"]
     rows += [f"| {k} | {v:.2f} |" for k, v in result["gateway_call_mean_ms"].items()]
     rows += ["", "| Triton, per request (means) | ms |", "|---|---:|"]

@@ -74,6 +74,18 @@ def test_http_overhead_measures_every_api_against_grpc(tiny_model_dir):
     assert rows[0].split("|")[4].strip() == "+0.00"
 
 
+def test_overhead_takes_the_gateway_call_apart(tiny_model_dir):
+    """``make bench``'s overhead measurement runs end to end: every path, the floors and the breakdown (a
+    handful of calls; figures meaningless)."""
+    result = subprocess.run([sys.executable, "-m", "bench.overhead", "--count", "5", "--no-write"], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = {line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")}
+    assert {"in-process", "triton", "gateway", "an empty gRPC call to the gateway", "tokenization",
+            "compute infer (model.py execute)"} <= rows
+    assert "Overhead (gateway p50 − in-process p50)" in result.stdout
+
+
 def test_cache_benchmark_runs_both_parts(tiny_model_dir):
     """``make bench``'s cache measurement runs end to end (tiny model, seconds; figures meaningless)."""
     result = subprocess.run([sys.executable, "-m", "bench.cache", "--model", "tiny", "--repeat-docs", "40", "--corpus", "60",
