@@ -39,6 +39,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 INFINITY_VENV = BENCH_DIR / ".venv-infinity"
 CACHE_DIR = BENCH_DIR / ".cache" / "infinity"
 ENGINES = ("torch", "optimum")
+# Tokens of a pair the optimum engine reads: Infinity truncates to its export's max_position_embeddings.
+OPTIMUM_MAX_TOKENS = 512
 
 
 def available() -> bool:
@@ -60,7 +62,7 @@ def export_for_optimum(model_dir: Path) -> Path:
         raise RuntimeError(f"optimum-cli export failed ({result.returncode}):\n{result.stderr[-3000:]}")
     config_path = target / "config.json"
     config = json.loads(config_path.read_text())
-    config["max_position_embeddings"] = 512
+    config["max_position_embeddings"] = OPTIMUM_MAX_TOKENS
     config_path.write_text(json.dumps(config, indent=2))
     _optimize_like_infinity(target)
     done.write_text(_source_stamp(model_dir))
