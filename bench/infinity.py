@@ -6,9 +6,11 @@ Its two engines:
 
 - ``torch``: ``--engine torch --device cpu`` on the model directory as it is;
 - ``optimum`` (ONNX Runtime): the model exported once with ``optimum-cli export onnx --task
-  text-classification`` into ``bench/.cache/infinity/<model>/onnx``, ``max_position_embeddings`` set to
-  512 in the exported copy's config (Infinity truncates to that value, and XLM-R's 514 positions hold
-  only 512 tokens), then started from inside the exported folder with ``--model-id .``.
+  text-classification`` into ``bench/.cache/infinity/<model>/onnx``, ``max_position_embeddings`` set in
+  the exported copy's config to the tokens a pair may have (Infinity truncates pairs to that value; XLM-R's
+  positions hold two fewer tokens than their count), so that it reads as much of a pair as the service does
+  (``optimum_max_tokens``; runs before 2026-11-29 21:00 capped it at 512), then started from inside the
+  exported folder with ``--model-id .``.
   On first start Infinity optimizes the graph (optimum ``ORTOptimizer``, ``OptimizationConfig(
   optimization_level=99, optimize_with_onnxruntime_only=False, optimize_for_gpu=False, fp16=False)``)
   and caches it; with optimum 2.x (the only one that imports with torch 2.13) that call fails on the
@@ -39,8 +41,16 @@ BENCH_DIR = Path(__file__).resolve().parent
 INFINITY_VENV = BENCH_DIR / ".venv-infinity"
 CACHE_DIR = BENCH_DIR / ".cache" / "infinity"
 ENGINES = ("torch", "optimum")
-# Tokens of a pair the optimum engine reads: Infinity truncates to its export's max_position_embeddings.
-OPTIMUM_MAX_TOKENS = 512
+# What the optimum engine read of a pair in results that do not record it (runs before it was the model's).
+OPTIMUM_MAX_TOKENS_BEFORE = 512
+
+
+def optimum_max_tokens(model_dir: Path) -> int:
+    """Tokens of a pair Infinity's optimum engine reads: the model's, as the service (its tokenizer's
+    model_max_length, within the positions XLM-R can use)."""
+    config = json.loads((model_dir / "config.json").read_text())
+    tokenizer = json.loads((model_dir / "tokenizer_config.json").read_text())
+    return min(int(tokenizer.get("model_max_length", 512)), int(config["max_position_embeddings"]) - 2)
 
 
 def available() -> bool:
@@ -52,7 +62,8 @@ def export_for_optimum(model_dir: Path) -> Path:
     """The optimum-cli ONNX export of ``model_dir`` that Infinity's optimum engine loads (made once)."""
     target = CACHE_DIR / model_dir.name / "onnx"
     done = target / ".exported"
-    if done.exists() and done.read_text() == _source_stamp(model_dir):
+    stamp = _source_stamp(model_dir) + f" max_tokens={optimum_max_tokens(model_dir)}"
+    if done.exists() and done.read_text() == stamp:
         return target
     target.mkdir(parents=True, exist_ok=True)
     command = [str(INFINITY_VENV / "bin" / "optimum-cli"), "export", "onnx", "--task", "text-classification",
@@ -62,10 +73,10 @@ def export_for_optimum(model_dir: Path) -> Path:
         raise RuntimeError(f"optimum-cli export failed ({result.returncode}):\n{result.stderr[-3000:]}")
     config_path = target / "config.json"
     config = json.loads(config_path.read_text())
-    config["max_position_embeddings"] = OPTIMUM_MAX_TOKENS
+    config["max_position_embeddings"] = optimum_max_tokens(model_dir)
     config_path.write_text(json.dumps(config, indent=2))
     _optimize_like_infinity(target)
-    done.write_text(_source_stamp(model_dir))
+    done.write_text(stamp)
     return target
 
 
@@ -124,6 +135,8 @@ class InfinitySystem:
         self._child = ChildProcess("infinity", self.log_path, own_group=True)
         self.model_name = ""
         self._local = threading.local()
+        # Tokens of a pair it reads (recorded with its results): the optimum export's cap, else the model's own.
+        self.max_tokens = optimum_max_tokens(self.model_dir)
 
     def __enter__(self) -> "InfinitySystem":
         if not available():

@@ -79,6 +79,8 @@ def measure(name: str, model_dir: Path, workload: Workload, concurrency: list[in
     started = time.perf_counter()
     system = make_system(name, model_dir, options)
     result: dict = {"system": name, "levels": []}
+    if getattr(system, "max_tokens", None):  # a peer that reads only so many tokens of a pair (Infinity)
+        result["max_tokens"] = system.max_tokens
     with system, PeakRss(system.pids) as rss:
         result["startup_s"] = round(time.perf_counter() - started, 1)
         call = system.rerank
