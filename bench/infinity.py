@@ -62,7 +62,8 @@ def export_for_optimum(model_dir: Path) -> Path:
     """The optimum-cli ONNX export of ``model_dir`` that Infinity's optimum engine loads (made once)."""
     target = CACHE_DIR / model_dir.name / "onnx"
     done = target / ".exported"
-    stamp = _source_stamp(model_dir) + f" max_tokens={optimum_max_tokens(model_dir)}"
+    max_tokens = optimum_max_tokens(model_dir)
+    stamp = _source_stamp(model_dir) + f" max_tokens={max_tokens}"
     if done.exists() and done.read_text() == stamp:
         return target
     target.mkdir(parents=True, exist_ok=True)
@@ -73,7 +74,7 @@ def export_for_optimum(model_dir: Path) -> Path:
         raise RuntimeError(f"optimum-cli export failed ({result.returncode}):\n{result.stderr[-3000:]}")
     config_path = target / "config.json"
     config = json.loads(config_path.read_text())
-    config["max_position_embeddings"] = optimum_max_tokens(model_dir)
+    config["max_position_embeddings"] = max_tokens
     config_path.write_text(json.dumps(config, indent=2))
     _optimize_like_infinity(target)
     done.write_text(stamp)

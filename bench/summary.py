@@ -214,12 +214,17 @@ def workloads() -> str:
     in-process limit and the best peer, measured in the same run."""
     rows = ["| workload | documents per request (tokens) | clients | in-process limit | best peer | service | service / limit "
             "| service / best peer | file |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    notes = []
     for name in ("mixed", "uniform-128", "uniform-512", "long"):
         try:
             run, path = _load(f"workload-{name}")
         except FileNotFoundError:
             rows.append(f"| {name} | not measured yet (`make bench`) | | | | | | | |")
             continue
+        if (cap := _peer_read_less(run)) is not None:
+            notes.append(f"- {name} (`{path}`): Infinity read at most {cap} tokens of a pair (its optimum export's "
+                         "`max_position_embeddings`), the service and the limit the model's 8,192, so there it scored less "
+                         "of each document: its pairs/s are not like for like.")
         tokens = run["workload"]["document_tokens"]
         limit = _levels(run, "limit-onnx")
         service = _levels(run, "service-onnx")
@@ -232,27 +237,18 @@ def workloads() -> str:
                 f"| {name} | {run['workload']['docs_per_request']} ({tokens['min']}-{tokens['max']}) | {c} | {lim:.1f} | "
                 f"{best:.1f} ({best_name}) | **{own:.1f}** | {own / lim:.2f} | {own / best if best else float('nan'):.2f} | `{path}` |"
             )
-    notes = []
-    for name in ("uniform-512", "long"):
-        try:
-            run, path = _load(f"workload-{name}")
-        except FileNotFoundError:
-            continue
-        cap = _peer_cap(run)
-        if cap is not None and run["workload"]["document_tokens"]["max"] > cap - 32:
-            notes.append(f"- {name} (`{path}`): Infinity read at most {cap} tokens of a pair (its optimum export's "
-                         "`max_position_embeddings`), the service and the limit the model's 8,192, so there it scored less "
-                         "of each document: its pairs/s are not like for like.")
     return "\n".join(rows) + ("\n\n" + "\n".join(notes) if notes else "")
 
 
-def _peer_cap(run: dict) -> int | None:
-    """Tokens of a pair Infinity's optimum engine read in ``run`` (runs that do not record it read 512)."""
+def _peer_read_less(run: dict) -> int | None:
+    """The tokens of a pair Infinity's optimum engine read in ``run`` when its pairs could be longer (its
+    pairs/s are then not like for like), else None. Runs that do not record it read 512."""
     from bench.infinity import OPTIMUM_MAX_TOKENS_BEFORE
 
     for system in run["systems"]:
         if system["system"] == "infinity-optimum" and system.get("levels"):
-            return int(system.get("max_tokens", OPTIMUM_MAX_TOKENS_BEFORE))
+            cap = int(system.get("max_tokens", OPTIMUM_MAX_TOKENS_BEFORE))
+            return cap if run["workload"]["document_tokens"]["max"] > cap - 32 else None  # 32: the query, special tokens
     return None
 
 
@@ -327,8 +323,7 @@ def headline() -> str:
             part = f"{name} {service['pairs_per_s'] / limit['pairs_per_s']:.2f}x the limit"
             if peer:
                 part += f", {service['pairs_per_s'] / peer['pairs_per_s']:.2f}x Infinity"
-                cap = _peer_cap(run)
-                if cap is not None and run["workload"]["document_tokens"]["max"] > cap - 32:  # pairs past what it read
+                if (cap := _peer_read_less(run)) is not None:
                     part += f" (which read only the first {cap} tokens of these pairs)"
             parts.append(part)
     if parts:
