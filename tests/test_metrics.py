@@ -115,7 +115,9 @@ def settled(url: str) -> Scrape:
         time.sleep(0.2)
         current = scrape(url)
         idle = current.value("nv_inference_pending_request_count", model=MODEL) == 0
-        if idle and current.value("nv_inference_count", model=MODEL) == previous.value("nv_inference_count", model=MODEL):
+        # model.py reports its figures from a thread just after answering: they must hold still too
+        if idle and all(current.value(name, model=MODEL) == previous.value(name, model=MODEL)
+                        for name in ("nv_inference_count", "ara_reranker_real_tokens_total")):
             return current
         previous = current
     raise AssertionError("Triton did not settle: another test's requests are still running")

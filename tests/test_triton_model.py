@@ -16,9 +16,11 @@ import os
 import re
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 from types import ModuleType
+from typing import Sequence
 
 import numpy as np
 import pytest
@@ -93,6 +95,20 @@ def metric(metrics_url: str, name: str) -> float:
     match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
     assert match, f"{name} not exported on {metrics_url}"
     return float(match.group(1))
+
+
+def still(metrics_url: str, names: Sequence[str], timeout_s: float = 30.0) -> list[float]:
+    """``metric`` of each of ``names`` once they hold still for half a second: model.py's reporter thread has
+    handed over what earlier calls left (it does so within milliseconds of each answer)."""
+    values = [metric(metrics_url, name) for name in names]
+    deadline = time.monotonic() + timeout_s
+    while True:
+        time.sleep(0.5)
+        now = [metric(metrics_url, name) for name in names]
+        if now == values:
+            return now
+        assert time.monotonic() < deadline, f"model.py's metrics still moving after {timeout_s}s: {dict(zip(names, now))}"
+        values = now
 
 
 def load_model_module() -> ModuleType:
@@ -493,7 +509,7 @@ async def test_rows_are_length_sorted_into_budgeted_micro_batches(triton, client
     lengths = [len(pairs[m]) for m in members]
     names = ("ara_reranker_real_tokens_total", "ara_reranker_padded_tokens_total", "ara_reranker_forward_rows_count",
              f'ara_reranker_forward_tokens_bucket{{model="{MODEL_NAME}",le="{budget}"}}')
-    before = [metric(triton.metrics_url, name) for name in names]
+    before = still(triton.metrics_url, names)  # nothing of an earlier test's calls left to report
 
     logits = await infer(client, *padded([pairs[m] for m in members]))
     # model.py's reporter thread hands the figures to Triton right after execute() returns, token counters
