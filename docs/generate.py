@@ -34,12 +34,12 @@ TRITON_KNOBS = [
      "bounded queue: beyond it Triton refuses and the gateway answers `RESOURCE_EXHAUSTED`"),
     ("instance_group", "instances (processes) per device"),
     ("parameters.model_dir",
-     "model directory; relative to the repository's parent. Env `ARA_RERANKER_MODEL_DIR` overrides (the launcher sets it)"),
+     "model directory; relative to the repository's parent. Env `ARA_RERANKER_MODEL_DIR` overrides"),
     ("parameters.engine",
-     "`torch` (reference) or `onnx` (ONNX Runtime; CUDA execution provider on GPU). Env `ARA_RERANKER_ENGINE` overrides"),
+     "`torch` (reference) or `onnx` (ONNX Runtime; CUDA execution provider on GPU); what Info reports"),
     ("parameters.dtype",
-     "`auto` = float16 on GPU, float32 on CPU; or `float32`, `float16`, `bfloat16` (torch engine). Logits are upcast to "
-     "float32 before the sigmoid"),
+     "`auto` = float16 with torch on GPU, float32 otherwise; or `float32`, `float16` (GPU), `bfloat16` (torch), `int8` "
+     "(onnx, CPU). Info reports the precision this resolves to. Logits are upcast to float32 before the sigmoid"),
     ("parameters.max_batch_tokens", "token budget of one forward pass: rows × longest row of a micro-batch"),
     ("parameters.batch_overhead_tokens",
      "fixed cost of one forward pass, in tokens: micro-batches are the cut of the length-sorted rows that minimises padded "

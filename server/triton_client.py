@@ -27,6 +27,7 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from server.errors import BackendError, BackendFailed, BackendUnavailable, DeadlineExceeded, Overloaded, RerankerError
+from server.model_files import served_precision
 
 __all__ = ["TritonScorer", "ModelInfo"]
 
@@ -49,6 +50,15 @@ class ModelInfo:
     max_batch_size: int
     dtype: str
     engine: str
+
+    @classmethod
+    def of_config(cls, config: dict) -> "ModelInfo":
+        """From a model configuration as JSON: its batch size, engine, and the precision that engine runs
+        for its ``dtype`` on the instances' device (``auto`` differs between engines on GPU)."""
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        engine = params.get("engine", "torch")
+        on_gpu = any(group.get("kind") == "KIND_GPU" for group in config.get("instance_group", []))
+        return cls(int(config.get("max_batch_size", 0)), served_precision(engine, params.get("dtype", "auto"), on_gpu), engine)
 
 
 class TritonScorer:
@@ -138,13 +148,7 @@ class TritonScorer:
                 response = await self._clients[url].get_model_config(self.model, as_json=True, client_timeout=5)
             except Exception:
                 continue
-            config = response["config"]
-            params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-            on_gpu = any(group.get("kind") == "KIND_GPU" for group in config.get("instance_group", []))
-            dtype = params.get("dtype", "auto")
-            if dtype == "auto":
-                dtype = "float16" if on_gpu else "float32"
-            return ModelInfo(int(config.get("max_batch_size", 0)), dtype, params.get("engine", "torch"))
+            return ModelInfo.of_config(response["config"])
         raise BackendUnavailable(f"no Triton endpoint answered for model {self.model}")
 
     # -- scoring -----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import tritonclient.grpc as grpcclient
 
 import tools.onnx_export as onnx_export
 from server.model_files import graph_path, onnx_path
+from server.triton_client import ModelInfo
 from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage
 from tests.helpers import padded, repository_copy
 from tools.onnx_export import OnnxExportError, export_onnx
@@ -157,6 +158,9 @@ def test_triton_serves_onnx_logits_equal_to_the_reference(onnx_model_dir: Path, 
                 tensor.set_data_from_numpy(array)
                 inputs.append(tensor)
             result = client.infer(MODEL_NAME, inputs, outputs=[grpcclient.InferRequestedOutput("logits")])
+            # What the gateway's Info reports is read from this config: it names the engine that runs.
+            served = ModelInfo.of_config(client.get_model_config(MODEL_NAME, as_json=True)["config"])
+    assert (served.engine, served.dtype) == ("onnx", "float32")
     logits = result.as_numpy("logits")
     assert logits.shape == (len(rows), 1) and logits.dtype == np.float32
     np.testing.assert_allclose(logits[:, 0], reference.logits_of_ids(rows), atol=ATOL, rtol=0)

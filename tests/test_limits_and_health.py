@@ -15,7 +15,7 @@ from server.model_limits import ModelLimitError, max_input_length, max_positions
 from server.models import load_tokenizer
 from server.reranking import Admission
 from server.settings import Settings
-from server.triton_client import TritonScorer
+from server.triton_client import ModelInfo, TritonScorer
 
 
 def model_dir_with(tmp_path, tiny_model_dir, **tokenizer_config):
@@ -28,6 +28,20 @@ def model_dir_with(tmp_path, tiny_model_dir, **tokenizer_config):
     (target / "tokenizer_config.json").write_text(json.dumps(config))
     return target
 
+
+def test_info_reports_the_precision_each_engine_runs_for_its_dtype():
+    def info(engine: str, dtype: str, kind: str) -> ModelInfo:
+        return ModelInfo.of_config({"max_batch_size": 8, "instance_group": [{"kind": kind, "count": 1}],
+                                    "parameters": {"engine": {"string_value": engine}, "dtype": {"string_value": dtype}}})
+
+    assert info("torch", "auto", "KIND_GPU") == ModelInfo(8, "float16", "torch")
+    assert info("torch", "auto", "KIND_CPU") == ModelInfo(8, "float32", "torch")
+    # The onnx engine runs its float32 graph unless a dtype names another, on GPU too.
+    assert info("onnx", "auto", "KIND_GPU") == ModelInfo(8, "float32", "onnx")
+    # Spellings are reported as the precision they name.
+    assert info("torch", "bf16", "KIND_CPU").dtype == "bfloat16"
+    assert info("onnx", "qint8", "KIND_CPU").dtype == "int8"
+    assert info("onnx", "fp16", "KIND_GPU").dtype == "float16"
 
 def test_the_real_models_context_is_8192_tokens(tiny_model_dir):
     config = json.loads((tiny_model_dir / "config.json").read_text())

@@ -15,6 +15,7 @@ import asyncio
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,13 +76,16 @@ async def executions(client, model: str) -> tuple[int, int]:
 
 async def executions_since(client, model: str, before: tuple[int, int], requests: int) -> int:
     """execute() calls of ``model`` since ``before``, once ``requests`` more have been recorded (Triton
-    records a request as it is released, a moment after its response), waiting at most 5 s."""
-    for _ in range(50):
+    records a request as it is released, a moment after its response), waiting at most 30 s (a loaded
+    machine); it returns as soon as they are."""
+    deadline = time.monotonic() + 30
+    while True:
         done, calls = await executions(client, model)
         if done - before[0] >= requests:
             return calls - before[1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{model}: {requests} requests not recorded after 30 s")
         await asyncio.sleep(0.1)
-    raise AssertionError(f"{model}: {requests} requests not recorded after 5 s")
 
 
 async def infer(client, model: str, arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -334,6 +338,20 @@ def test_the_generated_repository_follows_the_template(tmp_path, tiny_model_dir,
                 'string_value: "models/ara-reranker-v1"', f'string_value: "{weights.resolve()}"'
             )
             assert expected != original and (model / config).read_text() == expected
+
+
+def test_an_engine_choice_is_written_into_the_configs_triton_serves(tmp_path):
+    # Info reads the engine from Triton's config of the model: the launcher's choice must be there, not
+    # beside it. Without weights named, the template's relative model_dir is made absolute as model.py would.
+    repository = generate_repository(tmp_path / "repo", {MODEL_NAME: None}, engine="onnx")
+    template = MODEL_REPOSITORY / MODEL_NAME
+    for config in ("config.pbtxt", "configs/cpu.pbtxt"):
+        original = (template / config).read_text()
+        expected = original.replace('{ key: "engine", value: { string_value: "torch" } }',
+                                    '{ key: "engine", value: { string_value: "onnx" } }').replace(
+            'string_value: "models/ara-reranker-v1"', f'string_value: "{(MODEL_REPOSITORY.parent / "models/ara-reranker-v1").resolve()}"'
+        )
+        assert (repository / MODEL_NAME / config).read_text() == expected
 
 
 def test_options_name_valid_models_one_way():

@@ -15,6 +15,10 @@ Two ways to say what it serves:
   version directory ``1/`` linked to the template's code. Each has its own dynamic batcher, queue and
   instance group, as Triton's repository conventions have it.
 
+An ``engine=`` choice is written into the served configurations (a generated repository, as for
+``models=``, one model named ``ara_reranker`` for ``model_dir=``): the gateway's Info reads the engine and
+dtype from Triton's configuration of the model, so the configuration must be what runs.
+
 ``TritonServer.model_names`` lists the Triton model names either way.
 
 ``python -m tools.triton_launcher --model tiny[,bert-tiny]`` runs one in the foreground until Ctrl-C.
@@ -47,7 +51,6 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL_REPOSITORY = PROJECT_ROOT / "model_repository"
 MODEL_NAME = "ara_reranker"  # the template model, and the one model of the model_dir= path
 MODEL_DIR_ENV = "ARA_RERANKER_MODEL_DIR"  # read by model.py; overrides the config's model_dir parameter
-ENGINE_ENV = "ARA_RERANKER_ENGINE"
 # A served name becomes a directory and a Triton model name: no separators, nothing hidden.
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -77,7 +80,7 @@ class TritonOptions:
     model_dir: Path | None = None  # one model, "ara_reranker": exported to model.py as ARA_RERANKER_MODEL_DIR
     # Several models: served name -> weights directory, one Triton model each (named so); excludes model_dir.
     models: Mapping[str, Path] | None = None
-    engine: str | None = None  # exported as ARA_RERANKER_ENGINE; None keeps config.pbtxt's
+    engine: str | None = None  # written into the served configs' ``engine`` parameter; None keeps the config's
     config_name: str | None = None  # None: "cpu" without a GPU, config.pbtxt with one
     host: str = "127.0.0.1"  # loopback by default: only the gateway should reach Triton
     grpc_port: int = 0
@@ -166,13 +169,14 @@ class TritonServer:
         opts = self.options
         env = dict(os.environ, **opts.extra_env)
         repository = opts.model_repository
-        if opts.models is not None:
-            repository = generate_repository(Path(self._tmp.name) / "model_repository", opts.models, opts.model_repository)
+        if opts.models is not None or opts.engine:
+            # A copy whose configs say what runs (Info reads the engine from Triton's config of the model).
+            models = opts.models if opts.models is not None else {MODEL_NAME: opts.model_dir}
+            repository = generate_repository(Path(self._tmp.name) / "model_repository", models, opts.model_repository,
+                                             engine=opts.engine)
             env.pop(MODEL_DIR_ENV, None)  # it would override every model's own model_dir parameter
         elif opts.model_dir is not None:
             env[MODEL_DIR_ENV] = str(Path(opts.model_dir).resolve())
-        if opts.engine:
-            env[ENGINE_ENV] = opts.engine
         config_name = self.config_name
         command = [
             "--model-repository", str(repository),
@@ -255,12 +259,14 @@ class TritonServer:
         self._child.kill()
 
 
-def generate_repository(target: Path, models: Mapping[str, Path], template: Path = MODEL_REPOSITORY) -> Path:
+def generate_repository(target: Path, models: Mapping[str, Path | None], template: Path = MODEL_REPOSITORY,
+                        engine: str | None = None) -> Path:
     """Write a model repository at ``target`` with one Triton model per served name of ``models``.
 
     Each is ``template``'s ``ara_reranker`` model: every configuration (config.pbtxt and configs/*.pbtxt)
-    copied with ``name`` set to the served name and the ``model_dir`` parameter to that model's absolute
-    weights directory; the version directory ``1/`` a link to the template's (one copy of the code)."""
+    copied with ``name`` set to the served name, the ``model_dir`` parameter to that model's absolute
+    weights directory (None: the template's, made absolute) and, if given, the ``engine`` parameter to
+    ``engine``; the version directory ``1/`` a link to the template's (one copy of the code)."""
     source = template / MODEL_NAME
     target.mkdir(parents=True, exist_ok=True)
     for name, model_dir in models.items():
@@ -270,21 +276,31 @@ def generate_repository(target: Path, models: Mapping[str, Path], template: Path
         for config in [source / "config.pbtxt", *sorted((source / "configs").glob("*.pbtxt"))]:
             destination = model / config.relative_to(source)
             destination.parent.mkdir(exist_ok=True)
-            destination.write_text(_configured(config.read_text(), name, Path(model_dir).resolve(), config))
+            destination.write_text(_configured(config.read_text(), name, model_dir, config, template.resolve().parent, engine))
         (model / "1").symlink_to((source / "1").resolve(), target_is_directory=True)
     return target
 
 
-def _configured(text: str, name: str, model_dir: Path, source: Path) -> str:
-    """A template configuration's text with its model name and ``model_dir`` parameter replaced."""
+def _configured(text: str, name: str, model_dir: Path | None, source: Path, root: Path, engine: str | None = None) -> str:
+    """A template configuration's text with its model name, ``model_dir`` parameter (None: its own, made
+    absolute from ``root``, the template repository's parent, as model.py resolves it) and, if given,
+    ``engine`` replaced."""
+    def parameter(key: str, value) -> None:
+        nonlocal text
+        text, found = re.subn(
+            r'(\{ key: "%s", value: \{ string_value: )("[^"]*")' % key,
+            lambda match: f"{match.group(1)}{json.dumps(str(value(json.loads(match.group(2)))), ensure_ascii=False)}",
+            text,
+        )
+        if found != 1:
+            raise ValueError(f"{source}: expected one {key} parameter, found {found}")
+
     text, names = re.subn(r'^name: "[^"]*"', f'name: "{name}"', text, flags=re.MULTILINE)
-    text, dirs = re.subn(
-        r'(\{ key: "model_dir", value: \{ string_value: )"[^"]*"',
-        lambda match: f"{match.group(1)}{json.dumps(str(model_dir), ensure_ascii=False)}",
-        text,
-    )
-    if names != 1 or dirs != 1:
-        raise ValueError(f"{source}: expected one `name:` line and one model_dir parameter, found {names} and {dirs}")
+    if names != 1:
+        raise ValueError(f"{source}: expected one `name:` line, found {names}")
+    parameter("model_dir", lambda own: Path(model_dir).resolve() if model_dir is not None else (root / own).resolve())
+    if engine:
+        parameter("engine", lambda _: engine)
     return text
 
 

@@ -28,7 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
-from server.model_files import graph_dtype, graph_path
+from server.model_files import TORCH_DTYPES, graph_dtype, graph_path, served_precision
 from server.model_limits import input_names, takes_token_type_ids
 
 __all__ = ["Engine", "ENGINES", "load_engine"]
@@ -74,23 +74,20 @@ class TorchEngine:
 
     ``allow_cpu_float16`` (benchmarks only) runs float16 on a CPU, emulated, to estimate its drift."""
 
-    DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
-
     def __init__(self, model_dir: Path, device: str, dtype: str, num_threads: int, *, allow_cpu_float16: bool = False) -> None:
         import torch
         from transformers import AutoModelForSequenceClassification
 
-        if dtype == "auto":
-            dtype = "float16" if device.startswith("cuda") else "float32"
-        if dtype not in self.DTYPES:
+        if dtype != "auto" and dtype not in TORCH_DTYPES:
             raise ValueError(f"dtype must be auto, float32, float16 or bfloat16; got {dtype!r}")
-        if self.DTYPES[dtype] == "float16":
+        precision = served_precision("torch", dtype, device.startswith("cuda"))
+        if precision == "float16":
             _refuse_cpu_float16("torch", device, allow_cpu_float16)
         if num_threads > 0:
             torch.set_num_threads(num_threads)
         self._torch = torch
         self.device = torch.device(device)
-        self.dtype = getattr(torch, self.DTYPES[dtype])
+        self.dtype = getattr(torch, precision)
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=self.dtype)
         self.model = model.to(self.device).eval()
         self.config = model.config

@@ -42,7 +42,6 @@ from server.model_limits import (  # noqa: E402  (the project, installed beside 
 from server.triton_config import limits, parameters  # noqa: E402
 
 MODEL_DIR_ENV = "ARA_RERANKER_MODEL_DIR"
-ENGINE_ENV = "ARA_RERANKER_ENGINE"
 
 
 class RequestError(ValueError):
@@ -88,7 +87,7 @@ class TritonPythonModel:
         self.pool = ForwardPool(workers or len(os.sched_getaffinity(0)))
         try:
             self.engine = load_engine(
-                engine=os.environ.get(ENGINE_ENV) or params.get("engine", "torch"),
+                engine=params.get("engine", "torch"),
                 model_dir=model_dir,
                 device=device,
                 dtype=params.get("dtype", "auto"),
