@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overhead-engine", default="onnx")
     parser.add_argument("--overhead-count", type=int, default=300, help="calls per system in the overhead measurement (0: skip)")
     parser.add_argument("--gateway-arg", action="append", default=[], metavar="KEY=VALUE", help="extra gateway flag, e.g. chunk_size=16")
+    parser.add_argument("--infinity-batch-size", type=int, default=32,
+                        help="Infinity's --batch-size (pairs per forward pass; 32, its default). It has no token budget: "
+                             "long pairs need a smaller one to fit in memory")
     parser.add_argument("--out-dir", type=Path, default=None, help="default bench/results (smoke: bench/results/smoke)")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out_dir or (RESULTS / "smoke" if args.smoke else RESULTS)
     out_dir.mkdir(parents=True, exist_ok=True)
     systems = _systems(args)
-    options = {"gateway_args": dict(kv.split("=", 1) for kv in args.gateway_arg)}
+    options = {"gateway_args": dict(kv.split("=", 1) for kv in args.gateway_arg), "infinity_batch_size": args.infinity_batch_size}
 
     from transformers import AutoTokenizer
 

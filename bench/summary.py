@@ -225,17 +225,27 @@ def workloads() -> str:
             notes.append(f"- {name} (`{path}`): Infinity read at most {cap} tokens of a pair (its optimum export's "
                          "`max_position_embeddings`), the service and the limit the model's 8,192, so there it scored less "
                          "of each document: its pairs/s are not like for like.")
+        for system in run["systems"]:
+            if system["system"].startswith("infinity") and system.get("batch_size", 32) != 32:
+                notes.append(f"- {name} (`{path}`): {system['system']} ran with `--batch-size {system['batch_size']}` "
+                             "(its default, 32, runs out of memory on these pairs).")
         tokens = run["workload"]["document_tokens"]
         limit = _levels(run, "limit-onnx")
         service = _levels(run, "service-onnx")
         peers = [s["system"] for s in run["systems"] if s["system"].startswith(("infinity", "sentence")) and s.get("levels")]
         for c in sorted(service):
-            best_name, best = max(((p, _levels(run, p).get(c, {}).get("pairs_per_s", 0.0)) for p in peers),
-                                  key=lambda t: t[1], default=("-", 0.0))
+            answered = [(p, level["pairs_per_s"]) for p in peers if (level := _levels(run, p).get(c)) and level["requests"]]
+            failed = [(p, level) for p in peers if (level := _levels(run, p).get(c)) and not level["requests"]]
+            best_name, best = max(answered, key=lambda t: t[1], default=("-", 0.0))
+            peer_cell = f"{best:.1f} ({best_name})" if answered else "-"
+            for p, level in failed:
+                peer_cell += f"; {p} failed"
+                notes.append(f"- {name} at {c} clients (`{path}`): {p} answered none of its calls in the window "
+                             f"({level['errors']} errors, the first `{level.get('first_error')}`).")
             own, lim = service[c]["pairs_per_s"], limit.get(c, {}).get("pairs_per_s", 0.0)
             rows.append(
                 f"| {name} | {run['workload']['docs_per_request']} ({tokens['min']}-{tokens['max']}) | {c} | {lim:.1f} | "
-                f"{best:.1f} ({best_name}) | **{own:.1f}** | {own / lim:.2f} | {own / best if best else float('nan'):.2f} | `{path}` |"
+                f"{peer_cell} | **{own:.1f}** | {own / lim:.2f} | {f'{own / best:.2f}' if best else '-'} | `{path}` |"
             )
     return "\n".join(rows) + ("\n\n" + "\n".join(notes) if notes else "")
 
@@ -321,7 +331,9 @@ def headline() -> str:
         peer = _levels(run, "infinity-optimum").get(8)
         if service and limit:
             part = f"{name} {service['pairs_per_s'] / limit['pairs_per_s']:.2f}x the limit"
-            if peer:
+            if peer and not peer["requests"]:
+                part += f", while Infinity failed ({peer['errors']} errors)"
+            elif peer:
                 part += f", {service['pairs_per_s'] / peer['pairs_per_s']:.2f}x Infinity"
                 if (cap := _peer_read_less(run)) is not None:
                     part += f" (which read only the first {cap} tokens of these pairs)"
