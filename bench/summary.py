@@ -237,17 +237,22 @@ def workloads() -> str:
             answered = [(p, level["pairs_per_s"]) for p in peers if (level := _levels(run, p).get(c)) and level["requests"]]
             failed = [(p, level) for p in peers if (level := _levels(run, p).get(c)) and not level["requests"]]
             best_name, best = max(answered, key=lambda t: t[1], default=("-", 0.0))
-            peer_cell = f"{best:.1f} ({best_name})" if answered else "-"
+            peer_cell = f"{_rate(best)} ({best_name})" if answered else "-"
             for p, level in failed:
                 peer_cell += f"; {p} failed"
                 notes.append(f"- {name} at {c} clients (`{path}`): {p} answered none of its calls in the window "
                              f"({level['errors']} errors, the first `{level.get('first_error')}`).")
             own, lim = service[c]["pairs_per_s"], limit.get(c, {}).get("pairs_per_s", 0.0)
             rows.append(
-                f"| {name} | {run['workload']['docs_per_request']} ({tokens['min']}-{tokens['max']}) | {c} | {lim:.1f} | "
-                f"{peer_cell} | **{own:.1f}** | {own / lim:.2f} | {f'{own / best:.2f}' if best else '-'} | `{path}` |"
+                f"| {name} | {run['workload']['docs_per_request']} ({tokens['min']}-{tokens['max']}) | {c} | {_rate(lim)} | "
+                f"{peer_cell} | **{_rate(own)}** | {own / lim:.2f} | {f'{own / best:.2f}' if best else '-'} | `{path}` |"
             )
     return "\n".join(rows) + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def _rate(pairs_per_s: float) -> str:
+    """Pairs/s with two significant digits below 1 (long pages), else one decimal."""
+    return f"{pairs_per_s:.2f}" if pairs_per_s < 1 else f"{pairs_per_s:.1f}"
 
 
 def _peer_read_less(run: dict) -> int | None:
