@@ -35,12 +35,13 @@ from pathlib import Path
 from tools.child_process import ChildProcess
 from tools.triton_launcher import free_port
 
-__all__ = ["INFINITY_VENV", "InfinitySystem", "available", "export_for_optimum"]
+__all__ = ["INFINITY_VENV", "DEFAULT_BATCH_SIZE", "InfinitySystem", "available", "export_for_optimum"]
 
 BENCH_DIR = Path(__file__).resolve().parent
 INFINITY_VENV = BENCH_DIR / ".venv-infinity"
 CACHE_DIR = BENCH_DIR / ".cache" / "infinity"
 ENGINES = ("torch", "optimum")
+DEFAULT_BATCH_SIZE = 32  # Infinity's own --batch-size default: pairs per forward pass (it has no token budget)
 # What the optimum engine read of a pair in results that do not record it (runs before it was the model's).
 OPTIMUM_MAX_TOKENS_BEFORE = 512
 
@@ -124,7 +125,7 @@ def _env(home: Path) -> dict[str, str]:
 class InfinitySystem:
     """One Infinity server process (``engine`` torch or optimum) and an HTTP client for its /rerank."""
 
-    def __init__(self, model_dir: Path, engine: str, *, batch_size: int = 32, log_dir: Path | None = None,
+    def __init__(self, model_dir: Path, engine: str, *, batch_size: int = DEFAULT_BATCH_SIZE, log_dir: Path | None = None,
                  startup_timeout_s: float = 900.0) -> None:
         if engine not in ENGINES:
             raise ValueError(f"infinity engine must be one of {ENGINES}; got {engine!r}")

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import report
+from bench.infinity import DEFAULT_BATCH_SIZE as INFINITY_BATCH_SIZE
 from bench.worker import SYSTEMS
 from bench.workload import SHAPES, make_workload
 
@@ -184,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overhead-engine", default="onnx")
     parser.add_argument("--overhead-count", type=int, default=300, help="calls per system in the overhead measurement (0: skip)")
     parser.add_argument("--gateway-arg", action="append", default=[], metavar="KEY=VALUE", help="extra gateway flag, e.g. chunk_size=16")
-    parser.add_argument("--infinity-batch-size", type=int, default=32,
-                        help="Infinity's --batch-size (pairs per forward pass; 32, its default). It has no token budget: "
+    parser.add_argument("--infinity-batch-size", type=int, default=INFINITY_BATCH_SIZE,
+                        help="Infinity's --batch-size (pairs per forward pass; default: its own). It has no token budget: "
                              "long pairs need a smaller one to fit in memory")
     parser.add_argument("--out-dir", type=Path, default=None, help="default bench/results (smoke: bench/results/smoke)")
     args = parser.parse_args(argv)

@@ -214,6 +214,8 @@ def workloads() -> str:
     in-process limit and the best peer, measured in the same run."""
     rows = ["| workload | documents per request (tokens) | clients | in-process limit | best peer | service | service / limit "
             "| service / best peer | file |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    from bench.infinity import DEFAULT_BATCH_SIZE
+
     notes = []
     for name in ("mixed", "uniform-128", "uniform-512", "long"):
         try:
@@ -226,16 +228,17 @@ def workloads() -> str:
                          "`max_position_embeddings`), the service and the limit the model's 8,192, so there it scored less "
                          "of each document: its pairs/s are not like for like.")
         for system in run["systems"]:
-            if system["system"].startswith("infinity") and system.get("batch_size", 32) != 32:
+            if system["system"].startswith("infinity") and system.get("batch_size", DEFAULT_BATCH_SIZE) != DEFAULT_BATCH_SIZE:
                 notes.append(f"- {name} (`{path}`): {system['system']} ran with `--batch-size {system['batch_size']}` "
-                             "(its default, 32, runs out of memory on these pairs).")
+                             f"(its default, {DEFAULT_BATCH_SIZE}, runs out of memory on these pairs).")
         tokens = run["workload"]["document_tokens"]
         limit = _levels(run, "limit-onnx")
         service = _levels(run, "service-onnx")
         peers = [s["system"] for s in run["systems"] if s["system"].startswith(("infinity", "sentence")) and s.get("levels")]
         for c in sorted(service):
-            answered = [(p, level["pairs_per_s"]) for p in peers if (level := _levels(run, p).get(c)) and level["requests"]]
-            failed = [(p, level) for p in peers if (level := _levels(run, p).get(c)) and not level["requests"]]
+            at_c = {p: level for p in peers if (level := _levels(run, p).get(c))}
+            answered = [(p, level["pairs_per_s"]) for p, level in at_c.items() if level["requests"]]
+            failed = [(p, level) for p, level in at_c.items() if not level["requests"]]
             best_name, best = max(answered, key=lambda t: t[1], default=("-", 0.0))
             peer_cell = f"{_rate(best)} ({best_name})" if answered else "-"
             for p, level in failed:

@@ -49,10 +49,10 @@ def make_system(name: str, model_dir: Path, options: dict):
     if name == "sentence-transformers":
         return systems.SentenceTransformersCE(model_dir)
     if name.startswith("infinity-"):
-        from bench.infinity import InfinitySystem
+        from bench.infinity import DEFAULT_BATCH_SIZE, InfinitySystem
 
-        return InfinitySystem(model_dir, name.removeprefix("infinity-"), batch_size=int(options.get("infinity_batch_size", 32)),
-                              log_dir=options.get("log_dir"))
+        return InfinitySystem(model_dir, name.removeprefix("infinity-"), log_dir=options.get("log_dir"),
+                              batch_size=int(options.get("infinity_batch_size", DEFAULT_BATCH_SIZE)))
     if name.startswith("service-"):
         return systems.ServiceSystem(model_dir, name.removeprefix("service-"), gateway_args=options.get("gateway_args"),
                                      log_dir=options.get("log_dir"), config_name=options.get("config_name"))
@@ -80,10 +80,8 @@ def measure(name: str, model_dir: Path, workload: Workload, concurrency: list[in
     started = time.perf_counter()
     system = make_system(name, model_dir, options)
     result: dict = {"system": name, "levels": []}
-    if getattr(system, "max_tokens", None):  # a peer that reads only so many tokens of a pair (Infinity)
-        result["max_tokens"] = system.max_tokens
-    if name.startswith("infinity-"):  # pairs per forward pass: it has no token budget
-        result["batch_size"] = system.batch_size
+    if name.startswith("infinity-"):  # what it reads of a pair, and pairs per forward pass (no token budget)
+        result["max_tokens"], result["batch_size"] = system.max_tokens, system.batch_size
     with system, PeakRss(system.pids) as rss:
         result["startup_s"] = round(time.perf_counter() - started, 1)
         call = system.rerank

@@ -285,23 +285,30 @@ def _configured(text: str, name: str, model_dir: Path | None, source: Path, root
     """A template configuration's text with its model name, ``model_dir`` parameter (None: its own, made
     absolute from ``root``, the template repository's parent, as model.py resolves it) and, if given,
     ``engine`` replaced."""
-    def parameter(key: str, value) -> None:
-        nonlocal text
-        text, found = re.subn(
-            r'(\{ key: "%s", value: \{ string_value: )("[^"]*")' % key,
-            lambda match: f"{match.group(1)}{json.dumps(str(value(json.loads(match.group(2)))), ensure_ascii=False)}",
-            text,
-        )
-        if found != 1:
-            raise ValueError(f"{source}: expected one {key} parameter, found {found}")
-
     text, names = re.subn(r'^name: "[^"]*"', f'name: "{name}"', text, flags=re.MULTILINE)
     if names != 1:
         raise ValueError(f"{source}: expected one `name:` line, found {names}")
-    parameter("model_dir", lambda own: Path(model_dir).resolve() if model_dir is not None else (root / own).resolve())
-    if engine:
-        parameter("engine", lambda _: engine)
-    return text
+    own_dir = root / _parameter(text, "model_dir", source)  # an absolute own path stays as it is
+    text = _with_parameter(text, "model_dir", str(Path(model_dir if model_dir is not None else own_dir).resolve()), source)
+    return _with_parameter(text, "engine", engine, source) if engine else text
+
+
+def _parameter_pattern(key: str) -> re.Pattern:
+    return re.compile(r'(\{ key: "%s", value: \{ string_value: )("[^"]*")' % re.escape(key))
+
+
+def _parameter(text: str, key: str, source: Path) -> str:
+    """The value of the one string parameter ``key`` of a configuration's text (ValueError if not one)."""
+    found = _parameter_pattern(key).findall(text)
+    if len(found) != 1:
+        raise ValueError(f"{source}: expected one {key} parameter, found {len(found)}")
+    return json.loads(found[0][1])
+
+
+def _with_parameter(text: str, key: str, value: str, source: Path) -> str:
+    """The text with the one string parameter ``key`` set to ``value``."""
+    _parameter(text, key, source)
+    return _parameter_pattern(key).sub(lambda match: match.group(1) + json.dumps(value, ensure_ascii=False), text)
 
 
 def main(argv: list[str] | None = None) -> int:
