@@ -103,8 +103,8 @@ def _specs(settings: Settings) -> list[tuple[str, str, str, str]]:
     if settings.models:
         return [(name, path, name, hub or name) for name, hub, path in model_entries(settings)]
     source = Path(settings.tokenizer)
-    name = settings.model_id or (source.name if source.exists() else settings.tokenizer)
-    return [(name, settings.tokenizer, settings.triton_model, name)]
+    model_id = settings.model_id or (source.name if source.exists() else settings.tokenizer)
+    return [(settings.model_name or model_id, settings.tokenizer, settings.triton_model, model_id)]
 
 
 def load_models(settings: Settings) -> ModelRegistry:

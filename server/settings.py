@@ -39,7 +39,10 @@ class Settings:
     )
     triton_model: str = _knob("ara_reranker", "Triton model name (one-model form)")
     tokenizer: str = _knob("models/ara-reranker-v1", "Directory (or hub id) of the served model's tokenizer (one-model form)")
-    model_id: str = _knob("", "Name reported by Info and responses (one-model form; default: the tokenizer's model name)")
+    model_name: str = _knob(
+        "", "Name the model is served under and requests choose it by (one-model form; default: model_id); model_id answers too"
+    )
+    model_id: str = _knob("", "Model id reported by Info and responses, also accepted as its name (one-model form; default: the tokenizer's model name)")
     max_input_length: int = _knob(
         0, "Max tokens of a (query, document) pair, special tokens included (0: the model's, its tokenizer's model_max_length); "
         "lower it to score faster, as CrossEncoder(model, max_length=512) does; above the model's is refused at start"

@@ -77,13 +77,18 @@ def test_every_alert_has_a_unit_test_where_it_fires_and_one_where_it_stays_quiet
     assert set(alert_names()) <= quiet, f"never shown quiet: {sorted(set(alert_names()) - quiet)}"
 
 
+SERVER_ERRORS = 'code!~"OK|INVALID_ARGUMENT|NOT_FOUND|UNAUTHENTICATED|CANCELLED"'
+
+
 @pytest.mark.parametrize("change", [
-    ('code!~"OK|INVALID_ARGUMENT|UNAUTHENTICATED|CANCELLED"', 'code!~"OK|INVALID_ARGUMENT|UNAUTHENTICATED|CANCELLED|DEADLINE_EXCEEDED"'),
-    ('code!~"OK|INVALID_ARGUMENT|UNAUTHENTICATED|CANCELLED"', 'code!~"OK|INVALID_ARGUMENT|UNAUTHENTICATED"'),
+    (SERVER_ERRORS, 'code!~"OK|INVALID_ARGUMENT|NOT_FOUND|UNAUTHENTICATED|CANCELLED|DEADLINE_EXCEEDED"'),
+    (SERVER_ERRORS, 'code!~"OK|INVALID_ARGUMENT|NOT_FOUND|UNAUTHENTICATED"'),
+    (SERVER_ERRORS, 'code!~"OK|INVALID_ARGUMENT|UNAUTHENTICATED|CANCELLED"'),
 ])
 def test_the_unit_tests_catch_a_wrong_server_error_rate(tmp_path, change):
-    """Moving DEADLINE_EXCEEDED out of, or CANCELLED into, the server-side error rate fails the unit tests:
-    a service too slow for its callers must show errors, and callers giving up must not page anyone."""
+    """Moving DEADLINE_EXCEEDED out of, or CANCELLED or NOT_FOUND into, the server-side error rate fails the unit
+    tests: a service too slow for its callers must show errors; callers giving up or naming a model that is not
+    served must not page anyone."""
     old, new = change
     alerts = (MONITORING / "alerts.yml").read_text()
     assert old in alerts

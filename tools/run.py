@@ -29,6 +29,19 @@ def model_id(model: str) -> str:
     return model
 
 
+def served_model_args(names: list[str], dirs: dict[str, Path]) -> dict[str, str]:
+    """The gateway settings that serve ``names`` (as ``make run MODEL=a,b`` gives them) from ``dirs`` (served
+    name -> model directory): each answers to the short name it was given and to its hub id, the first is the
+    default. One model keeps the repository's Triton model (ara_reranker); several are one Triton model each."""
+    if len(names) == 1:
+        return {"tokenizer": str(dirs[served_name(names[0])]), "model_name": served_name(names[0]), "model_id": model_id(names[0])}
+    entries = []
+    for name in names:
+        hub, path = hub_id(name), dirs[served_name(name)]
+        entries.append(f"{served_name(name)}:{hub}={path}" if hub else f"{served_name(name)}={path}")
+    return {"models": ",".join(entries)}
+
+
 def limit_problems(gateway_args: dict[str, str], triton: TritonServer, model_dir: Path) -> list[str]:
     """The coupled limits (server.model_limits.COUPLED_LIMITS) broken between the gateway's settings (its
     flags and RERANKER_* variables), the Triton configuration in use and the default model."""
@@ -57,15 +70,13 @@ def main(argv: list[str] | None = None) -> int:
 
     names = split_models(args.model)
     dirs = {served_name(name): prepare(name, engine=args.engine) for name in names}
-    hubs = {served_name(name): hub_id(name) for name in names}
     logs = PROJECT_ROOT / "logs"
     ports = dict(grpc_port=args.triton_grpc_port, http_port=args.triton_http_port, metrics_port=args.triton_metrics_port)
     if len(names) == 1:  # one model: the repository as it is (Triton model ara_reranker)
         options = TritonOptions(model_dir=next(iter(dirs.values())), engine=args.engine, log_path=logs / "tritonserver.log", **ports)
-        served = {"tokenizer": str(next(iter(dirs.values()))), "model_id": model_id(names[0])}
     else:
         options = TritonOptions(models=dirs, engine=args.engine, log_path=logs / "tritonserver.log", **ports)
-        served = {"models": ",".join(f"{name}:{hubs[name]}={path}" if hubs[name] else f"{name}={path}" for name, path in dirs.items())}
+    served = served_model_args(names, dirs)
     print(f"starting tritonserver with {', '.join(map(str, dirs.values()))} (log: {options.log_path}) ...", flush=True)
     with TritonServer(options) as triton:
         gateway_args = {
