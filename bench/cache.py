@@ -25,11 +25,11 @@ from bench.loadgen import run_level
 from bench.run import _machine, write_result
 from bench.systems import triton_metrics
 from bench.workload import Request
-from client import RerankerClient
+from ara_reranker_client import RerankerClient
 from tests.arabic_text import QUERIES, mixed_passages
-from tools.gateway_process import GatewayProcess
-from tools.model_store import prepare
-from tools.triton_launcher import TritonOptions, TritonServer
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from ara_reranker_model.store import prepare
+from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 
 
 def zipf_requests(rng: np.random.Generator, corpus: list[str], queries: list[str], requests: int, docs: int,

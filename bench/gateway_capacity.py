@@ -208,7 +208,7 @@ def summarise(records, errors, concurrency: int, before: dict, after: dict) -> d
 
 
 async def drive_gateway(spec: dict) -> list[dict]:
-    from client import AsyncRerankerClient
+    from ara_reranker_client import AsyncRerankerClient
 
     probe = Probe(spec["gateway_pid"], spec["triton_pid"], spec["triton_metrics"])
     rows = []
@@ -232,8 +232,8 @@ async def drive_triton(spec: dict) -> list[dict]:
     import tritonclient.grpc.aio as triton_aio
     from tritonclient.grpc import InferInput, InferRequestedOutput
 
-    from server.model_inputs import padded_rows
-    from server.models import load_tokenizer
+    from ara_reranker_model.inputs import padded_rows
+    from ara_reranker_server.models import load_tokenizer
 
     tokenizer = load_tokenizer(spec["model_dir"], 0, 1)
     probe = Probe(None, spec["triton_pid"], spec["triton_metrics"])
@@ -297,7 +297,7 @@ def null_repository(tmp: Path) -> Path:
     """A copy of the project's model repository whose model.py answers zeros (its configurations unchanged)."""
     import shutil
 
-    from tools.triton_launcher import MODEL_NAME, MODEL_REPOSITORY
+    from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, MODEL_REPOSITORY
 
     model = tmp / "null_repository" / MODEL_NAME
     shutil.copytree(MODEL_REPOSITORY / MODEL_NAME, model, ignore=shutil.ignore_patterns("1", "__pycache__"))
@@ -308,7 +308,7 @@ def null_repository(tmp: Path) -> Path:
 
 def pair_tokens(model_dir: Path, workload: Workload) -> dict:
     """Tokens per (query, document) pair as the gateway makes them (special tokens included)."""
-    from server.models import load_tokenizer
+    from ara_reranker_server.models import load_tokenizer
 
     tokenizer = load_tokenizer(str(model_dir), 0, 1)
     lengths = [len(ids) for r in workload.requests for ids in tokenizer.encode(r.query, r.documents, True)[0]]
@@ -352,9 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, other)  # before any thread or child: Triton inherits it
     from transformers import AutoTokenizer
 
-    from tools.gateway_process import GatewayProcess
-    from tools.model_store import prepare
-    from tools.triton_launcher import TritonOptions, TritonServer
+    from ara_reranker_server.launcher.gateway_process import GatewayProcess
+    from ara_reranker_model.store import prepare
+    from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 
     model_dir = prepare(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

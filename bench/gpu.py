@@ -101,7 +101,7 @@ def environment(device: str) -> dict:
     import onnxruntime as ort
     import torch
 
-    from tools.triton_launcher import has_gpu
+    from ara_reranker_server.launcher.triton_launcher import has_gpu
 
     out = {"device": device, "torch_cuda": torch.version.cuda, "onnxruntime_providers": ort.get_available_providers(),
            "tritonserver": _tritonserver(), "nvidia_smi_gpu": has_gpu()}
@@ -138,8 +138,8 @@ def batch_shapes(model_dir: Path, device: str, widths: list[int], budgets: list[
     """Tokens/s of full micro-batches per (row width, token budget); the fitted per-pass overhead and the
     proposed budget."""
     from bench.systems import model_code
-    from server.model_inputs import padded_rows
-    from server.model_limits import max_positions
+    from ara_reranker_model.inputs import padded_rows
+    from ara_reranker_model.limits import max_positions
 
     engines, _ = model_code()
     engine = engines.load_engine("torch", model_dir, device, "float16", 0, allow_cpu_float16=not device.startswith("cuda"))
@@ -243,7 +243,7 @@ def _level_row(concurrency: int, pairs_per_s: float, p50: float, p99: float, err
 def configured_repository(target: Path, model_dir: Path, queue_delay_us: int, parameters: dict[str, object]) -> Path:
     """The model repository with every config's queue delay and the given parameters set (the launcher's
     generated repository: name and weights directory already set)."""
-    from tools.triton_launcher import MODEL_NAME, generate_repository
+    from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, generate_repository
 
     repository = generate_repository(target, {MODEL_NAME: model_dir})
     for config in (repository / MODEL_NAME).rglob("*.pbtxt"):
@@ -263,7 +263,7 @@ def prepared_requests(model_dir: Path, workload, chunk_size: int) -> tuple[list,
     into chunks of ``chunk_size``, each right-padded (the gateway's padding); and every pair's length."""
     from transformers import AutoTokenizer
 
-    from server.reranking import padded_rows
+    from ara_reranker_server.reranking import padded_rows
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prepared, lengths = [], []
@@ -307,7 +307,7 @@ def triton(model_dir: Path, queue_delays: list[int], parameters: dict, prepared:
            seconds: float, flops_per_pair: float, peak: float | None, tmp: Path) -> dict:
     """The Triton model with dynamic batching, once per queue delay."""
     from bench.gateway_capacity import Probe
-    from tools.triton_launcher import TritonOptions, TritonServer
+    from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 
     # The config's engine and dtype: torch, auto (float16 on a GPU, float32 in a CPU dry run).
     out: dict = {"parameters": parameters, "by_queue_delay_us": {}}
@@ -423,7 +423,7 @@ def _workload(model_dir: Path, requests: int, result: dict):
     from transformers import AutoTokenizer
 
     from bench.workload import make_workload
-    from server.settings import Settings
+    from ara_reranker_server.settings import Settings
 
     chunk_size = Settings().chunk_size  # the gateway's default: pairs per Triton request
     workload = make_workload(AutoTokenizer.from_pretrained(model_dir), requests=requests)
@@ -436,14 +436,14 @@ def _workload(model_dir: Path, requests: int, result: dict):
 
 def _prepare(step: Step, model: str, onnx: bool) -> Path:
     """The model directory (built offline if needed) and, when it can be used here, its float16 graph."""
-    from tools.model_store import prepare
+    from ara_reranker_model.store import prepare
 
     prepared = step("model", lambda: {"dir": str(prepare(model))})
     if "skipped" in prepared:  # no model, no measurement
         raise SystemExit(f"could not prepare {model}: {prepared['skipped']}")
     model_dir = Path(prepared["dir"])
     if onnx:
-        from tools.onnx_export import export_onnx
+        from ara_reranker_model.onnx_export import export_onnx
 
         step("onnx_export", lambda: {"graph": str(export_onnx(model_dir, dtype="float16"))})
     return model_dir

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 
 from bench.run import _machine, write_result
 from bench.systems import NO_CACHE
-from client import RerankerClient
+from ara_reranker_client import RerankerClient
 from tests.arabic_text import QUERIES, mixed_passages
-from tools.gateway_process import GatewayProcess
-from tools.model_store import prepare
-from tools.triton_launcher import TritonOptions, TritonServer
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from ara_reranker_model.store import prepare
+from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 
 
 def measure(model: str, engine: str, count: int, documents: int, seed: int) -> dict:
@@ -58,7 +57,7 @@ def measure(model: str, engine: str, count: int, documents: int, seed: int) -> d
     for name, values in latencies.items():
         out["apis"][name] = {"p50_ms": round(float(np.percentile(values, 50)), 3), "p99_ms": round(float(np.percentile(values, 99)), 3)}
     base = out["apis"]["grpc reranker.v1"]["p50_ms"]
-    for name, figures in out["apis"].items():
+    for figures in out["apis"].values():
         figures["p50_minus_grpc_ms"] = round(figures["p50_ms"] - base, 3)
     return out
 

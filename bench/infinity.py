@@ -32,8 +32,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tools.child_process import ChildProcess
-from tools.triton_launcher import free_port
+from ara_reranker_server.launcher.child_process import ChildProcess
+from ara_reranker_server.launcher.triton_launcher import free_port
 
 __all__ = ["INFINITY_VENV", "DEFAULT_BATCH_SIZE", "InfinitySystem", "available", "export_for_optimum"]
 

@@ -25,12 +25,12 @@ import numpy as np
 
 from bench.run import _machine, write_result
 from bench.systems import NO_CACHE
-from client import RerankerClient, RerankerError
-from server.reranking import PairTokenizer
+from ara_reranker_client import RerankerClient, RerankerError
+from ara_reranker_server.reranking import PairTokenizer
 from tests.arabic_text import QUERIES, SENTENCES, mixed_passages, passage
-from tools.gateway_process import GatewayProcess
-from tools.model_store import prepare
-from tools.triton_launcher import TritonOptions, TritonServer
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from ara_reranker_model.store import prepare
+from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 
 
 def worst_case_documents(count: int, chars: int) -> list[str]:

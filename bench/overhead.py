@@ -29,8 +29,8 @@ from bench.run import _machine, write_result
 from bench.systems import NO_CACHE, ServiceSystem, triton_metrics
 from bench.worker import make_system
 from bench.workload import make_workload
-from reranker.v1 import reranker_pb2
-from server.model_inputs import padded_rows
+from ara_reranker_client.v1 import reranker_pb2
+from ara_reranker_model.inputs import padded_rows
 
 _TRITON = {  # Triton's cumulative counters (microseconds), and model.py's forward-pass seconds
     "request_us": "nv_inference_request_duration_us",

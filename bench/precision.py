@@ -98,7 +98,7 @@ def _system(model_dir: Path, option: Option, device: str, parameters: dict[str, 
 
     if option.engine == "onnx":
         from bench.systems import model_code
-        from tools.onnx_export import export_onnx
+        from ara_reranker_model.onnx_export import export_onnx
 
         engines, _ = model_code()
         engines.OnnxEngine.execution_providers(device)  # ValueError before a long export, not after it
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.run import RESULTS, _git_commit, _machine, _versions, write_result
     from bench.worker import config_parameters
     from client.evaluation import SAMPLE_DATA, load_dataset
-    from tools.model_store import prepare
+    from ara_reranker_model.store import prepare
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="offline model or directory (default: small on CPU, large on GPU)")

@@ -86,11 +86,11 @@ def _git_commit() -> str:
 
 
 def _prepare(model: str, needs_onnx: bool) -> Path:
-    from tools.model_store import prepare
+    from ara_reranker_model.store import prepare
 
     model_dir = prepare(model)
     if needs_onnx:
-        from tools.onnx_export import export_onnx
+        from ara_reranker_model.onnx_export import export_onnx
 
         export_onnx(model_dir)
     return model_dir

@@ -18,10 +18,10 @@ from bench.loadgen import run_level
 from bench.run import _machine, write_result
 from bench.systems import NO_CACHE
 from bench.workload import make_workload
-from client import RerankerClient
-from tools.gateway_process import GatewayProcess
-from tools.model_store import prepare
-from tools.triton_launcher import TritonOptions, TritonServer
+from ara_reranker_client import RerankerClient
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from ara_reranker_model.store import prepare
+from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 
 
 def measure(models: dict, concurrency: int, duration_s: float, workload) -> dict:

@@ -347,7 +347,7 @@ def headline() -> str:
                     part += f" (which read only the first {cap} tokens of these pairs)"
             parts.append(part)
     if parts:
-        lines.append(f"- Throughput at 8 callers, `small` model on CPU ([benchmarks.md](docs/benchmarks.md#every-workload-side-by-side)): "
+        lines.append("- Throughput at 8 callers, `small` model on CPU ([benchmarks.md](docs/benchmarks.md#every-workload-side-by-side)): "
                      + "; ".join(parts) + ".")
     http_extra = max(f["p50_minus_grpc_ms"] for f in http["apis"].values())
     lines += [

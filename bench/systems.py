@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from server.model_inputs import PAD_TOKEN_TYPE, padded_rows
-from server.reranking import sigmoid
+from ara_reranker_model.inputs import PAD_TOKEN_TYPE, padded_rows
+from ara_reranker_server.reranking import sigmoid
 
 # Benchmarks measure the model, not the score cache: their workloads repeat requests, which the cache would
 # answer without the model (bench/cache.py measures the cache itself).
@@ -215,9 +215,9 @@ class ServiceSystem:
         self.triton = self.gateway = self.client = None
 
     def __enter__(self) -> "ServiceSystem":
-        from client import RerankerClient
-        from tools.gateway_process import GatewayProcess
-        from tools.triton_launcher import TritonOptions, TritonServer
+        from ara_reranker_client import RerankerClient
+        from ara_reranker_server.launcher.gateway_process import GatewayProcess
+        from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 
         log = (lambda name: self.log_dir / name) if self.log_dir else (lambda name: None)
         try:

@@ -22,11 +22,11 @@ import numpy as np
 
 from bench.run import _machine, write_result
 from bench.systems import NO_CACHE
-from reranker.v1 import reranker_pb2, reranker_pb2_grpc
+from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
 from tests.arabic_text import QUERIES, passage
-from tools.gateway_process import GatewayProcess
-from tools.model_store import prepare
-from tools.triton_launcher import TritonOptions, TritonServer
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from ara_reranker_model.store import prepare
+from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 
 MODES = {"end": reranker_pb2.TRUNCATION_END, "split": reranker_pb2.TRUNCATION_SPLIT}
 

@@ -27,7 +27,7 @@ SYSTEMS = ("limit-torch", "limit-onnx", "limit-torch-bf16", "sentence-transforme
 def config_parameters(config: str = "cpu") -> dict[str, str]:
     """The ``parameters`` of one of the Triton model's configs: ``cpu`` (configs/cpu.pbtxt) or ``gpu``
     (config.pbtxt, the production one)."""
-    from server import triton_config
+    from ara_reranker_server import triton_config
 
     return triton_config.parameters(triton_config.read(triton_config.CONFIGS[config]))
 

@@ -9,8 +9,8 @@ A generated section sits between two markers and is never edited by hand::
     ...
     <!-- end generated: NAME -->
 
-The settings table comes from ``server/settings.py``, the Triton tables from the ``.pbtxt`` files and
-``server/triton_config.py``, the coupled limits from ``server/model_limits.py``, the benchmark figures from
+The settings table comes from ``server/ara_reranker_server/settings.py``, the Triton tables from the ``.pbtxt`` files and
+``server/ara_reranker_server/triton_config.py``, the coupled limits from ``server/ara_reranker_model/limits.py``, the benchmark figures from
 the committed results in ``bench/results/`` (``bench/summary.py``). Change those, then run ``make docs``;
 tests/test_docs.py fails while a section is stale.
 """
@@ -25,7 +25,7 @@ from typing import Callable
 
 DOCS = Path(__file__).resolve().parent
 
-# The Triton model's knobs, in the order the table shows them: (field path in server.triton_config.fields, meaning).
+# The Triton model's knobs, in the order the table shows them: (field path in ara_reranker_server.triton_config.fields, meaning).
 TRITON_KNOBS = [
     ("max_batch_size", "rows (pairs) per dynamic batch; one request may carry at most this many, so `chunk_size` must not exceed it"),
     ("dynamic_batching.max_queue_delay_microseconds",
@@ -56,13 +56,13 @@ def _value(fields: dict, path: str) -> str:
 
 
 def settings_table() -> str:
-    from server.settings import Settings
+    from ara_reranker_server.settings import Settings
 
     return Settings.markdown_table()
 
 
 def triton_parameters() -> str:
-    from server import triton_config
+    from ara_reranker_server import triton_config
 
     gpu, cpu = (triton_config.fields(triton_config.read(triton_config.CONFIGS[k])) for k in ("gpu", "cpu"))
     rows = ["| knob | GPU | CPU | meaning |", "|---|---|---|---|"]
@@ -72,7 +72,7 @@ def triton_parameters() -> str:
 
 
 def cpu_differences() -> str:
-    from server import triton_config
+    from ara_reranker_server import triton_config
 
     gpu, cpu = (triton_config.fields(triton_config.read(triton_config.CONFIGS[k])) for k in ("gpu", "cpu"))
     rows = ["| field | `config.pbtxt` (GPU) | `configs/cpu.pbtxt` (CPU) | why |", "|---|---|---|---|"]
@@ -81,7 +81,7 @@ def cpu_differences() -> str:
 
 
 def coupled_limits() -> str:
-    from server.model_limits import COUPLED_LIMITS
+    from ara_reranker_model.limits import COUPLED_LIMITS
 
     rows = ["| rule | otherwise |", "|---|---|"]
     rows += [f"| `{limit.rule}` | {limit.why} |" for limit in COUPLED_LIMITS]
@@ -132,7 +132,7 @@ def rendered(file: str, text: str) -> str:
         if not pattern.search(text):
             raise ValueError(f"docs/{file} lacks the markers of generated section {name!r}")
         body = render().strip("\n")
-        text = pattern.sub(lambda m: f"{m.group(1)}{body}\n{m.group(2)}", text)
+        text = pattern.sub(lambda m, body=body: f"{m.group(1)}{body}\n{m.group(2)}", text)
     return text
 
 

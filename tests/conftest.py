@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tools.gateway_process import GatewayProcess
-from tools.model_store import prepare
-from tools.triton_launcher import TritonOptions, TritonServer
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from ara_reranker_model.store import prepare
+from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 
 from tests.reference import InProcessReference
 

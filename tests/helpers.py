@@ -9,9 +9,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from client import RerankerError
-from server.model_inputs import padded_rows
-from tools.triton_launcher import MODEL_REPOSITORY
+from ara_reranker_client import RerankerError
+from ara_reranker_model.inputs import padded_rows
+from ara_reranker_server.launcher.triton_launcher import MODEL_REPOSITORY
 
 PAD_ID = 1  # XLM-R <pad>; padding ids are never read by the model, only the mask decides
 

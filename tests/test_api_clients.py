@@ -15,10 +15,10 @@ from haystack_integrations.components.rankers.huggingface_api import HuggingFace
 from llama_index.core.schema import NodeWithScore, TextNode
 from llama_index.postprocessor.tei_rerank import TextEmbeddingInference
 
-from client import RerankerClient
+from ara_reranker_client import RerankerClient
 from tests.arabic_text import QUERIES, mixed_passages
 from tests.helpers import assert_same_ranking
-from tools.gateway_process import GatewayProcess
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
 
 # LiteLLM's pydantic models warn about their own TypedDicts on import.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

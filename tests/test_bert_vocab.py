@@ -1,4 +1,4 @@
-"""The offline bert-base-uncased tokenizer (tools/bert_vocab.py): the real vocabulary, and a fast tokenizer
+"""The offline bert-base-uncased tokenizer (server/ara_reranker_model/bert_vocab.py): the real vocabulary, and a fast tokenizer
 that encodes exactly as transformers' slow Python BERT tokenizer does on the same vocab.txt."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import transformers
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, BertTokenizerFast
 
-from tools import bert_vocab
-from tools.bert_vocab import (
+from ara_reranker_model import bert_vocab
+from ara_reranker_model.bert_vocab import (
     VOCAB_PACKAGE,
     VOCAB_PACKAGE_VERSION,
     VOCAB_SHA256,
@@ -22,6 +22,8 @@ from tools.bert_vocab import (
     bert_uncased_vocab,
     save_bert_uncased_tokenizer,
 )
+
+pytestmark = pytest.mark.unit  # starts no process: make test-unit
 
 # transformers 5 calls the slow Python tokenizer BertTokenizerLegacy (BertTokenizer is the fast one there).
 SlowBertTokenizer = getattr(transformers, "BertTokenizerLegacy", None) or transformers.BertTokenizer

@@ -1,31 +1,22 @@
 """The Triton configurations and the limits that must agree with the gateway's.
 
+Pure: no process is started (``make test-unit``).
+
 config.pbtxt (GPU) and configs/cpu.pbtxt (CPU) are two whole files that Triton reads one of; they must
-differ only in the fields server.triton_config.CPU_DIFFERENCES lists (with the reason docs/configuration.md
-shows). The shipped defaults must keep every rule of server.model_limits.COUPLED_LIMITS."""
+differ only in the fields ara_reranker_server.triton_config.CPU_DIFFERENCES lists (with the reason docs/configuration.md
+shows). The shipped defaults must keep every rule of ara_reranker_model.limits.COUPLED_LIMITS."""
 
 from __future__ import annotations
 
 import pytest
-import tritonclient.grpc.model_config_pb2 as model_config_pb2
-from google.protobuf import json_format, text_format
+from ara_reranker_server import triton_config
+from ara_reranker_model.limits import COUPLED_LIMITS, coupled_limit_problems
+from ara_reranker_server.settings import Settings
+from ara_reranker_model.store import REAL_MODEL_MAX_LENGTH
 
-from server import triton_config
-from server.model_limits import COUPLED_LIMITS, coupled_limit_problems
-from server.settings import Settings
-from tools.model_store import REAL_MODEL_MAX_LENGTH
+pytestmark = pytest.mark.unit  # starts no process: make test-unit
 
 CONFIGS = {name: triton_config.read(path) for name, path in triton_config.CONFIGS.items()}
-
-
-@pytest.mark.parametrize("name", sorted(triton_config.CONFIGS))
-def test_the_reader_sees_what_triton_sees(name):
-    """The small text-format reader agrees with protobuf's own parser on Triton's ModelConfig schema."""
-    path = triton_config.CONFIGS[name]
-    message = text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-    theirs = triton_config.fields(json_format.MessageToDict(message, preserving_proto_field_name=True))
-    ours = triton_config.fields(CONFIGS[name])
-    assert {k: str(v) for k, v in ours.items()} == {k: str(v) for k, v in theirs.items()}
 
 
 def test_gpu_and_cpu_configs_differ_only_in_the_documented_fields():
@@ -36,16 +27,19 @@ def test_gpu_and_cpu_configs_differ_only_in_the_documented_fields():
     assert listed - differing == set(), "documented differences that are no longer different (drop them from CPU_DIFFERENCES)"
 
 
-def test_reader_handles_repeated_fields_lists_and_comments():
-    config = triton_config.parse(
-        '# comment\nname: "m"  # trailing\ninput { name: "a" dims: [ -1, 4 ] }\ninput { name: "b" }\n'
-        'parameters [ { key: "k", value: { string_value: "v \\"q\\"" } } ]\nflag: true\nratio: 0.5\n'
-    )
-    assert config["name"] == "m" and [i["name"] for i in config["input"]] == ["a", "b"]
-    assert config["input"][0]["dims"] == [-1, 4] and config["flag"] is True and config["ratio"] == 0.5
-    assert triton_config.parameters(config) == {"k": 'v "q"'}
-    with pytest.raises(ValueError, match="missing"):
-        triton_config.parse("a { b: 1")
+def test_a_field_triton_does_not_know_is_refused_naming_the_file(tmp_path):
+    """Configs are parsed against Triton's own ModelConfig schema: a misspelt field fails here as it does in Triton."""
+    bad = tmp_path / "config.pbtxt"
+    bad.write_text(triton_config.CONFIGS["cpu"].read_text().replace("max_batch_size:", "max_batchsize:", 1))
+    with pytest.raises(ValueError, match=r"config\.pbtxt.*max_batchsize"):
+        triton_config.read(bad)
+
+
+def test_a_written_config_reads_back_the_same(tmp_path):
+    config = triton_config.load(triton_config.CONFIGS["gpu"])
+    (tmp_path / "config.pbtxt").write_text(triton_config.dump(config))
+    assert triton_config.read(tmp_path / "config.pbtxt") == CONFIGS["gpu"]
+    assert triton_config.parameters(CONFIGS["gpu"])["engine"] == "torch"
 
 
 @pytest.mark.parametrize("name", sorted(triton_config.CONFIGS))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.settings import Settings
+from ara_reranker_server.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "deploy" / "docker"
@@ -124,45 +124,55 @@ def distribution_of(module: str) -> str:
     return names[0].lower().replace("_", "-")
 
 
-def copied_dirs(dockerfile: str) -> set[str]:
-    """The top-level source directories the Dockerfile's last stage copies from the build context."""
-    last_stage = (DOCKER / dockerfile).read_text().split("\nFROM ")[-1]
-    return {m for m in re.findall(r"^COPY (\w+) ", last_stage, re.M) if (ROOT / m).is_dir()}
+SOURCES = [ROOT / "server", ROOT / "client"]  # where the packages of the two distributions lie
+
+
+def copied(dockerfile: str) -> set[str]:
+    """The paths the Dockerfile copies from the build context (any stage)."""
+    return set(re.findall(r"^COPY (?!--from)(\S+) ", (DOCKER / dockerfile).read_text(), re.M))
 
 
 def test_the_gateway_image_has_every_distribution_the_gateway_imports():
-    """Follow the imports from server/gateway.py through this project's modules; every third-party module
-    must come from a distribution of requirements-gateway.txt (or the standard library)."""
-    _, third_party = follow_imports([ROOT / "server/gateway.py"], [ROOT])
+    """Follow the imports from the gateway through this project's packages; every third-party module must come
+    from a distribution of requirements-gateway.txt (or the standard library)."""
+    _, third_party = follow_imports([ROOT / "server/ara_reranker_server/gateway.py"], SOURCES)
     distributions = {distribution_of(module) for module in third_party}
     allowed = set(pins(DOCKER / "requirements-gateway.txt"))
     assert "tokenizers" in distributions and "tritonclient" in distributions
     assert distributions <= allowed, f"imported by the gateway but not in its image: {sorted(distributions - allowed)}"
 
 
-def test_the_gateway_runs_on_its_own_code_and_its_image_copies_all_of_it():
-    """The gateway imports nothing of tools/ (nor the client): its image holds server/ and the stubs, no more."""
-    ours, _ = follow_imports([ROOT / "server/gateway.py"], [ROOT])
+def test_the_gateway_runs_on_the_two_distributions_its_image_installs():
+    """The gateway imports its own package, the model facts and the client's stubs, never tools/ nor the launcher;
+    its image installs the client and the service from their sources, and nothing else of the checkout."""
+    ours, _ = follow_imports([ROOT / "server/ara_reranker_server/gateway.py"], SOURCES)
     tops = {m.split(".")[0] for m in ours}
-    assert "tools" not in tops, sorted(m for m in ours if m.startswith("tools"))  # runtime and tooling live apart
-    assert "server.api.cohere" in ours and "reranker.v1.reranker_pb2" in ours  # the walk reaches submodules
-    assert tops == {"server", "reranker", "tei"}, sorted(ours)
-    assert copied_dirs("gateway.Dockerfile") == tops
+    assert "ara_reranker_server.api.cohere" in ours and "ara_reranker_client.v1.reranker_pb2" in ours  # the walk reaches submodules
+    assert tops == {"ara_reranker_server", "ara_reranker_model", "ara_reranker_client"}, sorted(ours)
+    assert not any(m.startswith("ara_reranker_server.launcher") for m in ours)  # runtime and tooling live apart
+    assert copied("gateway.Dockerfile") == {"deploy/docker/requirements-gateway.txt", "client", "pyproject.toml", "server"}
     ignore = (DOCKER / "gateway.Dockerfile.dockerignore").read_text().split()
-    assert all(f"!{top}/" in ignore for top in tops)
+    assert {"!client/ara_reranker_client/", "!server/ara_reranker_server/", "!server/ara_reranker_model/"} <= set(ignore)
 
 
-def test_the_triton_model_imports_only_runtime_modules_its_image_copies():
-    """model.py (and its engines and batching) import shared modules of server/, never tools/; the Triton
-    image copies them, and tools/ for `python3 -m tools.model_store` (the model-fetch step)."""
-    ours, third_party = follow_imports(sorted(MODEL_DIR.glob("*.py")), [MODEL_DIR, ROOT])
+def test_the_triton_model_imports_only_the_model_facts_its_image_copies():
+    """model.py (and its engines and batching) import ara_reranker_model (numpy and the standard library), never
+    the gateway; the Triton image copies that package and the model repository, not the gateway."""
+    ours, third_party = follow_imports(sorted(MODEL_DIR.glob("*.py")), [MODEL_DIR, *SOURCES])
     tops = {m.split(".")[0] for m in ours} - {p.stem for p in MODEL_DIR.glob("*.py")}
-    assert {"server.model_limits", "server.model_files"} <= ours
-    assert tops == {"server"}, sorted(ours)
+    assert {"ara_reranker_model.limits", "ara_reranker_model.files"} <= ours
+    assert tops == {"ara_reranker_model"}, sorted(ours)
     assert not {"grpc", "tritonclient"} & {m.split(".")[0] for m in third_party}  # the image has neither
-    assert tops | {"tools"} <= copied_dirs("triton.Dockerfile")
-    ignore = (DOCKER / "triton.Dockerfile.dockerignore").read_text().split()
-    assert all(f"!{top}/" in ignore for top in tops | {"tools"})
+    assert copied("triton.Dockerfile") >= {"server/ara_reranker_model", "model_repository"}
+    assert not any(path.startswith(("server/ara_reranker_server", "client")) or path == "server" for path in copied("triton.Dockerfile"))
+
+
+@pytest.mark.parametrize("dockerfile", ["triton.Dockerfile", "gateway.Dockerfile"])
+def test_images_are_labelled_with_the_projects_version(dockerfile):
+    from ara_reranker_server import __version__
+
+    text = (DOCKER / dockerfile).read_text()
+    assert f"ARG VERSION={__version__}\n" in text and 'org.opencontainers.image.version="${VERSION}"' in text
 
 
 # ---------------------------------------------------------------- compose

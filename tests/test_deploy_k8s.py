@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server import triton_config
-from server.model_limits import coupled_limit_problems
-from server.settings import ENV_PREFIX, Settings
+from ara_reranker_server import triton_config
+from ara_reranker_model.limits import coupled_limit_problems
+from ara_reranker_server.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -184,7 +184,7 @@ def test_gateway_env_names_real_settings_that_accept_their_values(overlay):
     known = {env for _, env, _, _ in Settings.docs()}
     assert names <= known, f"not settings: {sorted(names - known)}"
     settings = Settings.from_env(env_of(c))
-    # The gateway's limits agree with the Triton configuration the overlay runs (server.model_limits.COUPLED_LIMITS).
+    # The gateway's limits agree with the Triton configuration the overlay runs (ara_reranker_model.limits.COUPLED_LIMITS).
     config = triton_config.read(triton_config.CONFIGS["cpu" if name == "cpu-dev" else "gpu"])
     values = vars(triton_config.limits(config)) | {k: getattr(settings, k) for k in ("chunk_size", "max_documents", "max_inflight_pairs")}
     assert coupled_limit_problems(values) == []

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from client import RerankerClient, RerankerError
+from ara_reranker_client import RerankerClient, RerankerError
 from tests.arabic_text import QUERIES, long_passage, mixed_passages
 from tests.test_metrics import TRITON_GPU_METRICS, promql_expressions, selectors, with_grafana_variables
-from tools.child_process import ChildProcess, wait_until
-from tools.triton_launcher import free_port
+from ara_reranker_server.launcher.child_process import ChildProcess, wait_until
+from ara_reranker_server.launcher.triton_launcher import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "deploy" / "monitoring"

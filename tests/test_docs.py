@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from docs import generate
-from server import triton_config
-from server.metrics import GatewayMetrics
-from server.settings import Settings, _show
+from ara_reranker_server import triton_config
+from ara_reranker_server.metrics import GatewayMetrics
+from ara_reranker_server.settings import Settings, _show
+
+pytestmark = pytest.mark.unit  # starts no process: make test-unit
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -11,6 +11,8 @@ import pytest
 from client.evaluation import SAMPLE_DATA, DatasetError, Target, load_dataset, parse_targets
 from client.evaluation.__main__ import main
 
+pytestmark = pytest.mark.unit  # starts no process: make test-unit
+
 ROWS = [
     ("ما هي عاصمة السعودية؟", "الرياض هي عاصمة المملكة العربية السعودية.", 2),
     ("ما هي عاصمة السعودية؟", "جدة مدينة ساحلية على البحر الأحمر.", 0),

@@ -20,6 +20,8 @@ from client.evaluation import (
     rank_by_scores,
 )
 
+pytestmark = pytest.mark.unit  # starts no process: make test-unit
+
 TOLERANCE = 1e-9
 
 

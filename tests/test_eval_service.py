@@ -11,10 +11,10 @@ import json
 import numpy as np
 import pytest
 
-from client import RerankerClient
+from ara_reranker_client import RerankerClient
 from client.evaluation import SAMPLE_DATA, LocalRanker, ServiceRanker, evaluate, load_dataset
 from client.evaluation.__main__ import main
-from tools.triton_launcher import free_port
+from ara_reranker_server.launcher.triton_launcher import free_port
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client import RerankerClient, RerankerError
-from tools.gateway_process import GatewayProcess
+from ara_reranker_client import RerankerClient, RerankerError
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
 
 ARABIC_EDGE_CASES = [
     "مَا هِيَ عَاصِمَةُ السُّعُودِيَّةِ؟",  # full diacritics (tashkeel)

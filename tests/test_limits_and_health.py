@@ -1,6 +1,6 @@
-"""Unit tests of one layer each: the max-input-length rule (server/model_limits.py), the settings
+"""Unit tests of one layer each: the max-input-length rule (server/ara_reranker_model/limits.py), the settings
 checked at start, the shared admission bounds, and how Triton endpoint health is tracked
-(server/triton_client.py) — no Triton needed."""
+(server/ara_reranker_server/triton_client.py) — no Triton needed."""
 
 from __future__ import annotations
 
@@ -10,12 +10,14 @@ import shutil
 
 import pytest
 
-from server.errors import Overloaded
-from server.model_limits import ModelLimitError, max_input_length, max_positions
-from server.models import load_tokenizer
-from server.reranking import Admission
-from server.settings import Settings
-from server.triton_client import ModelInfo, TritonScorer
+from ara_reranker_server.errors import Overloaded
+from ara_reranker_model.limits import ModelLimitError, max_input_length, max_positions
+from ara_reranker_server.models import load_tokenizer
+from ara_reranker_server.reranking import Admission
+from ara_reranker_server.settings import Settings
+from ara_reranker_server.triton_client import ModelInfo, TritonScorer
+
+pytestmark = pytest.mark.unit  # starts no process: make test-unit
 
 
 def model_dir_with(tmp_path, tiny_model_dir, **tokenizer_config):
@@ -131,9 +133,9 @@ async def test_the_readiness_poll_survives_an_error():
 
 
 def test_models_are_found_by_name_or_hub_id_and_unknown_ones_are_named():
-    from reranker.v1 import reranker_pb2
-    from server.errors import ModelNotFound
-    from server.models import ModelRegistry, ServedModel
+    from ara_reranker_client.v1 import reranker_pb2
+    from ara_reranker_server.errors import ModelNotFound
+    from ara_reranker_server.models import ModelRegistry, ServedModel
 
     def served(name, hub=None):
         info = reranker_pb2.ServedModel(name=name, model_id=hub or name)

@@ -29,10 +29,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from reranker.v1 import reranker_pb2, reranker_pb2_grpc
+from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
 from tests.arabic_text import QUERIES, SENTENCES, long_passage, mixed_passages, very_long_passage
-from tools.gateway_process import GatewayProcess
-from tools.triton_launcher import free_port
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from ara_reranker_server.launcher.triton_launcher import free_port
 
 MONITORING = Path(__file__).resolve().parent.parent / "deploy" / "monitoring"
 MODEL = "ara_reranker"

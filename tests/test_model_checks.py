@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
-from tools.triton_launcher import TritonOptions, TritonServer, TritonStartError
+from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer, TritonStartError
 
 
 def save(model, path):

@@ -1,10 +1,12 @@
-"""The one padding rule (server/model_inputs.py): what the gateway sends and model.py computes."""
+"""The one padding rule (server/ara_reranker_model/inputs.py): what the gateway sends and model.py computes."""
 
 import numpy as np
 import pytest
 
-from server.model_inputs import PAD_TOKEN_TYPE, padded_rows
-from server.reranking import padded_rows as gateway_padded_rows
+from ara_reranker_model.inputs import PAD_TOKEN_TYPE, padded_rows
+from ara_reranker_server.reranking import padded_rows as gateway_padded_rows
+
+pytestmark = pytest.mark.unit  # starts no process: make test-unit
 
 
 def test_rows_are_right_padded_with_a_mask_over_their_tokens():

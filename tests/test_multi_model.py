@@ -24,14 +24,14 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from server.model_inputs import PAD_TOKEN_TYPE, padded_rows
-from server.model_limits import max_input_length
+from ara_reranker_model.inputs import PAD_TOKEN_TYPE, padded_rows
+from ara_reranker_model.limits import max_input_length
 from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages
 from tests.helpers import repository_copy
 from tests.reference import InProcessReference
-from tools.model_store import BERT_SHAPES, OFFLINE_MODELS, hub_id, prepare, resolve_model_dir, served_name, split_models
-from tools.onnx_export import export_onnx
-from tools.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer, generate_repository
+from ara_reranker_model.store import BERT_SHAPES, OFFLINE_MODELS, hub_id, prepare, resolve_model_dir, served_name, split_models
+from ara_reranker_model.onnx_export import export_onnx
+from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer, generate_repository
 
 ATOL = 1e-4
 LIMIT = 512  # bert-tiny's context, like ms-marco MiniLM's: 512 positions, tokenizer model_max_length 512

@@ -17,15 +17,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from client import RerankerClient
+from ara_reranker_client import RerankerClient
 from client.evaluation.dataset import QueryGroup
 from client.evaluation.harness import rank_group
 from client.evaluation.rankers import LocalRanker, ServiceRanker
-from server.reranking import sigmoid
+from ara_reranker_server.reranking import sigmoid
 from tests.arabic_text import QUERIES, mixed_passages
 from tests.reference import InProcessReference
-from tools.gateway_process import GatewayProcess
-from tools.triton_launcher import TritonOptions, TritonServer
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 
 TOL = 1e-4
 BIAS_SHIFT = 30.0

@@ -1,4 +1,4 @@
-"""Unit tests of the reranking core (server/reranking.py) alone: real tokenizer, in-process scorers
+"""Unit tests of the reranking core (server/ara_reranker_server/reranking.py) alone: real tokenizer, in-process scorers
 behind the ``Scorer`` protocol instead of Triton. End-to-end behaviour is in test_gateway_e2e.py."""
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from server.errors import InvalidRequest, Overloaded
-from server.models import load_tokenizer
-from server.reranking import Limits, PairTokenizer, Reranker, RerankJob, sigmoid
+from ara_reranker_server.errors import InvalidRequest, Overloaded
+from ara_reranker_server.models import load_tokenizer
+from ara_reranker_server.reranking import Limits, PairTokenizer, Reranker, RerankJob, sigmoid
 from tests.arabic_text import QUERIES, SENTENCES, long_passage, mixed_passages, passage
+
+pytestmark = pytest.mark.unit  # starts no process: make test-unit
 
 LIMITS = Limits(max_documents=100, max_query_chars=5000, max_document_chars=100000, chunk_size=4, max_inflight_pairs=100)
 SHORT = 512  # the lowered limit these unit tests use (users commonly score at 512 for speed)

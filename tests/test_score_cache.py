@@ -1,4 +1,4 @@
-"""The score cache (server/score_cache.py): bounded by memory and time, keyed by everything a pair's answer
+"""The score cache (server/ara_reranker_server/score_cache.py): bounded by memory and time, keyed by everything a pair's answer
 depends on, and, through the core and the real gateway, a repeated pair never goes to the model again
 while every score stays the model's."""
 
@@ -12,13 +12,13 @@ import pytest
 from tokenizers import Tokenizer
 
 from bench.systems import triton_metrics
-from client import RerankerClient
-from reranker.v1 import reranker_pb2
-from server.reranking import Limits, PairTokenizer, Reranker, RerankJob
-from server.score_cache import ENTRY_BYTES, ScoreCache
-from server.windows import Split
+from ara_reranker_client import RerankerClient
+from ara_reranker_client.v1 import reranker_pb2
+from ara_reranker_server.reranking import Limits, PairTokenizer, Reranker, RerankJob
+from ara_reranker_server.score_cache import ENTRY_BYTES, ScoreCache
+from ara_reranker_server.windows import Split
 from tests.arabic_text import QUERIES, long_passage, mixed_passages
-from tools.gateway_process import GatewayProcess
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
 
 LIMITS = Limits(max_documents=300, max_query_chars=5000, max_document_chars=100000, chunk_size=8, max_inflight_pairs=1000)
 
@@ -53,7 +53,7 @@ def test_least_recently_used_pairs_go_first_once_the_memory_bound_is_reached():
 
 def test_an_entry_older_than_the_ttl_is_a_miss(monkeypatch):
     now = [1000.0]
-    monkeypatch.setattr("server.score_cache.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("ara_reranker_server.score_cache.time.monotonic", lambda: now[0])
     cache = ScoreCache(max_bytes=10 * ENTRY_BYTES, ttl_s=30)
     key = ScoreCache.key("m", "q", "d")
     cache.put(key, 1.5, 5, False, 1, None)

@@ -1,5 +1,5 @@
 """The names a user is told to use answer in every API: the gateway started exactly as ``make run MODEL=x``
-starts it (tools/run.py's served_model_args) serves the model under the short name ``x`` and its hub id.
+starts it (server/ara_reranker_server/launcher/run.py's served_model_args) serves the model under the short name ``x`` and its hub id.
 
 ``MODEL=ara`` is run here on the offline tiny weights (the real ones need the hub): what is checked is the
 naming, which does not depend on the weights."""
@@ -9,12 +9,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from client import RerankerClient
-from tei.v1 import tei_pb2, tei_pb2_grpc
+from ara_reranker_client import RerankerClient
+from ara_reranker_server.tei.v1 import tei_pb2, tei_pb2_grpc
 from tests.arabic_text import QUERIES
 from tests.helpers import assert_same_ranking
-from tools.gateway_process import GatewayProcess
-from tools.run import served_model_args
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from ara_reranker_server.launcher.run import served_model_args
 
 import grpc
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from client import AsyncRerankerClient, RerankerError
+from ara_reranker_client import AsyncRerankerClient, RerankerError
 from tests.arabic_text import QUERIES, mixed_passages
-from tools.gateway_process import GatewayProcess
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
 
 DURATION_S = float(os.environ.get("SOAK_SECONDS", "60"))
 CONCURRENCY = int(os.environ.get("SOAK_CONCURRENCY", "32"))

@@ -14,15 +14,15 @@ import grpc
 import numpy as np
 import pytest
 
-from client import RerankerClient, RerankerError
-from client.cli import main as cli_main
+from ara_reranker_client import RerankerClient, RerankerError
+from ara_reranker_client.cli import main as cli_main
 from client.evaluation import ServiceRanker, Truncation
 from client.evaluation.__main__ import main as evaluation_main
-from reranker.v1 import reranker_pb2, reranker_pb2_grpc
-from server.errors import InvalidRequest
-from server.models import load_tokenizer
-from server.reranking import Limits, Reranker, RerankJob
-from server.windows import Split, best_rows
+from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
+from ara_reranker_server.errors import InvalidRequest
+from ara_reranker_server.models import load_tokenizer
+from ara_reranker_server.reranking import Limits, Reranker, RerankJob
+from ara_reranker_server.windows import Split, best_rows
 from tests.arabic_text import QUERIES, SENTENCES, mixed_passages, passage
 from tests.reference import InProcessReference
 
@@ -226,7 +226,7 @@ LIMITS = Limits(max_documents=100, max_query_chars=5000, max_document_chars=1000
 
 @pytest.fixture(scope="module")
 def bert():
-    from tools.model_store import prepare
+    from ara_reranker_model.store import prepare
 
     directory = prepare("bert-tiny")
     return InProcessReference(directory), load_tokenizer(str(directory), 0, 1)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from server.model_limits import max_input_length
+from ara_reranker_model.limits import max_input_length
 
 DEFAULT_GATEWAY = "127.0.0.1:50051"
 LOCAL_PREFIX = "local:"
@@ -111,7 +111,7 @@ class ServiceRanker:
 
 class LocalRanker:
     """The model in-process: transformers ``AutoModelForSequenceClassification``, the pair encoded with
-    the document (never the query) truncated to the model's max input length (server/model_limits.py), as the
+    the document (never the query) truncated to the model's max input length (server/ara_reranker_model/limits.py), as the
     service and the model card's ``CrossEncoder.predict`` encode it; returns the logits (the service ranks by them).
 
     Pairs are sorted by length and run in padded batches; padding moves logits only at float32 rounding."""
@@ -164,7 +164,7 @@ def open_rankers(target: Target, truncation: Truncation | None = None) -> Iterat
         ranker = LocalRanker(target.location)
         yield [(target.name or f"{ranker.model_dir.name} (in-process)", ranker)]
         return
-    from client import RerankerClient  # the generated client; imported late so that local runs need no gRPC
+    from ara_reranker_client import RerankerClient  # the generated client; imported late so that local runs need no gRPC
 
     with RerankerClient(target.location) as client:
         served = list(client.info().models)

@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The reranker's gRPC gateway: tokenizes, calls Triton, ranks. No torch, no transformers, no GPU.
 # Build from the repository root:
-#   docker build -f deploy/docker/gateway.Dockerfile -t ara-reranker-gateway:0.1.0 .
+#   docker build -f deploy/docker/gateway.Dockerfile -t ara-reranker-gateway:0.2.0 .
 # It runs as UID 10001 with a read-only root filesystem: it writes nothing (no bytecode, logs on stderr).
 # The model's tokenizer directory (tokenizer.json, tokenizer_config.json) is mounted at /models.
 
@@ -11,16 +11,21 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY deploy/docker/requirements-gateway.txt /tmp/requirements-gateway.txt
 RUN pip install --no-cache-dir -r /tmp/requirements-gateway.txt
+# The two distributions the gateway runs (the client's reranker.v1 stubs, the service), installed as wheels
+# without their dependency ranges: the pins above are what runs (tests/test_deploy_images.py follows the
+# gateway's imports and checks that these sources and pins hold them all).
+COPY client /src/client
+COPY pyproject.toml /src/pyproject.toml
+COPY server /src/server
+RUN pip install --no-cache-dir --no-deps /src/client /src
 
 FROM python:3.11-slim-bookworm
+# The project's version (ara_reranker_server.__version__; tests/test_deploy_images.py holds them equal).
+ARG VERSION=0.2.0
+LABEL org.opencontainers.image.title="ara-reranker-gateway" \
+      org.opencontainers.image.version="${VERSION}"
 COPY --from=build /opt/venv /opt/venv
-# The gateway's own code and nothing else: server/ and the generated stubs it serves, run from source
-# (tests/test_deploy_images.py follows the gateway's imports and checks that these directories hold them all).
-COPY server /opt/ara-reranker/server
-COPY reranker /opt/ara-reranker/reranker
-COPY tei /opt/ara-reranker/tei
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONPATH=/opt/ara-reranker \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     RERANKER_LISTEN=0.0.0.0:50051 \
@@ -30,4 +35,4 @@ ENV PATH=/opt/venv/bin:$PATH \
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 50051 8080 9464
-ENTRYPOINT ["python", "-m", "server.gateway"]
+ENTRYPOINT ["python", "-m", "ara_reranker_server.gateway"]

@@ -11,7 +11,6 @@ sources directly. tests/test_deploy_k8s.py fails when the copies are stale.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -15,7 +15,7 @@ On CPU, single-threaded forward passes side by side beat one multi-threaded pass
 the threads of each operator, full speed at any batch size, and a thread preempted by the gateway or
 the tokenizer delays only its own micro-batch. The engines release the GIL while they compute.
 
-How the rows of a micro-batch are padded is server/model_inputs.py's rule, shared with the gateway.
+How the rows of a micro-batch are padded is server/ara_reranker_model/inputs.py's rule, shared with the gateway.
 """
 
 from __future__ import annotations

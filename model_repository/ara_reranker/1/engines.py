@@ -28,8 +28,8 @@ from typing import Protocol
 
 import numpy as np
 
-from server.model_files import TORCH_DTYPES, graph_dtype, graph_path, served_precision
-from server.model_limits import input_names, takes_token_type_ids
+from ara_reranker_model.files import TORCH_DTYPES, graph_dtype, graph_path, served_precision
+from ara_reranker_model.limits import input_names, takes_token_type_ids
 
 __all__ = ["Engine", "ENGINES", "load_engine"]
 
@@ -110,7 +110,7 @@ class TorchEngine:
 
 class OnnxEngine:
     """ONNX Runtime on ``<model_dir>/onnx/model.onnx``, the graph that ``make model ... ENGINE=onnx``
-    (tools/onnx_export.py) exports and verifies against torch; its place is server/model_files.py's.
+    (server/ara_reranker_model/onnx_export.py) exports and verifies against torch; its place is server/ara_reranker_model/files.py's.
 
     float32 by default: its logits equal the torch engine's within 1e-4. Opt-in, graphs derived from it
     (``make model ... ENGINE=onnx DTYPE=int8|float16``): ``int8``, dynamically quantized, on CPU; ``float16``
@@ -146,7 +146,7 @@ class OnnxEngine:
             option = "" if precision == "float32" else f" DTYPE={precision}"
             raise ValueError(
                 f"{path} not found: export it with `make model MODEL=... ENGINE=onnx{option}` "
-                f"(python -m tools.onnx_export {model_dir}{' --dtype ' + precision if option else ''})"
+                f"(python -m ara_reranker_model.onnx_export {model_dir}{' --dtype ' + precision if option else ''})"
             )
         self.dtype = precision
         if graph_optimization not in self.GRAPH_LEVELS:

@@ -35,13 +35,15 @@ import triton_python_backend_utils as pb_utils  # noqa: E402
 
 from batching import ForwardPool, plan  # noqa: E402
 from engines import load_engine  # noqa: E402
-from server.model_inputs import PAD_TOKEN_TYPE, padded_rows  # noqa: E402
-from server.model_limits import (  # noqa: E402  (the project, installed beside torch)
+
+# The model facts shared with the gateway (numpy and the standard library only): installed beside torch in the
+# Triton image, or in the virtualenv the launcher names.
+from ara_reranker_model.config import limits, parameters  # noqa: E402
+from ara_reranker_model.inputs import PAD_TOKEN_TYPE, padded_rows  # noqa: E402
+from ara_reranker_model.layout import MODEL_DIR_ENV  # noqa: E402
+from ara_reranker_model.limits import (  # noqa: E402
     ModelLimitError, coupled_limit_problems, max_input_length, max_positions, type_vocab_size,
 )
-from server.triton_config import limits, parameters  # noqa: E402
-
-MODEL_DIR_ENV = "ARA_RERANKER_MODEL_DIR"
 
 
 class RequestError(ValueError):

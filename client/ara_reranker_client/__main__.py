@@ -1,0 +1,5 @@
+import sys
+
+from ara_reranker_client.cli import main
+
+sys.exit(main())

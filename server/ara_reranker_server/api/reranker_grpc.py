@@ -1,0 +1,93 @@
+"""reranker.v1 over gRPC (this service's own API): converts messages; ``Calls`` does the rest."""
+
+from __future__ import annotations
+
+import grpc
+
+from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
+from ara_reranker_server.api.calls import Calls, Served, new_request_id
+from ara_reranker_server.errors import InvalidRequest, RerankerError, status_of
+from ara_reranker_server.reranking import RerankJob
+from ara_reranker_server.windows import Split
+
+__all__ = ["RerankerService", "API"]
+
+API = "reranker.v1"
+_WINDOW_FIELDS = ("window_tokens", "window_overlap_tokens", "max_windows")
+
+
+class RerankerService(reranker_pb2_grpc.RerankerServicer):
+    """reranker.v1.Reranker over the served models."""
+
+    def __init__(self, calls: Calls, info: reranker_pb2.InfoResponse) -> None:
+        self.calls = calls
+        self.info = info
+
+    async def Rerank(self, request: reranker_pb2.RerankRequest, context: grpc.aio.ServicerContext) -> reranker_pb2.RerankResponse:
+        request_id = request_id_of(context)
+        try:
+            served = await self.calls.rerank(API, request_id, lambda: (request.model, job_of(request)),
+                                             timeout_s=context.time_remaining(), time_remaining=context.time_remaining)
+        except RerankerError as exc:
+            await context.abort(status_of(exc), str(exc))
+        return _response(request, served)
+
+    async def Info(self, request: reranker_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> reranker_pb2.InfoResponse:
+        self.calls.info(API)
+        return self.info
+
+
+def job_of(request: reranker_pb2.RerankRequest) -> RerankJob:
+    """The core's job for a RerankRequest (InvalidRequest for fields that do not go together)."""
+    return RerankJob(
+        query=request.query,
+        documents=request.documents,
+        top_k=request.top_k if request.HasField("top_k") else None,
+        raw_scores=request.raw_scores,
+        truncate=request.truncation != reranker_pb2.TRUNCATION_NONE,
+        split=_split(request),
+        from_start=request.truncation == reranker_pb2.TRUNCATION_START,
+        max_document_tokens=request.max_document_tokens if request.HasField("max_document_tokens") else None,
+    )
+
+
+def _response(request: reranker_pb2.RerankRequest, served: Served) -> reranker_pb2.RerankResponse:
+    outcome = served.outcome
+    results = []
+    for r in outcome.results:
+        result = reranker_pb2.RankedDocument(index=r.index, score=r.score, logit=r.logit)
+        if request.return_documents:
+            result.document = request.documents[r.index]
+        if r.window is not None:
+            result.best_window.CopyFrom(reranker_pb2.Window(index=r.window.index, start_char=r.window.start_char,
+                                                            end_char=r.window.end_char))
+        results.append(result)
+    return reranker_pb2.RerankResponse(
+        results=results,
+        usage=reranker_pb2.Usage(documents=outcome.documents, input_tokens=outcome.input_tokens,
+                                 truncated_documents=outcome.truncated, windows=outcome.windows,
+                                 cached_documents=outcome.cached),
+        timings=reranker_pb2.Timings(
+            tokenization_ns=int(outcome.tokenization_s * 1e9), inference_ns=int(outcome.inference_s * 1e9),
+            total_ns=int(served.duration_s * 1e9),
+        ),
+        model_id=served.model.model_id,
+    )
+
+
+def _split(request: reranker_pb2.RerankRequest) -> Split | None:
+    """The request's TRUNCATION_SPLIT parameters (None with the other truncations, which refuse them)."""
+    given = {name: getattr(request, name) for name in _WINDOW_FIELDS if request.HasField(name)}
+    if request.truncation != reranker_pb2.TRUNCATION_SPLIT:
+        if given:
+            raise InvalidRequest(f"{', '.join(given)} apply only with TRUNCATION_SPLIT")
+        return None
+    return Split(given.get("window_tokens"), given.get("window_overlap_tokens"), given.get("max_windows"))
+
+
+def request_id_of(context: grpc.aio.ServicerContext) -> str:
+    """The caller's x-request-id, else a new one (echoed in the trailing metadata)."""
+    given = next((value for key, value in context.invocation_metadata() or () if key == "x-request-id" and value), None)
+    request_id = new_request_id(given)
+    context.set_trailing_metadata((("x-request-id", request_id),))
+    return request_id

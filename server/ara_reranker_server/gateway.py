@@ -1,0 +1,243 @@
+"""The gateway process: wires settings, the served models (tokenizer, core, Triton scorer), the APIs
+(server/ara_reranker_server/api/: reranker.v1 and tei.v1 over gRPC, Cohere/Jina/TEI over HTTP), health, reflection, auth,
+TLS and metrics together, and shuts down gracefully on SIGTERM.
+
+``python -m ara_reranker_server.gateway --help`` lists every knob (also settable as RERANKER_* env vars).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
+from ara_reranker_server import __version__
+from ara_reranker_server.api import cohere, reranker_grpc, tei_grpc, tei_http
+from ara_reranker_server.api.calls import Calls
+from ara_reranker_server.api.http import HttpApi, start_http
+from ara_reranker_server.auth import ApiKeyInterceptor, ApiKeys
+from ara_reranker_server.metrics import APIS, GatewayMetrics
+from ara_reranker_server.models import ModelRegistry, ServedModel, load_models
+from ara_reranker_server.settings import Settings
+from ara_reranker_server.tei.v1 import tei_pb2_grpc
+
+__all__ = ["Gateway", "main", "VERSION"]
+
+VERSION = __version__
+SERVICE_NAME = reranker_pb2.DESCRIPTOR.services_by_name["Reranker"].full_name
+log = logging.getLogger("ara_reranker_server.gateway")
+
+
+@dataclass
+class Gateway:
+    """A running gateway; ``await Gateway.start(settings)``, then ``await gateway.stop()``."""
+
+    settings: Settings
+    server: grpc.aio.Server
+    models: ModelRegistry
+    health: health.aio.HealthServicer
+    metrics: GatewayMetrics
+    port: int
+    info: reranker_pb2.InfoResponse
+    metrics_server: object | None = None
+    http_runner: object | None = None
+    http_port: int | None = None
+
+    @classmethod
+    async def start(cls, settings: Settings) -> "Gateway":
+        models = load_models(settings)
+        metrics = GatewayMetrics([m.name for m in models])
+        default = models.default
+        metrics.watch_admission(default.reranker.admission, default.reranker.token_admission)
+        if default.reranker.cache is not None:
+            metrics.watch_cache(default.reranker.cache)
+        info = reranker_pb2.InfoResponse(
+            model_id=default.model_id, triton_model=default.info.triton_model,
+            triton_endpoints=list(settings.triton_endpoints), max_input_length=default.info.max_input_length,
+            limits=reranker_pb2.Limits(
+                max_documents_per_request=settings.max_documents, max_query_chars=settings.max_query_chars,
+                max_document_chars=settings.max_document_chars, max_message_bytes=settings.max_message_bytes,
+                chunk_size=settings.chunk_size, max_inflight_pairs=settings.max_inflight_pairs,
+                max_inflight_tokens=settings.max_inflight_tokens, max_concurrent_rpcs=settings.max_concurrent_rpcs,
+                max_windows_per_request=settings.max_windows_per_request,
+            ),
+            version=VERSION, auth_required=bool(settings.api_keys), models=[m.info for m in models],
+        )
+        calls = Calls(models, metrics, settings.log_documents)
+        keys = ApiKeys(settings.api_keys) if settings.api_keys else None
+
+        interceptors = []
+        if keys is not None:
+            interceptors.append(ApiKeyInterceptor(keys, lambda method: calls.denied(*_api_and_method(method))))
+        options = [
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ]
+        server = grpc.aio.server(interceptors=interceptors, options=options,
+                                 maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
+        reranker_pb2_grpc.add_RerankerServicer_to_server(reranker_grpc.RerankerService(calls, info), server)
+        tei_pb2_grpc.add_RerankServicer_to_server(tei_grpc.TeiRerankService(calls, settings.max_documents), server)
+        tei_pb2_grpc.add_InfoServicer_to_server(tei_grpc.TeiInfoService(calls, info, settings.tokenizer_threads), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, *tei_grpc.SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        port = _listen(server, settings)
+
+        gateway = cls(settings, server, models, health_servicer, metrics, port, info)
+        await gateway._track_health()
+        if settings.metrics_listen:
+            gateway.metrics_server = _start_metrics(settings.metrics_listen, metrics)
+        if settings.http_listen:
+            http = HttpApi(calls, cohere.routes(calls) + tei_http.routes(calls, info, settings.tokenizer_threads),
+                           keys=keys, max_body_bytes=settings.max_message_bytes,
+                           healthy=lambda: models.default.scorer.any_healthy, version=VERSION)
+            gateway.http_runner, gateway.http_port = await start_http(http, settings)
+        await server.start()
+        for model in models:
+            model.scorer.start()
+        log.info("gateway listening on %s (port %d; HTTP %s), Triton %s, models %s (default %s)", settings.listen, port,
+                 f"port {gateway.http_port}" if gateway.http_port else "off", ",".join(settings.triton_endpoints),
+                 ",".join(m.name for m in models), default.name)
+        return gateway
+
+    async def _track_health(self) -> None:
+        """Per model: NOT_SERVING until a Triton endpoint has it ready, and again when none has. The
+        server as a whole ("", the service names, tei.v1's services) follows the default model."""
+        loop = asyncio.get_running_loop()
+        whole = ("", SERVICE_NAME, *tei_grpc.SERVICE_NAMES)
+        for name in (*whole, *(f"{SERVICE_NAME}/{m.name}" for m in self.models)):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        def tracker(model: ServedModel):
+            def changed(endpoint: str, up: bool) -> None:
+                self.metrics.set_triton_health(endpoint, model.name, up)
+                serving = health_pb2.HealthCheckResponse.SERVING if model.scorer.any_healthy else health_pb2.HealthCheckResponse.NOT_SERVING
+                names = [f"{SERVICE_NAME}/{model.name}"] + (list(whole) if model is self.models.default else [])
+                for name in names:
+                    loop.create_task(self.health.set(name, serving))
+                if up and not model.info.dtype:
+                    loop.create_task(self._describe_model(model))
+            return changed
+
+        for model in self.models:
+            for endpoint in self.settings.triton_endpoints:
+                self.metrics.set_triton_health(endpoint, model.name, False)
+            model.scorer.on_health_change(tracker(model))
+
+    async def _describe_model(self, model: ServedModel) -> None:
+        try:
+            described = await model.scorer.model_info()
+        except Exception as exc:
+            log.warning("could not read Triton's config of model %s: %s", model.info.triton_model, exc)
+            return
+        model.info.dtype, model.info.engine = described.dtype, described.engine
+        if model is self.models.default:
+            self.info.dtype, self.info.engine = described.dtype, described.engine
+        if described.max_batch_size and model.reranker.chunk_size > described.max_batch_size:
+            # Triton refuses a request with more rows than max_batch_size: send smaller chunks instead.
+            log.warning("chunk_size %d exceeds Triton's max_batch_size %d for model %s: using chunks of %d",
+                        model.reranker.chunk_size, described.max_batch_size, model.name, described.max_batch_size)
+            model.reranker.set_chunk_size(described.max_batch_size)
+            if model is self.models.default:
+                self.info.limits.chunk_size = described.max_batch_size
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """NOT_SERVING, drain, refuse new calls, let calls in flight finish within the grace period, close."""
+        await self.health.enter_graceful_shutdown()
+        if self.settings.drain_s > 0:
+            await asyncio.sleep(self.settings.drain_s)
+        grace = self.settings.grace_period_s if grace_s is None else grace_s
+        # Stop accepting calls on both servers; those in flight may finish within the grace period.
+        await asyncio.gather(self.server.stop(grace), *([self.http_runner.cleanup()] if self.http_runner is not None else []))
+        for model in self.models:
+            await model.scorer.close()
+            model.reranker.tokenizer.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+
+
+
+def _api_and_method(full_method: str) -> tuple[str, str]:
+    """/reranker.v1.Reranker/Rerank -> ("reranker.v1", "Rerank"); /tei.v1.Rerank/RerankStream ->
+    ("tei.v1", "Rerank"): the metrics' api and method labels of a gRPC call."""
+    service, _, method = full_method.lstrip("/").partition("/")
+    api = service.rsplit(".", 1)[0]
+    return api if api in APIS else "unknown", "Info" if method == "Info" else "Rerank"
+
+
+def _listen(server: grpc.aio.Server, settings: Settings) -> int:
+    if not settings.tls_cert:
+        port = server.add_insecure_port(settings.listen)
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
+            root_certificates=Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None,
+            require_client_auth=bool(settings.tls_client_ca),
+        )
+        port = server.add_secure_port(settings.listen, credentials)
+    if port == 0:
+        raise SystemExit(f"cannot listen on {settings.listen}")
+    return port
+
+
+def _start_metrics(listen: str, metrics: GatewayMetrics):
+    from prometheus_client import start_http_server
+
+    host, _, port = listen.rpartition(":")
+    server, _thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=metrics.registry)
+    return server
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, then the record's ``fields`` (request log) or its message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name}
+        fields = getattr(record, "fields", None)
+        entry.update(fields if isinstance(fields, dict) else {"message": record.getMessage()})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Text or JSON lines on stderr; the format is decided here only."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json"
+                         else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    gateway = await Gateway.start(settings)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    log.info("gateway ready on %s", settings.listen)
+    await stopping.wait()
+    log.info("shutting down: NOT_SERVING, finishing calls in flight (grace %.1fs)", settings.grace_period_s)
+    await gateway.stop()
+    log.info("gateway stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.from_args(argv)
+    configure_logging(settings)
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

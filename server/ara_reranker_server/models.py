@@ -1,0 +1,146 @@
+"""The models a gateway serves: each one's tokenizer, reranking core and Triton scorer, found by name.
+
+A request names a model by the name it is served under (``ara``, ``tiny``, ``bert-tiny``) or by its hub
+id; an empty name means the default model (the first). Every model is its own Triton model (own dynamic
+batcher, own instance group); the admission bounds are shared by all of them, fairly (``Admission``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from ara_reranker_client.v1 import reranker_pb2
+from ara_reranker_server.errors import ModelNotFound
+from ara_reranker_model.limits import ModelLimitError, max_input_length
+from ara_reranker_server.reranking import Admission, Limits, PairTokenizer, Reranker
+from ara_reranker_server.score_cache import ScoreCache
+from ara_reranker_server.settings import Settings, model_entries
+from ara_reranker_server.triton_client import TritonScorer
+
+__all__ = ["ServedModel", "ModelRegistry", "load_models", "load_tokenizer"]
+
+
+@dataclass
+class ServedModel:
+    """One served model; ``info`` is what Info shows of it (dtype and engine filled in once Triton answers)."""
+
+    name: str
+    reranker: Reranker
+    scorer: TritonScorer
+    info: reranker_pb2.ServedModel
+    aliases: tuple[str, ...] = field(default=())
+
+    @property
+    def model_id(self) -> str:
+        return self.info.model_id
+
+
+class ModelRegistry:
+    """Served models by name and alias, the default first."""
+
+    def __init__(self, models: list[ServedModel]) -> None:
+        self.models = models
+        self.default = models[0]
+        self._by_name: dict[str, ServedModel] = {}
+        for model in models:
+            for key in (model.name, *model.aliases):
+                self._by_name.setdefault(key, model)
+
+    def __iter__(self):
+        return iter(self.models)
+
+    def get(self, name: str) -> ServedModel:
+        """The model called ``name`` (empty: the default); ModelNotFound naming the served ones otherwise."""
+        if not name:
+            return self.default
+        model = self._by_name.get(name)
+        if model is None:
+            served = ", ".join(m.name for m in self.models)
+            raise ModelNotFound(f"model {name[:200]!r} is not served here; served models: {served} (default {self.default.name})")
+        return model
+
+
+def load_tokenizer(source: str, requested_max_length: int, threads: int) -> PairTokenizer:
+    """A served model's own fast tokenizer (tokenizer.json), the max pair length to use with it, and
+    whether its pairs carry token type ids (config.json ``type_vocab_size`` > 1: BERT-style models).
+
+    Read with the ``tokenizers`` library directly: the gateway needs neither transformers nor torch.
+    The max input length is the model directory's (server/ara_reranker_model/limits.py: tokenizer_config.json's
+    ``model_max_length``, checked against config.json's positions), lowered to ``requested_max_length``."""
+    path = Path(source)
+    if path.is_dir():
+        if not (path / "tokenizer.json").exists():
+            raise SystemExit(f"{path} has no tokenizer.json (the model's fast tokenizer)")
+        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        config = _json(path / "tokenizer_config.json")
+        model_config = _json(path / "config.json")
+        try:
+            max_length = max_input_length(path, requested_max_length)
+        except ModelLimitError as exc:
+            raise SystemExit(f"refusing to start: {exc}") from exc
+    else:  # a hub id: no local files to read the limit from
+        tokenizer = Tokenizer.from_pretrained(source)
+        config, model_config = {}, {}
+        if not requested_max_length:
+            raise SystemExit(f"{source} is not a local model directory: pass --max-input-length")
+        max_length = requested_max_length
+    pad = config.get("pad_token") or ("[PAD]" if tokenizer.token_to_id("<pad>") is None else "<pad>")
+    pad_id = tokenizer.token_to_id(pad["content"] if isinstance(pad, dict) else pad)
+    types = int(model_config.get("type_vocab_size", 1)) > 1
+    return PairTokenizer(tokenizer, max_length, pad_id if pad_id is not None else 0, threads, token_type_ids=types)
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _specs(settings: Settings) -> list[tuple[str, str, str, str]]:
+    """(name, model directory, Triton model, model id) of each served model, the default first."""
+    if settings.models:
+        return [(name, path, name, hub or name) for name, hub, path in model_entries(settings)]
+    source = Path(settings.tokenizer)
+    model_id = settings.model_id or (source.name if source.exists() else settings.tokenizer)
+    return [(settings.model_name or model_id, settings.tokenizer, settings.triton_model, model_id)]
+
+
+def load_models(settings: Settings) -> ModelRegistry:
+    """Every served model's tokenizer, core and Triton scorer, sharing the admission bounds."""
+    specs = _specs(settings)
+    names = [name for name, *_ in specs]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"model names must differ: {names}")
+    limits = Limits(settings.max_documents, settings.max_query_chars, settings.max_document_chars,
+                    settings.chunk_size, settings.max_inflight_pairs, settings.max_inflight_tokens,
+                    settings.max_windows_per_request)
+    pairs = Admission(limits.max_inflight_pairs, "max_inflight_pairs", "pairs", names)
+    tokens = Admission(limits.max_inflight_tokens, "max_inflight_tokens", "tokens", names)
+    cache = ScoreCache(settings.score_cache_mb * 1024 * 1024, settings.score_cache_ttl_s)
+    served = []
+    for position, (name, directory, triton_model, model_id) in enumerate(specs):
+        requested = settings.max_input_length if position == 0 else _capped(directory, settings.max_input_length)
+        tokenizer = load_tokenizer(directory, requested, settings.tokenizer_threads)
+        scorer = TritonScorer(settings.triton_endpoints, triton_model, settings.health_interval_s,
+                              settings.health_failures, settings.max_message_bytes)
+        reranker = Reranker(tokenizer, scorer, limits, settings.default_timeout_s, name=name,
+                            admission=pairs, token_admission=tokens, cache=cache)
+        aliases = tuple(a for a in {model_id} - {name})
+        info = reranker_pb2.ServedModel(
+            name=name, model_id=model_id, aliases=aliases, triton_model=triton_model,
+            max_input_length=tokenizer.max_length, is_default=position == 0, token_type_ids=tokenizer.token_type_ids,
+        )
+        served.append(ServedModel(name, reranker, scorer, info, aliases))
+    return ModelRegistry(served)
+
+
+def _capped(directory: str, requested: int) -> int:
+    """max_input_length applies to the other models as a cap: never above what each model takes."""
+    if not requested or not Path(directory).is_dir():
+        return requested
+    try:
+        return min(requested, max_input_length(directory))
+    except ModelLimitError:
+        return requested  # load_tokenizer reports the model directory's own problem

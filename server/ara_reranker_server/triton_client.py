@@ -1,0 +1,234 @@
+"""The gateway's only door to Triton: token tensors in, logits out, over one or more endpoints.
+
+``TritonScorer.score`` sends one chunk to a healthy endpoint (round robin) and, when that endpoint
+is down, full or fails the forward pass (e.g. out of memory), retries the chunk on the next one until
+the deadline; scoring is idempotent, so a retry is safe. An endpoint is ``host:port`` or a gRPC target
+that names several servers (``dns:///triton-headless:8001``, ``ipv4:10.0.0.1:8001,10.0.0.2:8001``):
+gRPC balances those per request (``round_robin``) and re-resolves DNS as pods come and go.
+
+A background task polls each endpoint's model readiness and reports changes (health service, metrics);
+an endpoint counts as down after ``failures_to_down`` consecutive failures (polls or calls), so one
+transient error does not flap health. tritonclient's exceptions are translated into
+``ara_reranker_server.errors`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import tritonclient.grpc.aio as triton_aio
+from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.utils import InferenceServerException
+
+from ara_reranker_server.errors import BackendError, BackendFailed, BackendUnavailable, DeadlineExceeded, Overloaded, RerankerError
+from ara_reranker_model.files import served_precision
+
+__all__ = ["TritonScorer", "ModelInfo"]
+
+log = logging.getLogger(__name__)
+
+HealthListener = Callable[[str, bool], None]
+# gRPC target schemes that can name several servers; these are balanced per request.
+BALANCED_SCHEMES = ("dns:", "ipv4:", "ipv6:")
+# Tries per chunk at least (more when there are more endpoints), and the pause before a repeated one.
+RETRIES = 3
+RETRY_BACKOFF_S = 0.05
+# Failures another try may not repeat: an endpoint down or full, or a forward pass that failed there.
+RETRYABLE = (BackendUnavailable, Overloaded, BackendFailed)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What Triton's model configuration says about the served model."""
+
+    max_batch_size: int
+    dtype: str
+    engine: str
+
+    @classmethod
+    def of_config(cls, config: dict) -> "ModelInfo":
+        """From a model configuration as JSON: its batch size, engine, and the precision that engine runs
+        for its ``dtype`` on the instances' device (``auto`` differs between engines on GPU)."""
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        engine = params.get("engine", "torch")
+        on_gpu = any(group.get("kind") == "KIND_GPU" for group in config.get("instance_group", []))
+        return cls(int(config.get("max_batch_size", 0)), served_precision(engine, params.get("dtype", "auto"), on_gpu), engine)
+
+
+class TritonScorer:
+    """Scores token chunks on Triton, failing over between endpoints."""
+
+    def __init__(self, endpoints: tuple[str, ...], model: str, health_interval_s: float = 1.0,
+                 failures_to_down: int = 3, max_message_bytes: int = 1 << 30) -> None:
+        self.endpoints = endpoints
+        self.model = model
+        self.health_interval_s = health_interval_s
+        self.failures_to_down = failures_to_down
+        self._clients = {
+            url: triton_aio.InferenceServerClient(url, channel_args=channel_args(url, max_message_bytes)) for url in endpoints
+        }
+        self.healthy = {url: False for url in endpoints}
+        self._failures = {url: 0 for url in endpoints}
+        self._next = itertools.cycle(range(len(endpoints)))
+        self._listeners: list[HealthListener] = []
+        self._poller: asyncio.Task | None = None
+
+    # -- health ----------------------------------------------------------------------------------
+
+    def on_health_change(self, listener: HealthListener) -> None:
+        """Call ``listener(endpoint, healthy)`` whenever an endpoint's readiness changes."""
+        self._listeners.append(listener)
+
+    @property
+    def any_healthy(self) -> bool:
+        return any(self.healthy.values())
+
+    async def check_health(self) -> None:
+        """Poll every endpoint once and record the outcomes."""
+        states = await asyncio.gather(*(self._is_ready(url) for url in self.endpoints))
+        for url, ready in zip(self.endpoints, states):
+            self._record(url, ready)
+
+    async def _is_ready(self, url: str) -> bool:
+        try:
+            return bool(await self._clients[url].is_model_ready(self.model, client_timeout=max(self.health_interval_s, 1.0)))
+        except Exception:  # any failure to answer means not ready
+            return False
+
+    def _record(self, url: str, ok: bool) -> None:
+        """One success marks an endpoint up; ``failures_to_down`` failures in a row mark it down."""
+        self._failures[url] = 0 if ok else self._failures[url] + 1
+        if ok:
+            self._set_health(url, True)
+        elif self._failures[url] >= self.failures_to_down:
+            self._set_health(url, False)
+
+    def _set_health(self, url: str, ready: bool) -> None:
+        if self.healthy[url] != ready:
+            self.healthy[url] = ready
+            log.warning("triton endpoint %s is %s", url, "ready" if ready else "NOT ready")
+            for listener in self._listeners:
+                try:
+                    listener(url, ready)
+                except Exception:  # a listener's bug must not stop health tracking
+                    log.exception("health listener failed for %s", url)
+
+    def start(self) -> None:
+        """Start polling readiness in the background."""
+        if self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def _poll(self) -> None:
+        while True:
+            try:
+                await self.check_health()
+            except Exception:  # keep polling whatever happens: health must recover by itself
+                log.exception("readiness poll failed")
+            await asyncio.sleep(self.health_interval_s)
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+            self._poller = None
+        await asyncio.gather(*(client.close() for client in self._clients.values()), return_exceptions=True)
+
+    # -- model info --------------------------------------------------------------------------------
+
+    async def model_info(self) -> ModelInfo:
+        """Batch size, dtype and engine from the first endpoint that answers."""
+        for url in self._ordered():
+            try:
+                response = await self._clients[url].get_model_config(self.model, as_json=True, client_timeout=5)
+            except Exception:
+                continue
+            return ModelInfo.of_config(response["config"])
+        raise BackendUnavailable(f"no Triton endpoint answered for model {self.model}")
+
+    # -- scoring -----------------------------------------------------------------------------------
+
+    def _ordered(self) -> list[str]:
+        """Endpoints to try: round robin, healthy ones first (unhealthy ones last, they may be back)."""
+        start = next(self._next)
+        rotated = self.endpoints[start:] + self.endpoints[:start]
+        return sorted(rotated, key=lambda url: not self.healthy[url])
+
+    def _attempts(self) -> list[str]:
+        """Where to send a chunk, in order: every endpoint once, and at least ``RETRIES`` tries in all
+        (a second try on a balanced target reaches another server; on a plain one, a restarted one)."""
+        ordered = self._ordered()
+        return [ordered[i % len(ordered)] for i in range(max(len(ordered), RETRIES))]
+
+    async def score(self, input_ids: np.ndarray, attention_mask: np.ndarray, deadline: float,
+                    token_type_ids: np.ndarray | None = None) -> np.ndarray:
+        """Float32 logits [rows] for one right-padded chunk; ``deadline`` is a time.monotonic() instant."""
+        inputs = []
+        tensors = [("input_ids", input_ids), ("attention_mask", attention_mask)]
+        if token_type_ids is not None:
+            tensors.append(("token_type_ids", token_type_ids))
+        for name, array in tensors:
+            tensor = InferInput(name, list(array.shape), "INT64")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        outputs = [InferRequestedOutput("logits")]
+        last: RerankerError | None = None
+        for attempt, url in enumerate(self._attempts()):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded("deadline exceeded before Triton answered")
+            if attempt >= len(self.endpoints):  # the same endpoint again: give it a moment
+                await asyncio.sleep(min(RETRY_BACKOFF_S * attempt, remaining / 2))
+            try:
+                result = await self._clients[url].infer(self.model, inputs, outputs=outputs, client_timeout=remaining)
+            except InferenceServerException as exc:
+                last = _translate(exc, url)
+                if not isinstance(last, RETRYABLE):
+                    raise last from exc
+                if isinstance(last, BackendUnavailable):
+                    self._record(url, False)
+                log.warning("chunk failed on %s (%s); trying again", url, last)
+                continue
+            self._record(url, True)
+            return result.as_numpy("logits").reshape(-1).astype(np.float32, copy=False)
+        assert last is not None
+        raise last
+
+
+def channel_args(url: str, max_message_bytes: int) -> list[tuple[str, object]]:
+    """gRPC channel options for a Triton endpoint. tritonclient drops its own defaults (message size,
+    keepalive) when given any, so they are all here; a target naming several servers is balanced per
+    request, and DNS is re-resolved when a connection closes (Triton's --grpc-max-connection-age)."""
+    args: list[tuple[str, object]] = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    if url.startswith(BALANCED_SCHEMES):
+        args.append(("grpc.lb_policy_name", "round_robin"))
+    return args
+
+
+def _translate(exc: InferenceServerException, url: str) -> RerankerError:
+    """tritonclient's error -> the gateway's (the one place this mapping lives)."""
+    status = str(exc.status() or "")
+    message = exc.message() or str(exc)
+    if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
+        return DeadlineExceeded(f"deadline exceeded waiting for Triton at {url}")
+    if "Exceeds maximum queue size" in message or "RESOURCE_EXHAUSTED" in status:
+        return Overloaded(f"Triton at {url} is at capacity: {message}")
+    if "UNAVAILABLE" in status or "CANCELLED" in status or "not found" in message or "is not ready" in message:
+        return BackendUnavailable(f"Triton at {url} is unavailable: {message}")
+    if "INVALID_ARG" in status:
+        # The gateway built these tensors, so Triton refusing them is a deployment mismatch (e.g. chunk_size
+        # above max_batch_size, a tokenizer that is not the served model's), not the caller's fault.
+        return BackendError(f"Triton at {url} refused the gateway's tensors (check the gateway and model configs): {message}")
+    return BackendFailed(f"Triton at {url} failed: {status} {message}")
