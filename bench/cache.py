@@ -21,15 +21,15 @@ from dataclasses import asdict
 
 import numpy as np
 
+from ara_reranker_client import RerankerClient
+from ara_reranker_model.store import prepare
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 from bench.loadgen import run_level
-from bench.run import _machine, write_result
+from bench.run import machine_info, write_result
 from bench.systems import triton_metrics
 from bench.workload import Request
-from ara_reranker_client import RerankerClient
-from tests.arabic_text import QUERIES, mixed_passages
-from ara_reranker_server.launcher.gateway_process import GatewayProcess
-from ara_reranker_model.store import prepare
-from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
+from tools.arabic_text import QUERIES, mixed_passages
 
 
 def zipf_requests(rng: np.random.Generator, corpus: list[str], queries: list[str], requests: int, docs: int,
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"hits {row['hit_share']:.1%}  errors {level.errors}", flush=True)
     off, on = result["zipf"]["cache off"], result["zipf"]["cache on"]
     result["zipf_speedup"] = round(on["pairs_per_s"] / off["pairs_per_s"], 3) if off["pairs_per_s"] else None
-    result["meta"] = {"command": "python -m bench.cache " + " ".join(argv or []), **_machine()}
+    result["meta"] = {"command": "python -m bench.cache " + " ".join(argv or []), **machine_info()}
     print(markdown(result), flush=True)
     if not args.no_write:
         write_result("cache", result)

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.run import PROJECT_ROOT, _git_commit, _machine, _versions, write_result
+from bench.run import PROJECT_ROOT, git_commit, machine_info, package_versions, write_result
 from bench.systems import NO_CACHE
 from bench.workload import Workload, make_workload
 
@@ -352,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     os.sched_setaffinity(0, other)  # before any thread or child: Triton inherits it
     from transformers import AutoTokenizer
 
-    from ara_reranker_server.launcher.gateway_process import GatewayProcess
     from ara_reranker_model.store import prepare
+    from ara_reranker_server.launcher.gateway_process import GatewayProcess
     from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 
     model_dir = prepare(args.model)
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     concurrency = [int(c) for c in args.concurrency.split(",")]
     result: dict = {
-        "machine": _machine(), "versions": _versions(), "commit": _git_commit(), "model": args.model,
+        "machine": machine_info(), "versions": package_versions(), "commit": git_commit(), "model": args.model,
         "placement": {"gateway_core": args.gateway_core, "other_cores": args.other_cores,
                       "note": "gateway alone on gateway_core (taskset); Triton, the orchestrator and the load "
                               "generator share other_cores; Triton alone is driven from gateway_core"},

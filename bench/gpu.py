@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import shlex
 import shutil
 import sys
@@ -52,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.run import RESULTS, _git_commit, _machine, _versions, write_result
+from bench.run import RESULTS, git_commit, machine_info, package_versions, write_result
 
 # Peak dense float16 tensor-core rates (TFLOP/s), the vendors' datasheets; first match on the device name.
 PEAK_FP16_TFLOPS = (
@@ -137,9 +136,9 @@ def _tritonserver() -> str | None:
 def batch_shapes(model_dir: Path, device: str, widths: list[int], budgets: list[int], repeats: int) -> dict:
     """Tokens/s of full micro-batches per (row width, token budget); the fitted per-pass overhead and the
     proposed budget."""
-    from bench.systems import model_code
     from ara_reranker_model.inputs import padded_rows
     from ara_reranker_model.limits import max_positions
+    from bench.systems import model_code
 
     engines, _ = model_code()
     engine = engines.load_engine("torch", model_dir, device, "float16", 0, allow_cpu_float16=not device.startswith("cuda"))
@@ -243,18 +242,18 @@ def _level_row(concurrency: int, pairs_per_s: float, p50: float, p99: float, err
 def configured_repository(target: Path, model_dir: Path, queue_delay_us: int, parameters: dict[str, object]) -> Path:
     """The model repository with every config's queue delay and the given parameters set (the launcher's
     generated repository: name and weights directory already set)."""
+    from ara_reranker_server import triton_config
     from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, generate_repository
 
     repository = generate_repository(target, {MODEL_NAME: model_dir})
-    for config in (repository / MODEL_NAME).rglob("*.pbtxt"):
-        text, count = re.subn(r"max_queue_delay_microseconds: \d+", f"max_queue_delay_microseconds: {queue_delay_us}",
-                              config.read_text())
+    for path in (repository / MODEL_NAME).rglob("*.pbtxt"):
+        config = triton_config.load(path)
+        config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
         for key, value in parameters.items():
-            text, found = re.subn(rf'(\{{ key: "{key}", value: \{{ string_value: )"[^"]*"', rf'\1"{value}"', text)
-            count += found
-        if count != 1 + len(parameters):
-            raise ValueError(f"{config}: expected one queue delay and one of each of {sorted(parameters)}")
-        config.write_text(text)
+            if key not in config.parameters:
+                raise ValueError(f"{path}: no {key} parameter")
+            config.parameters[key].string_value = str(value)
+        path.write_text(triton_config.dump(config))
     return repository
 
 
@@ -263,7 +262,7 @@ def prepared_requests(model_dir: Path, workload, chunk_size: int) -> tuple[list,
     into chunks of ``chunk_size``, each right-padded (the gateway's padding); and every pair's length."""
     from transformers import AutoTokenizer
 
-    from ara_reranker_server.reranking import padded_rows
+    from ara_reranker_model.inputs import padded_rows
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     prepared, lengths = [], []
@@ -306,8 +305,8 @@ async def _triton_levels(url: str, model: str, prepared: list, concurrency: list
 def triton(model_dir: Path, queue_delays: list[int], parameters: dict, prepared: list, concurrency: list[int],
            seconds: float, flops_per_pair: float, peak: float | None, tmp: Path) -> dict:
     """The Triton model with dynamic batching, once per queue delay."""
-    from bench.gateway_capacity import Probe
     from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
+    from bench.gateway_capacity import Probe
 
     # The config's engine and dtype: torch, auto (float16 on a GPU, float32 in a CPU dry run).
     out: dict = {"parameters": parameters, "by_queue_delay_us": {}}
@@ -364,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
                  "note": "CPU DRY RUN of the GPU script on the tiny model: proves every step runs; its figures are "
                          "not GPU figures" if args.dry_run else "GPU measurement (bench/gpu.py)",
                  "command": "python -m bench.gpu " + shlex.join(argv if argv is not None else sys.argv[1:]),
-                 "git": _git_commit(), "versions": _versions(), **_machine()},
+                 "git": git_commit(), "versions": package_versions(), **machine_info()},
         "steps": {},
     }
     _measure(args, result, Step(result))
@@ -394,7 +393,7 @@ def _measure(args: argparse.Namespace, result: dict, step: Step) -> None:
     peak = result["meta"]["peak_fp16_tflops"] = args.peak_tflops or env.get("peak_fp16_tflops")
     on_gpu = args.device.startswith("cuda")
     onnx_cuda = "CUDAExecutionProvider" in env.get("onnxruntime_providers", []) and "onnx" not in args.skip
-    model_dir = _prepare(step, args.model, onnx_cuda or (args.dry_run and "onnx" not in args.skip))
+    model_dir = prepare_model(step, args.model, onnx_cuda or (args.dry_run and "onnx" not in args.skip))
     result["meta"]["model_dir"] = str(model_dir)
     if "drift" not in args.skip:
         step("drift", _drift, model_dir, args.device, on_gpu, args.drift_options)
@@ -422,8 +421,8 @@ def _workload(model_dir: Path, requests: int, result: dict):
     """The benchmark's workload, the same requests as Triton gets them, and the model FLOPs of a mean pair."""
     from transformers import AutoTokenizer
 
-    from bench.workload import make_workload
     from ara_reranker_server.settings import Settings
+    from bench.workload import make_workload
 
     chunk_size = Settings().chunk_size  # the gateway's default: pairs per Triton request
     workload = make_workload(AutoTokenizer.from_pretrained(model_dir), requests=requests)
@@ -434,7 +433,7 @@ def _workload(model_dir: Path, requests: int, result: dict):
     return workload, prepared, flops_per_pair
 
 
-def _prepare(step: Step, model: str, onnx: bool) -> Path:
+def prepare_model(step: Step, model: str, onnx: bool) -> Path:
     """The model directory (built offline if needed) and, when it can be used here, its float16 graph."""
     from ara_reranker_model.store import prepare
 

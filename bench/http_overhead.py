@@ -17,13 +17,13 @@ import time
 import httpx
 import numpy as np
 
-from bench.run import _machine, write_result
-from bench.systems import NO_CACHE
 from ara_reranker_client import RerankerClient
-from tests.arabic_text import QUERIES, mixed_passages
-from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_model.store import prepare
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
+from bench.run import machine_info, write_result
+from bench.systems import NO_CACHE
+from tools.arabic_text import QUERIES, mixed_passages
 
 
 def measure(model: str, engine: str, count: int, documents: int, seed: int) -> dict:
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only (tests)")
     args = parser.parse_args(argv)
     result = measure(args.model, args.engine, args.count, args.documents, args.seed)
-    result["meta"] = {"command": "python -m bench.http_overhead " + " ".join(argv or []), **_machine()}
+    result["meta"] = {"command": "python -m bench.http_overhead " + " ".join(argv or []), **machine_info()}
     print(markdown(result), flush=True)
     if not args.no_write:
         write_result("http-overhead", result)

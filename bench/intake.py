@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.run import _machine, write_result
-from bench.systems import NO_CACHE
 from ara_reranker_client import RerankerClient, RerankerError
-from ara_reranker_server.reranking import PairTokenizer
-from tests.arabic_text import QUERIES, SENTENCES, mixed_passages, passage
-from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_model.store import prepare
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
+from ara_reranker_server.tokenization import PairTokenizer
+from bench.run import machine_info, write_result
+from bench.systems import NO_CACHE
+from tools.arabic_text import QUERIES, SENTENCES, mixed_passages, passage
 
 
 def worst_case_documents(count: int, chars: int) -> list[str]:
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     documents = worst_case_documents(args.documents, args.document_chars)
     size_mb = sum(len(d.encode()) for d in documents) / 1e6
     print(f"worst-case request: {len(documents)} documents x {args.document_chars} characters ({size_mb:.1f} MB)")
-    result: dict = {"machine": _machine(), "request_mb": round(size_mb, 1), "documents": len(documents),
+    result: dict = {"machine": machine_info(), "request_mb": round(size_mb, 1), "documents": len(documents),
                     "document_chars": args.document_chars, "tokenization": [tokenization(model_dir, documents, n) for n in (512, 8192)]}
     for row in result["tokenization"]:
         print(f"tokenize at max length {row['max_length']}: {row['now_s']} s now, {row['whole_documents_s']} s tokenizing whole documents")

@@ -25,12 +25,12 @@ import time
 
 import numpy as np
 
-from bench.run import _machine, write_result
+from ara_reranker_client.v1 import reranker_pb2
+from ara_reranker_model.inputs import padded_rows
+from bench.run import machine_info, write_result
 from bench.systems import NO_CACHE, ServiceSystem, triton_metrics
 from bench.worker import make_system
 from bench.workload import make_workload
-from ara_reranker_client.v1 import reranker_pb2
-from ara_reranker_model.inputs import padded_rows
 
 _TRITON = {  # Triton's cumulative counters (microseconds), and model.py's forward-pass seconds
     "request_us": "nv_inference_request_duration_us",
@@ -59,9 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     import tritonclient.grpc as tg
     from transformers import AutoTokenizer
 
-    from bench.run import _prepare
+    from bench.run import prepare_model
 
-    model_dir = _prepare(args.model, args.engine == "onnx")
+    model_dir = prepare_model(args.model, args.engine == "onnx")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     requests = make_workload(tokenizer, requests=32, docs_per_request=args.docs).requests
     tensors = [padded_rows(tokenizer([r.query] * len(r.documents), r.documents, truncation="only_second",
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             "forward passes in it": round(per["forward_s"] * 1000, 3),
             "compute output": round(per["compute_output_us"] / 1000, 3),
         },
-        "meta": {"command": "python -m bench.overhead " + " ".join(argv or []), **_machine()},
+        "meta": {"command": "python -m bench.overhead " + " ".join(argv or []), **machine_info()},
     }
     print(markdown(result), flush=True)
     if not args.no_write:

@@ -97,8 +97,8 @@ def _system(model_dir: Path, option: Option, device: str, parameters: dict[str, 
     from bench.systems import InProcessLimit
 
     if option.engine == "onnx":
-        from bench.systems import model_code
         from ara_reranker_model.onnx_export import export_onnx
+        from bench.systems import model_code
 
         engines, _ = model_code()
         engines.OnnxEngine.execution_providers(device)  # ValueError before a long export, not after it
@@ -236,10 +236,10 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.run import RESULTS, _git_commit, _machine, _versions, write_result
+    from ara_reranker_model.store import prepare
+    from bench.run import RESULTS, git_commit, machine_info, package_versions, write_result
     from bench.worker import config_parameters
     from client.evaluation import SAMPLE_DATA, load_dataset
-    from ara_reranker_model.store import prepare
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="offline model or directory (default: small on CPU, large on GPU)")
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                  "model_note": "offline: random weights (rankings mean nothing as quality; agreement with float32 is "
                                "numerical drift)" if (model_dir / "OFFLINE_RANDOM_WEIGHTS.txt").exists() else "real weights",
                  "command": "python -m bench.precision " + shlex.join(argv if argv is not None else sys.argv[1:]),
-                 "git": _git_commit(), "versions": _versions(), **_machine(), **_gpu(args.device)},
+                 "git": git_commit(), "versions": package_versions(), **machine_info(), **_gpu(args.device)},
         **measure(model_dir, args.device, options, groups, parameters),
     }
     print(markdown(result))

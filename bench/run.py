@@ -52,7 +52,7 @@ def write_result(prefix: str, result: dict, directory: Path = RESULTS) -> Path:
     return path
 
 
-def _machine() -> dict:
+def machine_info() -> dict:
     cpu = platform.processor() or "unknown"
     try:
         for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines():
@@ -66,7 +66,7 @@ def _machine() -> dict:
             "python": platform.python_version(), "gpu": "none"}
 
 
-def _versions() -> dict:
+def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
@@ -78,14 +78,14 @@ def _versions() -> dict:
     return out
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
     result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
                            capture_output=True, text=True).stdout.strip()
     return result.stdout.strip() + ("+changes" if dirty else "")
 
 
-def _prepare(model: str, needs_onnx: bool) -> Path:
+def prepare_model(model: str, needs_onnx: bool) -> Path:
     from ara_reranker_model.store import prepare
 
     model_dir = prepare(model)
@@ -130,7 +130,7 @@ def _overhead(args, tmp: Path, options: dict, run: dict) -> dict:
     if not _overhead_inline(args, list(results)):
         from transformers import AutoTokenizer
 
-        model_dir = _prepare(args.overhead_model, args.overhead_engine == "onnx")
+        model_dir = prepare_model(args.overhead_model, args.overhead_engine == "onnx")
         workload = make_workload(AutoTokenizer.from_pretrained(model_dir), seed=args.seed, requests=32, docs_per_request=OVERHEAD_DOCS)
         workload.save(path := tmp / "overhead-workload.json")
         for system in _overhead_pair(args):
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from transformers import AutoTokenizer
 
-    model_dir = _prepare(args.model, any(s.endswith("onnx") for s in systems))
+    model_dir = prepare_model(args.model, any(s.endswith("onnx") for s in systems))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     shape = dict(SHAPES[args.workload])
     args.docs = args.docs or shape.pop("docs_per_request", OVERHEAD_DOCS)
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "meta": {"timestamp": stamp, "model": args.model, "model_dir": str(model_dir), "max_length": int(tokenizer.model_max_length),
                  "model_note": "offline: real XLM-R tokenizer and shapes, random weights" if (model_dir / "OFFLINE_RANDOM_WEIGHTS.txt").exists() else "real weights",
                  "concurrency": [int(c) for c in args.concurrency.split(",")], "duration_s": args.duration,
-                 "command": command, "git": _git_commit(), "versions": _versions(), **_machine()},
+                 "command": command, "git": git_commit(), "versions": package_versions(), **machine_info()},
         "workload": workload.summary() | {"name": args.workload, "side_run": side},
         "systems": [],
     }

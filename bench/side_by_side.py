@@ -14,14 +14,14 @@ import argparse
 
 import numpy as np
 
+from ara_reranker_client import RerankerClient
+from ara_reranker_model.store import prepare
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 from bench.loadgen import run_level
-from bench.run import _machine, write_result
+from bench.run import machine_info, write_result
 from bench.systems import NO_CACHE
 from bench.workload import make_workload
-from ara_reranker_client import RerankerClient
-from ara_reranker_server.launcher.gateway_process import GatewayProcess
-from ara_reranker_model.store import prepare
-from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 
 
 def measure(models: dict, concurrency: int, duration_s: float, workload) -> dict:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             print(runs[-1], flush=True)
     alone = [r["pairs_per_s"] for r in runs if len(r["models"]) == 1]
     beside = [r["pairs_per_s"] for r in runs if len(r["models"]) == 2]
-    result = {"machine": _machine(), "model": args.model, "beside_idle": args.beside, "concurrency": args.concurrency,
+    result = {"machine": machine_info(), "model": args.model, "beside_idle": args.beside, "concurrency": args.concurrency,
               "runs": runs, "alone_mean": round(float(np.mean(alone)), 2), "beside_mean": round(float(np.mean(beside)), 2),
               "ratio": round(float(np.mean(beside) / np.mean(alone)), 3)}
     print(f"{args.model} alone {result['alone_mean']} pairs/s, beside an idle {args.beside} {result['beside_mean']} "

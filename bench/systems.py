@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ara_reranker_model.inputs import PAD_TOKEN_TYPE, padded_rows
-from ara_reranker_server.reranking import sigmoid
+from ara_reranker_server.ranking import sigmoid
 
 # Benchmarks measure the model, not the score cache: their workloads repeat requests, which the cache would
 # answer without the model (bench/cache.py measures the cache itself).

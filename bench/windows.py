@@ -20,13 +20,13 @@ import time
 import grpc
 import numpy as np
 
-from bench.run import _machine, write_result
-from bench.systems import NO_CACHE
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
-from tests.arabic_text import QUERIES, passage
-from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_model.store import prepare
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
+from bench.run import machine_info, write_result
+from bench.systems import NO_CACHE
+from tools.arabic_text import QUERIES, passage
 
 MODES = {"end": reranker_pb2.TRUNCATION_END, "split": reranker_pb2.TRUNCATION_SPLIT}
 
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     requests = [pages(rng, args.documents) for _ in range(args.distinct)]
     chars = [len(d) for r in requests for d in r]
-    result: dict = {"machine": _machine(), "model": args.model, "max_input_length": args.max_input_length,
+    result: dict = {"machine": machine_info(), "model": args.model, "max_input_length": args.max_input_length,
                     "documents_per_request": args.documents, "clients": args.clients,
                     "page_chars": {"min": min(chars), "mean": round(float(np.mean(chars))), "max": max(chars)}, "modes": {}}
     with TritonServer(TritonOptions(model_dir=model_dir)) as triton:

@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_model.store import prepare
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
-
 from tests.reference import InProcessReference
 
 # Test gateways run without the score cache unless a test turns it on (tests/test_score_cache.py): many

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from ara_reranker_server.reranking import sigmoid
+from ara_reranker_server.ranking import sigmoid
 
 
 class InProcessReference:

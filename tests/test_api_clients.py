@@ -16,9 +16,9 @@ from llama_index.core.schema import NodeWithScore, TextNode
 from llama_index.postprocessor.tei_rerank import TextEmbeddingInference
 
 from ara_reranker_client import RerankerClient
-from tests.arabic_text import QUERIES, mixed_passages
-from tests.helpers import assert_same_ranking
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from tests.helpers import assert_same_ranking
+from tools.arabic_text import QUERIES, mixed_passages
 
 # LiteLLM's pydantic models warn about their own TypedDicts on import.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -9,10 +9,11 @@ shows). The shipped defaults must keep every rule of ara_reranker_model.limits.C
 from __future__ import annotations
 
 import pytest
-from ara_reranker_server import triton_config
+
 from ara_reranker_model.limits import COUPLED_LIMITS, coupled_limit_problems
-from ara_reranker_server.settings import Settings
 from ara_reranker_model.store import REAL_MODEL_MAX_LENGTH
+from ara_reranker_server import triton_config
+from ara_reranker_server.settings import Settings
 
 pytestmark = pytest.mark.unit  # starts no process: make test-unit
 

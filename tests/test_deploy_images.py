@@ -173,6 +173,11 @@ def test_images_are_labelled_with_the_projects_version(dockerfile):
 
     text = (DOCKER / dockerfile).read_text()
     assert f"ARG VERSION={__version__}\n" in text and 'org.opencontainers.image.version="${VERSION}"' in text
+    image = "ara-reranker-" + dockerfile.split(".")[0]
+    tags = re.findall(rf"image: {image}:(\S+)", COMPOSE.read_text())
+    overlays = [path.read_text() for path in (ROOT / "deploy/k8s/overlays").glob("*/kustomization.yaml")]
+    tags += [m for text in overlays for m in re.findall(rf"name: {image}\n\s+newName: \S+\n\s+newTag: \"([^\"]+)\"", text)]
+    assert tags and set(tags) == {__version__}, tags
 
 
 # ---------------------------------------------------------------- compose

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ara_reranker_server import triton_config
 from ara_reranker_model.limits import coupled_limit_problems
+from ara_reranker_server import triton_config
 from ara_reranker_server.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent

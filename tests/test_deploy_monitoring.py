@@ -22,10 +22,10 @@ import pytest
 import yaml
 
 from ara_reranker_client import RerankerClient, RerankerError
-from tests.arabic_text import QUERIES, long_passage, mixed_passages
-from tests.test_metrics import TRITON_GPU_METRICS, promql_expressions, selectors, with_grafana_variables
 from ara_reranker_server.launcher.child_process import ChildProcess, wait_until
 from ara_reranker_server.launcher.triton_launcher import free_port
+from tests.test_metrics import TRITON_GPU_METRICS, promql_expressions, selectors, with_grafana_variables
+from tools.arabic_text import QUERIES, long_passage, mixed_passages
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "deploy" / "monitoring"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from docs import generate
 from ara_reranker_server import triton_config
 from ara_reranker_server.metrics import GatewayMetrics
 from ara_reranker_server.settings import Settings, _show
+from docs import generate
 
 pytestmark = pytest.mark.unit  # starts no process: make test-unit
 

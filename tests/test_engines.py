@@ -23,11 +23,17 @@ import tritonclient.grpc as grpcclient
 
 import ara_reranker_model.onnx_export as onnx_export
 from ara_reranker_model.files import graph_path, onnx_path
-from ara_reranker_server.triton_client import ModelInfo
-from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage
-from tests.helpers import padded, repository_copy
 from ara_reranker_model.onnx_export import OnnxExportError, export_onnx
-from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer, TritonStartError
+from ara_reranker_server.launcher.triton_launcher import (
+    MODEL_NAME,
+    MODEL_REPOSITORY,
+    TritonOptions,
+    TritonServer,
+    TritonStartError,
+)
+from ara_reranker_server.triton_client import ModelInfo
+from tests.helpers import padded, repository_copy
+from tools.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage
 
 ATOL = 1e-4  # the parity bound every engine is held to (float32 on CPU)
 SHORT = 512  # pairs cut here, as a gateway with max_input_length 512 does

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from ara_reranker_client import RerankerClient
+from ara_reranker_server.launcher.triton_launcher import free_port
 from client.evaluation import SAMPLE_DATA, LocalRanker, ServiceRanker, evaluate, load_dataset
 from client.evaluation.__main__ import main
-from ara_reranker_server.launcher.triton_launcher import free_port
 
 
 @pytest.fixture(scope="module")

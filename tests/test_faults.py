@@ -17,11 +17,11 @@ from grpc_health.v1 import health_pb2
 
 from ara_reranker_client import RerankerClient, RerankerError
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
-from tests.arabic_text import QUERIES, long_passage, mixed_passages
-from tests.helpers import code_of, repository_copy
 from ara_reranker_server.launcher.child_process import wait_until
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer, free_port
+from tests.helpers import code_of, repository_copy
+from tools.arabic_text import QUERIES, long_passage, mixed_passages
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 

@@ -15,9 +15,16 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ara_reranker_client import AsyncRerankerClient, RerankerClient, RerankerError
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
-from tests.arabic_text import (MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage,
-                               very_long_passage)
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from tools.arabic_text import (
+    MODEL_CARD_CANDIDATES,
+    MODEL_CARD_QUERY,
+    QUERIES,
+    long_passage,
+    mixed_passages,
+    passage,
+    very_long_passage,
+)
 
 TOL = 1e-4
 SHORT = 512  # a gateway scoring at 512 tokens, as CrossEncoder(model, max_length=512) does

@@ -15,9 +15,9 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from ara_reranker_client import RerankerClient
-from tests.arabic_text import QUERIES, long_passage, mixed_passages, passage
-from tests.helpers import SAME_SCORE, assert_same_ranking
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from tests.helpers import SAME_SCORE, assert_same_ranking
+from tools.arabic_text import QUERIES, long_passage, mixed_passages, passage
 
 KEY = "http-test-key"
 MODEL = "offline-tiny"  # the name the conftest gateway serves the tiny model under

@@ -10,10 +10,10 @@ import shutil
 
 import pytest
 
-from ara_reranker_server.errors import Overloaded
 from ara_reranker_model.limits import ModelLimitError, max_input_length, max_positions
+from ara_reranker_server.admission import Admission
+from ara_reranker_server.errors import Overloaded, StartupError
 from ara_reranker_server.models import load_tokenizer
-from ara_reranker_server.reranking import Admission
 from ara_reranker_server.settings import Settings
 from ara_reranker_server.triton_client import ModelInfo, TritonScorer
 
@@ -57,12 +57,12 @@ def test_a_tokenizer_longer_than_the_positions_is_refused(tmp_path, tiny_model_d
     broken = model_dir_with(tmp_path, tiny_model_dir, model_max_length=16384)
     with pytest.raises(ModelLimitError, match="model_max_length=16384 exceeds the 8192 tokens"):
         max_input_length(broken)
-    with pytest.raises(SystemExit, match="refusing to start"):
+    with pytest.raises(StartupError, match="refusing to start"):
         load_tokenizer(str(broken), 0, threads=1)
 
 
 def test_a_max_input_length_above_the_models_is_refused_at_start(tiny_model_dir):
-    with pytest.raises(SystemExit, match="max_input_length=9000 exceeds"):
+    with pytest.raises(StartupError, match="max_input_length=9000 exceeds"):
         load_tokenizer(str(tiny_model_dir), 9000, threads=1)
     assert load_tokenizer(str(tiny_model_dir), 0, threads=1).max_length == 8192
 
@@ -133,13 +133,14 @@ async def test_the_readiness_poll_survives_an_error():
 
 
 def test_models_are_found_by_name_or_hub_id_and_unknown_ones_are_named():
-    from ara_reranker_client.v1 import reranker_pb2
     from ara_reranker_server.errors import ModelNotFound
     from ara_reranker_server.models import ModelRegistry, ServedModel
+    from ara_reranker_server.service_info import ModelDescription
 
     def served(name, hub=None):
-        info = reranker_pb2.ServedModel(name=name, model_id=hub or name)
-        return ServedModel(name, reranker=None, scorer=None, info=info, aliases=(hub,) if hub else ())
+        info = ModelDescription(name=name, model_id=hub or name, triton_model=name, max_input_length=512,
+                                is_default=False, token_type_ids=False, aliases=(hub,) if hub else ())
+        return ServedModel(name, reranker=None, scorer=None, info=info)
 
     registry = ModelRegistry([served("ara", "Omartificial-Intelligence-Space/ARA-Reranker-V1"),
                               served("minilm-l6", "cross-encoder/ms-marco-MiniLM-L-6-v2")])

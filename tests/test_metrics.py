@@ -30,9 +30,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
-from tests.arabic_text import QUERIES, SENTENCES, long_passage, mixed_passages, very_long_passage
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import free_port
+from tools.arabic_text import QUERIES, SENTENCES, long_passage, mixed_passages, very_long_passage
 
 MONITORING = Path(__file__).resolve().parent.parent / "deploy" / "monitoring"
 MODEL = "ara_reranker"

@@ -17,12 +17,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ara_reranker_client import AsyncRerankerClient, RerankerClient, RerankerError
-from client.evaluation import SAMPLE_DATA, evaluate_targets, load_dataset, parse_targets
-from tests.arabic_text import QUERIES, long_passage, mixed_passages
-from tests.reference import InProcessReference
-from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_model.store import prepare
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
+from client.evaluation import SAMPLE_DATA, evaluate_targets, load_dataset, parse_targets
+from tests.reference import InProcessReference
+from tools.arabic_text import QUERIES, long_passage, mixed_passages
 
 TOL = 1e-4
 ENGLISH = ["Paris is the capital and most populous city of France.", "A cross-encoder reads the query and the passage together.",

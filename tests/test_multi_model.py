@@ -26,12 +26,27 @@ from tritonclient.utils import InferenceServerException
 
 from ara_reranker_model.inputs import PAD_TOKEN_TYPE, padded_rows
 from ara_reranker_model.limits import max_input_length
-from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages
+from ara_reranker_model.onnx_export import export_onnx
+from ara_reranker_model.store import (
+    BERT_SHAPES,
+    OFFLINE_MODELS,
+    hub_id,
+    prepare,
+    resolve_model_dir,
+    served_name,
+    split_models,
+)
+from ara_reranker_server import triton_config
+from ara_reranker_server.launcher.triton_launcher import (
+    MODEL_NAME,
+    MODEL_REPOSITORY,
+    TritonOptions,
+    TritonServer,
+    generate_repository,
+)
 from tests.helpers import repository_copy
 from tests.reference import InProcessReference
-from ara_reranker_model.store import BERT_SHAPES, OFFLINE_MODELS, hub_id, prepare, resolve_model_dir, served_name, split_models
-from ara_reranker_model.onnx_export import export_onnx
-from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer, generate_repository
+from tools.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages
 
 ATOL = 1e-4
 LIMIT = 512  # bert-tiny's context, like ms-marco MiniLM's: 512 positions, tokenizer model_max_length 512
@@ -332,12 +347,11 @@ def test_the_generated_repository_follows_the_template(tmp_path, tiny_model_dir,
         model = repository / name
         assert (model / "1").is_symlink() and (model / "1").resolve() == (template / "1").resolve()
         for config in ("config.pbtxt", "configs/cpu.pbtxt"):
-            # The template's text with only the name and the weights directory changed.
-            original = (template / config).read_text()
-            expected = original.replace(f'name: "{MODEL_NAME}"', f'name: "{name}"').replace(
-                'string_value: "models/ara-reranker-v1"', f'string_value: "{weights.resolve()}"'
-            )
-            assert expected != original and (model / config).read_text() == expected
+            # The template's configuration with only the name and the weights directory changed.
+            expected = triton_config.load(template / config)
+            expected.name = name
+            expected.parameters["model_dir"].string_value = str(weights.resolve())
+            assert triton_config.load(model / config) == expected != triton_config.load(template / config)
 
 
 def test_an_engine_choice_is_written_into_the_configs_triton_serves(tmp_path):
@@ -346,12 +360,11 @@ def test_an_engine_choice_is_written_into_the_configs_triton_serves(tmp_path):
     repository = generate_repository(tmp_path / "repo", {MODEL_NAME: None}, engine="onnx")
     template = MODEL_REPOSITORY / MODEL_NAME
     for config in ("config.pbtxt", "configs/cpu.pbtxt"):
-        original = (template / config).read_text()
-        expected = original.replace('{ key: "engine", value: { string_value: "torch" } }',
-                                    '{ key: "engine", value: { string_value: "onnx" } }').replace(
-            'string_value: "models/ara-reranker-v1"', f'string_value: "{(MODEL_REPOSITORY.parent / "models/ara-reranker-v1").resolve()}"'
-        )
-        assert (repository / MODEL_NAME / config).read_text() == expected
+        expected = triton_config.load(template / config)
+        assert expected.parameters["engine"].string_value == "torch"
+        expected.parameters["engine"].string_value = "onnx"
+        expected.parameters["model_dir"].string_value = str((MODEL_REPOSITORY.parent / "models/ara-reranker-v1").resolve())
+        assert triton_config.load(repository / MODEL_NAME / config) == expected
 
 
 def test_options_name_valid_models_one_way():

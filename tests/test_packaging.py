@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from ara_reranker_client import __version__
-from tests.arabic_text import QUERIES
+from tools.arabic_text import QUERIES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = ["الرياض عاصمة المملكة العربية السعودية.", "القاهرة عاصمة مصر.", "الشاي الأخضر غني بمضادات الأكسدة."]

@@ -18,14 +18,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ara_reranker_client import RerankerClient
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
+from ara_reranker_server.ranking import sigmoid
 from client.evaluation.dataset import QueryGroup
 from client.evaluation.harness import rank_group
 from client.evaluation.rankers import LocalRanker, ServiceRanker
-from ara_reranker_server.reranking import sigmoid
-from tests.arabic_text import QUERIES, mixed_passages
 from tests.reference import InProcessReference
-from ara_reranker_server.launcher.gateway_process import GatewayProcess
-from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
+from tools.arabic_text import QUERIES, mixed_passages
 
 TOL = 1e-4
 BIAS_SHIFT = 30.0

@@ -14,9 +14,12 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from ara_reranker_server.errors import InvalidRequest, Overloaded
+from ara_reranker_server.jobs import Limits, RerankJob
 from ara_reranker_server.models import load_tokenizer
-from ara_reranker_server.reranking import Limits, PairTokenizer, Reranker, RerankJob, sigmoid
-from tests.arabic_text import QUERIES, SENTENCES, long_passage, mixed_passages, passage
+from ara_reranker_server.ranking import sigmoid
+from ara_reranker_server.reranking import Reranker
+from ara_reranker_server.tokenization import PairTokenizer
+from tools.arabic_text import QUERIES, SENTENCES, long_passage, mixed_passages, passage
 
 pytestmark = pytest.mark.unit  # starts no process: make test-unit
 

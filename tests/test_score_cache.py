@@ -11,14 +11,16 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from bench.systems import triton_metrics
 from ara_reranker_client import RerankerClient
 from ara_reranker_client.v1 import reranker_pb2
-from ara_reranker_server.reranking import Limits, PairTokenizer, Reranker, RerankJob
-from ara_reranker_server.score_cache import ENTRY_BYTES, ScoreCache
-from ara_reranker_server.windows import Split
-from tests.arabic_text import QUERIES, long_passage, mixed_passages
+from ara_reranker_server.jobs import Limits, RerankJob
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from ara_reranker_server.reranking import Reranker
+from ara_reranker_server.score_cache import ENTRY_BYTES, ScoreCache
+from ara_reranker_server.tokenization import PairTokenizer
+from ara_reranker_server.windows import Split
+from bench.systems import triton_metrics
+from tools.arabic_text import QUERIES, long_passage, mixed_passages
 
 LIMITS = Limits(max_documents=300, max_query_chars=5000, max_document_chars=100000, chunk_size=8, max_inflight_pairs=1000)
 

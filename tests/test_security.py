@@ -10,9 +10,9 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from ara_reranker_client import RerankerClient
-from tests.arabic_text import QUERIES
-from tests.helpers import code_of
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from tests.helpers import code_of
+from tools.arabic_text import QUERIES
 
 DOCUMENTS = ["الرياض عاصمة السعودية", "القاهرة مدينة كبيرة"]
 

@@ -6,17 +6,16 @@ naming, which does not depend on the weights."""
 
 from __future__ import annotations
 
+import grpc
 import httpx
 import pytest
 
 from ara_reranker_client import RerankerClient
-from ara_reranker_server.tei.v1 import tei_pb2, tei_pb2_grpc
-from tests.arabic_text import QUERIES
-from tests.helpers import assert_same_ranking
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.run import served_model_args
-
-import grpc
+from ara_reranker_server.tei.v1 import tei_pb2, tei_pb2_grpc
+from tests.helpers import assert_same_ranking
+from tools.arabic_text import QUERIES
 
 HUB_ID = {"ara": "Omartificial-Intelligence-Space/ARA-Reranker-V1", "tiny": "offline-tiny (random weights, real tokenizer)"}
 DOCUMENTS = ["الرياض عاصمة المملكة العربية السعودية.", "القاهرة عاصمة مصر.", "الشاي الأخضر غني بمضادات الأكسدة."]

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from ara_reranker_client import AsyncRerankerClient, RerankerError
-from tests.arabic_text import QUERIES, mixed_passages
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from tools.arabic_text import QUERIES, mixed_passages
 
 DURATION_S = float(os.environ.get("SOAK_SECONDS", "60"))
 CONCURRENCY = int(os.environ.get("SOAK_CONCURRENCY", "32"))

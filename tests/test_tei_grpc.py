@@ -11,10 +11,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ara_reranker_client import RerankerClient
-from ara_reranker_server.tei.v1 import tei_pb2, tei_pb2_grpc
-from tests.arabic_text import QUERIES, long_passage, mixed_passages, passage
-from tests.helpers import SAME_SCORE, assert_same_ranking
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from ara_reranker_server.tei.v1 import tei_pb2, tei_pb2_grpc
+from tests.helpers import SAME_SCORE, assert_same_ranking
+from tools.arabic_text import QUERIES, long_passage, mixed_passages, passage
 
 KEY = "tei-test-key"
 

@@ -30,11 +30,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
-from tests.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage
-from tests.helpers import padded, repository_copy
-from ara_reranker_server.launcher.child_process import wait_until
 from ara_reranker_model.store import REAL_MODEL_MAX_LENGTH
+from ara_reranker_server.launcher.child_process import wait_until
 from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer
+from tests.helpers import padded, repository_copy
+from tools.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage
 
 ATOL = 1e-4  # float32 tolerance between batched/padded logits and the unpadded reference
 VOCAB = 250002

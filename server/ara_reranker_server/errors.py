@@ -1,17 +1,18 @@
 """The gateway's exceptions and the one table that says how each API answers them.
 
 Lower layers (tritonclient, the tokenizer) are translated into these in exactly one place each
-(``triton_client.py``, ``reranking.py``); every API module answers them through ``ANSWERS``: the
+(``triton_client.py``, ``tokenization.py``); every API module answers them through ``ANSWERS``: the
 gRPC status (reranker.v1), the HTTP status of the Cohere/Jina dialect (JSON ``{"message"}``), and TEI's
 ``error_type`` with the HTTP and gRPC status TEI gives it. Anything that is not a ``RerankerError`` is a
 bug: answered INTERNAL / 500, its cause logged.
+
+gRPC statuses are named here as gRPC names them (``grpc.StatusCode[name]`` in the gRPC transports), so that
+the core and this table import no transport.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import grpc
 
 __all__ = [
     "RerankerError",
@@ -26,6 +27,7 @@ __all__ = [
     "BackendFailed",
     "Unauthenticated",
     "Internal",
+    "StartupError",
     "Answer",
     "ANSWERS",
     "answer_of",
@@ -81,29 +83,33 @@ class Internal(RerankerError):
     """A bug in the gateway (the cause is in its log under the request id the message names)."""
 
 
+class StartupError(Exception):
+    """The gateway cannot start as configured (a model directory, a listen address); the entry point exits with
+    the message."""
+
+
 @dataclass(frozen=True)
 class Answer:
     """How each API answers one kind of error."""
 
-    grpc: grpc.StatusCode  # reranker.v1 (and the request metrics' ``code`` label, whatever the API)
+    grpc: str  # reranker.v1's status name (also the request metrics' ``code`` label, whatever the API)
     http: int  # Cohere v1/v2 and Jina
     tei_type: str  # TEI's error_type
     tei_http: int  # TEI over HTTP
-    tei_grpc: grpc.StatusCode  # tei.v1 over gRPC
+    tei_grpc: str  # tei.v1's status name over gRPC
 
 
-_C = grpc.StatusCode
 ANSWERS: dict[type[BaseException], Answer] = {
-    EmptyRequest: Answer(_C.INVALID_ARGUMENT, 400, "Empty", 400, _C.INVALID_ARGUMENT),
-    PayloadTooLarge: Answer(_C.INVALID_ARGUMENT, 413, "Validation", 413, _C.INVALID_ARGUMENT),
-    InvalidRequest: Answer(_C.INVALID_ARGUMENT, 400, "Validation", 422, _C.INVALID_ARGUMENT),
-    ModelNotFound: Answer(_C.NOT_FOUND, 404, "Validation", 404, _C.NOT_FOUND),
-    Overloaded: Answer(_C.RESOURCE_EXHAUSTED, 429, "Overloaded", 429, _C.RESOURCE_EXHAUSTED),
-    BackendUnavailable: Answer(_C.UNAVAILABLE, 503, "Unhealthy", 503, _C.UNAVAILABLE),
-    DeadlineExceeded: Answer(_C.DEADLINE_EXCEEDED, 504, "Backend", 504, _C.DEADLINE_EXCEEDED),
-    BackendError: Answer(_C.INTERNAL, 500, "Backend", 424, _C.FAILED_PRECONDITION),
-    Unauthenticated: Answer(_C.UNAUTHENTICATED, 401, "Unauthorized", 401, _C.UNAUTHENTICATED),
-    Internal: Answer(_C.INTERNAL, 500, "Backend", 500, _C.INTERNAL),
+    EmptyRequest: Answer("INVALID_ARGUMENT", 400, "Empty", 400, "INVALID_ARGUMENT"),
+    PayloadTooLarge: Answer("INVALID_ARGUMENT", 413, "Validation", 413, "INVALID_ARGUMENT"),
+    InvalidRequest: Answer("INVALID_ARGUMENT", 400, "Validation", 422, "INVALID_ARGUMENT"),
+    ModelNotFound: Answer("NOT_FOUND", 404, "Validation", 404, "NOT_FOUND"),
+    Overloaded: Answer("RESOURCE_EXHAUSTED", 429, "Overloaded", 429, "RESOURCE_EXHAUSTED"),
+    BackendUnavailable: Answer("UNAVAILABLE", 503, "Unhealthy", 503, "UNAVAILABLE"),
+    DeadlineExceeded: Answer("DEADLINE_EXCEEDED", 504, "Backend", 504, "DEADLINE_EXCEEDED"),
+    BackendError: Answer("INTERNAL", 500, "Backend", 424, "FAILED_PRECONDITION"),
+    Unauthenticated: Answer("UNAUTHENTICATED", 401, "Unauthorized", 401, "UNAUTHENTICATED"),
+    Internal: Answer("INTERNAL", 500, "Backend", 500, "INTERNAL"),
 }
 
 
@@ -115,6 +121,6 @@ def answer_of(exc: BaseException) -> Answer:
     return ANSWERS[Internal]
 
 
-def status_of(exc: BaseException) -> grpc.StatusCode:
-    """The reranker.v1 gRPC status for an exception."""
+def status_of(exc: BaseException) -> str:
+    """The name of the reranker.v1 gRPC status for an exception (``grpc.StatusCode[status_of(exc)]``)."""
     return answer_of(exc).grpc

@@ -25,8 +25,10 @@ from ara_reranker_server.api import cohere, reranker_grpc, tei_grpc, tei_http
 from ara_reranker_server.api.calls import Calls
 from ara_reranker_server.api.http import HttpApi, start_http
 from ara_reranker_server.auth import ApiKeyInterceptor, ApiKeys
+from ara_reranker_server.errors import StartupError
 from ara_reranker_server.metrics import APIS, GatewayMetrics
 from ara_reranker_server.models import ModelRegistry, ServedModel, load_models
+from ara_reranker_server.service_info import ServiceInfo, ServiceLimits
 from ara_reranker_server.settings import Settings
 from ara_reranker_server.tei.v1 import tei_pb2_grpc
 
@@ -47,7 +49,7 @@ class Gateway:
     health: health.aio.HealthServicer
     metrics: GatewayMetrics
     port: int
-    info: reranker_pb2.InfoResponse
+    info: ServiceInfo
     metrics_server: object | None = None
     http_runner: object | None = None
     http_port: int | None = None
@@ -60,17 +62,16 @@ class Gateway:
         metrics.watch_admission(default.reranker.admission, default.reranker.token_admission)
         if default.reranker.cache is not None:
             metrics.watch_cache(default.reranker.cache)
-        info = reranker_pb2.InfoResponse(
-            model_id=default.model_id, triton_model=default.info.triton_model,
-            triton_endpoints=list(settings.triton_endpoints), max_input_length=default.info.max_input_length,
-            limits=reranker_pb2.Limits(
+        info = ServiceInfo(
+            models=[m.info for m in models], triton_endpoints=tuple(settings.triton_endpoints),
+            limits=ServiceLimits(
                 max_documents_per_request=settings.max_documents, max_query_chars=settings.max_query_chars,
                 max_document_chars=settings.max_document_chars, max_message_bytes=settings.max_message_bytes,
                 chunk_size=settings.chunk_size, max_inflight_pairs=settings.max_inflight_pairs,
                 max_inflight_tokens=settings.max_inflight_tokens, max_concurrent_rpcs=settings.max_concurrent_rpcs,
                 max_windows_per_request=settings.max_windows_per_request,
             ),
-            version=VERSION, auth_required=bool(settings.api_keys), models=[m.info for m in models],
+            version=VERSION, auth_required=bool(settings.api_keys),
         )
         calls = Calls(models, metrics, settings.log_documents)
         keys = ApiKeys(settings.api_keys) if settings.api_keys else None
@@ -141,8 +142,6 @@ class Gateway:
             log.warning("could not read Triton's config of model %s: %s", model.info.triton_model, exc)
             return
         model.info.dtype, model.info.engine = described.dtype, described.engine
-        if model is self.models.default:
-            self.info.dtype, self.info.engine = described.dtype, described.engine
         if described.max_batch_size and model.reranker.chunk_size > described.max_batch_size:
             # Triton refuses a request with more rows than max_batch_size: send smaller chunks instead.
             log.warning("chunk_size %d exceeds Triton's max_batch_size %d for model %s: using chunks of %d",
@@ -186,7 +185,7 @@ def _listen(server: grpc.aio.Server, settings: Settings) -> int:
         )
         port = server.add_secure_port(settings.listen, credentials)
     if port == 0:
-        raise SystemExit(f"cannot listen on {settings.listen}")
+        raise StartupError(f"cannot listen on {settings.listen} (listen)")
     return port
 
 
@@ -233,9 +232,17 @@ async def serve(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings.from_args(argv)
+    try:
+        settings = Settings.from_args(argv)
+    except ValueError as exc:  # a setting out of range, or limits that do not fit together
+        print(f"reranker-gateway: {exc}", file=sys.stderr)
+        return 2
     configure_logging(settings)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
     return 0
 
 

@@ -8,17 +8,20 @@ batcher, own instance group); the admission bounds are shared by all of them, fa
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from ara_reranker_client.v1 import reranker_pb2
-from ara_reranker_server.errors import ModelNotFound
-from ara_reranker_model.limits import ModelLimitError, max_input_length
-from ara_reranker_server.reranking import Admission, Limits, PairTokenizer, Reranker
+from ara_reranker_model.limits import ModelLimitError, max_input_length, takes_token_type_ids
+from ara_reranker_server.admission import Admission
+from ara_reranker_server.errors import ModelNotFound, StartupError
+from ara_reranker_server.jobs import Limits
+from ara_reranker_server.reranking import Reranker
 from ara_reranker_server.score_cache import ScoreCache
+from ara_reranker_server.service_info import ModelDescription
 from ara_reranker_server.settings import Settings, model_entries
+from ara_reranker_server.tokenization import PairTokenizer
 from ara_reranker_server.triton_client import TritonScorer
 
 __all__ = ["ServedModel", "ModelRegistry", "load_models", "load_tokenizer"]
@@ -31,8 +34,11 @@ class ServedModel:
     name: str
     reranker: Reranker
     scorer: TritonScorer
-    info: reranker_pb2.ServedModel
-    aliases: tuple[str, ...] = field(default=())
+    info: ModelDescription
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        return self.info.aliases
 
     @property
     def model_id(self) -> str:
@@ -74,23 +80,23 @@ def load_tokenizer(source: str, requested_max_length: int, threads: int) -> Pair
     path = Path(source)
     if path.is_dir():
         if not (path / "tokenizer.json").exists():
-            raise SystemExit(f"{path} has no tokenizer.json (the model's fast tokenizer)")
+            raise StartupError(f"{path} has no tokenizer.json (the model's fast tokenizer)")
         tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         config = _json(path / "tokenizer_config.json")
         model_config = _json(path / "config.json")
         try:
             max_length = max_input_length(path, requested_max_length)
         except ModelLimitError as exc:
-            raise SystemExit(f"refusing to start: {exc}") from exc
+            raise StartupError(f"refusing to start: {exc}") from exc
     else:  # a hub id: no local files to read the limit from
         tokenizer = Tokenizer.from_pretrained(source)
         config, model_config = {}, {}
         if not requested_max_length:
-            raise SystemExit(f"{source} is not a local model directory: pass --max-input-length")
+            raise StartupError(f"{source} is not a local model directory: pass --max-input-length")
         max_length = requested_max_length
     pad = config.get("pad_token") or ("[PAD]" if tokenizer.token_to_id("<pad>") is None else "<pad>")
     pad_id = tokenizer.token_to_id(pad["content"] if isinstance(pad, dict) else pad)
-    types = int(model_config.get("type_vocab_size", 1)) > 1
+    types = takes_token_type_ids(model_config)
     return PairTokenizer(tokenizer, max_length, pad_id if pad_id is not None else 0, threads, token_type_ids=types)
 
 
@@ -112,7 +118,7 @@ def load_models(settings: Settings) -> ModelRegistry:
     specs = _specs(settings)
     names = [name for name, *_ in specs]
     if len(set(names)) != len(names):
-        raise SystemExit(f"model names must differ: {names}")
+        raise StartupError(f"model names must differ: {names}")
     limits = Limits(settings.max_documents, settings.max_query_chars, settings.max_document_chars,
                     settings.chunk_size, settings.max_inflight_pairs, settings.max_inflight_tokens,
                     settings.max_windows_per_request)
@@ -128,11 +134,11 @@ def load_models(settings: Settings) -> ModelRegistry:
         reranker = Reranker(tokenizer, scorer, limits, settings.default_timeout_s, name=name,
                             admission=pairs, token_admission=tokens, cache=cache)
         aliases = tuple(a for a in {model_id} - {name})
-        info = reranker_pb2.ServedModel(
+        info = ModelDescription(
             name=name, model_id=model_id, aliases=aliases, triton_model=triton_model,
             max_input_length=tokenizer.max_length, is_default=position == 0, token_type_ids=tokenizer.token_type_ids,
         )
-        served.append(ServedModel(name, reranker, scorer, info, aliases))
+        served.append(ServedModel(name, reranker, scorer, info))
     return ModelRegistry(served)
 
 

@@ -1,29 +1,29 @@
-"""The reranking core, independent of gRPC: validate -> admit -> tokenize -> chunk -> score -> rank.
+"""The reranking core: one request's walk, independent of every transport:
+validate (``validation``) -> score-cache lookup -> admit -> tokenize (off the event loop, slice by slice) -> score in length-sorted
+chunks -> rank by logit -> score-cache fill.
 
-``Reranker.rerank`` takes a ``RerankJob`` and returns a ``RerankOutcome``. It talks to the model only
-through the ``Scorer`` protocol (``TritonScorer`` in production, an in-process scorer in unit tests).
-
-The ranking is the order of the model's logits as the model returned them (float32, compared in
-float64), never of a derived score: float32 sigmoids saturate to exactly 1.0 above a logit of ~16.6 and
-would turn different logits into ties. The sigmoid only makes the returned score.
+``Reranker.rerank`` takes a ``RerankJob`` and returns a ``RerankOutcome`` (jobs.py); it reaches the model only
+through the ``Scorer`` protocol. Its parts each live in their own module: ``validation``, ``admission``, ``chunking``, ``tokenization``, ``windows``, ``score_cache``, ``ranking``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Protocol, Sequence
 
 import numpy as np
 
-from ara_reranker_server.errors import DeadlineExceeded, EmptyRequest, InvalidRequest, Overloaded
+from ara_reranker_server.admission import Admission
+from ara_reranker_server.chunking import score_in_chunks
+from ara_reranker_server.errors import DeadlineExceeded, InvalidRequest
+from ara_reranker_server.jobs import Limits, Ranked, RerankJob, RerankOutcome, Scorer
+from ara_reranker_server.ranking import rank_by_logits, sigmoid
 from ara_reranker_server.score_cache import ScoreCache
-from ara_reranker_server.windows import Split, Window, Windows, best_rows, resolve, span
+from ara_reranker_server.tokenization import PairTokenizer, Tokenized
+from ara_reranker_server.validation import validate
+from ara_reranker_server.windows import Window, Windows, best_rows, resolve
 
-__all__ = ["Limits", "RerankJob", "Ranked", "RerankOutcome", "Tokenized", "Scorer", "Reranker", "Admission", "PairTokenizer",
-           "sigmoid", "rank_by_logits"]
+__all__ = ["Reranker"]
 
 # Bound on the caller's time the gateway keeps for itself, to answer DEADLINE_EXCEEDED before the caller's
 # own deadline cancels the call (at most this, at most a tenth of the caller's time).
@@ -34,254 +34,6 @@ TOKENIZE_SLICE = 32
 # A request of one slice and at most this many characters (query and documents) is tokenized on the event
 # loop (well under a millisecond) instead of on a tokenizer thread: two thread hops cost more than that.
 INLINE_CHARS = 4096
-# Characters a document is cut to before tokenizing, per token of room: generous (Arabic and English
-# average 3-6 characters per token); an exactness check falls back to the whole document when needed.
-CHARS_PER_TOKEN = 16
-
-
-class Scorer(Protocol):
-    """Turns one right-padded chunk of token ids (and token type ids, for BERT-style models) into float32
-    logits [rows]."""
-
-    async def score(self, input_ids: np.ndarray, attention_mask: np.ndarray, deadline: float,
-                    token_type_ids: np.ndarray | None = None) -> np.ndarray: ...
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may ask for (shown by Info)."""
-
-    max_documents: int
-    max_query_chars: int
-    max_document_chars: int
-    chunk_size: int
-    max_inflight_pairs: int
-    max_inflight_tokens: int = 1 << 21
-    max_windows: int = 10000  # windows of one TRUNCATION_SPLIT request, all documents together
-
-
-@dataclass(frozen=True)
-class RerankJob:
-    query: str
-    documents: Sequence[str]
-    top_k: int | None = None
-    raw_scores: bool = False
-    truncate: bool = True  # False: refuse pairs longer than the model's max length
-    split: Split | None = None  # TRUNCATION_SPLIT: score each document's windows (``truncate`` unused)
-    from_start: bool = False  # cut a long document's start (keep its last tokens) instead of its end
-    max_document_tokens: int | None = None  # cut each document to this many tokens (Cohere's max_tokens_per_doc)
-
-
-@dataclass(frozen=True)
-class Ranked:
-    index: int
-    score: float  # sigmoid(logit) in float32, or the logit with raw_scores
-    logit: float  # the model's logit: the ranking's key
-    window: Window | None = None  # with TRUNCATION_SPLIT: the best window, whose logit this is
-
-
-@dataclass(frozen=True)
-class RerankOutcome:
-    results: list[Ranked]  # best first, ties by lower index, cut to top_k
-    documents: int
-    input_tokens: int
-    truncated: int
-    tokenization_s: float
-    inference_s: float
-    windows: int = 0  # pairs scored: one per document, or each document's windows with TRUNCATION_SPLIT
-    cached: int = 0  # documents answered from the score cache (not sent to the model)
-
-
-@dataclass
-class Tokenized:
-    """A request's pairs, ready to score: ``owners[row]`` is the row's document (a document's rows are
-    consecutive); ``windows[row]`` its window with TRUNCATION_SPLIT (None otherwise)."""
-
-    pairs: list
-    owners: list[int]
-    windows: list[Window] | None
-    truncated: set[int] = field(default_factory=set)  # the documents cut (or with windows left out)
-
-    def extend(self, other: "Tokenized", first_index: int) -> None:
-        """Append the pairs of the slice of documents that starts at ``first_index``."""
-        self.pairs += other.pairs
-        self.owners += [first_index + i for i in other.owners]
-        if self.windows is not None:
-            self.windows += other.windows or []
-        self.truncated |= {first_index + i for i in other.truncated}
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable sigmoid computed in float32 (the returned score; never a ranking key)."""
-    x = np.asarray(logits, dtype=np.float32)
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32)
-
-
-def rank_by_logits(logits: np.ndarray) -> np.ndarray:
-    """Indices best first: higher logit first, equal logits keep the lower index first."""
-    logits = np.asarray(logits).astype(np.float64)  # upcast before anything else (fp16 from GPUs)
-    return np.lexsort((np.arange(len(logits)), -logits))
-
-
-class Admission:
-    """A bound on work in flight (pairs, or tokens), shared by the served models: beyond it, refuse at
-    once (no unbounded queue).
-
-    Shared fairly: with n models, one model may hold at most the bound less 1/(2n) of it for each other
-    model, so a flood on one leaves every other at least 1/(2n) of the bound. A single request larger
-    than its model's cap is admitted only when nothing else is in flight."""
-
-    def __init__(self, limit: int, setting: str, unit: str, owners: Sequence[str] = ("",)) -> None:
-        self.limit = limit
-        self.setting = setting
-        self.unit = unit
-        self.in_flight = 0
-        self.held = {owner: 0 for owner in owners}
-        self.cap = limit - (len(self.held) - 1) * (limit // (2 * len(self.held)))
-
-    def acquire(self, amount: int, owner: str = "") -> None:
-        if self.in_flight and (self.in_flight + amount > self.limit or self.held[owner] + amount > self.cap):
-            share = "" if len(self.held) == 1 else f" (one model may hold {self.cap}: {self.held[owner]} held by {owner})"
-            raise Overloaded(
-                f"overloaded: {self.in_flight} {self.unit} in flight, {amount} more would exceed "
-                f"{self.setting}={self.limit}{share}; retry later"
-            )
-        self.in_flight += amount
-        self.held[owner] += amount
-
-    def release(self, amount: int, owner: str = "") -> None:
-        self.in_flight -= amount
-        self.held[owner] -= amount
-
-
-class PairTokenizer:
-    """The served model's own fast tokenizer (its ``tokenizer.json``), applied to (query, document) pairs.
-
-    One ``tokenizers.Tokenizer`` serves every thread: encoding does not mutate it, and truncation is
-    done here on the document's encoding (never the query's), so no per-call state is set on it; any
-    padding or truncation saved in tokenizer.json is switched off on load (``reset``), as transformers
-    does on every call. A pair is the query and the document encoded separately and joined by the
-    model's own post-processor, which is exactly what encoding the pair does."""
-
-    def __init__(self, tokenizer, max_length: int, pad_id: int, threads: int, token_type_ids: bool = False) -> None:
-        self._tok = self.reset(tokenizer)
-        self.max_length = max_length
-        self.pad_id = pad_id
-        self.token_type_ids = token_type_ids  # BERT-style models: send each pair's token types too
-        self.special_tokens = tokenizer.post_processor.num_special_tokens_to_add(True) if tokenizer.post_processor else 0
-        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize")
-
-    @staticmethod
-    def reset(tokenizer):
-        """Switch off padding and truncation saved in tokenizer.json: the pair must be the tokenizer's
-        plain encoding, cut here (document only) and padded per chunk, as the reference does."""
-        tokenizer.no_padding()
-        tokenizer.no_truncation()
-        return tokenizer
-
-    def encode_query(self, query: str):
-        """The query's own tokens (no special tokens), as every pair of the request starts with them."""
-        return self._tok.encode(query, add_special_tokens=False)
-
-    def room(self, query: str) -> tuple[object, int]:
-        """The query's encoding and how many document tokens fit beside it."""
-        query_encoding = self.encode_query(query)
-        room = self.max_length - self.special_tokens - len(query_encoding.ids)
-        if room < 1:
-            raise InvalidRequest(
-                f"query has {len(query_encoding.ids)} tokens; with a document it must have fewer than "
-                f"{self.max_length - self.special_tokens} (max input length {self.max_length})"
-            )
-        return query_encoding, room
-
-    def encode(self, query: str, documents: Sequence[str], truncate: bool, from_start: bool = False,
-               max_document_tokens: int | None = None) -> tuple[list[list[int]], int]:
-        """Token ids of every (query, document) pair, and how many documents were truncated."""
-        query_encoding, room = self.room(query)
-        job = RerankJob(query, documents, truncate=truncate, from_start=from_start, max_document_tokens=max_document_tokens)
-        tokenized = self.encode_slice(query_encoding, room, None, documents, job, range(len(documents)))
-        return [pair.ids for pair in tokenized.pairs], len(tokenized.truncated)
-
-    def encode_slice(self, query_encoding, room: int, windows: Windows | None, documents: Sequence[str], job: "RerankJob",
-                     indices: Sequence[int]) -> Tokenized:
-        """Some of a request's documents (``indices``: their positions in the request, for errors): their
-        windows (``windows`` set), else one pair each, cut as ``job`` says."""
-        if windows is not None:
-            return self.encode_windows(query_encoding, windows, documents, job.max_document_tokens)
-        cap = room if job.max_document_tokens is None else min(room, job.max_document_tokens)
-        encodings = self._document_encodings(documents, cap, job.from_start)
-        too_long = [i for i, e in enumerate(encodings) if len(e.ids) > cap]
-        if too_long and not job.truncate:
-            i = too_long[0]
-            tokens = len(self._tok.encode(documents[i], add_special_tokens=False).ids)  # the whole count, for the message
-            if tokens > room:
-                raise InvalidRequest(
-                    f"document {indices[i]} makes {tokens + self.max_length - room} tokens "
-                    f"with the query; the model takes at most {self.max_length} "
-                    f"(use TRUNCATION_END to cut it)"
-                )
-            raise InvalidRequest(f"document {indices[i]} has {tokens} tokens; max_document_tokens={cap} "
-                                 f"(use TRUNCATION_END to cut it)")
-        for i in too_long:
-            encodings[i].truncate(cap, direction="left" if job.from_start else "right")
-        pairs = [self._tok.post_process(query_encoding, e, add_special_tokens=True) for e in encodings]
-        return Tokenized(pairs, list(range(len(pairs))), None, set(too_long))
-
-    def encode_windows(self, query_encoding, windows: Windows, documents: Sequence[str],
-                       max_document_tokens: int | None = None) -> Tokenized:
-        """Pair encodings of the first ``max_windows`` windows of each document of one slice (owners:
-        positions in the slice), and how many documents had more windows, or more than
-        ``max_document_tokens`` tokens (truncated: such a document is cut to them first)."""
-        out = Tokenized([], [], [])
-        needed = windows.tokens_needed if max_document_tokens is None else min(windows.tokens_needed, max_document_tokens)
-        for i, encoding in enumerate(self._document_encodings(documents, needed)):
-            cut = max_document_tokens is not None and len(encoding.ids) > max_document_tokens
-            if cut:
-                encoding.truncate(max_document_tokens)
-            encoding.truncate(windows.room, stride=windows.overlap)
-            parts = [encoding, *encoding.overflowing]
-            if cut or len(parts) > windows.max_windows:
-                out.truncated.add(i)
-            for w, part in enumerate(parts[: windows.max_windows]):
-                # Each part joined on its own: the joined pair's overflowing parts would keep the
-                # document's token type 0, where transformers gives the document type 1 in every window.
-                out.pairs.append(self._tok.post_process(query_encoding, part, add_special_tokens=True))
-                out.owners.append(i)
-                out.windows.append(span(part, w))
-        return out
-
-    def _document_encodings(self, documents: Sequence[str], room: int, from_start: bool = False) -> list:
-        """Each document's encoding, exact in its first ``room`` tokens (its last ones, ``from_start``),
-        without tokenizing far more than the model can use: a long document is cut by characters first,
-        keeping its start (its end). The cut is kept only when the kept tokens all come from words whole
-        in the cut text (so tokenizing the whole document gives the same ones); otherwise the whole
-        document is tokenized."""
-        cut = room * CHARS_PER_TOKEN
-        texts = [d[-cut:] if from_start else d[:cut] for d in documents]
-        encodings = self._tok.encode_batch(texts, add_special_tokens=False)
-        exact = _exact_suffix if from_start else _exact_prefix
-        for i, (document, encoding) in enumerate(zip(documents, encodings)):
-            if len(document) > cut and not exact(encoding, room):
-                encodings[i] = self._tok.encode(document, add_special_tokens=False)
-        return encodings
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _exact_prefix(encoding, room: int) -> bool:
-    """Whether the first ``room`` tokens of a cut text's encoding are those of the whole text: there are
-    more than ``room`` of them and none of the first ``room`` belongs to the last (possibly cut) word."""
-    words = encoding.word_ids
-    return len(words) > room and words[room - 1] is not None and words[-1] is not None and words[room - 1] < words[-1]
-
-
-def _exact_suffix(encoding, room: int) -> bool:
-    """Whether the last ``room`` tokens of a text cut at its start are those of the whole text: there are
-    more than ``room`` of them and none of the last ``room`` belongs to the first (possibly cut) word."""
-    words = encoding.word_ids
-    return len(words) > room and words[-room] is not None and words[0] is not None and words[0] < words[-room]
 
 
 class Reranker:
@@ -306,31 +58,10 @@ class Reranker:
     def set_chunk_size(self, chunk_size: int) -> None:
         self.chunk_size = max(1, chunk_size)
 
-    def validate(self, job: RerankJob) -> None:
-        """Raise InvalidRequest naming the first thing wrong with ``job``."""
-        lim = self.limits
-        if not job.query.strip():
-            raise InvalidRequest("query is empty")
-        if not job.documents:
-            raise EmptyRequest("documents is empty: send at least one document")
-        if len(job.documents) > lim.max_documents:
-            raise InvalidRequest(f"{len(job.documents)} documents exceed max_documents={lim.max_documents}; split the request")
-        if len(job.query) > lim.max_query_chars:
-            raise InvalidRequest(f"query has {len(job.query)} characters; max_query_chars={lim.max_query_chars}")
-        for i, doc in enumerate(job.documents):
-            if len(doc) > lim.max_document_chars:
-                raise InvalidRequest(f"document {i} has {len(doc)} characters; max_document_chars={lim.max_document_chars}")
-        if job.top_k is not None and job.top_k <= 0:
-            raise InvalidRequest(f"top_k must be at least 1 when set; got {job.top_k}")
-        if job.max_document_tokens is not None and job.max_document_tokens <= 0:
-            raise InvalidRequest(f"max_document_tokens must be at least 1 when set; got {job.max_document_tokens}")
-        if job.from_start and job.split is not None:
-            raise InvalidRequest("a document is cut at its start or split into windows, not both")
-
     async def rerank(self, job: RerankJob, timeout_s: float | None = None) -> RerankOutcome:
         """Score and rank; ``timeout_s`` (the caller's time left) bounds the work, a little inside it.
         Documents whose pair is in the score cache are not sent to the model again."""
-        self.validate(job)
+        validate(job, self.limits)
         budget = timeout_s if timeout_s is not None else self.default_timeout_s
         deadline = time.monotonic() + budget - min(DEADLINE_MARGIN_S, 0.1 * budget)
         n = len(job.documents)
@@ -403,7 +134,8 @@ class Reranker:
             tokens = sum(len(pair.ids) for pair in encoded.pairs)
             self.token_admission.acquire(tokens, self.name)
             try:
-                row_logits = await self._score(encoded.pairs, deadline)
+                row_logits = await score_in_chunks(encoded.pairs, self.scorer, self.chunk_size, self.tokenizer.pad_id,
+                                                     self.tokenizer.token_type_ids, deadline)
             finally:
                 self.token_admission.release(tokens, self.name)
             return encoded, row_logits, (tokenized, time.perf_counter())
@@ -455,41 +187,3 @@ class Reranker:
         query_encoding = tok.encode_query(job.query)
         windows = resolve(job.split, tok.max_length, tok.special_tokens, len(query_encoding.ids), self.limits.max_windows)
         return query_encoding, windows.room, windows
-
-    async def _score(self, pairs: list, deadline: float) -> np.ndarray:
-        """Length-sorted chunks of ``chunk_size`` pairs, each padded to its own longest, sent concurrently."""
-        lengths = np.fromiter((len(pair.ids) for pair in pairs), dtype=np.int64, count=len(pairs))
-        order = np.argsort(-lengths, kind="stable")
-        logits = np.empty(len(pairs), dtype=np.float32)
-        size = self.chunk_size
-        chunks = [order[start : start + size] for start in range(0, len(order), size)]
-        with_types = self.tokenizer.token_type_ids
-
-        async def run(members: np.ndarray) -> None:
-            input_ids, mask = padded_rows([pairs[m].ids for m in members], self.tokenizer.pad_id)
-            types = padded_rows([pairs[m].type_ids for m in members], 0)[0] if with_types else None
-            logits[members] = await self.scorer.score(input_ids, mask, deadline, token_type_ids=types)
-
-        # A TaskGroup cancels the other chunks (and their Triton calls) as soon as one fails.
-        try:
-            async with asyncio.TaskGroup() as group:
-                for members in chunks:
-                    group.create_task(run(members))
-        except ExceptionGroup as failed:
-            raise _first_leaf(failed) from None
-        return logits
-
-
-def padded_rows(rows: Sequence[Sequence[int]], pad: int, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded INT64 rows, ``width`` wide (default: the longest row), and their attention mask:
-    the one padding rule, ara_reranker_model.inputs.padded_rows (plain numpy, which model.py imports too)."""
-    from ara_reranker_model.inputs import padded_rows as padded
-
-    return padded(rows, pad, width)
-
-
-def _first_leaf(group: BaseExceptionGroup) -> BaseException:
-    """The first real error of a failed TaskGroup (the others were cancelled because of it)."""
-    for exc in group.exceptions:
-        return _first_leaf(exc) if isinstance(exc, BaseExceptionGroup) else exc
-    return group

@@ -26,8 +26,15 @@ import tritonclient.grpc.aio as triton_aio
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
-from ara_reranker_server.errors import BackendError, BackendFailed, BackendUnavailable, DeadlineExceeded, Overloaded, RerankerError
 from ara_reranker_model.files import served_precision
+from ara_reranker_server.errors import (
+    BackendError,
+    BackendFailed,
+    BackendUnavailable,
+    DeadlineExceeded,
+    Overloaded,
+    RerankerError,
+)
 
 __all__ = ["TritonScorer", "ModelInfo"]
 

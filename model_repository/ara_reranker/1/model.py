@@ -32,7 +32,6 @@ for _path in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.path
 
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
-
 from batching import ForwardPool, plan  # noqa: E402
 from engines import load_engine  # noqa: E402
 
@@ -42,7 +41,11 @@ from ara_reranker_model.config import limits, parameters  # noqa: E402
 from ara_reranker_model.inputs import PAD_TOKEN_TYPE, padded_rows  # noqa: E402
 from ara_reranker_model.layout import MODEL_DIR_ENV  # noqa: E402
 from ara_reranker_model.limits import (  # noqa: E402
-    ModelLimitError, coupled_limit_problems, max_input_length, max_positions, type_vocab_size,
+    ModelLimitError,
+    coupled_limit_problems,
+    max_input_length,
+    max_positions,
+    type_vocab_size,
 )
 
 

@@ -10,12 +10,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
-import grpc
-
 from ara_reranker_server.errors import Internal, RerankerError, answer_of
+from ara_reranker_server.jobs import RerankJob, RerankOutcome
 from ara_reranker_server.metrics import NO_MODEL, GatewayMetrics
 from ara_reranker_server.models import ModelRegistry, ServedModel
-from ara_reranker_server.reranking import RerankJob, RerankOutcome
 
 __all__ = ["Calls", "Served", "DEADLINE_SKEW_S", "new_request_id"]
 
@@ -23,7 +21,7 @@ log = logging.getLogger("ara_reranker_server.requests")
 # How close to its deadline a cancelled call counts as one whose deadline passed (seconds): the caller's
 # clock runs ahead of ours by the time its call took to reach us, and a loaded machine adds to that.
 DEADLINE_SKEW_S = 1.0
-_OK = grpc.StatusCode.OK.name
+_OK = "OK"
 # Codes logged at INFO: the caller's doing (or nothing wrong); the rest at WARNING.
 _CALLERS_CODES = {"OK", "INVALID_ARGUMENT", "NOT_FOUND", "CANCELLED", "UNAUTHENTICATED"}
 
@@ -66,17 +64,17 @@ class Calls:
             outcome = await model.reranker.rerank(job, timeout_s=timeout_s)
             return Served(model, outcome, time.perf_counter() - started)
         except RerankerError as exc:
-            code, error = answer_of(exc).grpc.name, str(exc)
+            code, error = answer_of(exc).grpc, str(exc)
             raise
         except asyncio.CancelledError:
             remaining = time_remaining() if time_remaining is not None else None
             if remaining is not None and remaining <= DEADLINE_SKEW_S:
-                code, error = grpc.StatusCode.DEADLINE_EXCEEDED.name, "the caller's deadline passed"
+                code, error = "DEADLINE_EXCEEDED", "the caller's deadline passed"
             else:
-                code, error = grpc.StatusCode.CANCELLED.name, "cancelled by the client"
+                code, error = "CANCELLED", "cancelled by the client"
             raise
         except Exception as exc:  # a bug: answer INTERNAL, keep the cause in the log
-            code, error = grpc.StatusCode.INTERNAL.name, f"internal error ({type(exc).__name__}); see the gateway log, request id {request_id}"
+            code, error = "INTERNAL", f"internal error ({type(exc).__name__}); see the gateway log, request id {request_id}"
             log.exception("request %s failed", request_id)
             raise Internal(error) from exc
         finally:
@@ -89,11 +87,11 @@ class Calls:
 
     def denied(self, api: str, method: str) -> None:
         """Count a call refused for its API key (never logged with the key)."""
-        self.metrics.requests.labels(method, grpc.StatusCode.UNAUTHENTICATED.name, NO_MODEL, api).inc()
+        self.metrics.requests.labels(method, "UNAUTHENTICATED", NO_MODEL, api).inc()
 
     def refused(self, api: str, request_id: str, exc: RerankerError, started: float) -> None:
         """Count and log a call refused before it became a job (e.g. an HTTP body that is not JSON)."""
-        self._record(api, "Rerank", answer_of(exc).grpc.name, started, request_id, None, None, None, str(exc))
+        self._record(api, "Rerank", answer_of(exc).grpc, started, request_id, None, None, None, str(exc))
 
     def _record(self, api: str, method: str, code: str, started: float, request_id: str, job: RerankJob | None,
                 model: ServedModel | None, outcome: RerankOutcome | None, error: str) -> None:

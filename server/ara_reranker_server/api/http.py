@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ara_reranker_server.api.calls import Calls, new_request_id
 from ara_reranker_server.auth import DENIED, ApiKeys
-from ara_reranker_server.errors import InvalidRequest, PayloadTooLarge, RerankerError, answer_of
+from ara_reranker_server.errors import InvalidRequest, PayloadTooLarge, RerankerError, StartupError, answer_of
 from ara_reranker_server.settings import Settings
 
 __all__ = ["Dialect", "Lenient", "Route", "HttpApi", "start_http"]
@@ -233,6 +233,6 @@ async def start_http(api: HttpApi, settings: Settings) -> tuple[web.AppRunner, i
         await site.start()
     except OSError as exc:
         await runner.cleanup()
-        raise SystemExit(f"cannot listen on {settings.http_listen} (http_listen): {exc}") from None
+        raise StartupError(f"cannot listen on {settings.http_listen} (http_listen): {exc}") from None
     bound = runner.addresses[0][1] if runner.addresses else int(port)
     return runner, bound

@@ -7,10 +7,11 @@ import grpc
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
 from ara_reranker_server.api.calls import Calls, Served, new_request_id
 from ara_reranker_server.errors import InvalidRequest, RerankerError, status_of
-from ara_reranker_server.reranking import RerankJob
+from ara_reranker_server.jobs import RerankJob
+from ara_reranker_server.service_info import ServiceInfo
 from ara_reranker_server.windows import Split
 
-__all__ = ["RerankerService", "API"]
+__all__ = ["RerankerService", "API", "info_response"]
 
 API = "reranker.v1"
 _WINDOW_FIELDS = ("window_tokens", "window_overlap_tokens", "max_windows")
@@ -19,7 +20,7 @@ _WINDOW_FIELDS = ("window_tokens", "window_overlap_tokens", "max_windows")
 class RerankerService(reranker_pb2_grpc.RerankerServicer):
     """reranker.v1.Reranker over the served models."""
 
-    def __init__(self, calls: Calls, info: reranker_pb2.InfoResponse) -> None:
+    def __init__(self, calls: Calls, info: ServiceInfo) -> None:
         self.calls = calls
         self.info = info
 
@@ -29,12 +30,23 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
             served = await self.calls.rerank(API, request_id, lambda: (request.model, job_of(request)),
                                              timeout_s=context.time_remaining(), time_remaining=context.time_remaining)
         except RerankerError as exc:
-            await context.abort(status_of(exc), str(exc))
+            await context.abort(grpc.StatusCode[status_of(exc)], str(exc))
         return _response(request, served)
 
     async def Info(self, request: reranker_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> reranker_pb2.InfoResponse:
         self.calls.info(API)
-        return self.info
+        return info_response(self.info)
+
+
+def info_response(info: ServiceInfo) -> reranker_pb2.InfoResponse:
+    """reranker.v1's Info: the service, its default model's figures at the top level, every model."""
+    default = info.default
+    return reranker_pb2.InfoResponse(
+        model_id=default.model_id, triton_model=default.triton_model, triton_endpoints=list(info.triton_endpoints),
+        dtype=default.dtype, engine=default.engine, max_input_length=default.max_input_length,
+        limits=reranker_pb2.Limits(**vars(info.limits)), version=info.version, auth_required=info.auth_required,
+        models=[reranker_pb2.ServedModel(**vars(model)) for model in info.models],
+    )
 
 
 def job_of(request: reranker_pb2.RerankRequest) -> RerankJob:

@@ -15,11 +15,12 @@ from typing import AsyncIterator
 import grpc
 import numpy as np
 
-from ara_reranker_client.v1 import reranker_pb2
 from ara_reranker_server.api.calls import Calls, Served
 from ara_reranker_server.api.reranker_grpc import request_id_of
 from ara_reranker_server.errors import EmptyRequest, InvalidRequest, RerankerError, answer_of
-from ara_reranker_server.reranking import RerankJob, rank_by_logits
+from ara_reranker_server.jobs import RerankJob
+from ara_reranker_server.ranking import rank_by_logits
+from ara_reranker_server.service_info import ServiceInfo
 from ara_reranker_server.tei.v1 import tei_pb2, tei_pb2_grpc
 
 __all__ = ["TeiRerankService", "TeiInfoService", "API", "SERVICE_NAMES"]
@@ -43,7 +44,7 @@ class TeiRerankService(tei_pb2_grpc.RerankServicer):
             served = await self.calls.rerank(API, request_id, build, timeout_s=context.time_remaining(),
                                              time_remaining=context.time_remaining)
         except RerankerError as exc:
-            await context.abort(answer_of(exc).tei_grpc, str(exc))
+            await context.abort(grpc.StatusCode[answer_of(exc).tei_grpc], str(exc))
         ranks = [tei_pb2.Rank(index=r.index, score=r.score, text=request.texts[r.index] if request.return_text else None)
                  for r in served.outcome.results]
         return tei_pb2.RerankResponse(ranks=ranks, metadata=_metadata([served], request.texts, started))
@@ -65,7 +66,7 @@ class TeiRerankService(tei_pb2_grpc.RerankServicer):
                 raise EmptyRequest("the stream sent no text")
         except RerankerError as exc:
             self.calls.refused(API, request_id, exc, started)
-            await context.abort(answer_of(exc).tei_grpc, str(exc))
+            await context.abort(grpc.StatusCode[answer_of(exc).tei_grpc], str(exc))
         first = messages[0]
         groups: dict[tuple, list[int]] = {}
         for i, m in enumerate(messages):
@@ -77,7 +78,7 @@ class TeiRerankService(tei_pb2_grpc.RerankServicer):
             served = await asyncio.gather(*(self.calls.rerank(API, request_id, build, timeout_s=context.time_remaining(),
                                                               time_remaining=context.time_remaining) for build in builds))
         except RerankerError as exc:
-            await context.abort(answer_of(exc).tei_grpc, str(exc))
+            await context.abort(grpc.StatusCode[answer_of(exc).tei_grpc], str(exc))
         # Each group's results are in its own indices: back to stream positions, then one order by logit.
         results = [(group[r.index], r) for group, s in zip(members, served) for r in s.outcome.results]
         order = rank_by_logits(np.array([r.logit for _, r in results], dtype=np.float32))
@@ -87,18 +88,18 @@ class TeiRerankService(tei_pb2_grpc.RerankServicer):
 
 
 class TeiInfoService(tei_pb2_grpc.InfoServicer):
-    def __init__(self, calls: Calls, info: reranker_pb2.InfoResponse, tokenization_workers: int) -> None:
+    def __init__(self, calls: Calls, info: ServiceInfo, tokenization_workers: int) -> None:
         self.calls = calls
-        self.info = info  # reranker.v1's (its dtype is filled in once Triton answers)
+        self.info = info  # the default model's dtype is filled in once Triton answers
         self.tokenization_workers = tokenization_workers
 
     async def Info(self, request: tei_pb2.InfoRequest, context: grpc.aio.ServicerContext) -> tei_pb2.InfoResponse:
         self.calls.info(API)
-        info, limits = self.info, self.info.limits
+        info, model, limits = self.info, self.info.default, self.info.limits
         return tei_pb2.InfoResponse(
-            version=info.version, model_id=info.model_id, model_dtype=info.dtype.lower(),
+            version=info.version, model_id=model.model_id, model_dtype=model.dtype.lower(),
             model_type=tei_pb2.MODEL_TYPE_RERANKER, max_concurrent_requests=limits.max_concurrent_rpcs,
-            max_input_length=info.max_input_length, max_batch_tokens=limits.max_inflight_tokens,
+            max_input_length=model.max_input_length, max_batch_tokens=limits.max_inflight_tokens,
             max_batch_requests=limits.chunk_size, max_client_batch_size=limits.max_documents_per_request,
             tokenization_workers=self.tokenization_workers,
         )

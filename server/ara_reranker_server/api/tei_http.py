@@ -13,11 +13,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ara_reranker_client.v1 import reranker_pb2
 from ara_reranker_server.api.calls import Calls
 from ara_reranker_server.api.http import Dialect, Lenient, Route
 from ara_reranker_server.errors import EmptyRequest
-from ara_reranker_server.reranking import RerankJob
+from ara_reranker_server.jobs import RerankJob
+from ara_reranker_server.service_info import ServiceInfo
 
 __all__ = ["routes", "API"]
 
@@ -63,8 +63,8 @@ class TeiInfo(BaseModel):
     docker_label: str | None
 
 
-def routes(calls: Calls, info: reranker_pb2.InfoResponse, tokenization_workers: int) -> list[Route]:
-    """``info``: reranker.v1's Info (its dtype is filled in once Triton answers)."""
+def routes(calls: Calls, info: ServiceInfo, tokenization_workers: int) -> list[Route]:
+    """``info``: the service's Info (the default model's dtype is filled in once Triton answers)."""
 
     async def rerank(body: TeiRerankRequest, request_id: str):
         def build() -> tuple[str, RerankJob]:
@@ -89,11 +89,11 @@ def routes(calls: Calls, info: reranker_pb2.InfoResponse, tokenization_workers: 
 
     async def describe(body: None, request_id: str):
         calls.info(API)
-        limits = info.limits
+        limits, model = info.limits, info.default
         return {
-            "model_id": info.model_id, "model_sha": None, "model_dtype": info.dtype.lower() or "unknown",
+            "model_id": model.model_id, "model_sha": None, "model_dtype": model.dtype.lower() or "unknown",
             "model_type": {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}},
-            "max_concurrent_requests": limits.max_concurrent_rpcs, "max_input_length": info.max_input_length,
+            "max_concurrent_requests": limits.max_concurrent_rpcs, "max_input_length": model.max_input_length,
             "max_batch_tokens": limits.max_inflight_tokens, "max_batch_requests": limits.chunk_size,
             "max_client_batch_size": limits.max_documents_per_request, "auto_truncate": True,
             "tokenization_workers": tokenization_workers, "version": info.version, "sha": None, "docker_label": None,

@@ -13,12 +13,12 @@ import sys
 import threading
 from pathlib import Path
 
-from ara_reranker_server import triton_config
 from ara_reranker_model.limits import ModelLimitError, coupled_limit_problems, max_input_length
-from ara_reranker_server.settings import Settings
-from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_model.store import OFFLINE_MODELS, REAL_MODELS, hub_id, prepare, served_name, split_models
+from ara_reranker_server import triton_config
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import PROJECT_ROOT, TritonOptions, TritonServer
+from ara_reranker_server.settings import Settings
 
 
 def model_id(model: str) -> str:

@@ -1,4 +1,4 @@
-"""Arabic text written for the tests: queries, passages of mixed lengths, and the model card's example."""
+"""Arabic text for the tests and the benchmarks: queries, passages of mixed lengths, and the model card's example."""
 
 from __future__ import annotations
 

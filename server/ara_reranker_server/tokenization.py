@@ -1,0 +1,167 @@
+"""(query, document) pairs as the served model's own tokenizer makes them: the document cut (never the query),
+its start or its end, or split into windows; a long document cut by characters first without changing its tokens.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ara_reranker_server.errors import InvalidRequest
+from ara_reranker_server.jobs import RerankJob
+from ara_reranker_server.windows import Window, Windows, span
+
+__all__ = ["PairTokenizer", "Tokenized", "CHARS_PER_TOKEN"]
+
+# Characters a document is cut to before tokenizing, per token of room: generous (Arabic and English
+# average 3-6 characters per token); an exactness check falls back to the whole document when needed.
+CHARS_PER_TOKEN = 16
+
+
+@dataclass
+class Tokenized:
+    """A request's pairs, ready to score: ``owners[row]`` is the row's document (a document's rows are
+    consecutive); ``windows[row]`` its window with TRUNCATION_SPLIT (None otherwise)."""
+
+    pairs: list
+    owners: list[int]
+    windows: list[Window] | None
+    truncated: set[int] = field(default_factory=set)  # the documents cut (or with windows left out)
+
+    def extend(self, other: "Tokenized", first_index: int) -> None:
+        """Append the pairs of the slice of documents that starts at ``first_index``."""
+        self.pairs += other.pairs
+        self.owners += [first_index + i for i in other.owners]
+        if self.windows is not None:
+            self.windows += other.windows or []
+        self.truncated |= {first_index + i for i in other.truncated}
+
+
+class PairTokenizer:
+    """The served model's own fast tokenizer (its ``tokenizer.json``), applied to (query, document) pairs.
+
+    One ``tokenizers.Tokenizer`` serves every thread: encoding does not mutate it, and truncation is
+    done here on the document's encoding (never the query's), so no per-call state is set on it; any
+    padding or truncation saved in tokenizer.json is switched off on load (``reset``), as transformers
+    does on every call. A pair is the query and the document encoded separately and joined by the
+    model's own post-processor, which is exactly what encoding the pair does."""
+
+    def __init__(self, tokenizer, max_length: int, pad_id: int, threads: int, token_type_ids: bool = False) -> None:
+        self._tok = self.reset(tokenizer)
+        self.max_length = max_length
+        self.pad_id = pad_id
+        self.token_type_ids = token_type_ids  # BERT-style models: send each pair's token types too
+        self.special_tokens = tokenizer.post_processor.num_special_tokens_to_add(True) if tokenizer.post_processor else 0
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize")
+
+    @staticmethod
+    def reset(tokenizer):
+        """Switch off padding and truncation saved in tokenizer.json: the pair must be the tokenizer's
+        plain encoding, cut here (document only) and padded per chunk, as the reference does."""
+        tokenizer.no_padding()
+        tokenizer.no_truncation()
+        return tokenizer
+
+    def encode_query(self, query: str):
+        """The query's own tokens (no special tokens), as every pair of the request starts with them."""
+        return self._tok.encode(query, add_special_tokens=False)
+
+    def room(self, query: str) -> tuple[object, int]:
+        """The query's encoding and how many document tokens fit beside it."""
+        query_encoding = self.encode_query(query)
+        room = self.max_length - self.special_tokens - len(query_encoding.ids)
+        if room < 1:
+            raise InvalidRequest(
+                f"query has {len(query_encoding.ids)} tokens; with a document it must have fewer than "
+                f"{self.max_length - self.special_tokens} (max input length {self.max_length})"
+            )
+        return query_encoding, room
+
+    def encode(self, query: str, documents: Sequence[str], truncate: bool, from_start: bool = False,
+               max_document_tokens: int | None = None) -> tuple[list[list[int]], int]:
+        """Token ids of every (query, document) pair, and how many documents were truncated."""
+        query_encoding, room = self.room(query)
+        job = RerankJob(query, documents, truncate=truncate, from_start=from_start, max_document_tokens=max_document_tokens)
+        tokenized = self.encode_slice(query_encoding, room, None, documents, job, range(len(documents)))
+        return [pair.ids for pair in tokenized.pairs], len(tokenized.truncated)
+
+    def encode_slice(self, query_encoding, room: int, windows: Windows | None, documents: Sequence[str], job: "RerankJob",
+                     indices: Sequence[int]) -> Tokenized:
+        """Some of a request's documents (``indices``: their positions in the request, for errors): their
+        windows (``windows`` set), else one pair each, cut as ``job`` says."""
+        if windows is not None:
+            return self.encode_windows(query_encoding, windows, documents, job.max_document_tokens)
+        cap = room if job.max_document_tokens is None else min(room, job.max_document_tokens)
+        encodings = self._document_encodings(documents, cap, job.from_start)
+        too_long = [i for i, e in enumerate(encodings) if len(e.ids) > cap]
+        if too_long and not job.truncate:
+            i = too_long[0]
+            tokens = len(self._tok.encode(documents[i], add_special_tokens=False).ids)  # the whole count, for the message
+            if tokens > room:
+                raise InvalidRequest(
+                    f"document {indices[i]} makes {tokens + self.max_length - room} tokens "
+                    f"with the query; the model takes at most {self.max_length} "
+                    f"(use TRUNCATION_END to cut it)"
+                )
+            raise InvalidRequest(f"document {indices[i]} has {tokens} tokens; max_document_tokens={cap} "
+                                 f"(use TRUNCATION_END to cut it)")
+        for i in too_long:
+            encodings[i].truncate(cap, direction="left" if job.from_start else "right")
+        pairs = [self._tok.post_process(query_encoding, e, add_special_tokens=True) for e in encodings]
+        return Tokenized(pairs, list(range(len(pairs))), None, set(too_long))
+
+    def encode_windows(self, query_encoding, windows: Windows, documents: Sequence[str],
+                       max_document_tokens: int | None = None) -> Tokenized:
+        """Pair encodings of the first ``max_windows`` windows of each document of one slice (owners:
+        positions in the slice), and how many documents had more windows, or more than
+        ``max_document_tokens`` tokens (truncated: such a document is cut to them first)."""
+        out = Tokenized([], [], [])
+        needed = windows.tokens_needed if max_document_tokens is None else min(windows.tokens_needed, max_document_tokens)
+        for i, encoding in enumerate(self._document_encodings(documents, needed)):
+            cut = max_document_tokens is not None and len(encoding.ids) > max_document_tokens
+            if cut:
+                encoding.truncate(max_document_tokens)
+            encoding.truncate(windows.room, stride=windows.overlap)
+            parts = [encoding, *encoding.overflowing]
+            if cut or len(parts) > windows.max_windows:
+                out.truncated.add(i)
+            for w, part in enumerate(parts[: windows.max_windows]):
+                # Each part joined on its own: the joined pair's overflowing parts would keep the
+                # document's token type 0, where transformers gives the document type 1 in every window.
+                out.pairs.append(self._tok.post_process(query_encoding, part, add_special_tokens=True))
+                out.owners.append(i)
+                out.windows.append(span(part, w))
+        return out
+
+    def _document_encodings(self, documents: Sequence[str], room: int, from_start: bool = False) -> list:
+        """Each document's encoding, exact in its first ``room`` tokens (its last ones, ``from_start``),
+        without tokenizing far more than the model can use: a long document is cut by characters first,
+        keeping its start (its end). The cut is kept only when the kept tokens all come from words whole
+        in the cut text (so tokenizing the whole document gives the same ones); otherwise the whole
+        document is tokenized."""
+        cut = room * CHARS_PER_TOKEN
+        texts = [d[-cut:] if from_start else d[:cut] for d in documents]
+        encodings = self._tok.encode_batch(texts, add_special_tokens=False)
+        exact = _exact_suffix if from_start else _exact_prefix
+        for i, (document, encoding) in enumerate(zip(documents, encodings)):
+            if len(document) > cut and not exact(encoding, room):
+                encodings[i] = self._tok.encode(document, add_special_tokens=False)
+        return encodings
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _exact_prefix(encoding, room: int) -> bool:
+    """Whether the first ``room`` tokens of a cut text's encoding are those of the whole text: there are
+    more than ``room`` of them and none of the first ``room`` belongs to the last (possibly cut) word."""
+    words = encoding.word_ids
+    return len(words) > room and words[room - 1] is not None and words[-1] is not None and words[room - 1] < words[-1]
+
+
+def _exact_suffix(encoding, room: int) -> bool:
+    """Whether the last ``room`` tokens of a text cut at its start are those of the whole text: there are
+    more than ``room`` of them and none of the last ``room`` belongs to the first (possibly cut) word."""
+    words = encoding.word_ids
+    return len(words) > room and words[-room] is not None and words[0] is not None and words[0] < words[-room]
