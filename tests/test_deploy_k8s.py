@@ -128,11 +128,16 @@ def test_triton_probes_hit_the_health_endpoints_and_the_startup_budget_covers_a_
     c = container(one(objects, "Deployment", "triton"), "triton")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == TRITON_PORTS
-    assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    # Liveness is an inference: Triton's own health endpoints stay 200 after the model's stub died.
+    assert c["livenessProbe"]["exec"]["command"][:3] == ["python3", "-m", "ara_reranker_model.probe"]
+    command = c["livenessProbe"]["exec"]["command"]
+    assert c["livenessProbe"]["timeoutSeconds"] > float(command[command.index("--timeout") + 1])
     assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+    for probe in ("readinessProbe", "startupProbe"):
         assert c[probe]["httpGet"]["port"] in ("http", TRITON_PORTS["http"])
+    # Explicit model control: the gateway can reload a model whose stub died.
+    assert flags(c["args"])["model-control-mode"] == "explicit" and flags(c["args"])["load-model"] == "ara_reranker"
     startup = c["startupProbe"]
     budget = startup.get("initialDelaySeconds", 0) + startup["failureThreshold"] * startup["periodSeconds"]
     # ARA-Reranker-V1's shape, from tritonserver start to READY (deploy/k8s/measure_model_load.py). Twice that,
@@ -153,6 +158,24 @@ def test_triton_shuts_down_within_its_grace_period_and_recycles_grpc_connections
     assert 10_000 <= age <= 300_000 and grace > 0
     assert args["model-repository"] == "/opt/ara-reranker/model_repository"
     assert c["args"][0] == "tritonserver" and "command" not in c  # the image's NVIDIA entrypoint stays
+
+
+def test_only_gateways_reach_tritons_inference_ports_and_only_monitoring_the_metrics(overlay):
+    _, _, objects = overlay
+    triton, gateway = one(objects, "Deployment", "triton"), one(objects, "Deployment", "reranker-gateway")
+    policy = one(objects, "NetworkPolicy", "triton")
+    assert matches(policy["spec"]["podSelector"], triton["spec"]["template"]["metadata"]["labels"])
+    rules = {tuple(sorted(p["port"] for p in rule["ports"])): rule["from"] for rule in policy["spec"]["ingress"]}
+    assert set(rules) == {(TRITON_PORTS["http"], TRITON_PORTS["grpc"]), (TRITON_PORTS["metrics"],)}
+    (inference,) = rules[(TRITON_PORTS["http"], TRITON_PORTS["grpc"])]
+    assert matches(inference["podSelector"], gateway["spec"]["template"]["metadata"]["labels"])
+    assert not matches(inference["podSelector"], triton["spec"]["template"]["metadata"]["labels"])
+    (metrics,) = rules[(TRITON_PORTS["metrics"],)]
+    assert metrics["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    gateway_policy = one(objects, "NetworkPolicy", "reranker-gateway")
+    assert matches(gateway_policy["spec"]["podSelector"], gateway["spec"]["template"]["metadata"]["labels"])
+    open_rule = next(rule for rule in gateway_policy["spec"]["ingress"] if "from" not in rule)
+    assert sorted(p["port"] for p in open_rule["ports"]) == [8080, 50051]  # the APIs, to every caller
 
 
 def test_the_headless_service_ports_equal_the_container_ports(overlay):

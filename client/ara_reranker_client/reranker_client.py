@@ -11,6 +11,7 @@ rankings merged, so callers can send candidate lists of any size.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,7 +20,7 @@ import grpc
 
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
 
-__all__ = ["RerankerClient", "AsyncRerankerClient", "RerankResult", "RerankerError", "Window", "TRUNCATIONS"]
+__all__ = ["RerankerClient", "AsyncRerankerClient", "RerankResult", "RerankerError", "RetryPolicy", "Window", "TRUNCATIONS"]
 
 # rerank(truncation=...): what to do with a document longer than the model's input.
 TRUNCATIONS = {"end": reranker_pb2.TRUNCATION_END, "start": reranker_pb2.TRUNCATION_START,
@@ -58,8 +59,55 @@ class RerankerError(Exception):
         self.details = details
 
 
-def _channel_args(max_message_bytes: int) -> list[tuple[str, int]]:
-    return [("grpc.max_receive_message_length", max_message_bytes), ("grpc.max_send_message_length", max_message_bytes)]
+@dataclass(frozen=True)
+class RetryPolicy:
+    """gRPC's own retries, set in the channel's service config: a call that ends with one of ``codes`` is sent again
+    after a random pause of up to ``initial_backoff_s``, the bound growing by ``multiplier`` up to ``max_backoff_s``
+    (gRPC's exponential backoff with full jitter), ``max_attempts`` tries in all (gRPC allows 5 at most), and never
+    past the call's deadline. Rerank and Info are idempotent, so a retry is safe.
+
+    The defaults retry UNAVAILABLE (a gateway restarting, unreachable, or with no Triton endpoint able to serve)
+    and RESOURCE_EXHAUSTED (refused at admission, before any work was done). With a target naming several
+    gateways (``dns:///reranker:50051``, ``ipv4:10.0.0.1:50051,10.0.0.2:50051``) calls are spread over them
+    (round_robin) and a retry reaches another one."""
+
+    max_attempts: int = 5
+    initial_backoff_s: float = 0.1
+    max_backoff_s: float = 2.0
+    multiplier: float = 2.0
+    codes: tuple[str, ...] = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.max_attempts <= 5:
+            raise ValueError(f"max_attempts must be 2 to 5 (gRPC's bound); got {self.max_attempts}")
+        if self.initial_backoff_s <= 0 or self.max_backoff_s < self.initial_backoff_s or self.multiplier < 1:
+            raise ValueError("backoff must be > 0, max_backoff_s >= initial_backoff_s and multiplier >= 1")
+        unknown = [code for code in self.codes if code not in grpc.StatusCode.__members__]
+        if unknown or not self.codes:
+            raise ValueError(f"codes must be gRPC status names; got {list(self.codes)}")
+
+    def service_config(self) -> str:
+        """The gRPC service config (JSON) that applies this policy to every method of reranker.v1.Reranker."""
+        policy = {
+            "maxAttempts": self.max_attempts,
+            "initialBackoff": f"{self.initial_backoff_s:.3f}s",
+            "maxBackoff": f"{self.max_backoff_s:.3f}s",
+            "backoffMultiplier": self.multiplier,
+            "retryableStatusCodes": list(self.codes),
+        }
+        service = reranker_pb2.DESCRIPTOR.services_by_name["Reranker"].full_name
+        return json.dumps({"loadBalancingConfig": [{"round_robin": {}}],
+                           "methodConfig": [{"name": [{"service": service}], "retryPolicy": policy}]})
+
+
+def _channel_args(max_message_bytes: int, retry: RetryPolicy | None) -> list[tuple[str, object]]:
+    args: list[tuple[str, object]] = [("grpc.max_receive_message_length", max_message_bytes),
+                                      ("grpc.max_send_message_length", max_message_bytes)]
+    if retry is None:
+        return args + [("grpc.enable_retries", 0)]
+    # A request is retried only while gRPC still holds it: let it hold the largest one the client sends.
+    return args + [("grpc.enable_retries", 1), ("grpc.service_config", retry.service_config()),
+                   ("grpc.per_rpc_retry_buffer_size", max_message_bytes)]
 
 
 def _credentials(root_certificates: str | Path | None, client_cert: str | Path | None, client_key: str | Path | None):
@@ -118,19 +166,20 @@ def _merge(parts: list[list[RerankResult]], top_k: int | None) -> list[RerankRes
 
 class _Base:
     """Shared by both clients. ``split_large_requests``: send candidate lists longer than the server's
-    max_documents_per_request (learnt from Info on first use) as several requests and merge the rankings."""
+    max_documents_per_request (learnt from Info on first use) as several requests and merge the rankings.
+    ``retry``: how failed calls are retried (``RetryPolicy()``, the default; None: never)."""
 
     _grpc = grpc  # the module whose channels the client uses: grpc (blocking) or grpc.aio
 
     def __init__(self, target: str = "localhost:50051", *, api_key: str | None = None, timeout: float | None = 60.0,
                  tls: bool = False, root_certificates: str | Path | None = None, client_cert: str | Path | None = None,
                  client_key: str | Path | None = None, max_message_bytes: int = 64 * 1024 * 1024,
-                 split_large_requests: bool = True) -> None:
+                 split_large_requests: bool = True, retry: RetryPolicy | None = RetryPolicy()) -> None:
         self.target = target
         self.timeout = timeout
         self.split_large_requests = split_large_requests
         self._metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
-        options = _channel_args(max_message_bytes)
+        options = _channel_args(max_message_bytes, retry)
         if tls or root_certificates or client_cert:
             credentials = _credentials(root_certificates, client_cert, client_key)
             self.channel = self._grpc.secure_channel(target, credentials, options)

@@ -130,7 +130,7 @@ def load_models(settings: Settings) -> ModelRegistry:
         requested = settings.max_input_length if position == 0 else _capped(directory, settings.max_input_length)
         tokenizer = load_tokenizer(directory, requested, settings.tokenizer_threads)
         scorer = TritonScorer(settings.triton_endpoints, triton_model, settings.health_interval_s,
-                              settings.health_failures, settings.max_message_bytes)
+                              settings.health_failures, settings.max_message_bytes, settings.reload_failed_models)
         reranker = Reranker(tokenizer, scorer, limits, settings.default_timeout_s, name=name,
                             admission=pairs, token_admission=tokens, cache=cache)
         aliases = tuple(a for a in {model_id} - {name})

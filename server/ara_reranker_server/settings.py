@@ -75,6 +75,11 @@ class Settings:
     health_failures: int = _knob(
         3, "Consecutive failed polls or calls before a Triton endpoint counts as down (one success brings it back)"
     )
+    reload_failed_models: bool = _knob(
+        True, "Reload a model whose instance stops computing (its Python-backend stub killed, e.g. by the OOM killer) "
+        "through Triton's repository API, with backoff (Triton started with --model-control-mode=explicit, as make run, "
+        "compose and the Kubernetes manifests do); the endpoint is out of rotation until a probe inference succeeds"
+    )
     http_listen: str = _knob(
         "0.0.0.0:8080", "HTTP address of the Cohere (/v1/rerank, /v2/rerank), Jina (/v1/rerank) and TEI (/rerank, /info) "
         "APIs, /health and /openapi.json (host:port; empty disables); same TLS and API keys as gRPC"

@@ -9,7 +9,16 @@ gRPC balances those per request (``round_robin``) and re-resolves DNS as pods co
 A background task polls each endpoint's model readiness and reports changes (health service, metrics);
 an endpoint counts as down after ``failures_to_down`` consecutive failures (polls or calls), so one
 transient error does not flap health. tritonclient's exceptions are translated into
-``ara_reranker_server.errors`` here and nowhere else.
+``ara_reranker_server.errors`` here and nowhere else, by their gRPC status code.
+
+Self-healing. An endpoint whose model fails to compute (Triton answers INTERNAL: its Python-backend stub died,
+e.g. killed by the OOM killer, or a forward pass failed) is marked down at once and taken out of rotation: the
+call goes to another endpoint, or, when none is left, ends UNAVAILABLE (retryable) at once instead of failing
+every call for seconds. Readiness cannot bring it back, since Triton keeps calling a model with a dead stub ready;
+a recovery task does: it probes the endpoint with a one-row inference, and while that fails, reloads the model
+through Triton's repository API (unload, wait until unloaded, load; Triton started with
+``--model-control-mode=explicit``), with exponential backoff. A target that names several servers is left to
+Kubernetes' liveness probe (a reload there would reach a random pod).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -48,6 +58,10 @@ RETRIES = 3
 RETRY_BACKOFF_S = 0.05
 # Failures another try may not repeat: an endpoint down or full, or a forward pass that failed there.
 RETRYABLE = (BackendUnavailable, Overloaded, BackendFailed)
+# Recovery of an endpoint whose model failed: backoff between tries, and bounds on each step.
+RECOVERY_BACKOFF_S = (0.5, 15.0)
+PROBE_TIMEOUT_S = 10.0
+RELOAD_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -72,11 +86,15 @@ class TritonScorer:
     """Scores token chunks on Triton, failing over between endpoints."""
 
     def __init__(self, endpoints: tuple[str, ...], model: str, health_interval_s: float = 1.0,
-                 failures_to_down: int = 3, max_message_bytes: int = 1 << 30) -> None:
+                 failures_to_down: int = 3, max_message_bytes: int = 1 << 30, reload_failed: bool = True) -> None:
         self.endpoints = endpoints
         self.model = model
         self.health_interval_s = health_interval_s
         self.failures_to_down = failures_to_down
+        self.reload_failed = reload_failed
+        # Endpoints whose model failed to compute, each with the task bringing it back (out of rotation until then).
+        self._recovering: dict[str, asyncio.Task] = {}
+        self.reloads = {url: 0 for url in endpoints}  # models reloaded by this gateway, per endpoint
         self._clients = {
             url: triton_aio.InferenceServerClient(url, channel_args=channel_args(url, max_message_bytes)) for url in endpoints
         }
@@ -97,10 +115,17 @@ class TritonScorer:
         return any(self.healthy.values())
 
     async def check_health(self) -> None:
-        """Poll every endpoint once and record the outcomes."""
-        states = await asyncio.gather(*(self._is_ready(url) for url in self.endpoints))
-        for url, ready in zip(self.endpoints, states):
+        """Poll every endpoint once and record the outcomes (a recovering endpoint is its recovery task's)."""
+        polled = [url for url in self.endpoints if url not in self._recovering]
+        states = await asyncio.gather(*(self._is_ready(url) for url in polled))
+        for url, ready in zip(polled, states):
             self._record(url, ready)
+
+    async def _is_live(self, url: str) -> bool:
+        try:
+            return bool(await self._clients[url].is_server_live(client_timeout=max(self.health_interval_s, 1.0)))
+        except Exception:  # any failure to answer means not live
+            return False
 
     async def _is_ready(self, url: str) -> bool:
         try:
@@ -140,11 +165,77 @@ class TritonScorer:
             await asyncio.sleep(self.health_interval_s)
 
     async def close(self) -> None:
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.gather(self._poller, return_exceptions=True)
-            self._poller = None
+        tasks = [task for task in (self._poller, *self._recovering.values()) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._poller = None
+        self._recovering.clear()
         await asyncio.gather(*(client.close() for client in self._clients.values()), return_exceptions=True)
+
+    # -- recovery ----------------------------------------------------------------------------------
+
+    def _failed(self, url: str, error: RerankerError) -> None:
+        """The model on ``url`` could not compute: down at once, out of rotation, and a task to bring it back."""
+        self._failures[url] = max(self._failures[url], self.failures_to_down)
+        self._set_health(url, False)
+        if url not in self._recovering:
+            log.warning("model %s failed on %s (%s): recovering it", self.model, url, error)
+            self._recovering[url] = asyncio.get_running_loop().create_task(self._recover(url))
+
+    async def _recover(self, url: str) -> None:
+        """Probe until the model computes again, reloading it between probes where that is possible."""
+        delay, longest = RECOVERY_BACKOFF_S
+        reloadable = self.reload_failed and not url.startswith(BALANCED_SCHEMES)
+        try:
+            while not await self._probe(url):
+                if reloadable:
+                    reloadable = await self._reload(url)
+                    if await self._probe(url):
+                        break
+                await asyncio.sleep(delay * (0.5 + random.random()))  # jitter: gateways do not reload in step
+                delay = min(delay * 2, longest)
+            log.warning("model %s computes again on %s", self.model, url)
+        finally:
+            self._recovering.pop(url, None)
+        self._record(url, True)
+
+    async def _probe(self, url: str) -> bool:
+        """Whether the model on ``url`` scores one short row (token type ids included: models ignore them or need them)."""
+        row = np.array([[0, 2]], dtype=np.int64)
+        inputs = []
+        for name, array in (("input_ids", row), ("attention_mask", np.ones_like(row)), ("token_type_ids", np.zeros_like(row))):
+            tensor = InferInput(name, list(array.shape), "INT64")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        try:
+            await self._clients[url].infer(self.model, inputs, outputs=[InferRequestedOutput("logits")],
+                                           client_timeout=PROBE_TIMEOUT_S)
+        except InferenceServerException:
+            return False
+        return True
+
+    async def _reload(self, url: str) -> bool:
+        """Unload the model on ``url``, wait until it is gone, load it again (a new Python-backend stub). False when
+        Triton does not allow it (not started with --model-control-mode=explicit): the endpoint is then left to
+        the readiness polls and the orchestrator's liveness probe."""
+        client = self._clients[url]
+        try:
+            await client.unload_model(self.model, client_timeout=RELOAD_TIMEOUT_S)
+            deadline = time.monotonic() + RELOAD_TIMEOUT_S
+            while await self._is_ready(url) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            await client.load_model(self.model, client_timeout=RELOAD_TIMEOUT_S)
+        except InferenceServerException as exc:
+            if await self._is_live(url):  # a live Triton that refuses: its model control is not explicit
+                log.error("cannot reload model %s on %s (%s %s): start Triton with --model-control-mode=explicit",
+                          self.model, url, _code(exc), exc.message())
+                return False
+            log.warning("reloading model %s on %s failed: %s", self.model, url, exc.message())
+            return True
+        self.reloads[url] += 1
+        log.warning("reloaded model %s on %s", self.model, url)
+        return True
 
     # -- model info --------------------------------------------------------------------------------
 
@@ -186,6 +277,8 @@ class TritonScorer:
         outputs = [InferRequestedOutput("logits")]
         last: RerankerError | None = None
         for attempt, url in enumerate(self._attempts()):
+            if url in self._recovering:  # its model failed: out of rotation until it computes again
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise DeadlineExceeded("deadline exceeded before Triton answered")
@@ -199,11 +292,16 @@ class TritonScorer:
                     raise last from exc
                 if isinstance(last, BackendUnavailable):
                     self._record(url, False)
+                elif isinstance(last, BackendFailed):
+                    self._failed(url, last)
                 log.warning("chunk failed on %s (%s); trying again", url, last)
                 continue
             self._record(url, True)
             return result.as_numpy("logits").reshape(-1).astype(np.float32, copy=False)
-        assert last is not None
+        if last is None or isinstance(last, BackendFailed):
+            recovering = ", ".join(self._recovering) or "none"
+            raise BackendUnavailable(f"no Triton endpoint can compute model {self.model} now (recovering: {recovering}); "
+                                     "retry shortly") from last
         raise last
 
 
@@ -224,18 +322,29 @@ def channel_args(url: str, max_message_bytes: int) -> list[tuple[str, object]]:
     return args
 
 
+def _code(exc: InferenceServerException) -> str:
+    """The gRPC status name of a tritonclient error ("StatusCode.UNAVAILABLE" -> "UNAVAILABLE"; "" if none)."""
+    return str(exc.status() or "").rsplit(".", 1)[-1]
+
+
+# Triton's own refusals of a request it could take later: its queue is full, or the request waited in it past its
+# queue timeout. Triton gives them no status code of their own (UNAVAILABLE, like a server that is down), only
+# these fixed messages (dynamic_batch_scheduler.cc); they are overload, not an endpoint down.
+TRITON_QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout expired")
+
+
 def _translate(exc: InferenceServerException, url: str) -> RerankerError:
-    """tritonclient's error -> the gateway's (the one place this mapping lives)."""
-    status = str(exc.status() or "")
-    message = exc.message() or str(exc)
-    if "DEADLINE_EXCEEDED" in status or "Deadline Exceeded" in message:
+    """tritonclient's error -> the gateway's, by gRPC status code (the one place this mapping lives)."""
+    code, message = _code(exc), exc.message() or str(exc)
+    if code == "DEADLINE_EXCEEDED":
         return DeadlineExceeded(f"deadline exceeded waiting for Triton at {url}")
-    if "Exceeds maximum queue size" in message or "RESOURCE_EXHAUSTED" in status:
+    if code == "RESOURCE_EXHAUSTED" or (code == "UNAVAILABLE" and message.endswith(TRITON_QUEUE_REFUSALS)):
         return Overloaded(f"Triton at {url} is at capacity: {message}")
-    if "UNAVAILABLE" in status or "CANCELLED" in status or "not found" in message or "is not ready" in message:
+    if code in ("UNAVAILABLE", "CANCELLED", "NOT_FOUND"):  # down, unreachable, the model not (yet) loaded there
         return BackendUnavailable(f"Triton at {url} is unavailable: {message}")
-    if "INVALID_ARG" in status:
+    if code == "INVALID_ARGUMENT":
         # The gateway built these tensors, so Triton refusing them is a deployment mismatch (e.g. chunk_size
         # above max_batch_size, a tokenizer that is not the served model's), not the caller's fault.
         return BackendError(f"Triton at {url} refused the gateway's tensors (check the gateway and model configs): {message}")
-    return BackendFailed(f"Triton at {url} failed: {status} {message}")
+    # INTERNAL and the rest: the model failed to compute there (its stub died, a forward pass ran out of memory).
+    return BackendFailed(f"Triton at {url} failed: {code} {message}")

@@ -89,6 +89,9 @@ class TritonOptions:
     startup_timeout_s: float = 180.0
     extra_env: dict[str, str] = field(default_factory=dict)
     verbose: bool = False
+    # "explicit": the models are loaded at start and can be reloaded through Triton's repository API, which the
+    # gateway does when a model's instance dies (its Python-backend stub killed, e.g. by the OOM killer).
+    model_control: str = "explicit"
 
 
 class TritonServer:
@@ -184,7 +187,10 @@ class TritonServer:
             "--allow-metrics", "true", "--allow-gpu-metrics", "true",
             "--exit-timeout-secs", "10",
             "--log-verbose", "1" if opts.verbose else "0",
+            "--model-control-mode", opts.model_control,
         ]
+        if opts.model_control == "explicit":
+            command += [part for name in self.model_names for part in ("--load-model", name)]
         if config_name:
             command += ["--model-config-name", config_name]
         system = shutil.which("tritonserver")

@@ -1,0 +1,163 @@
+"""A model process that dies is detected and brought back without a human; clients retry what is retryable.
+
+Real parts only: the bundled tritonserver (explicit model control, as make run starts it), real gateways, the
+client with its default retry policy, and the kernel's SIGKILL on the Python-backend stub that holds the model
+(what the OOM killer does when a long-document batch outgrows memory).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+
+import grpc
+import numpy as np
+import psutil
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ara_reranker_client import RerankerClient, RerankerError, RetryPolicy
+from ara_reranker_model.probe import probe
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
+from tools.arabic_text import QUERIES
+
+DOCUMENTS = ["الرياض عاصمة المملكة العربية السعودية.", "القاهرة عاصمة مصر.", "الشاي الأخضر غني بمضادات الأكسدة."]
+RECOVERY_BOUND_S = 30.0  # the target: a single-replica stack serves again within this after its stub is killed
+
+
+def stub_pids(triton: TritonServer) -> list[int]:
+    """The live Python-backend stub processes of a tritonserver (one per model instance; a killed one stays a
+    zombie, never reaped by Triton)."""
+    pids = []
+    for child in psutil.Process(triton.process.pid).children(recursive=True):
+        try:
+            if "triton_python_backend_stub" in " ".join(child.cmdline()):
+                pids.append(child.pid)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
+    return pids
+
+
+def health(target: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        try:
+            return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+        except grpc.RpcError:
+            return -1
+
+
+@pytest.fixture()
+def own_triton(tiny_model_dir, tmp_path):
+    with TritonServer(TritonOptions(model_dir=tiny_model_dir, log_path=tmp_path / "tritonserver.log")) as server:
+        yield server
+
+
+def test_a_killed_model_process_is_reloaded_and_calls_get_unavailable_meanwhile(own_triton, tiny_model_dir, tmp_path, reference):
+    args = {"triton_endpoints": own_triton.grpc_url, "tokenizer": str(tiny_model_dir), "health_interval_s": "0.5"}
+    with GatewayProcess(args, log_path=tmp_path / "gateway.log") as gateway, \
+            RerankerClient(gateway.target, timeout=30, retry=None) as client:
+        client.rerank(QUERIES[0], DOCUMENTS)
+        (stub,) = stub_pids(own_triton)
+        os.kill(stub, signal.SIGKILL)
+        killed = time.monotonic()
+        codes, statuses = Counter(), Counter()
+        recovered = None
+        while time.monotonic() - killed < 2 * RECOVERY_BOUND_S:
+            statuses[health(gateway.target)] += 1
+            try:
+                results = client.rerank(QUERIES[0], DOCUMENTS, raw_scores=True)
+            except RerankerError as exc:
+                codes[exc.code.name] += 1
+                time.sleep(0.2)
+                continue
+            recovered = time.monotonic() - killed
+            break
+        assert recovered is not None, f"not serving {2 * RECOVERY_BOUND_S:.0f}s after the kill: {codes}\n{gateway.log_tail()}"
+        assert recovered <= RECOVERY_BOUND_S, (recovered, codes)
+        assert set(codes) <= {"UNAVAILABLE"} and codes, codes  # never INTERNAL; the stub's death was seen
+        assert statuses[health_pb2.HealthCheckResponse.NOT_SERVING] > 0, statuses  # health said so meanwhile
+        assert health(gateway.target) == health_pb2.HealthCheckResponse.SERVING
+        assert stub_pids(own_triton) and stub not in stub_pids(own_triton)  # a new stub holds the model
+        logits = [r.logit for r in sorted(results, key=lambda r: r.index)]
+        np.testing.assert_allclose(logits, reference.logits(QUERIES[0], DOCUMENTS), atol=1e-4, rtol=0)
+
+
+def test_without_explicit_model_control_the_endpoint_stays_out_and_says_why(tiny_model_dir, tmp_path):
+    """A Triton that cannot reload (model control "none") leaves the model down: every call UNAVAILABLE at once
+    (not INTERNAL after seconds), health NOT_SERVING, and the gateway log says what to change. The inference
+    liveness check (Kubernetes restarts the container on it) fails, where Triton's own health still says live."""
+    options = TritonOptions(model_dir=tiny_model_dir, log_path=tmp_path / "tritonserver.log", model_control="none")
+    with TritonServer(options) as triton:
+        args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir), "health_interval_s": "0.5"}
+        with GatewayProcess(args, log_path=tmp_path / "gateway.log") as gateway, \
+                RerankerClient(gateway.target, timeout=30, retry=None) as client:
+            client.rerank(QUERIES[0], DOCUMENTS)
+            assert probe(f"http://{triton.http_url}") is None
+            os.kill(stub_pids(triton)[0], signal.SIGKILL)
+            with pytest.raises(RerankerError) as first:
+                client.rerank(QUERIES[0], DOCUMENTS)
+            assert first.value.code == grpc.StatusCode.UNAVAILABLE, first.value
+            started = time.monotonic()
+            with pytest.raises(RerankerError) as later:
+                client.rerank(QUERIES[0], DOCUMENTS)
+            assert later.value.code == grpc.StatusCode.UNAVAILABLE and time.monotonic() - started < 2.0
+            gateway.wait_status(health_pb2.HealthCheckResponse.NOT_SERVING, timeout_s=30)
+            assert probe(f"http://{triton.http_url}") is not None and triton.is_ready()  # Triton: "ready"
+            deadline = time.monotonic() + 30
+            while "--model-control-mode=explicit" not in gateway.log_tail(200):
+                assert time.monotonic() < deadline, gateway.log_tail()
+                time.sleep(0.2)
+
+
+def test_the_clients_retry_policy_is_on_by_default_and_checked():
+    policy = RetryPolicy()
+    assert "UNAVAILABLE" in policy.codes and "RESOURCE_EXHAUSTED" in policy.codes and policy.max_attempts == 5
+    for bad in ({"max_attempts": 6}, {"max_attempts": 1}, {"codes": ("NOPE",)}, {"initial_backoff_s": 0}):
+        with pytest.raises(ValueError):
+            RetryPolicy(**bad)
+
+
+def test_killing_one_of_two_gateways_under_load_fails_no_call(triton, tiny_model_dir, tmp_path):
+    """Two gateways behind one ipv4: target; callers with the default retry policy; one gateway SIGKILLed
+    mid-load: every call ends with a result (none lost, none failed)."""
+    args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir)}
+    with GatewayProcess(dict(args), log_path=tmp_path / "a.log") as a, GatewayProcess(dict(args), log_path=tmp_path / "b.log") as b:
+        target = f"ipv4:{a.target},{b.target}"
+        outcomes: Counter = Counter()
+        stop = threading.Event()
+        lock = threading.Lock()
+
+        def caller() -> None:
+            with RerankerClient(target, timeout=30) as client:
+                while not stop.is_set():
+                    try:
+                        client.rerank(QUERIES[1], DOCUMENTS)
+                        outcome = "OK"
+                    except RerankerError as exc:
+                        outcome = exc.code.name
+                    with lock:
+                        outcomes[outcome] += 1
+
+        threads = [threading.Thread(target=caller) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: outcomes["OK"] >= 20, 60, "calls before the kill")
+        a.process.kill()  # SIGKILL: no drain, connections reset
+        before = outcomes["OK"]
+        wait_for(lambda: outcomes["OK"] >= before + 40, 60, "calls after the kill")
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in threads)
+        assert set(outcomes) == {"OK"}, outcomes
+
+
+def wait_for(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
