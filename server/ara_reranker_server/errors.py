@@ -36,7 +36,13 @@ __all__ = [
 
 
 class RerankerError(Exception):
-    """Base of every error the gateway answers on purpose; the message is shown to the caller."""
+    """Base of every error the gateway answers on purpose; the message is shown to the caller. ``field``: the
+    request field at fault where one is (a JSON path such as ``documents.2``), for the dialects that name it
+    apart from the message (vLLM's ``param``)."""
+
+    def __init__(self, message: str = "", *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class InvalidRequest(RerankerError):
@@ -93,7 +99,7 @@ class Answer:
     """How each API answers one kind of error."""
 
     grpc: str  # reranker.v1's status name (also the request metrics' ``code`` label, whatever the API)
-    http: int  # Cohere v1/v2 and Jina
+    http: int  # Cohere v1/v2, Jina and vLLM; NIM too, but 422 where this is 400 (api/http.py)
     tei_type: str  # TEI's error_type
     tei_http: int  # TEI over HTTP
     tei_grpc: str  # tei.v1's status name over gRPC

@@ -59,6 +59,10 @@ class ModelRegistry:
     def __iter__(self):
         return iter(self.models)
 
+    def names(self) -> list[str]:
+        """Every name a request may use (each model's name, then its aliases), the default model's first."""
+        return list(self._by_name)
+
     def get(self, name: str) -> ServedModel:
         """The model called ``name`` (empty: the default); ModelNotFound naming the served ones otherwise."""
         if not name:

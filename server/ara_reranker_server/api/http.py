@@ -1,22 +1,28 @@
-"""The gateway's HTTP server: the routes of the HTTP APIs (``cohere``, ``tei_http``), plus ``/health``
-and ``/openapi.json``.
+"""The gateway's HTTP server: the routes of the HTTP APIs (``cohere``, ``tei_http``, ``nim``, ``vllm``), plus
+``/health`` and ``/openapi.json``.
 
 Shared by every route, so each API module only converts: the API key (``Authorization: Bearer``, as
-gRPC), the body limit (``max_message_bytes``, 413), JSON parsing and validation against the route's
-request model (``null`` is the same as absent; unknown fields are ignored, as the original APIs do),
-the ``x-request-id`` header, and errors in the route's dialect (``Dialect``: Cohere/Jina ``{"message"}``
-or TEI ``{"error", "error_type"}``, the status from server/ara_reranker_server/errors.py ANSWERS). A body that is not what
-the API takes gets a 4xx naming the field, never a 500.
+gRPC; ignored, whatever its value, while the gateway has no keys), the body limit (``max_message_bytes``,
+413), JSON parsing and validation against the route's request model (``null`` is the same as absent;
+unknown fields are ignored, as the original APIs do; a path parameter such as ``{model}`` overrides the
+body's field of that name), the ``x-request-id`` header, and errors in the route's dialect (``Dialect``,
+the status from server/ara_reranker_server/errors.py ANSWERS). A body that is not what the API takes gets a
+4xx naming the field, never a 500.
+
+Two APIs may share a path (TEI's and vLLM's ``POST /rerank``): the body picks the route (``Route.when``, a
+field only that API's bodies have); a body that picks none goes to the path's first route.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import ssl
 import time
 from dataclasses import dataclass
 from enum import Enum
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -25,7 +31,14 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ara_reranker_server.api.calls import Calls, new_request_id
 from ara_reranker_server.auth import DENIED, ApiKeys
-from ara_reranker_server.errors import InvalidRequest, PayloadTooLarge, RerankerError, StartupError, answer_of
+from ara_reranker_server.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    PayloadTooLarge,
+    RerankerError,
+    StartupError,
+    answer_of,
+)
 from ara_reranker_server.settings import Settings
 
 __all__ = ["Dialect", "Lenient", "Route", "HttpApi", "start_http"]
@@ -39,6 +52,8 @@ class Dialect(Enum):
 
     COHERE = "cohere"  # Cohere v1/v2 and Jina: {"message": ...}, status ANSWERS[...].http
     TEI = "tei"  # TEI: {"error": ..., "error_type": ...}, status ANSWERS[...].tei_http
+    NIM = "nim"  # NVIDIA NIM: {"object": "error", "message", "detail"}, status .http, but 422 for its 400s (FastAPI's)
+    VLLM = "vllm"  # vLLM: {"error": {"message", "type", "param", "code"}}, status .http
 
 
 class Lenient(BaseModel):
@@ -66,15 +81,36 @@ class Route:
     request_model: type[BaseModel] | None = None
     response_model: Any = None  # a pydantic model (or list[...] of one) describing the 200 body, for OpenAPI
     counted: str = "Rerank"  # the metrics' method label
+    when: str | None = None  # where routes share a path: the body field that picks this one
+    open: bool = False  # answered without an API key (health probes)
 
 
 def error_response(dialect: Dialect, exc: RerankerError, request_id: str, headers: dict[str, str] | None = None) -> web.Response:
     answer = answer_of(exc)
+    field = exc.field or ("model" if isinstance(exc, ModelNotFound) else None)
     if dialect is Dialect.TEI:
         status, body = answer.tei_http, {"error": str(exc), "error_type": answer.tei_type}
+    elif dialect is Dialect.NIM:
+        status = 422 if answer.http == 400 else answer.http
+        body = {"object": "error", "message": str(exc), "detail": field or HTTPStatus(status).phrase}
+    elif dialect is Dialect.VLLM:
+        status = answer.http
+        body = {"error": {"message": str(exc), "type": vllm_error_type(status), "param": field, "code": status}}
     else:
         status, body = answer.http, {"message": str(exc)}
     return web.json_response(body, status=status, headers={"x-request-id": request_id, **(headers or {})})
+
+
+def vllm_error_type(status: int) -> str:
+    """vLLM's error ``type``: the status phrase as a class name (400 ``BadRequestError``, 404 ``NotFoundError``)."""
+    name = HTTPStatus(status).phrase.replace(" ", "").replace("-", "")
+    return name if name.endswith("Error") else name + "Error"
+
+
+def validation_field(error: ValidationError) -> str | None:
+    """The body's top-level field that the first error is in (the message has the whole path)."""
+    errors = error.errors()
+    return str(errors[0]["loc"][0]) if errors and errors[0]["loc"] else None
 
 
 def validation_message(error: ValidationError) -> str:
@@ -102,21 +138,31 @@ class HttpApi:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.max_body_bytes, middlewares=[self._unknown_paths])
+        shared: dict[tuple[str, str], list[Route]] = {}
         for route in self.routes:
-            app.router.add_route(route.method, route.path, self._handle(route))
+            shared.setdefault((route.method, route.path), []).append(route)
+        for (method, path), routes in shared.items():
+            app.router.add_route(method, path, self._handle(routes))
         app.router.add_get("/health", self._health)
         app.router.add_get("/openapi.json", self._openapi)
         return app
 
-    def _handle(self, route: Route):
+    def _handle(self, routes: list[Route]):
+        """The handler of one method and path: ``routes`` are the APIs served there, the first the default."""
+
         async def handle(request: web.Request) -> web.Response:
             started = time.perf_counter()
             request_id = new_request_id(request.headers.get("x-request-id"))
-            if self.keys is not None and not self.keys.accept(request.headers.get("authorization")):
+            route = routes[0]
+            if not route.open and self.keys is not None and not self.keys.accept(request.headers.get("authorization")):
                 self.calls.denied(route.api, route.counted)
                 return error_response(route.dialect, DENIED, request_id, {"www-authenticate": "Bearer"})
             try:
-                body = await self._body(request, route.request_model) if route.request_model is not None else None
+                body = None
+                if route.request_model is not None:
+                    data = {**await self._json(request), **request.match_info}
+                    route = next((r for r in routes if r.when is not None and r.when in data), route)
+                    body = _validated(route.request_model, data)
             except RerankerError as exc:
                 self.calls.refused(route.api, request_id, exc, started)
                 return error_response(route.dialect, exc, request_id)
@@ -128,7 +174,7 @@ class HttpApi:
 
         return handle
 
-    async def _body(self, request: web.Request, model: type[BaseModel]) -> BaseModel:
+    async def _json(self, request: web.Request) -> dict[str, Any]:
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -139,10 +185,7 @@ class HttpApi:
             raise InvalidRequest(f"request body is not JSON: {exc}") from None
         if not isinstance(data, dict):
             raise InvalidRequest(f"request body must be a JSON object; got {type(data).__name__}")
-        try:
-            return model.model_validate(data)
-        except ValidationError as exc:
-            raise InvalidRequest(validation_message(exc)) from None
+        return data
 
     async def _health(self, request: web.Request) -> web.Response:
         if self.healthy():
@@ -159,7 +202,7 @@ class HttpApi:
         try:
             return await handler(request)
         except web.HTTPNotFound:
-            served = ", ".join(f"{r.method} {r.path}" for r in self.routes)
+            served = ", ".join(dict.fromkeys(f"{r.method} {_template(r.path)}" for r in self.routes))
             return web.json_response({"message": f"no route {request.path}; served: {served}, GET /health, GET /openapi.json"},
                                      status=404)
         except web.HTTPMethodNotAllowed as exc:
@@ -167,39 +210,65 @@ class HttpApi:
                                      status=405, headers={"allow": ",".join(sorted(exc.allowed_methods))})
 
 
+def _template(path: str) -> str:
+    """A route's path as OpenAPI writes it: aiohttp's ``{model:.+}`` is ``{model}``."""
+    return re.sub(r"\{(\w+):[^}]*\}", r"{\1}", path)
+
+
+def _validated(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(validation_message(exc), field=validation_field(exc)) from None
+
+
 def _dumps(payload: Any) -> str:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
 
 def openapi(routes: list[Route], version: str) -> dict:
-    """The OpenAPI 3.1 description of the HTTP API, from the routes' pydantic models."""
+    """The OpenAPI 3.1 description of the HTTP API, from the routes' pydantic models (routes sharing a path:
+    one operation taking and answering any of their bodies)."""
     from pydantic import TypeAdapter
     from pydantic.json_schema import models_json_schema
 
-    models = [m for r in routes for m in (r.request_model,) if m is not None]
+    models = list(dict.fromkeys(r.request_model for r in routes if r.request_model is not None))
     _, top = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
     schemas = dict(top.get("$defs", {}))
-    paths: dict[str, dict] = {}
-    error = {
-        Dialect.COHERE: {"type": "object", "properties": {"message": {"type": "string"}}, "required": ["message"]},
-        Dialect.TEI: {"type": "object", "properties": {"error": {"type": "string"}, "error_type": {"type": "string"}},
-                      "required": ["error", "error_type"]},
-    }
+
+    def one_of(items: list[dict]) -> dict:
+        unique = list({json.dumps(i, sort_keys=True): i for i in items}.values())
+        return unique[0] if len(unique) == 1 else {"oneOf": unique}
+
+    def answer(route: Route) -> dict:
+        schema = TypeAdapter(route.response_model).json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        return schema
+
+    shared: dict[tuple[str, str], list[Route]] = {}
     for route in routes:
-        operation: dict[str, Any] = {"summary": route.summary, "operationId": route.method.lower() + route.path.replace("/", "_")}
-        if route.request_model is not None:
-            operation["requestBody"] = {"required": True, "content": {"application/json": {
-                "schema": {"$ref": f"#/components/schemas/{route.request_model.__name__}"}}}}
-        ok = {"description": "OK"}
-        if route.response_model is not None:
-            schema = TypeAdapter(route.response_model).json_schema(ref_template="#/components/schemas/{model}")
-            schemas.update(schema.pop("$defs", {}))
-            ok["content"] = {"application/json": {"schema": schema}}
-        operation["responses"] = {"200": ok, "4XX": {"description": "The request is wrong (the body names what)",
-                                                     "content": {"application/json": {"schema": error[route.dialect]}}},
-                                  "5XX": {"description": "The service could not answer",
-                                          "content": {"application/json": {"schema": error[route.dialect]}}}}
-        paths.setdefault(route.path, {})[route.method.lower()] = operation
+        shared.setdefault((route.method, route.path), []).append(route)
+    paths: dict[str, dict] = {}
+    for (method, path), group in shared.items():
+        template = _template(path)
+        operation: dict[str, Any] = {"summary": " / ".join(r.summary for r in group),
+                                     "operationId": method.lower() + re.sub(r"[^\w]", "_", template)}
+        names = re.findall(r"\{(\w+)\}", template)
+        if names:
+            operation["parameters"] = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}} for n in names]
+        bodies = [{"$ref": f"#/components/schemas/{r.request_model.__name__}"} for r in group if r.request_model is not None]
+        if bodies:
+            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": one_of(bodies)}}}
+        ok: dict[str, Any] = {"description": "OK"}
+        answers = [answer(r) for r in group if r.response_model is not None]
+        if answers:
+            ok["content"] = {"application/json": {"schema": one_of(answers)}}
+        error = {"content": {"application/json": {"schema": one_of([ERROR_SCHEMAS[r.dialect] for r in group])}}}
+        operation["responses"] = {"200": ok, "4XX": {"description": "The request is wrong (the body names what)", **error},
+                                  "5XX": {"description": "The service could not answer", **error}}
+        if all(r.open for r in group):
+            operation["security"] = [{}]
+        paths.setdefault(template, {})[method.lower()] = operation
     paths["/health"] = {"get": {"summary": "200 while the default model is served, else 503", "operationId": "health",
                                 "responses": {"200": {"description": "serving"}, "503": {"description": "not serving"}}}}
     return {
@@ -210,6 +279,19 @@ def openapi(routes: list[Route], version: str) -> dict:
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}, {}],
     }
+
+
+_TEXT = {"type": "string"}
+# Each dialect's error body, for OpenAPI.
+ERROR_SCHEMAS: dict[Dialect, dict] = {
+    Dialect.COHERE: {"type": "object", "properties": {"message": _TEXT}, "required": ["message"]},
+    Dialect.TEI: {"type": "object", "properties": {"error": _TEXT, "error_type": _TEXT}, "required": ["error", "error_type"]},
+    Dialect.NIM: {"type": "object", "properties": {"object": {"const": "error"}, "message": _TEXT, "detail": _TEXT},
+                  "required": ["object", "message"]},
+    Dialect.VLLM: {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["message", "type", "code"],
+        "properties": {"message": _TEXT, "type": _TEXT, "param": {"type": ["string", "null"]}, "code": {"type": "integer"}}}}},
+}
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
