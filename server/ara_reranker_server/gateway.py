@@ -1,5 +1,5 @@
 """The gateway process: wires settings, the served models (tokenizer, core, Triton scorer), the APIs
-(server/ara_reranker_server/api/: reranker.v1 and tei.v1 over gRPC, Cohere/Jina/TEI over HTTP), health, reflection, auth,
+(server/ara_reranker_server/api/: reranker.v1 and tei.v1 over gRPC, Cohere/Jina/TEI/NIM/vLLM over HTTP), health, reflection, auth,
 TLS and metrics together, and shuts down gracefully on SIGTERM.
 
 ``python -m ara_reranker_server.gateway --help`` lists every knob (also settable as RERANKER_* env vars).
@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
 from ara_reranker_server import __version__
-from ara_reranker_server.api import cohere, reranker_grpc, tei_grpc, tei_http
+from ara_reranker_server.api import cohere, nim, reranker_grpc, tei_grpc, tei_http, vllm
 from ara_reranker_server.api.calls import Calls
 from ara_reranker_server.api.http import HttpApi, start_http
 from ara_reranker_server.auth import ApiKeyInterceptor, ApiKeys
@@ -99,9 +99,12 @@ class Gateway:
         if settings.metrics_listen:
             gateway.metrics_server = _start_metrics(settings.metrics_listen, metrics)
         if settings.http_listen:
-            http = HttpApi(calls, cohere.routes(calls) + tei_http.routes(calls, info, settings.tokenizer_threads),
-                           keys=keys, max_body_bytes=settings.max_message_bytes,
-                           healthy=lambda: models.default.scorer.any_healthy, version=VERSION)
+            healthy = lambda: models.default.scorer.any_healthy  # noqa: E731
+            # TEI's /rerank before vLLM's: a body with neither texts nor documents gets TEI's answer.
+            routes = (cohere.routes(calls) + tei_http.routes(calls, info, settings.tokenizer_threads) + vllm.routes(calls)
+                      + nim.routes(calls, healthy))
+            http = HttpApi(calls, routes, keys=keys, max_body_bytes=settings.max_message_bytes, healthy=healthy,
+                           version=VERSION)
             gateway.http_runner, gateway.http_port = await start_http(http, settings)
         await server.start()
         for model in models:

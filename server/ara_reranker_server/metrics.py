@@ -23,10 +23,11 @@ ANSWERED_CODES = {
                "INTERNAL", "CANCELLED", "UNAUTHENTICATED"),
     "Info": ("OK", "UNAUTHENTICATED"),
 }
-# The API a call came through (the ``api`` label): the gRPC packages, and the HTTP paths of the
-# Cohere v1 / Jina, Cohere v2 and TEI (/rerank, /info) dialects.
-APIS = ("reranker.v1", "tei.v1", "v1/rerank", "v2/rerank", "tei")
-_INFO_APIS = ("reranker.v1", "tei.v1", "tei")
+# The API a call came through (the ``api`` label): the gRPC packages, the HTTP paths of the Cohere v1 / Jina
+# and Cohere v2 dialects (vLLM's bodies on those paths among them), TEI (/rerank, /info), NVIDIA NIM
+# (/v1/ranking ..., /v1/models) and vLLM (/score, /v1/score, /rerank with documents).
+APIS = ("reranker.v1", "tei.v1", "v1/rerank", "v2/rerank", "tei", "nim", "vllm")
+_INFO_APIS = ("reranker.v1", "tei.v1", "tei", "nim")
 # The model label of calls that reached no model: Info, refused keys, names no model is served under
 # (never the name sent: callers must not be able to grow the label set).
 NO_MODEL = ""

@@ -8,6 +8,8 @@ through ``ara_reranker_server.errors.ANSWERS``, into its API's response:
 - ``tei_grpc``: tei.v1 over gRPC (text-embeddings-inference's Rerank and Info services)
 - ``cohere``: Cohere v1 / Jina (``POST /v1/rerank``) and Cohere v2 (``POST /v2/rerank``) over HTTP
 - ``tei_http``: TEI over HTTP (``POST /rerank``, ``GET /info``)
+- ``nim``: NVIDIA NIM (``POST /v1/ranking``, ``/v1/retrieval/{model}/reranking``, ``GET /v1/models``, health)
+- ``vllm``: vLLM (``POST /score``, ``/v1/score``, and ``/rerank`` with a body of ``documents``)
 - ``http``: the HTTP server they share (API keys, body limit, errors in each dialect, ``/health``,
   ``/openapi.json``)
 """

@@ -9,6 +9,9 @@
 - ``POST /v2/rerank``: Cohere v2. ``model`` is required; ``max_tokens_per_doc`` (default 4096) cuts
   each document; older SDKs' ``return_documents``, ``rank_fields`` and ``max_chunks_per_doc`` work too.
 
+vLLM serves its rerank API on both paths too, with these bodies: both answers also carry vLLM's ``id``,
+``model`` and ``usage`` (``prompt_tokens``, ``total_tokens``), so vLLM's clients read them as well.
+
 ``relevance_score`` is reranker.v1's score: sigmoid of the model's logit, ranked by the logit.
 """
 
@@ -82,6 +85,7 @@ class Result(BaseModel):
 
 
 class Usage(BaseModel):
+    prompt_tokens: int
     total_tokens: int
 
 
@@ -97,6 +101,8 @@ class CohereV2Response(BaseModel):
     id: str
     results: list[Result]
     meta: Meta
+    model: str
+    usage: Usage
 
 
 def texts_of(documents: list[Document], rank_fields: list[str] | None) -> list[str]:
@@ -139,7 +145,7 @@ def routes(calls: Calls) -> list[Route]:
             "results": _results(body.documents, outcome.results, body.return_documents is not False),
             "meta": _meta("1", outcome.windows),
             "model": served.model.name,
-            "usage": {"total_tokens": outcome.input_tokens},
+            "usage": _usage(outcome.input_tokens),
         }, {}
 
     async def v2(body: CohereV2Request, request_id: str):
@@ -156,6 +162,8 @@ def routes(calls: Calls) -> list[Route]:
             "id": request_id,
             "results": _results(body.documents, outcome.results, bool(body.return_documents)),
             "meta": _meta("2", outcome.windows),
+            "model": served.model.name,
+            "usage": _usage(outcome.input_tokens),
         }, {}
 
     return [
@@ -174,6 +182,11 @@ def _results(documents: list[Document], ranked, with_documents: bool) -> list[di
             result["document"] = {"text": document} if isinstance(document, str) else document
         results.append(result)
     return results
+
+
+def _usage(tokens: int) -> dict:
+    """Jina's and vLLM's usage (vLLM's prompt tokens are all of its tokens)."""
+    return {"prompt_tokens": tokens, "total_tokens": tokens}
 
 
 def _meta(version: str, pairs: int) -> dict:

@@ -100,6 +100,7 @@ def routes(calls: Calls, info: ServiceInfo, tokenization_workers: int) -> list[R
         }, {}
 
     return [
-        Route("POST", "/rerank", API, Dialect.TEI, rerank, "TEI rerank", TeiRerankRequest, list[Rank]),
+        Route("POST", "/rerank", API, Dialect.TEI, rerank, "TEI rerank (a body with texts)", TeiRerankRequest, list[Rank],
+              when="texts"),
         Route("GET", "/info", API, Dialect.TEI, describe, "TEI info (the default model)", None, TeiInfo, counted="Info"),
     ]
