@@ -81,8 +81,9 @@ class Settings:
         "compose and the Kubernetes manifests do); the endpoint is out of rotation until a probe inference succeeds"
     )
     http_listen: str = _knob(
-        "0.0.0.0:8080", "HTTP address of the Cohere (/v1/rerank, /v2/rerank), Jina (/v1/rerank) and TEI (/rerank, /info) "
-        "APIs, /health and /openapi.json (host:port; empty disables); same TLS and API keys as gRPC"
+        "0.0.0.0:8080", "HTTP address of the Cohere (/v1/rerank, /v2/rerank), Jina (/v1/rerank), TEI (/rerank, /info), "
+        "NVIDIA NIM (/v1/ranking, /v1/models) and vLLM (/score, /rerank) APIs, /health and /openapi.json (host:port; "
+        "empty disables); same TLS and API keys as gRPC"
     )
     metrics_listen: str = _knob("0.0.0.0:9464", "Prometheus /metrics address (host:port; empty disables)")
     api_keys: tuple[str, ...] = _knob((), "Accepted API keys (authorization: Bearer <key>), comma-separated; empty: no auth")
