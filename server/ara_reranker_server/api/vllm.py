@@ -41,8 +41,8 @@ T = TypeVar("T")
 Side = str | list[str]
 
 
-class Truncation(Lenient):
-    """vLLM's fields for pairs over the max input length, and the activation."""
+class VllmCommon(Lenient):
+    """Fields both vLLM requests take: the model, what to do with a pair over the max input length, the activation."""
 
     model: str | None = Field(None, description="A served model's name or hub id (absent: the default model)")
     truncate_prompt_tokens: int | None = Field(
@@ -51,7 +51,7 @@ class Truncation(Lenient):
     use_activation: bool | None = Field(None, description="false: the model's logit instead of sigmoid(logit)")
 
 
-class VllmScoreRequest(Truncation):
+class VllmScoreRequest(VllmCommon):
     """vLLM score request: one pair of sides (text_1/text_2, queries/documents, queries/items or data_1/data_2)."""
 
     text_1: Side | None = None
@@ -63,7 +63,7 @@ class VllmScoreRequest(Truncation):
     data_2: Side | None = None
 
 
-class VllmRerankRequest(Truncation):
+class VllmRerankRequest(VllmCommon):
     """vLLM rerank request."""
 
     query: str
@@ -125,7 +125,7 @@ def pairs_of(body: VllmScoreRequest) -> tuple[list[str], list[str]]:
     return (left * len(right) if len(left) == 1 else left), right
 
 
-def job_of(calls: Calls, body: Truncation, query: str, documents: list[str], top_k: int | None = None) -> tuple[str, RerankJob]:
+def job_of(calls: Calls, body: VllmCommon, query: str, documents: list[str], top_k: int | None = None) -> tuple[str, RerankJob]:
     """The model name and the job, with vLLM's truncation and activation."""
     name = body.model or ""
     cut = body.truncate_prompt_tokens
@@ -138,9 +138,9 @@ def job_of(calls: Calls, body: Truncation, query: str, documents: list[str], top
                            truncate=cut is not None, from_start=body.truncation_side == "left")
 
 
-async def all_of(calls: list[Awaitable[T]]) -> list[T]:
+async def all_of(awaitables: list[Awaitable[T]]) -> list[T]:
     """Every call's result in order; the first failure cancels the others."""
-    tasks = [asyncio.ensure_future(call) for call in calls]
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
     try:
         return await asyncio.gather(*tasks)
     except BaseException:
