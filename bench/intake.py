@@ -1,22 +1,29 @@
-"""What one worst-case request costs everyone else: ``python -m bench.intake`` (about a minute).
+"""What one huge caller costs everyone else: ``python -m bench.intake`` (about three minutes on 2 cores).
 
-A worst-case request carries as many of the longest documents as the gRPC message limit admits
-(``--documents`` x ``--document-chars`` Arabic characters, ~26 MB by default). Two measurements:
+Small callers (``--clients`` threads, 10 short documents each, a fresh query per call so that no score is cached)
+are measured for ``--seconds`` in three phases on a real Triton + gateway serving the tiny offline model at its
+whole 8,192-token context:
 
-1. Tokenization alone, in-process: the gateway's tokenizer on that request, as it runs now (each
-   document cut by characters before tokenizing, in slices of documents) against tokenizing every
-   document whole first (what the gateway did before), at max input length 512 and at 8192.
-2. End to end, on a real Triton + gateway (tiny offline model, max_input_length 512): latency of small
-   requests (10 short documents) from ``--clients`` callers, alone and then while one caller sends the
-   worst-case request over and over.
+1. alone;
+2. beside one caller repeating a worst-case request (``--documents`` pages of ``--document-chars`` Arabic
+   characters) at the default, interactive, priority;
+3. beside the same caller at batch priority.
 
-Writes ``bench/results/intake-<timestamp>.json`` and prints a table. Random-weight offline model:
-scores mean nothing, tokenization and compute are the real model's.
+Each phase reports the small calls' p50 / p99 and count, and the worst-case caller's completed requests and
+pairs per second. ``--gateways`` runs the phases against gateway configurations side by side in the same run:
+``dispatch`` (the defaults: the gateway's dispatcher and token-bounded chunks) and ``all-at-once`` (no dispatch
+window, chunks cut by count only: every chunk of a request sent to Triton at once).
+
+Also, in-process: how long the gateway's tokenizer takes on the worst-case request at max length 512 and 8192.
+
+Writes ``bench/results/intake-<timestamp>.json`` and prints a table. Random-weight offline model: scores mean
+nothing; tokenization, truncation, batching and compute are the real model's.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import threading
 import time
 from pathlib import Path
@@ -27,10 +34,15 @@ from ara_reranker_client import RerankerClient, RerankerError
 from ara_reranker_model.store import prepare
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
-from ara_reranker_server.tokenization import PairTokenizer
+from ara_reranker_server.models import load_tokenizer
 from bench.run import machine_info, write_result
 from bench.systems import NO_CACHE
 from tools.arabic_text import QUERIES, SENTENCES, mixed_passages, passage
+
+GATEWAYS = {
+    "dispatch": {},  # the defaults
+    "all-at-once": {"dispatch_window_tokens": "0", "max_chunk_tokens": str(1 << 40)},
+}
 
 
 def worst_case_documents(count: int, chars: int) -> list[str]:
@@ -40,34 +52,29 @@ def worst_case_documents(count: int, chars: int) -> list[str]:
 
 
 def tokenization(model_dir: Path, documents: list[str], max_length: int) -> dict[str, float]:
-    """Seconds to tokenize the request as the gateway does now, and with every document whole."""
-    from tokenizers import Tokenizer
-
-    tokenizer = PairTokenizer(Tokenizer.from_file(str(model_dir / "tokenizer.json")), max_length, pad_id=1, threads=1)
-    query, room = tokenizer.room(QUERIES[0])
+    """Seconds the gateway's tokenizer takes to make the request's pairs at ``max_length``."""
+    tokenizer = load_tokenizer(str(model_dir), max_length, threads=1)
     started = time.perf_counter()
-    for start in range(0, len(documents), 32):
-        tokenizer.encode_documents(query, room, documents[start : start + 32], True, start)
-    now = time.perf_counter() - started
-    started = time.perf_counter()
-    tokenizer._tok.encode_batch(documents, add_special_tokens=False)
-    whole = time.perf_counter() - started
+    tokenizer.encode(QUERIES[0], documents, truncate=True)
+    seconds = time.perf_counter() - started
     tokenizer.close()
-    return {"max_length": max_length, "now_s": round(now, 3), "whole_documents_s": round(whole, 3)}
+    return {"max_length": max_length, "seconds": round(seconds, 3)}
 
 
 def small_calls(target: str, clients: int, seconds: float) -> list[float]:
-    """Latencies (ms) of 10-document requests from ``clients`` callers for ``seconds``."""
+    """Latencies (ms) of 10-document requests from ``clients`` callers for ``seconds``, a fresh query each call."""
     latencies: list[float] = []
     lock = threading.Lock()
     documents = mixed_passages(np.random.default_rng(1), 10, max_sentences=3)
+    counter = itertools.count()
 
     def run() -> None:
         deadline = time.monotonic() + seconds
-        with RerankerClient(target, timeout=60) as client:
+        with RerankerClient(target, timeout=120) as client:
             while time.monotonic() < deadline:
+                query = f"{QUERIES[next(counter) % len(QUERIES)]} {next(counter)}"
                 started = time.perf_counter()
-                client.rerank(QUERIES[1], documents)
+                client.rerank(query, documents)
                 with lock:
                     latencies.append((time.perf_counter() - started) * 1000)
 
@@ -79,15 +86,28 @@ def small_calls(target: str, clients: int, seconds: float) -> list[float]:
     return latencies
 
 
-def worst_case_loop(target: str, documents: list[str], stop: threading.Event, durations: list[float]) -> None:
-    with RerankerClient(target, timeout=120, max_message_bytes=64 << 20) as client:
-        while not stop.is_set():
-            started = time.perf_counter()
-            try:
-                client.rerank(SENTENCES[0], documents, top_k=1)
-            except RerankerError as exc:  # e.g. overloaded: counted, not fatal
-                print(f"worst-case request: {exc.code.name}")
-            durations.append(time.perf_counter() - started)
+class WorstCaseCaller(threading.Thread):
+    """Repeats the worst-case request until stopped; counts what completes."""
+
+    def __init__(self, target: str, documents: list[str], priority: str) -> None:
+        super().__init__()
+        self.target, self.documents, self.priority = target, documents, priority
+        self.stop = threading.Event()
+        self.completed, self.errors, self.started_at = 0, [], time.monotonic()
+
+    def run(self) -> None:
+        with RerankerClient(self.target, timeout=300, max_message_bytes=64 << 20) as client:
+            while not self.stop.is_set():
+                try:
+                    client.rerank(SENTENCES[0], self.documents, top_k=1, priority=self.priority)
+                    self.completed += 1
+                except RerankerError as exc:
+                    self.errors.append(exc.code.name)
+
+    def figures(self) -> dict:
+        seconds = time.monotonic() - self.started_at
+        return {"completed": self.completed, "errors": len(self.errors), "seconds": round(seconds, 1),
+                "pairs_per_s": round(self.completed * len(self.documents) / seconds, 2)}
 
 
 def summary(latencies: list[float]) -> dict[str, float]:
@@ -96,41 +116,57 @@ def summary(latencies: list[float]) -> dict[str, float]:
             "p99_ms": round(float(np.percentile(values, 99)), 1), "max_ms": round(float(values.max()), 1)}
 
 
+def phases(target: str, documents: list[str], clients: int, seconds: float) -> dict:
+    small_calls(target, 1, 2.0)  # warm up
+    out = {"alone": summary(small_calls(target, clients, seconds))}
+    for priority in ("interactive", "batch"):
+        caller = WorstCaseCaller(target, documents, priority)
+        caller.start()
+        loaded = summary(small_calls(target, clients, seconds))
+        caller.stop.set()
+        caller.join()
+        out[f"beside_worst_case_{priority}"] = loaded | {"worst_case_caller": caller.figures()}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--documents", type=int, default=200)
-    parser.add_argument("--document-chars", type=int, default=65536)
-    parser.add_argument("--clients", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--documents", type=int, default=120)
+    parser.add_argument("--document-chars", type=int, default=14000)
+    parser.add_argument("--clients", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--gateways", default="dispatch,all-at-once", help=f"comma-separated: {', '.join(GATEWAYS)}")
+    parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     model_dir = prepare("tiny")
     documents = worst_case_documents(args.documents, args.document_chars)
     size_mb = sum(len(d.encode()) for d in documents) / 1e6
     print(f"worst-case request: {len(documents)} documents x {args.document_chars} characters ({size_mb:.1f} MB)")
-    result: dict = {"machine": machine_info(), "request_mb": round(size_mb, 1), "documents": len(documents),
-                    "document_chars": args.document_chars, "tokenization": [tokenization(model_dir, documents, n) for n in (512, 8192)]}
-    for row in result["tokenization"]:
-        print(f"tokenize at max length {row['max_length']}: {row['now_s']} s now, {row['whole_documents_s']} s tokenizing whole documents")
-
+    result: dict = {"machine": machine_info(), "model": "tiny", "request_mb": round(size_mb, 1), "documents": len(documents),
+                    "document_chars": args.document_chars, "clients": args.clients, "seconds": args.seconds,
+                    "tokenization": [tokenization(model_dir, documents, n) for n in (512, 8192)], "gateways": {}}
     with TritonServer(TritonOptions(model_dir=model_dir)) as triton:
-        args_gw = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir), "max_input_length": "512",
-                   "max_message_bytes": str(64 << 20), "max_documents": str(len(documents))}
-        with GatewayProcess(args_gw | NO_CACHE) as gateway:
-            small_calls(gateway.target, 1, 2.0)  # warm up
-            alone = summary(small_calls(gateway.target, args.clients, args.seconds))
-            stop, durations = threading.Event(), []
-            heavy = threading.Thread(target=worst_case_loop, args=(gateway.target, documents, stop, durations))
-            heavy.start()
-            loaded = summary(small_calls(gateway.target, args.clients, args.seconds))
-            stop.set()
-            heavy.join()
-    result["small_calls_alone"], result["small_calls_beside_worst_case"] = alone, loaded
-    result["worst_case_request_s"] = [round(d, 2) for d in durations]
-    print(f"small calls alone:            {alone}")
-    print(f"small calls beside worst case: {loaded}")
-    print(f"worst-case request durations (s): {result['worst_case_request_s']}")
-    write_result("intake", result)
+        for name in args.gateways.split(","):
+            settings = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir), "max_message_bytes": str(64 << 20),
+                        **NO_CACHE, **GATEWAYS[name]}
+            with GatewayProcess(settings) as gateway:
+                result["gateways"][name] = phases(gateway.target, documents, args.clients, args.seconds)
+    print(markdown(result))
+    if not args.no_write:
+        write_result("intake", result)
     return 0
+
+
+def markdown(result: dict) -> str:
+    rows = ["| gateway | phase | small p50 ms | small p99 ms | small calls | p99 / alone | worst-case requests done | its pairs/s |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, figures in result["gateways"].items():
+        alone = figures["alone"]["p99_ms"]
+        for phase, f in figures.items():
+            caller = f.get("worst_case_caller", {})
+            rows.append(f"| {name} | {phase.replace('_', ' ')} | {f['p50_ms']} | {f['p99_ms']} | {f['calls']} | "
+                        f"{f['p99_ms'] / alone:.1f}x | {caller.get('completed', '')} | {caller.get('pairs_per_s', '')} |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ __all__ = ["RerankerClient", "AsyncRerankerClient", "RerankResult", "RerankerErr
 # rerank(truncation=...): what to do with a document longer than the model's input.
 TRUNCATIONS = {"end": reranker_pb2.TRUNCATION_END, "start": reranker_pb2.TRUNCATION_START,
                "none": reranker_pb2.TRUNCATION_NONE, "split": reranker_pb2.TRUNCATION_SPLIT}
+# rerank(priority=...): interactive work goes first; batch work (re-indexing, evaluation) uses what it leaves.
+PRIORITIES = {"interactive": reranker_pb2.PRIORITY_INTERACTIVE, "batch": reranker_pb2.PRIORITY_BATCH}
 
 
 @dataclass(frozen=True)
@@ -131,9 +133,12 @@ def _truncation(truncate: bool, truncation: str | None, split: bool) -> int:
     return TRUNCATIONS[truncation]
 
 
-def _options(truncate: bool, truncation: str | None, split: bool, model: str | None, **windows: int | None) -> dict:
+def _options(truncate: bool, truncation: str | None, split: bool, model: str | None, priority: str = "interactive",
+             **windows: int | None) -> dict:
     """The RerankRequest fields every slice of one rerank call shares (checked once, before any call)."""
-    options = {"truncation": _truncation(truncate, truncation, split), "model": model or ""}
+    if priority not in PRIORITIES:
+        raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}; got {priority!r}")
+    options = {"truncation": _truncation(truncate, truncation, split), "model": model or "", "priority": PRIORITIES[priority]}
     return options | {name: value for name, value in windows.items() if value is not None}
 
 
@@ -221,7 +226,7 @@ class RerankerClient(_Base):
                raw_scores: bool = False, truncate: bool = True, model: str | None = None, *,
                truncation: str | None = None, split: bool = False, window_tokens: int | None = None,
                window_overlap_tokens: int | None = None, max_windows: int | None = None,
-               max_document_tokens: int | None = None) -> list[RerankResult]:
+               max_document_tokens: int | None = None, priority: str = "interactive") -> list[RerankResult]:
         """Documents ranked best first (``index`` = position in ``documents``); ``model``: a served
         model's name or hub id (default: the server's default model).
 
@@ -229,8 +234,9 @@ class RerankerClient(_Base):
         at its start (``"start"``: its last tokens kept), refused (``"none"``, or ``truncate=False``) or scored window by window and ranked by its best
         (``"split"``, or ``split=True``; ``window_tokens``, ``window_overlap_tokens`` and ``max_windows``
         shape the windows, server defaults when None; each result's ``best_window`` names the winner).
-        ``max_document_tokens`` cuts every document to that many tokens first (Cohere's max_tokens_per_doc)."""
-        options = _options(truncate, truncation, split, model, window_tokens=window_tokens,
+        ``max_document_tokens`` cuts every document to that many tokens first (Cohere's max_tokens_per_doc).
+        ``priority="batch"`` marks work that may wait for interactive calls (it is never starved)."""
+        options = _options(truncate, truncation, split, model, priority, window_tokens=window_tokens,
                            window_overlap_tokens=window_overlap_tokens, max_windows=max_windows,
                            max_document_tokens=max_document_tokens)
         if self._max_documents is None and self.split_large_requests:
@@ -271,11 +277,11 @@ class AsyncRerankerClient(_Base):
                      raw_scores: bool = False, truncate: bool = True, model: str | None = None, *,
                      truncation: str | None = None, split: bool = False, window_tokens: int | None = None,
                      window_overlap_tokens: int | None = None, max_windows: int | None = None,
-                     max_document_tokens: int | None = None) -> list[RerankResult]:
+                     max_document_tokens: int | None = None, priority: str = "interactive") -> list[RerankResult]:
         """As ``RerankerClient.rerank``."""
         import asyncio
 
-        options = _options(truncate, truncation, split, model, window_tokens=window_tokens,
+        options = _options(truncate, truncation, split, model, priority, window_tokens=window_tokens,
                            window_overlap_tokens=window_overlap_tokens, max_windows=max_windows,
                            max_document_tokens=max_document_tokens)
         if self._max_documents is None and self.split_large_requests:

@@ -1,32 +1,61 @@
-"""A request's pairs scored in chunks: sorted by length, cut into chunks of ``chunk_size`` pairs, each padded to its
-own longest pair (the one padding rule, ara_reranker_model.inputs) and sent to the scorer concurrently; the first
-failure cancels the others (and their Triton calls)."""
+"""A request's pairs scored in chunks: sorted by length, cut into chunks of at most ``chunk_size`` pairs and
+``max_chunk_tokens`` padded tokens (so that one chunk of long pairs is a short piece of work), each padded to its
+own longest pair (the one padding rule, ara_reranker_model.inputs) and sent to the scorer concurrently, through
+the model's dispatcher (dispatch.py: interactive first, requests taking turns); the first failure cancels the
+others (and their Triton calls), and chunks still waiting in the dispatcher are never sent."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Sequence
 
 import numpy as np
 
 from ara_reranker_model.inputs import padded_rows
+from ara_reranker_server.dispatch import Dispatcher
+from ara_reranker_server.errors import DeadlineExceeded
 from ara_reranker_server.jobs import Scorer
 
-__all__ = ["score_in_chunks"]
+__all__ = ["score_in_chunks", "chunks_of"]
+
+
+def chunks_of(sorted_lengths: np.ndarray, chunk_size: int, max_chunk_tokens: int) -> list[slice]:
+    """Consecutive runs of pairs sorted longest first: at most ``chunk_size`` pairs, and at most ``max_chunk_tokens``
+    padded tokens (pairs x the run's first, longest, pair), but at least one pair each."""
+    out, start, n = [], 0, len(sorted_lengths)
+    while start < n:
+        fits = max(1, max_chunk_tokens // max(int(sorted_lengths[start]), 1))
+        stop = min(n, start + chunk_size, start + fits)
+        out.append(slice(start, stop))
+        start = stop
+    return out
 
 
 async def score_in_chunks(pairs: Sequence, scorer: Scorer, chunk_size: int, pad_id: int, with_types: bool,
-                          deadline: float) -> np.ndarray:
+                          deadline: float, dispatcher: Dispatcher | None = None, priority: str = "interactive",
+                          max_chunk_tokens: int = 1 << 62) -> np.ndarray:
     """Each pair's logit (float32, in ``pairs``' order); ``pairs`` are tokenizer encodings (``ids``, ``type_ids``)."""
     lengths = np.fromiter((len(pair.ids) for pair in pairs), dtype=np.int64, count=len(pairs))
     order = np.argsort(-lengths, kind="stable")
     logits = np.empty(len(pairs), dtype=np.float32)
-    chunks = [order[start : start + chunk_size] for start in range(0, len(order), chunk_size)]
+    chunks = [order[s] for s in chunks_of(lengths[order], chunk_size, max_chunk_tokens)]
+    request = object()  # this call's turn in the dispatcher
 
     async def run(members: np.ndarray) -> None:
         input_ids, mask = padded_rows([pairs[m].ids for m in members], pad_id)
         types = padded_rows([pairs[m].type_ids for m in members], 0)[0] if with_types else None
-        logits[members] = await scorer.score(input_ids, mask, deadline, token_type_ids=types)
+
+        async def call() -> np.ndarray:
+            return await scorer.score(input_ids, mask, deadline, token_type_ids=types, priority=priority)
+
+        if dispatcher is None:
+            logits[members] = await call()
+            return
+        try:
+            logits[members] = await dispatcher.run(input_ids.size, priority, request, call, deadline - time.monotonic())
+        except TimeoutError:
+            raise DeadlineExceeded("deadline exceeded while waiting for the model (queued behind other work)") from None
 
     try:
         async with asyncio.TaskGroup() as group:

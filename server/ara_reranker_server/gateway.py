@@ -70,6 +70,7 @@ class Gateway:
                 chunk_size=settings.chunk_size, max_inflight_pairs=settings.max_inflight_pairs,
                 max_inflight_tokens=settings.max_inflight_tokens, max_concurrent_rpcs=settings.max_concurrent_rpcs,
                 max_windows_per_request=settings.max_windows_per_request,
+                dispatch_window_tokens=settings.dispatch_window_tokens, batch_share=settings.batch_share,
             ),
             version=VERSION, auth_required=bool(settings.api_keys),
         )

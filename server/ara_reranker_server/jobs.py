@@ -19,7 +19,7 @@ class Scorer(Protocol):
     logits [rows]."""
 
     async def score(self, input_ids: np.ndarray, attention_mask: np.ndarray, deadline: float,
-                    token_type_ids: np.ndarray | None = None) -> np.ndarray: ...
+                    token_type_ids: np.ndarray | None = None, priority: str = "interactive") -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Limits:
     max_inflight_pairs: int
     max_inflight_tokens: int = 1 << 21
     max_windows: int = 10000  # windows of one TRUNCATION_SPLIT request, all documents together
+    max_chunk_tokens: int = 16384  # padded tokens of one chunk (a chunk of long pairs holds fewer than chunk_size)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class RerankJob:
     split: Split | None = None  # TRUNCATION_SPLIT: score each document's windows (``truncate`` unused)
     from_start: bool = False  # cut a long document's start (keep its last tokens) instead of its end
     max_document_tokens: int | None = None  # cut each document to this many tokens (Cohere's max_tokens_per_doc)
+    priority: str = "interactive"  # or "batch": served after interactive work, never starved (dispatch.py)
 
 
 @dataclass(frozen=True)

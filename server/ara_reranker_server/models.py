@@ -15,6 +15,7 @@ from tokenizers import Tokenizer
 
 from ara_reranker_model.limits import ModelLimitError, max_input_length, takes_token_type_ids
 from ara_reranker_server.admission import Admission
+from ara_reranker_server.dispatch import Dispatcher
 from ara_reranker_server.errors import ModelNotFound, StartupError
 from ara_reranker_server.jobs import Limits
 from ara_reranker_server.reranking import Reranker
@@ -125,7 +126,7 @@ def load_models(settings: Settings) -> ModelRegistry:
         raise StartupError(f"model names must differ: {names}")
     limits = Limits(settings.max_documents, settings.max_query_chars, settings.max_document_chars,
                     settings.chunk_size, settings.max_inflight_pairs, settings.max_inflight_tokens,
-                    settings.max_windows_per_request)
+                    settings.max_windows_per_request, settings.max_chunk_tokens)
     pairs = Admission(limits.max_inflight_pairs, "max_inflight_pairs", "pairs", names)
     tokens = Admission(limits.max_inflight_tokens, "max_inflight_tokens", "tokens", names)
     cache = ScoreCache(settings.score_cache_mb * 1024 * 1024, settings.score_cache_ttl_s)
@@ -136,7 +137,8 @@ def load_models(settings: Settings) -> ModelRegistry:
         scorer = TritonScorer(settings.triton_endpoints, triton_model, settings.health_interval_s,
                               settings.health_failures, settings.max_message_bytes, settings.reload_failed_models)
         reranker = Reranker(tokenizer, scorer, limits, settings.default_timeout_s, name=name,
-                            admission=pairs, token_admission=tokens, cache=cache)
+                            admission=pairs, token_admission=tokens, cache=cache,
+                            dispatcher=Dispatcher(settings.dispatch_window_tokens, settings.batch_share))
         aliases = tuple(a for a in {model_id} - {name})
         info = ModelDescription(
             name=name, model_id=model_id, aliases=aliases, triton_model=triton_model,

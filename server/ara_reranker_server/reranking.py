@@ -15,6 +15,7 @@ import numpy as np
 
 from ara_reranker_server.admission import Admission
 from ara_reranker_server.chunking import score_in_chunks
+from ara_reranker_server.dispatch import Dispatcher
 from ara_reranker_server.errors import DeadlineExceeded, InvalidRequest
 from ara_reranker_server.jobs import Limits, Ranked, RerankJob, RerankOutcome, Scorer
 from ara_reranker_server.ranking import rank_by_logits, sigmoid
@@ -41,10 +42,12 @@ class Reranker:
 
     def __init__(self, tokenizer: PairTokenizer, scorer: Scorer, limits: Limits, default_timeout_s: float, *,
                  name: str = "", admission: Admission | None = None, token_admission: Admission | None = None,
-                 cache: ScoreCache | None = None) -> None:
+                 cache: ScoreCache | None = None, dispatcher: Dispatcher | None = None) -> None:
         """``admission`` / ``token_admission``: bounds shared with the other served models (``name``
         is this model's share); by default this model's own. ``cache``: the score cache (shared by the
-        served models: its keys hold the model's name); None: none."""
+        served models: its keys hold the model's name); None: none. ``dispatcher``: the order in which this
+        model's chunks go to Triton (None: all at once)."""
+        self.dispatcher = dispatcher
         self.cache = cache
         self.tokenizer = tokenizer
         self.scorer = scorer
@@ -135,7 +138,8 @@ class Reranker:
             self.token_admission.acquire(tokens, self.name)
             try:
                 row_logits = await score_in_chunks(encoded.pairs, self.scorer, self.chunk_size, self.tokenizer.pad_id,
-                                                     self.tokenizer.token_type_ids, deadline)
+                                                     self.tokenizer.token_type_ids, deadline, self.dispatcher,
+                                                     job.priority, self.limits.max_chunk_tokens)
             finally:
                 self.token_admission.release(tokens, self.name)
             return encoded, row_logits, (tokenized, time.perf_counter())

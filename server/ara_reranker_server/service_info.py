@@ -37,6 +37,8 @@ class ServiceLimits:
     max_inflight_tokens: int
     max_concurrent_rpcs: int
     max_windows_per_request: int
+    dispatch_window_tokens: int
+    batch_share: int
 
 
 @dataclass

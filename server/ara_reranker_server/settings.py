@@ -51,6 +51,16 @@ class Settings:
     chunk_size: int = _knob(
         32, "Pairs per Triton request; bigger requests are split and sent concurrently (lowered to Triton's max_batch_size if above it)"
     )
+    max_chunk_tokens: int = _knob(
+        16384, "Padded tokens of one chunk at most (pairs x its longest pair): a chunk of long pairs holds fewer than "
+        "chunk_size, so that no chunk is a long piece of work for the others to wait behind"
+    )
+    dispatch_window_tokens: int = _knob(
+        65536, "Padded tokens of chunks at Triton and not yet answered, per model; further chunks wait in the gateway, "
+        "interactive before batch and requests taking turns, and are never sent if their call ends first (0: no bound). "
+        "Enough to keep Triton's instances busy: a few times their max_batch_tokens, times the Triton replicas"
+    )
+    batch_share: int = _knob(8, "While batch requests wait, at least one chunk in every batch_share dispatched to the model is theirs")
     max_documents: int = _knob(1000, "Max documents per Rerank request")
     max_query_chars: int = _knob(8192, "Max characters of the query")
     max_document_chars: int = _knob(65536, "Max characters of one document")
@@ -99,6 +109,9 @@ class Settings:
     def __post_init__(self) -> None:
         checks = {  # setting -> (holds, what it must be)
             "chunk_size": (self.chunk_size > 0, "> 0"),
+            "max_chunk_tokens": (self.max_chunk_tokens > 0, "> 0"),
+            "dispatch_window_tokens": (self.dispatch_window_tokens >= 0, ">= 0 (0: no bound)"),
+            "batch_share": (self.batch_share >= 1, ">= 1"),
             "max_documents": (self.max_documents > 0, "> 0"),
             "max_query_chars": (self.max_query_chars > 0, "> 0"),
             "max_document_chars": (self.max_document_chars > 0, "> 0"),

@@ -58,6 +58,8 @@ RETRIES = 3
 RETRY_BACKOFF_S = 0.05
 # Failures another try may not repeat: an endpoint down or full, or a forward pass that failed there.
 RETRYABLE = (BackendUnavailable, Overloaded, BackendFailed)
+# The dynamic batcher's priority level of each request priority (the model configs declare two; 1 goes first).
+TRITON_PRIORITY = {"interactive": 1, "batch": 2}
 # Recovery of an endpoint whose model failed: backoff between tries, and bounds on each step.
 RECOVERY_BACKOFF_S = (0.5, 15.0)
 PROBE_TIMEOUT_S = 10.0
@@ -264,7 +266,7 @@ class TritonScorer:
         return [ordered[i % len(ordered)] for i in range(max(len(ordered), RETRIES))]
 
     async def score(self, input_ids: np.ndarray, attention_mask: np.ndarray, deadline: float,
-                    token_type_ids: np.ndarray | None = None) -> np.ndarray:
+                    token_type_ids: np.ndarray | None = None, priority: str = "interactive") -> np.ndarray:
         """Float32 logits [rows] for one right-padded chunk; ``deadline`` is a time.monotonic() instant."""
         inputs = []
         tensors = [("input_ids", input_ids), ("attention_mask", attention_mask)]
@@ -285,7 +287,8 @@ class TritonScorer:
             if attempt >= len(self.endpoints):  # the same endpoint again: give it a moment
                 await asyncio.sleep(min(RETRY_BACKOFF_S * attempt, remaining / 2))
             try:
-                result = await self._clients[url].infer(self.model, inputs, outputs=outputs, client_timeout=remaining)
+                result = await self._clients[url].infer(self.model, inputs, outputs=outputs, client_timeout=remaining,
+                                                        priority=TRITON_PRIORITY[priority])
             except InferenceServerException as exc:
                 last = _translate(exc, url)
                 if not isinstance(last, RETRYABLE):

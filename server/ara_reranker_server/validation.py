@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ara_reranker_server.dispatch import PRIORITIES
 from ara_reranker_server.errors import EmptyRequest, InvalidRequest
 from ara_reranker_server.jobs import Limits, RerankJob
 
@@ -25,5 +26,7 @@ def validate(job: RerankJob, lim: Limits) -> None:
         raise InvalidRequest(f"top_k must be at least 1 when set; got {job.top_k}")
     if job.max_document_tokens is not None and job.max_document_tokens <= 0:
         raise InvalidRequest(f"max_document_tokens must be at least 1 when set; got {job.max_document_tokens}")
+    if job.priority not in PRIORITIES:
+        raise InvalidRequest(f"priority must be one of {', '.join(PRIORITIES)}; got {job.priority!r}")
     if job.from_start and job.split is not None:
         raise InvalidRequest("a document is cut at its start or split into windows, not both")

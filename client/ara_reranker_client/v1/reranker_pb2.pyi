@@ -14,14 +14,23 @@ class Truncation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRUNCATION_NONE: _ClassVar[Truncation]
     TRUNCATION_SPLIT: _ClassVar[Truncation]
     TRUNCATION_START: _ClassVar[Truncation]
+
+class Priority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRIORITY_UNSPECIFIED: _ClassVar[Priority]
+    PRIORITY_INTERACTIVE: _ClassVar[Priority]
+    PRIORITY_BATCH: _ClassVar[Priority]
 TRUNCATION_UNSPECIFIED: Truncation
 TRUNCATION_END: Truncation
 TRUNCATION_NONE: Truncation
 TRUNCATION_SPLIT: Truncation
 TRUNCATION_START: Truncation
+PRIORITY_UNSPECIFIED: Priority
+PRIORITY_INTERACTIVE: Priority
+PRIORITY_BATCH: Priority
 
 class RerankRequest(_message.Message):
-    __slots__ = ("query", "documents", "top_k", "return_documents", "raw_scores", "truncation", "model", "window_tokens", "window_overlap_tokens", "max_windows", "max_document_tokens")
+    __slots__ = ("query", "documents", "top_k", "return_documents", "raw_scores", "truncation", "model", "window_tokens", "window_overlap_tokens", "max_windows", "max_document_tokens", "priority")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +42,7 @@ class RerankRequest(_message.Message):
     WINDOW_OVERLAP_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     MAX_DOCUMENT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     query: str
     documents: _containers.RepeatedScalarFieldContainer[str]
     top_k: int
@@ -44,7 +54,8 @@ class RerankRequest(_message.Message):
     window_overlap_tokens: int
     max_windows: int
     max_document_tokens: int
-    def __init__(self, query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., return_documents: _Optional[bool] = ..., raw_scores: _Optional[bool] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., model: _Optional[str] = ..., window_tokens: _Optional[int] = ..., window_overlap_tokens: _Optional[int] = ..., max_windows: _Optional[int] = ..., max_document_tokens: _Optional[int] = ...) -> None: ...
+    priority: Priority
+    def __init__(self, query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., return_documents: _Optional[bool] = ..., raw_scores: _Optional[bool] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., model: _Optional[str] = ..., window_tokens: _Optional[int] = ..., window_overlap_tokens: _Optional[int] = ..., max_windows: _Optional[int] = ..., max_document_tokens: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
 
 class Window(_message.Message):
     __slots__ = ("index", "start_char", "end_char")
@@ -111,7 +122,7 @@ class InfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_documents_per_request", "max_query_chars", "max_document_chars", "max_message_bytes", "chunk_size", "max_inflight_pairs", "max_inflight_tokens", "max_concurrent_rpcs", "max_windows_per_request")
+    __slots__ = ("max_documents_per_request", "max_query_chars", "max_document_chars", "max_message_bytes", "chunk_size", "max_inflight_pairs", "max_inflight_tokens", "max_concurrent_rpcs", "max_windows_per_request", "dispatch_window_tokens", "batch_share")
     MAX_DOCUMENTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_QUERY_CHARS_FIELD_NUMBER: _ClassVar[int]
     MAX_DOCUMENT_CHARS_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +132,8 @@ class Limits(_message.Message):
     MAX_INFLIGHT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENT_RPCS_FIELD_NUMBER: _ClassVar[int]
     MAX_WINDOWS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    DISPATCH_WINDOW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    BATCH_SHARE_FIELD_NUMBER: _ClassVar[int]
     max_documents_per_request: int
     max_query_chars: int
     max_document_chars: int
@@ -130,7 +143,9 @@ class Limits(_message.Message):
     max_inflight_tokens: int
     max_concurrent_rpcs: int
     max_windows_per_request: int
-    def __init__(self, max_documents_per_request: _Optional[int] = ..., max_query_chars: _Optional[int] = ..., max_document_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., chunk_size: _Optional[int] = ..., max_inflight_pairs: _Optional[int] = ..., max_inflight_tokens: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ..., max_windows_per_request: _Optional[int] = ...) -> None: ...
+    dispatch_window_tokens: int
+    batch_share: int
+    def __init__(self, max_documents_per_request: _Optional[int] = ..., max_query_chars: _Optional[int] = ..., max_document_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., chunk_size: _Optional[int] = ..., max_inflight_pairs: _Optional[int] = ..., max_inflight_tokens: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ..., max_windows_per_request: _Optional[int] = ..., dispatch_window_tokens: _Optional[int] = ..., batch_share: _Optional[int] = ...) -> None: ...
 
 class ServedModel(_message.Message):
     __slots__ = ("name", "model_id", "aliases", "triton_model", "max_input_length", "dtype", "engine", "is_default", "token_type_ids")

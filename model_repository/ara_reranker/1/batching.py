@@ -103,10 +103,12 @@ class ForwardPool:
         self.workers = workers
         self._executor = ThreadPoolExecutor(workers - 1, thread_name_prefix="forward") if workers > 1 else None
 
-    def map(self, fn: Callable[[T], R], items: Sequence[T], cost: Callable[[T], float]) -> list[tuple[T, R]]:
+    def map(self, fn: Callable[[T], R], items: Sequence[T], cost: Callable[[T], float],
+            done: Callable[[T, R], None] | None = None) -> list[tuple[T, R]]:
         """(item, fn(item)) for every item, taken largest ``cost`` first by whichever thread is free (so that
         the threads finish together); an exception raised by ``fn`` is returned in place of its result, so
-        one item cannot sink the others."""
+        one item cannot sink the others. ``done(item, result)``, if given, is called as each item finishes, in
+        the thread that ran it (so that work waiting on that item alone need not wait for the others)."""
         ordered = sorted(items, key=cost, reverse=True)
         results: list = [None] * len(ordered)
         taken = itertools.count()  # next() is atomic under the GIL: each item goes to one thread
@@ -117,6 +119,8 @@ class ForwardPool:
                     results[i] = fn(ordered[i])
                 except Exception as exc:  # handed back to the caller, which fails only this micro-batch
                     results[i] = exc
+                if done is not None:
+                    done(ordered[i], results[i])
 
         helpers = [] if self._executor is None else [self._executor.submit(work) for _ in range(min(self.workers, len(ordered)) - 1)]
         work()

@@ -127,34 +127,31 @@ class TritonPythonModel:
         ones = np.ones((2, 16), dtype=np.int64)
         self.engine.forward(np.full((2, 16), self.pad_id + 4, dtype=np.int64), ones, ones)
 
-    def execute(self, requests: list) -> list:
+    def execute(self, requests: list) -> None:
+        """Answers each request through its response sender as soon as all its rows are scored, so that a small
+        request batched with a large one does not wait for the large one's other micro-batches."""
         rows: list[np.ndarray] = []  # unpadded input_ids of every row of every valid request
         type_rows: list[np.ndarray] | None = [] if self.takes_token_types else None  # their token_type_ids
         owners: list[tuple[int, int]] = []  # (request index, row index) of each entry in rows
-        errors: dict[int, pb_utils.TritonError] = {}
-        outputs: dict[int, np.ndarray] = {}
+        answers = _Answers(requests)
         for r, request in enumerate(requests):
             if request.is_cancelled():  # the caller gave up while it queued: compute nothing for it
-                errors[r] = pb_utils.TritonError("request cancelled by the caller", pb_utils.TritonError.CANCELLED)
+                answers.fail(r, pb_utils.TritonError("request cancelled by the caller", pb_utils.TritonError.CANCELLED))
                 continue
             try:
                 ids, lengths, types = self._validated(request)
             except RequestError as exc:
-                errors[r] = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+                answers.fail(r, pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
                 continue
-            outputs[r] = np.empty((ids.shape[0], 1), dtype=np.float32)
+            answers.expect(r, len(lengths))
             for i, n in enumerate(lengths):
                 rows.append(ids[i, :n])
                 owners.append((r, i))
                 if type_rows is not None:
                     type_rows.append(types[i, :n])
-        self._score(rows, type_rows, owners, outputs, errors)
-        return [
-            pb_utils.InferenceResponse(error=errors[r])
-            if r in errors
-            else pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("logits", outputs[r])])
-            for r in range(len(requests))
-        ]
+        self._score(rows, type_rows, owners, answers)
+        answers.finish()
+        return None
 
     def _validated(self, request) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Return (input_ids, row lengths, token_type_ids or None when the model reads none) of a request,
@@ -201,8 +198,8 @@ class TritonPythonModel:
             )
         return types if self.takes_token_types else None
 
-    def _score(self, rows, type_rows, owners, outputs, errors) -> None:
-        """Forward every row in length-sorted micro-batches, writing logits into ``outputs``."""
+    def _score(self, rows, type_rows, owners, answers: "_Answers") -> None:
+        """Forward every row in length-sorted micro-batches, handing each logit to ``answers``."""
         if not rows:
             return
         lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
@@ -216,24 +213,67 @@ class TritonPythonModel:
             return self.engine.forward(ids, mask, token_types), ids.size, time.perf_counter() - started
 
         passes: list[tuple[int, int, int, float]] = []  # (rows, real tokens, padded tokens, seconds) per pass
-        cost = lambda members: len(members) * int(lengths[members[0]])  # noqa: E731
-        for members, outcome in self.pool.map(forward, batches, cost):
+
+        def done(members: np.ndarray, outcome) -> None:
             if isinstance(outcome, Exception):  # e.g. out of memory: fail only the requests in this micro-batch
-                for m in members:
-                    errors.setdefault(owners[m][0], pb_utils.TritonError(f"forward pass failed: {outcome}"))
-                continue
+                answers.scored([owners[m] for m in members], None, pb_utils.TritonError(f"forward pass failed: {outcome}"))
+                return
             logits, size, seconds = outcome
             passes.append((len(members), int(lengths[members].sum()), size, seconds))
-            for j, m in enumerate(members):
-                r, i = owners[m]
-                if r in outputs:
-                    outputs[r][i, 0] = logits[j]
+            answers.scored([owners[m] for m in members], logits)
+
+        cost = lambda members: len(members) * int(lengths[members[0]])  # noqa: E731
+        self.pool.map(forward, batches, cost, done)
         self.metrics.observe(len(rows), passes)
 
     def finalize(self) -> None:
         self.metrics.close()
         self.pool.close()
         self.engine = None
+
+
+class _Answers:
+    """One execute() call's requests, each answered exactly once through its response sender: an error at once, or
+    its logits as soon as the last of its rows is scored (micro-batches finish on several threads)."""
+
+    def __init__(self, requests: list) -> None:
+        self._requests = requests
+        self._outputs: dict[int, np.ndarray] = {}
+        self._left: dict[int, int] = {}  # rows still to score, per request
+        self._errors: dict[int, pb_utils.TritonError] = {}
+        self._lock = threading.Lock()
+
+    def expect(self, r: int, rows: int) -> None:
+        self._outputs[r] = np.empty((rows, 1), dtype=np.float32)
+        self._left[r] = rows
+
+    def fail(self, r: int, error) -> None:
+        self._send(r, pb_utils.InferenceResponse(error=error))
+
+    def scored(self, rows: list[tuple[int, int]], logits: np.ndarray | None, error=None) -> None:
+        """Rows (request, row) of one micro-batch, with their logits, or the error that micro-batch met."""
+        finished = []
+        with self._lock:
+            for j, (r, i) in enumerate(rows):
+                if error is not None:
+                    self._errors.setdefault(r, error)
+                else:
+                    self._outputs[r][i, 0] = logits[j]
+                self._left[r] -= 1
+                if self._left[r] == 0:
+                    finished.append(r)
+        for r in finished:
+            self._send(r, pb_utils.InferenceResponse(error=self._errors[r]) if r in self._errors
+                       else pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("logits", self._outputs[r])]))
+
+    def finish(self) -> None:
+        """Requests left unanswered (none, unless a row was never scored) get an error, never silence."""
+        for r, left in self._left.items():
+            if left:
+                self._send(r, pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{left} rows were not scored")))
+
+    def _send(self, r: int, response) -> None:
+        self._requests[r].get_response_sender().send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
 
 class _ModelMetrics:

@@ -7,15 +7,22 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, replace
 from typing import Callable
 
-from ara_reranker_server.errors import Internal, RerankerError, answer_of
+from ara_reranker_server.dispatch import PRIORITIES
+from ara_reranker_server.errors import Internal, InvalidRequest, RerankerError, answer_of
 from ara_reranker_server.jobs import RerankJob, RerankOutcome
 from ara_reranker_server.metrics import NO_MODEL, GatewayMetrics
 from ara_reranker_server.models import ModelRegistry, ServedModel
 
-__all__ = ["Calls", "Served", "DEADLINE_SKEW_S", "new_request_id"]
+__all__ = ["Calls", "Served", "DEADLINE_SKEW_S", "PRIORITY", "PRIORITY_HEADER", "new_request_id", "requested_priority"]
+
+# The call's priority when its transport carries it beside the body (the APIs whose bodies their owners fix):
+# the x-reranker-priority HTTP header or gRPC metadata, set by the transport for the call's task.
+PRIORITY_HEADER = "x-reranker-priority"
+PRIORITY: ContextVar[str | None] = ContextVar("priority", default=None)
 
 log = logging.getLogger("ara_reranker_server.requests")
 # How close to its deadline a cancelled call counts as one whose deadline passed (seconds): the caller's
@@ -24,6 +31,16 @@ DEADLINE_SKEW_S = 1.0
 _OK = "OK"
 # Codes logged at INFO: the caller's doing (or nothing wrong); the rest at WARNING.
 _CALLERS_CODES = {"OK", "INVALID_ARGUMENT", "NOT_FOUND", "CANCELLED", "UNAUTHENTICATED"}
+
+
+def requested_priority(value: str | None) -> str | None:
+    """The priority an x-reranker-priority header or metadata value asks for (interactive or batch, any case; None
+    when absent); InvalidRequest naming the header otherwise."""
+    if value is None:
+        return None
+    if value.strip().lower() not in PRIORITIES:
+        raise InvalidRequest(f"header {PRIORITY_HEADER} must be one of {', '.join(PRIORITIES)}; got {value[:50]!r}")
+    return value.strip().lower()
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,9 @@ class Calls:
         code, job, model, outcome, error = _OK, None, None, None, ""
         try:
             name, job = build()
+            asked = PRIORITY.get()
+            if asked is not None:  # the transport's header or metadata: the APIs' bodies have no such field
+                job = replace(job, priority=asked)
             model = self.models.get(name)
             outcome = await model.reranker.rerank(job, timeout_s=timeout_s)
             return Served(model, outcome, time.perf_counter() - started)

@@ -29,7 +29,7 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from ara_reranker_server.api.calls import Calls, new_request_id
+from ara_reranker_server.api.calls import PRIORITY, PRIORITY_HEADER, Calls, new_request_id, requested_priority
 from ara_reranker_server.auth import DENIED, ApiKeys
 from ara_reranker_server.errors import (
     InvalidRequest,
@@ -158,6 +158,7 @@ class HttpApi:
                 self.calls.denied(route.api, route.counted)
                 return error_response(route.dialect, DENIED, request_id, {"www-authenticate": "Bearer"})
             try:
+                PRIORITY.set(requested_priority(request.headers.get(PRIORITY_HEADER)))
                 body = None
                 if route.request_model is not None:
                     data = {**await self._json(request), **request.match_info}

@@ -60,7 +60,16 @@ def job_of(request: reranker_pb2.RerankRequest) -> RerankJob:
         split=_split(request),
         from_start=request.truncation == reranker_pb2.TRUNCATION_START,
         max_document_tokens=request.max_document_tokens if request.HasField("max_document_tokens") else None,
+        priority=_priority(request.priority),
     )
+
+
+def _priority(value: int) -> str:
+    if value in (reranker_pb2.PRIORITY_UNSPECIFIED, reranker_pb2.PRIORITY_INTERACTIVE):
+        return "interactive"
+    if value == reranker_pb2.PRIORITY_BATCH:
+        return "batch"
+    raise InvalidRequest(f"priority must be PRIORITY_INTERACTIVE or PRIORITY_BATCH; got {value}")
 
 
 def _response(request: reranker_pb2.RerankRequest, served: Served) -> reranker_pb2.RerankResponse:

@@ -1,0 +1,120 @@
+"""Which waiting chunk goes to the model next: the gateway's own queue in front of Triton's.
+
+A large request is cut into many chunks; sent all at once, they fill Triton's queue and every small request
+behind them waits for all of them. The dispatcher keeps at most ``window_tokens`` padded tokens of chunks at
+Triton per model (enough to keep its instances busy) and queues the rest here, where the order is chosen:
+
+- interactive requests before batch requests;
+- within a class, requests take turns chunk by chunk (round robin), so a small request's one chunk waits
+  for at most one chunk of each other request, not for all of a large one's;
+- batch work never starves: while batch chunks wait, at least one chunk in every ``batch_share`` dispatched
+  is theirs.
+
+A chunk whose call is cancelled or whose deadline passes while it waits here is dropped before it reaches
+Triton (abandoned work is never computed). A chunk larger than the window runs when nothing else is at Triton.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Awaitable, Callable, TypeVar
+
+__all__ = ["Dispatcher", "PRIORITIES"]
+
+T = TypeVar("T")
+PRIORITIES = ("interactive", "batch")  # served in this order
+
+
+@dataclass(eq=False)
+class _Waiter:
+    tokens: int
+    ready: asyncio.Future
+
+
+class Dispatcher:
+    """Orders chunks of calls to one model (see the module's doc). ``window_tokens`` 0: no bound, no queue."""
+
+    def __init__(self, window_tokens: int, batch_share: int = 8) -> None:
+        self.window_tokens = window_tokens
+        self.batch_share = batch_share
+        self.in_flight = 0  # padded tokens of chunks at Triton
+        # priority -> request key -> its waiting chunks (first come first); requests in turn order.
+        self._waiting: dict[str, OrderedDict[object, deque[_Waiter]]] = {p: OrderedDict() for p in PRIORITIES}
+        self._since_batch = 0  # interactive chunks dispatched since the last batch one
+
+    @property
+    def waiting(self) -> int:
+        """Chunks queued here."""
+        return sum(len(chunks) for queue in self._waiting.values() for chunks in queue.values())
+
+    async def run(self, tokens: int, priority: str, request: object, call: Callable[[], Awaitable[T]],
+                  timeout_s: float | None = None) -> T:
+        """``call()`` once this chunk (``tokens`` padded tokens, of ``request``) may go to the model.
+        TimeoutError when ``timeout_s`` passes first (the chunk is then never sent)."""
+        if self.window_tokens and not self._fits(tokens, nobody_waiting=True):
+            waiter = _Waiter(tokens, asyncio.get_running_loop().create_future())
+            queue = self._waiting[priority]
+            queue.setdefault(request, deque()).append(waiter)
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter.ready), timeout_s)
+            except BaseException:
+                if waiter.ready.done() and not waiter.ready.cancelled():
+                    self._release(tokens)  # it was let through as it gave up: hand its room on
+                else:
+                    waiter.ready.cancel()
+                    self._forget(priority, request, waiter)
+                raise
+        else:
+            self.in_flight += tokens
+        try:
+            return await call()
+        finally:
+            self._release(tokens)
+
+    def _fits(self, tokens: int, nobody_waiting: bool = False) -> bool:
+        if nobody_waiting and any(self._waiting[p] for p in PRIORITIES):
+            return False  # no overtaking the queue
+        return self.in_flight == 0 or self.in_flight + tokens <= self.window_tokens
+
+    def _release(self, tokens: int) -> None:
+        self.in_flight -= tokens
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Let waiting chunks through while they fit, in the order the module's doc states."""
+        while True:
+            priority = self._next_class()
+            if priority is None:
+                return
+            queue = self._waiting[priority]
+            request, chunks = next(iter(queue.items()))
+            waiter = chunks[0]
+            if not self._fits(waiter.tokens):
+                return
+            chunks.popleft()
+            queue.pop(request)
+            if chunks:
+                queue[request] = chunks  # its next chunk waits for the other requests' turns
+            self._since_batch = 0 if priority == "batch" else self._since_batch + 1
+            self.in_flight += waiter.tokens
+            waiter.ready.set_result(None)
+
+    def _next_class(self) -> str | None:
+        interactive, batch = self._waiting["interactive"], self._waiting["batch"]
+        if batch and (not interactive or self._since_batch >= self.batch_share - 1):
+            return "batch"
+        return "interactive" if interactive else None
+
+    def _forget(self, priority: str, request: object, waiter: _Waiter) -> None:
+        chunks = self._waiting[priority].get(request)
+        if chunks is None:
+            return
+        try:
+            chunks.remove(waiter)
+        except ValueError:
+            pass
+        if not chunks:
+            self._waiting[priority].pop(request, None)
+        self._dispatch()  # a smaller chunk behind it may fit now

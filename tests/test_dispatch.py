@@ -1,0 +1,105 @@
+"""The gateway's dispatcher alone (dispatch.py): which waiting chunk goes to the model next.
+
+Each scenario fills the window with a chunk held open by the test, queues chunks behind it and records the order
+in which their calls start."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from ara_reranker_server.dispatch import Dispatcher
+
+pytestmark = pytest.mark.unit  # starts no process: make test-unit
+
+
+class Model:
+    """A stand-in for Triton: records which chunk each call was, and holds the first until released."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.hold = asyncio.Event()
+
+    def call(self, label: str, hold: bool = False):
+        async def run() -> str:
+            self.started.append(label)
+            if hold:
+                await self.hold.wait()
+            return label
+        return run
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_interactive_chunks_overtake_waiting_batch_chunks():
+    dispatcher, model = Dispatcher(window_tokens=100, batch_share=100), Model()
+    blocker = asyncio.create_task(dispatcher.run(100, "interactive", "blocker", model.call("blocker", hold=True)))
+    await settle()
+    batch = [asyncio.create_task(dispatcher.run(100, "batch", "job", model.call(f"batch{i}"))) for i in range(3)]
+    await settle()
+    interactive = asyncio.create_task(dispatcher.run(100, "interactive", "search", model.call("search")))
+    await settle()
+    assert dispatcher.waiting == 4 and model.started == ["blocker"]
+    model.hold.set()
+    await asyncio.gather(blocker, interactive, *batch)
+    assert model.started == ["blocker", "search", "batch0", "batch1", "batch2"]
+
+
+async def test_a_small_request_waits_for_one_chunk_of_a_large_one_not_all():
+    dispatcher, model = Dispatcher(window_tokens=100), Model()
+    blocker = asyncio.create_task(dispatcher.run(100, "interactive", "big", model.call("big-held", hold=True)))
+    await settle()
+    big = [asyncio.create_task(dispatcher.run(100, "interactive", "big", model.call(f"big{i}"))) for i in range(10)]
+    await settle()
+    small = asyncio.create_task(dispatcher.run(10, "interactive", "small", model.call("small")))
+    await settle()
+    model.hold.set()
+    await asyncio.gather(blocker, small, *big)
+    assert model.started.index("small") == 2, model.started  # after the held chunk and one more of the big request
+
+
+async def test_batch_work_gets_its_share_under_a_steady_interactive_flood():
+    dispatcher, model = Dispatcher(window_tokens=100, batch_share=4), Model()
+    blocker = asyncio.create_task(dispatcher.run(100, "interactive", "held", model.call("held", hold=True)))
+    await settle()
+    tasks = [asyncio.create_task(dispatcher.run(100, "batch", "job", model.call(f"batch{i}"))) for i in range(3)]
+    tasks += [asyncio.create_task(dispatcher.run(100, "interactive", f"user{i}", model.call(f"user{i}"))) for i in range(12)]
+    await settle()
+    model.hold.set()
+    await asyncio.gather(blocker, *tasks)
+    order = model.started[1:]
+    positions = [i for i, label in enumerate(order) if label.startswith("batch")]
+    assert positions == [3, 7, 11], order  # one in every batch_share dispatched, while batch work waits
+
+
+async def test_a_cancelled_or_expired_chunk_never_reaches_the_model():
+    dispatcher, model = Dispatcher(window_tokens=100), Model()
+    blocker = asyncio.create_task(dispatcher.run(100, "interactive", "held", model.call("held", hold=True)))
+    await settle()
+    cancelled = asyncio.create_task(dispatcher.run(100, "interactive", "gone", model.call("gone")))
+    await settle()
+    cancelled.cancel()
+    with pytest.raises(TimeoutError):
+        await dispatcher.run(100, "batch", "late", model.call("late"), timeout_s=0.05)
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert dispatcher.waiting == 0
+    model.hold.set()
+    await blocker
+    assert model.started == ["held"] and dispatcher.in_flight == 0
+    assert await dispatcher.run(100, "interactive", "next", model.call("next")) == "next"  # the window is whole again
+
+
+async def test_a_chunk_larger_than_the_window_runs_when_the_model_is_free_and_no_bound_means_no_queue():
+    dispatcher, model = Dispatcher(window_tokens=100), Model()
+    assert await dispatcher.run(1000, "interactive", "huge", model.call("huge")) == "huge"
+    unbounded = Dispatcher(window_tokens=0)
+    held = asyncio.create_task(unbounded.run(10**9, "batch", "a", model.call("a", hold=True)))
+    await settle()
+    assert await unbounded.run(10**9, "batch", "b", model.call("b")) == "b" and unbounded.waiting == 0
+    model.hold.set()
+    await held

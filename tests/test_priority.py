@@ -1,0 +1,136 @@
+"""Priority and abandoned work through the real tritonserver and gateway.
+
+- Triton's dynamic batcher takes a level-1 (interactive) request before level-2 (batch) ones queued earlier.
+- Through the gateway, a small interactive call overtakes a large batch call's waiting chunks, with the same
+  scores either way; a call that gives up has its waiting chunks dropped, not computed.
+- Bad priorities are refused in each API's dialect, naming the field or header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import httpx
+import numpy as np
+import pytest
+import tritonclient.grpc.aio as aioclient
+from tritonclient.grpc import InferInput, InferRequestedOutput
+
+from ara_reranker_client import RerankerClient, RerankerError
+from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
+from ara_reranker_model.inputs import padded_rows
+from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from ara_reranker_server.launcher.triton_launcher import MODEL_NAME
+from tools.arabic_text import QUERIES, long_passage, mixed_passages
+
+PAD_ID = 1
+
+
+def rows(count: int, length: int) -> list[InferInput]:
+    ids, mask = padded_rows([[0] + [5 + (i + j) % 1000 for j in range(length - 2)] + [2] for i in range(count)], PAD_ID)
+    inputs = []
+    for name, array in (("input_ids", ids), ("attention_mask", mask)):
+        tensor = InferInput(name, list(array.shape), "INT64")
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
+
+
+async def test_triton_takes_an_interactive_request_before_earlier_batch_ones(triton):
+    """The instance is held by a long request; three batch requests queue, then one interactive request. Each
+    queued request has 200 rows, so an execute() takes one of them (max_batch_size 256): the order they finish in
+    is the order the batcher took them."""
+    client = aioclient.InferenceServerClient(triton.grpc_url)
+    finished: list[str] = []
+
+    async def send(label: str, inputs, priority: int) -> None:
+        await client.infer(MODEL_NAME, inputs, outputs=[InferRequestedOutput("logits")], priority=priority, client_timeout=120)
+        finished.append(label)
+
+    try:
+        blocker = asyncio.create_task(send("blocker", rows(64, 2048), 1))
+        await asyncio.sleep(0.05)  # the blocker reaches the instance first (it runs for seconds: the rest queue)
+        tasks = [asyncio.create_task(send(f"batch{i}", rows(200, 16), 2)) for i in range(3)]
+        await asyncio.sleep(0.05)
+        tasks.append(asyncio.create_task(send("interactive", rows(200, 16), 1)))
+        await asyncio.gather(blocker, *tasks)
+    finally:
+        await client.close()
+    assert finished[0] == "blocker", finished
+    assert finished.index("interactive") < finished.index("batch1"), finished
+
+
+@pytest.fixture(scope="module")
+def windowed(triton, tiny_model_dir, tmp_path_factory):
+    """A gateway whose dispatch window holds one small chunk at Triton: everything else waits in its queue."""
+    args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir), "chunk_size": "4",
+            "dispatch_window_tokens": "2048", "max_chunk_tokens": "4096"}
+    with GatewayProcess(args, log_path=tmp_path_factory.mktemp("windowed") / "gateway.log") as process:
+        yield process
+
+
+def test_a_small_interactive_call_overtakes_a_large_batch_call_with_the_same_scores(windowed, reference, rng):
+    big = [long_passage(rng) for _ in range(48)]
+    small = mixed_passages(rng, 4)
+    done: dict[str, float] = {}
+
+    async def main() -> None:
+        from ara_reranker_client import AsyncRerankerClient
+
+        async with AsyncRerankerClient(windowed.target, timeout=120) as client:
+            async def call(label: str, documents, priority: str):
+                results = await client.rerank(QUERIES[0], documents, raw_scores=True, priority=priority)
+                done[label] = time.monotonic()
+                return results
+
+            batch = asyncio.create_task(call("batch", big, "batch"))
+            await asyncio.sleep(0.3)  # the batch call's chunks are queued in the gateway by now
+            interactive = await call("interactive", small, "interactive")
+            batch_results = await batch
+        for results, documents in ((interactive, small), (batch_results, big)):
+            logits = [r.logit for r in sorted(results, key=lambda r: r.index)]
+            np.testing.assert_allclose(logits, reference.logits(QUERIES[0], documents), atol=1e-4, rtol=0)
+
+    asyncio.run(main())
+    assert done["interactive"] < done["batch"], done
+
+
+def test_a_call_that_gives_up_has_its_waiting_chunks_dropped(windowed, triton, rng):
+    import tritonclient.grpc as triton_grpc
+
+    def rows_computed() -> int:
+        with triton_grpc.InferenceServerClient(triton.grpc_url) as stats:
+            return int(stats.get_inference_statistics(MODEL_NAME, as_json=True)["model_stats"][0].get("inference_count", 0))
+
+    documents = [long_passage(rng) for _ in range(120)]
+    before = rows_computed()
+    with RerankerClient(windowed.target, timeout=1.5, retry=None) as client:
+        with pytest.raises(RerankerError) as gave_up:
+            client.rerank(QUERIES[1], documents)
+    assert gave_up.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    deadline, settled = time.monotonic() + 30, rows_computed()
+    while time.monotonic() < deadline:  # let whatever was already at Triton finish
+        time.sleep(0.5)
+        now = rows_computed()
+        if now == settled:
+            break
+        settled = now
+    assert settled - before < len(documents) // 2, (settled - before, len(documents))
+
+
+def test_bad_priorities_are_refused_naming_the_field_in_each_dialect(gateway):
+    with grpc.insecure_channel(gateway.target) as channel:
+        stub = reranker_pb2_grpc.RerankerStub(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Rerank(reranker_pb2.RerankRequest(query="q", documents=["d"], priority=7), timeout=30)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "priority" in refused.value.details()
+    with httpx.Client(base_url=gateway.http_url, timeout=30) as http:
+        headers = {"x-reranker-priority": "urgent"}
+        cohere = http.post("/v2/rerank", json={"model": "", "query": "q", "documents": ["d"]}, headers=headers)
+        tei = http.post("/rerank", json={"query": "q", "texts": ["d"]}, headers=headers)
+        ok = http.post("/rerank", json={"query": "q", "texts": ["d"]}, headers={"x-reranker-priority": "Batch"})
+    assert cohere.status_code == 400 and "x-reranker-priority" in cohere.json()["message"], cohere.text
+    assert tei.status_code == 422 and "x-reranker-priority" in tei.json()["error"], tei.text
+    assert ok.status_code == 200, ok.text
