@@ -421,7 +421,8 @@ def test_uniform_rows_are_spread_over_every_worker():
 
 def test_forward_pool_runs_every_micro_batch_once_side_by_side_and_keeps_failures_apart():
     """The caller's thread is one of the workers (a lone micro-batch runs without a thread hop); with more,
-    ``workers`` run at once; each item runs once, largest first, and a failing one is returned in its place."""
+    ``workers`` run at once; each item runs once, smallest first, each reported to ``done`` as it finishes, and a
+    failing one is returned in its place."""
     pool = batching().ForwardPool(2)
     try:
         caller = threading.current_thread().name
@@ -440,8 +441,10 @@ def test_forward_pool_runs_every_micro_batch_once_side_by_side_and_keeps_failure
                 raise MemoryError("out of memory")
             return i * 10
 
-        results = pool.map(fail_three, list(range(8)), cost=lambda i: i)
-        assert [i for i, _ in results] == list(range(7, -1, -1))  # largest cost first
+        finished = []
+        results = pool.map(fail_three, [5, 3, 0, 7, 1, 6, 2, 4], cost=lambda i: i, done=lambda i, r: finished.append(i))
+        assert [i for i, _ in results] == list(range(8))  # smallest cost first: small requests are answered first
+        assert sorted(finished) == list(range(8))  # each reported once, as it finished
         assert all(r == i * 10 for i, r in results if i != 3) and isinstance(dict(results)[3], MemoryError)
     finally:
         pool.close()

@@ -56,7 +56,7 @@ class Settings:
         "chunk_size, so that no chunk is a long piece of work for the others to wait behind"
     )
     dispatch_window_tokens: int = _knob(
-        65536, "Padded tokens of chunks at Triton and not yet answered, per model; further chunks wait in the gateway, "
+        32768, "Padded tokens of chunks at Triton and not yet answered, per model; further chunks wait in the gateway, "
         "interactive before batch and requests taking turns, and are never sent if their call ends first (0: no bound). "
         "Enough to keep Triton's instances busy: a few times their max_batch_tokens, times the Triton replicas"
     )

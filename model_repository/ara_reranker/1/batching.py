@@ -10,7 +10,7 @@ rows one execute() call holds.
 With ``overhead_tokens`` large it packs full batches (what GPUs want); small, it keeps rows of unlike
 lengths apart (what CPUs want, where a forward pass costs nearly its tokens alone).
 
-``ForwardPool`` runs the micro-batches of one execute() call on several threads at once, largest first.
+``ForwardPool`` runs the micro-batches of one execute() call on several threads at once, smallest first.
 On CPU, single-threaded forward passes side by side beat one multi-threaded pass: no barrier between
 the threads of each operator, full speed at any batch size, and a thread preempted by the gateway or
 the tokenizer delays only its own micro-batch. The engines release the GIL while they compute.
@@ -105,11 +105,14 @@ class ForwardPool:
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], cost: Callable[[T], float],
             done: Callable[[T, R], None] | None = None) -> list[tuple[T, R]]:
-        """(item, fn(item)) for every item, taken largest ``cost`` first by whichever thread is free (so that
-        the threads finish together); an exception raised by ``fn`` is returned in place of its result, so
-        one item cannot sink the others. ``done(item, result)``, if given, is called as each item finishes, in
-        the thread that ran it (so that work waiting on that item alone need not wait for the others)."""
-        ordered = sorted(items, key=cost, reverse=True)
+        """(item, fn(item)) for every item, taken smallest ``cost`` first by whichever thread is free; an exception
+        raised by ``fn`` is returned in place of its result, so one item cannot sink the others. ``done(item,
+        result)``, if given, is called as each item finishes, in the thread that ran it.
+
+        Smallest first, with ``done`` answering each request as soon as its rows are scored: a small request batched
+        with a large one's rows is answered after its own short micro-batches, not after the large ones. The gateway
+        bounds a chunk's tokens, so the last, largest item keeps the threads' finishing times close."""
+        ordered = sorted(items, key=cost)
         results: list = [None] * len(ordered)
         taken = itertools.count()  # next() is atomic under the GIL: each item goes to one thread
 
