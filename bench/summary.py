@@ -295,6 +295,25 @@ def cache() -> str:
     return "\n".join(rows)
 
 
+def intake() -> str:
+    """Small callers beside one huge caller, each gateway configuration in the same run."""
+    from bench import intake as measure
+
+    result, path = _load("intake")
+    return (f"`python -m bench.intake` (`{result['model']}` model at its 8,192-token context, {result['clients']} small "
+            f"callers of 10 short documents, a fresh query each call; one caller repeating {result['documents']} pages of "
+            f"{result['document_chars']:,} characters; {result['seconds']:.0f} s a phase; `{path}`):\n\n" + measure.markdown(result))
+
+
+def chaos() -> str:
+    """Process faults under load, every call counted."""
+    from bench import chaos as measure
+
+    result, path = _load("chaos")
+    return (f"`make chaos` (`python -m bench.chaos`: {result['callers']} callers with the client's default retry policy, "
+            f"{result['after_s']:.0f} s of load after each fault, `{result['model']}` model; `{path}`):\n\n" + measure.markdown(result))
+
+
 def overhead() -> str:
     """Where a small request's time goes."""
     from bench import overhead as measure
@@ -374,6 +393,8 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "workloads": workloads,
     "http-overhead": http_overhead,
     "cache": cache,
+    "intake": intake,
+    "chaos": chaos,
     "overhead": overhead,
     "precision": precision,
     "precision-brief": precision_brief,

@@ -112,6 +112,7 @@ SECTIONS: dict[tuple[str, str], Callable[[], str]] = {
     ("benchmarks.md", "overhead"): _bench("overhead"),
     ("benchmarks.md", "http-overhead"): _bench("http-overhead"),
     ("benchmarks.md", "cache"): _bench("cache"),
+    ("benchmarks.md", "intake"): _bench("intake"),
     ("deployment.md", "gateway-capacity"): _bench("gateway-capacity"),
     ("precision.md", "precision"): _bench("precision"),
     ("../README.md", "precision-brief"): _bench("precision-brief"),
