@@ -31,6 +31,7 @@ from ara_reranker_server.models import ModelRegistry, ServedModel, load_models
 from ara_reranker_server.service_info import ServiceInfo, ServiceLimits
 from ara_reranker_server.settings import Settings
 from ara_reranker_server.tei.v1 import tei_pb2_grpc
+from ara_reranker_server.tracing import NO_TRACING, Tracing, tracing_from_env
 
 __all__ = ["Gateway", "main", "VERSION"]
 
@@ -53,10 +54,12 @@ class Gateway:
     metrics_server: object | None = None
     http_runner: object | None = None
     http_port: int | None = None
+    tracing: Tracing = NO_TRACING
 
     @classmethod
-    async def start(cls, settings: Settings) -> "Gateway":
-        models = load_models(settings)
+    async def start(cls, settings: Settings, tracing: Tracing = NO_TRACING) -> "Gateway":
+        """``tracing``: the OpenTelemetry tracing of every call (``tracing_from_env()``; off by default)."""
+        models = load_models(settings, tracing)
         metrics = GatewayMetrics([m.name for m in models])
         default = models.default
         metrics.watch_admission(default.reranker.admission, default.reranker.token_admission)
@@ -74,7 +77,7 @@ class Gateway:
             ),
             version=VERSION, auth_required=bool(settings.api_keys),
         )
-        calls = Calls(models, metrics, settings.log_documents)
+        calls = Calls(models, metrics, settings.log_documents, tracing)
         keys = ApiKeys(settings.api_keys) if settings.api_keys else None
 
         interceptors = []
@@ -95,7 +98,7 @@ class Gateway:
             (SERVICE_NAME, *tei_grpc.SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         port = _listen(server, settings)
 
-        gateway = cls(settings, server, models, health_servicer, metrics, port, info)
+        gateway = cls(settings, server, models, health_servicer, metrics, port, info, tracing=tracing)
         await gateway._track_health()
         if settings.metrics_listen:
             gateway.metrics_server = _start_metrics(settings.metrics_listen, metrics)
@@ -110,9 +113,9 @@ class Gateway:
         await server.start()
         for model in models:
             model.scorer.start()
-        log.info("gateway listening on %s (port %d; HTTP %s), Triton %s, models %s (default %s)", settings.listen, port,
-                 f"port {gateway.http_port}" if gateway.http_port else "off", ",".join(settings.triton_endpoints),
-                 ",".join(m.name for m in models), default.name)
+        log.info("gateway listening on %s (port %d; HTTP %s), Triton %s, models %s (default %s), tracing %s", settings.listen,
+                 port, f"port {gateway.http_port}" if gateway.http_port else "off", ",".join(settings.triton_endpoints),
+                 ",".join(m.name for m in models), default.name, tracing.describe())
         return gateway
 
     async def _track_health(self) -> None:
@@ -167,6 +170,7 @@ class Gateway:
             model.reranker.tokenizer.close()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
+        await asyncio.to_thread(self.tracing.shutdown)  # export the last spans
 
 
 
@@ -223,7 +227,7 @@ def configure_logging(settings: Settings) -> None:
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    gateway = await Gateway.start(settings)
+    gateway = await Gateway.start(settings, tracing_from_env())
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -23,6 +23,7 @@ from ara_reranker_server.score_cache import ScoreCache
 from ara_reranker_server.service_info import ModelDescription
 from ara_reranker_server.settings import Settings, model_entries
 from ara_reranker_server.tokenization import PairTokenizer
+from ara_reranker_server.tracing import NO_TRACING, Tracing
 from ara_reranker_server.triton_client import TritonScorer
 
 __all__ = ["ServedModel", "ModelRegistry", "load_models", "load_tokenizer"]
@@ -118,8 +119,8 @@ def _specs(settings: Settings) -> list[tuple[str, str, str, str]]:
     return [(settings.model_name or model_id, settings.tokenizer, settings.triton_model, model_id)]
 
 
-def load_models(settings: Settings) -> ModelRegistry:
-    """Every served model's tokenizer, core and Triton scorer, sharing the admission bounds."""
+def load_models(settings: Settings, tracing: Tracing = NO_TRACING) -> ModelRegistry:
+    """Every served model's tokenizer, core and Triton scorer, sharing the admission bounds (and ``tracing``)."""
     specs = _specs(settings)
     names = [name for name, *_ in specs]
     if len(set(names)) != len(names):
@@ -135,9 +136,10 @@ def load_models(settings: Settings) -> ModelRegistry:
         requested = settings.max_input_length if position == 0 else _capped(directory, settings.max_input_length)
         tokenizer = load_tokenizer(directory, requested, settings.tokenizer_threads)
         scorer = TritonScorer(settings.triton_endpoints, triton_model, settings.health_interval_s,
-                              settings.health_failures, settings.max_message_bytes, settings.reload_failed_models)
+                              settings.health_failures, settings.max_message_bytes, settings.reload_failed_models,
+                              tracing=tracing)
         reranker = Reranker(tokenizer, scorer, limits, settings.default_timeout_s, name=name,
-                            admission=pairs, token_admission=tokens, cache=cache,
+                            admission=pairs, token_admission=tokens, cache=cache, tracing=tracing,
                             dispatcher=Dispatcher(settings.dispatch_window_tokens, settings.batch_share))
         aliases = tuple(a for a in {model_id} - {name})
         info = ModelDescription(

@@ -21,6 +21,7 @@ from ara_reranker_server.jobs import Limits, Ranked, RerankJob, RerankOutcome, S
 from ara_reranker_server.ranking import rank_by_logits, sigmoid
 from ara_reranker_server.score_cache import ScoreCache
 from ara_reranker_server.tokenization import PairTokenizer, Tokenized
+from ara_reranker_server.tracing import NO_TRACING, Tracing
 from ara_reranker_server.validation import validate
 from ara_reranker_server.windows import Window, Windows, best_rows, resolve
 
@@ -42,13 +43,14 @@ class Reranker:
 
     def __init__(self, tokenizer: PairTokenizer, scorer: Scorer, limits: Limits, default_timeout_s: float, *,
                  name: str = "", admission: Admission | None = None, token_admission: Admission | None = None,
-                 cache: ScoreCache | None = None, dispatcher: Dispatcher | None = None) -> None:
+                 cache: ScoreCache | None = None, dispatcher: Dispatcher | None = None, tracing: Tracing = NO_TRACING) -> None:
         """``admission`` / ``token_admission``: bounds shared with the other served models (``name``
         is this model's share); by default this model's own. ``cache``: the score cache (shared by the
         served models: its keys hold the model's name); None: none. ``dispatcher``: the order in which this
-        model's chunks go to Triton (None: all at once)."""
+        model's chunks go to Triton (None: all at once). ``tracing``: a span per stage."""
         self.dispatcher = dispatcher
         self.cache = cache
+        self.tracing = tracing
         self.tokenizer = tokenizer
         self.scorer = scorer
         self.limits = limits
@@ -104,10 +106,11 @@ class Reranker:
                     w = best_window[i]
                     self.cache.put(keys[i], float(logits[i]), int(tokens[i]), bool(truncated[i]), int(pairs[i]),
                                    (w.index, w.start_char, w.end_char) if w is not None else None)
-        scores = logits if job.raw_scores else sigmoid(logits)
-        order = rank_by_logits(logits)
-        if job.top_k is not None:
-            order = order[: job.top_k]
+        with self.tracing.span("ranking", {"reranker.documents": n}):
+            scores = logits if job.raw_scores else sigmoid(logits)
+            order = rank_by_logits(logits)
+            if job.top_k is not None:
+                order = order[: job.top_k]
         return RerankOutcome(
             results=[Ranked(int(i), float(scores[i]), float(logits[i]), best_window[i]) for i in order],
             documents=n,
@@ -125,17 +128,19 @@ class Reranker:
         # Pairs are admitted one per document before tokenizing; a split request's are its windows, known
         # once tokenized (swapped in with no await between: as one request alone, a big one still runs).
         admitted = len(todo)
-        self.admission.acquire(admitted, self.name)
+        self._admit(self.admission, admitted)
         try:
-            encoded = await self._tokenize(job, todo, deadline)
+            with self.tracing.span("tokenization", {"reranker.documents": len(todo)}) as span:
+                encoded = await self._tokenize(job, todo, deadline)
+                span.set_attribute("reranker.pairs", len(encoded.pairs))
             tokenized = time.perf_counter()
             if len(encoded.pairs) != admitted:
                 self.admission.release(admitted, self.name)
                 admitted = 0
-                self.admission.acquire(len(encoded.pairs), self.name)
+                self._admit(self.admission, len(encoded.pairs))
                 admitted = len(encoded.pairs)
             tokens = sum(len(pair.ids) for pair in encoded.pairs)
-            self.token_admission.acquire(tokens, self.name)
+            self._admit(self.token_admission, tokens)
             try:
                 row_logits = await score_in_chunks(encoded.pairs, self.scorer, self.chunk_size, self.tokenizer.pad_id,
                                                      self.tokenizer.token_type_ids, deadline, self.dispatcher,
@@ -145,6 +150,12 @@ class Reranker:
             return encoded, row_logits, (tokenized, time.perf_counter())
         finally:
             self.admission.release(admitted, self.name)
+
+    def _admit(self, admission: Admission, amount: int) -> None:
+        """Take ``amount`` from a bound (Overloaded at once beyond it: admission never waits), in its own span."""
+        with self.tracing.span("admission", {"reranker.admission.unit": admission.unit, "reranker.admission.amount": amount,
+                                             "reranker.admission.in_flight": admission.in_flight}):
+            admission.acquire(amount, self.name)
 
     def _cache_scope(self, job: RerankJob) -> str:
         """Everything besides the query and the document that the model's answer for a pair depends on."""

@@ -45,6 +45,7 @@ from ara_reranker_server.errors import (
     Overloaded,
     RerankerError,
 )
+from ara_reranker_server.tracing import NO_TRACING, Tracing
 
 __all__ = ["TritonScorer", "ModelInfo"]
 
@@ -88,8 +89,11 @@ class TritonScorer:
     """Scores token chunks on Triton, failing over between endpoints."""
 
     def __init__(self, endpoints: tuple[str, ...], model: str, health_interval_s: float = 1.0,
-                 failures_to_down: int = 3, max_message_bytes: int = 1 << 30, reload_failed: bool = True) -> None:
+                 failures_to_down: int = 3, max_message_bytes: int = 1 << 30, reload_failed: bool = True,
+                 tracing: Tracing = NO_TRACING) -> None:
+        """``tracing``: a span per chunk scored, whose trace context goes to Triton with each try."""
         self.endpoints = endpoints
+        self.tracing = tracing
         self.model = model
         self.health_interval_s = health_interval_s
         self.failures_to_down = failures_to_down
@@ -276,8 +280,17 @@ class TritonScorer:
             tensor = InferInput(name, list(array.shape), "INT64")
             tensor.set_data_from_numpy(array)
             inputs.append(tensor)
+        rows, length = input_ids.shape
+        with self.tracing.span("triton infer", {"triton.model": self.model, "reranker.rows": rows,
+                                                "reranker.row_tokens": length}, client=True) as span:
+            return await self._send(inputs, deadline, span, priority)
+
+    async def _send(self, inputs: list[InferInput], deadline: float, span, priority: str) -> np.ndarray:
+        """One chunk's tries, endpoint after endpoint (``span``: the chunk's, whose trace Triton continues)."""
         outputs = [InferRequestedOutput("logits")]
+        headers = self.tracing.headers()  # Triton's spans of each try become children of ``span``
         last: RerankerError | None = None
+        tries = 0
         for attempt, url in enumerate(self._attempts()):
             if url in self._recovering:  # its model failed: out of rotation until it computes again
                 continue
@@ -286,11 +299,13 @@ class TritonScorer:
                 raise DeadlineExceeded("deadline exceeded before Triton answered")
             if attempt >= len(self.endpoints):  # the same endpoint again: give it a moment
                 await asyncio.sleep(min(RETRY_BACKOFF_S * attempt, remaining / 2))
+            tries += 1
             try:
                 result = await self._clients[url].infer(self.model, inputs, outputs=outputs, client_timeout=remaining,
-                                                        priority=TRITON_PRIORITY[priority])
+                                                        priority=TRITON_PRIORITY[priority], headers=headers)
             except InferenceServerException as exc:
                 last = _translate(exc, url)
+                span.add_event("try failed", {"triton.endpoint": url, "error": str(last)})
                 if not isinstance(last, RETRYABLE):
                     raise last from exc
                 if isinstance(last, BackendUnavailable):
@@ -300,6 +315,8 @@ class TritonScorer:
                 log.warning("chunk failed on %s (%s); trying again", url, last)
                 continue
             self._record(url, True)
+            span.set_attribute("triton.endpoint", url)
+            span.set_attribute("triton.tries", tries)
             return result.as_numpy("logits").reshape(-1).astype(np.float32, copy=False)
         if last is None or isinstance(last, BackendFailed):
             recovering = ", ".join(self._recovering) or "none"

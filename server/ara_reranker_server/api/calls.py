@@ -1,5 +1,6 @@
 """What every API does around the core for one call: find the model, run the job, then count it in the
-metrics and write the request log, whatever the outcome. The API modules only convert."""
+metrics, write the request log and end its trace span, whatever the outcome. The API modules only convert
+(and make the caller's trace context current: ``Tracing.continued``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ara_reranker_server.errors import Internal, InvalidRequest, RerankerError, 
 from ara_reranker_server.jobs import RerankJob, RerankOutcome
 from ara_reranker_server.metrics import NO_MODEL, GatewayMetrics
 from ara_reranker_server.models import ModelRegistry, ServedModel
+from ara_reranker_server.tracing import NO_TRACING, Tracing, start_ns_of
 
 __all__ = ["Calls", "Served", "DEADLINE_SKEW_S", "PRIORITY", "PRIORITY_HEADER", "new_request_id", "requested_priority"]
 
@@ -60,10 +62,12 @@ def new_request_id(given: str | None) -> str:
 class Calls:
     """The served models, behind the bookkeeping every API shares."""
 
-    def __init__(self, models: ModelRegistry, metrics: GatewayMetrics, log_documents: bool = False) -> None:
+    def __init__(self, models: ModelRegistry, metrics: GatewayMetrics, log_documents: bool = False,
+                 tracing: Tracing = NO_TRACING) -> None:
         self.models = models
         self.metrics = metrics
         self.log_documents = log_documents
+        self.tracing = tracing
 
     async def rerank(self, api: str, request_id: str, build: Callable[[], tuple[str, RerankJob]],
                      timeout_s: float | None = None, time_remaining: Callable[[], float | None] | None = None) -> Served:
@@ -75,31 +79,32 @@ class Calls:
         started = time.perf_counter()
         self.metrics.in_flight.inc()
         code, job, model, outcome, error = _OK, None, None, None, ""
-        try:
-            name, job = build()
-            asked = PRIORITY.get()
-            if asked is not None:  # the transport's header or metadata: the APIs' bodies have no such field
-                job = replace(job, priority=asked)
-            model = self.models.get(name)
-            outcome = await model.reranker.rerank(job, timeout_s=timeout_s)
-            return Served(model, outcome, time.perf_counter() - started)
-        except RerankerError as exc:
-            code, error = answer_of(exc).grpc, str(exc)
-            raise
-        except asyncio.CancelledError:
-            remaining = time_remaining() if time_remaining is not None else None
-            if remaining is not None and remaining <= DEADLINE_SKEW_S:
-                code, error = "DEADLINE_EXCEEDED", "the caller's deadline passed"
-            else:
-                code, error = "CANCELLED", "cancelled by the client"
-            raise
-        except Exception as exc:  # a bug: answer INTERNAL, keep the cause in the log
-            code, error = "INTERNAL", f"internal error ({type(exc).__name__}); see the gateway log, request id {request_id}"
-            log.exception("request %s failed", request_id)
-            raise Internal(error) from exc
-        finally:
-            self.metrics.in_flight.dec()
-            self._record(api, "Rerank", code, started, request_id, job, model, outcome, error)
+        with self.tracing.call(f"rerank {api}") as span:
+            try:
+                name, job = build()
+                asked = PRIORITY.get()
+                if asked is not None:  # the transport's header or metadata: the APIs' bodies have no such field
+                    job = replace(job, priority=asked)
+                model = self.models.get(name)
+                outcome = await model.reranker.rerank(job, timeout_s=timeout_s)
+                return Served(model, outcome, time.perf_counter() - started)
+            except RerankerError as exc:
+                code, error = answer_of(exc).grpc, str(exc)
+                raise
+            except asyncio.CancelledError:
+                remaining = time_remaining() if time_remaining is not None else None
+                if remaining is not None and remaining <= DEADLINE_SKEW_S:
+                    code, error = "DEADLINE_EXCEEDED", "the caller's deadline passed"
+                else:
+                    code, error = "CANCELLED", "cancelled by the client"
+                raise
+            except Exception as exc:  # a bug: answer INTERNAL, keep the cause in the log
+                code, error = "INTERNAL", f"internal error ({type(exc).__name__}); see the gateway log, request id {request_id}"
+                log.exception("request %s failed", request_id)
+                raise Internal(error) from exc
+            finally:
+                self.metrics.in_flight.dec()
+                self._record(api, "Rerank", code, started, request_id, job, model, outcome, error, span)
 
     def info(self, api: str) -> None:
         """Count an Info call."""
@@ -110,11 +115,12 @@ class Calls:
         self.metrics.requests.labels(method, "UNAUTHENTICATED", NO_MODEL, api).inc()
 
     def refused(self, api: str, request_id: str, exc: RerankerError, started: float) -> None:
-        """Count and log a call refused before it became a job (e.g. an HTTP body that is not JSON)."""
-        self._record(api, "Rerank", answer_of(exc).grpc, started, request_id, None, None, None, str(exc))
+        """Count, log and trace a call refused before it became a job (e.g. an HTTP body that is not JSON)."""
+        with self.tracing.call(f"rerank {api}", start_ns_of(started) if self.tracing.enabled else None) as span:
+            self._record(api, "Rerank", answer_of(exc).grpc, started, request_id, None, None, None, str(exc), span)
 
     def _record(self, api: str, method: str, code: str, started: float, request_id: str, job: RerankJob | None,
-                model: ServedModel | None, outcome: RerankOutcome | None, error: str) -> None:
+                model: ServedModel | None, outcome: RerankOutcome | None, error: str, span) -> None:
         duration = time.perf_counter() - started
         m = self.metrics
         name = model.name if model is not None else NO_MODEL
@@ -144,6 +150,12 @@ class Calls:
             "windows": outcome.windows if outcome and job is not None and job.split else None,
             "duration_ms": round(duration * 1000, 3),
         }
+        if span.recording:
+            span.finish(code, error, {"reranker.api": api, "reranker.request_id": request_id, "reranker.model": entry["model"],
+                                      "reranker.documents": entry["documents"], "reranker.tokens": entry["tokens"],
+                                      "reranker.truncated": entry["truncated"], "reranker.cached": entry["cached"],
+                                      "reranker.windows": entry["windows"]})
+        entry.update(span.ids())  # the request's trace, when tracing is on
         if error:
             entry["error"] = error
         if self.log_documents and job is not None:

@@ -5,7 +5,7 @@ Shared by every route, so each API module only converts: the API key (``Authoriz
 gRPC; ignored, whatever its value, while the gateway has no keys), the body limit (``max_message_bytes``,
 413), JSON parsing and validation against the route's request model (``null`` is the same as absent;
 unknown fields are ignored, as the original APIs do; a path parameter such as ``{model}`` overrides the
-body's field of that name), the ``x-request-id`` header, and errors in the route's dialect (``Dialect``,
+body's field of that name), the ``x-request-id`` header, the caller's trace context (``traceparent`` / ``tracestate``), and errors in the route's dialect (``Dialect``,
 the status from server/ara_reranker_server/errors.py ANSWERS). A body that is not what the API takes gets a
 4xx naming the field, never a 500.
 
@@ -157,20 +157,21 @@ class HttpApi:
             if not route.open and self.keys is not None and not self.keys.accept(request.headers.get("authorization")):
                 self.calls.denied(route.api, route.counted)
                 return error_response(route.dialect, DENIED, request_id, {"www-authenticate": "Bearer"})
-            try:
-                PRIORITY.set(requested_priority(request.headers.get(PRIORITY_HEADER)))
-                body = None
-                if route.request_model is not None:
-                    data = {**await self._json(request), **request.match_info}
-                    route = next((r for r in routes if r.when is not None and r.when in data), route)
-                    body = _validated(route.request_model, data)
-            except RerankerError as exc:
-                self.calls.refused(route.api, request_id, exc, started)
-                return error_response(route.dialect, exc, request_id)
-            try:
-                payload, headers = await route.handler(body, request_id)
-            except RerankerError as exc:  # already counted and logged by Calls
-                return error_response(route.dialect, exc, request_id)
+            with self.calls.tracing.continued(request.headers):
+                try:
+                    PRIORITY.set(requested_priority(request.headers.get(PRIORITY_HEADER)))
+                    body = None
+                    if route.request_model is not None:
+                        data = {**await self._json(request), **request.match_info}
+                        route = next((r for r in routes if r.when is not None and r.when in data), route)
+                        body = _validated(route.request_model, data)
+                except RerankerError as exc:
+                    self.calls.refused(route.api, request_id, exc, started)
+                    return error_response(route.dialect, exc, request_id)
+                try:
+                    payload, headers = await route.handler(body, request_id)
+                except RerankerError as exc:  # already counted, logged and traced by Calls
+                    return error_response(route.dialect, exc, request_id)
             return web.json_response(payload, headers={"x-request-id": request_id, **headers}, dumps=_dumps)
 
         return handle

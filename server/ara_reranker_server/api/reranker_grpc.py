@@ -27,8 +27,9 @@ class RerankerService(reranker_pb2_grpc.RerankerServicer):
     async def Rerank(self, request: reranker_pb2.RerankRequest, context: grpc.aio.ServicerContext) -> reranker_pb2.RerankResponse:
         request_id = request_id_of(context)
         try:
-            served = await self.calls.rerank(API, request_id, lambda: (request.model, job_of(request)),
-                                             timeout_s=context.time_remaining(), time_remaining=context.time_remaining)
+            with self.calls.tracing.continued(context.invocation_metadata()):
+                served = await self.calls.rerank(API, request_id, lambda: (request.model, job_of(request)),
+                                                 timeout_s=context.time_remaining(), time_remaining=context.time_remaining)
         except RerankerError as exc:
             await context.abort(grpc.StatusCode[status_of(exc)], str(exc))
         return _response(request, served)

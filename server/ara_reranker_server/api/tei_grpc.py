@@ -46,8 +46,9 @@ class TeiRerankService(tei_pb2_grpc.RerankServicer):
             self.calls.refused(API, request_id, exc, started)
             await context.abort(grpc.StatusCode[answer_of(exc).tei_grpc], str(exc))
         try:
-            served = await self.calls.rerank(API, request_id, build, timeout_s=context.time_remaining(),
-                                             time_remaining=context.time_remaining)
+            with self.calls.tracing.continued(context.invocation_metadata()):
+                served = await self.calls.rerank(API, request_id, build, timeout_s=context.time_remaining(),
+                                                 time_remaining=context.time_remaining)
         except RerankerError as exc:
             await context.abort(grpc.StatusCode[answer_of(exc).tei_grpc], str(exc))
         ranks = [tei_pb2.Rank(index=r.index, score=r.score, text=request.texts[r.index] if request.return_text else None)
@@ -71,7 +72,8 @@ class TeiRerankService(tei_pb2_grpc.RerankServicer):
             if not messages:
                 raise EmptyRequest("the stream sent no text")
         except RerankerError as exc:
-            self.calls.refused(API, request_id, exc, started)
+            with self.calls.tracing.continued(context.invocation_metadata()):
+                self.calls.refused(API, request_id, exc, started)
             await context.abort(grpc.StatusCode[answer_of(exc).tei_grpc], str(exc))
         first = messages[0]
         groups: dict[tuple, list[int]] = {}
@@ -81,8 +83,9 @@ class TeiRerankService(tei_pb2_grpc.RerankServicer):
         builds = [lambda key=key, group=group: ("", _job(key[0], [messages[i].text for i in group], key[1], key[2], first.raw_scores))
                   for key, group in groups.items()]
         try:
-            served = await asyncio.gather(*(self.calls.rerank(API, request_id, build, timeout_s=context.time_remaining(),
-                                                              time_remaining=context.time_remaining) for build in builds))
+            with self.calls.tracing.continued(context.invocation_metadata()):  # each group's task copies the context
+                served = await asyncio.gather(*(self.calls.rerank(API, request_id, build, timeout_s=context.time_remaining(),
+                                                                  time_remaining=context.time_remaining) for build in builds))
         except RerankerError as exc:
             await context.abort(grpc.StatusCode[answer_of(exc).tei_grpc], str(exc))
         # Each group's results are in its own indices: back to stream positions, then one order by logit.
