@@ -3,11 +3,15 @@
 
 ``--model a,b,...`` serves several models side by side (each its own Triton model, chosen per request
 by name or hub id; the first is the default): ``make run MODEL=ara,bge,minilm-l6,minilm-l12`` serves the
-four models of ARA-Reranker-V1's card, ``make run MODEL=tiny,bert-tiny`` two offline stand-ins."""
+four models of ARA-Reranker-V1's card, ``make run MODEL=tiny,bert-tiny`` two offline stand-ins.
+
+With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, both trace (OpenTelemetry, OTLP/HTTP to that endpoint): the gateway
+reads the OTEL_* variables itself, Triton gets them as ``--trace-config`` flags (triton_launcher.trace_config)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -17,8 +21,9 @@ from ara_reranker_model.limits import ModelLimitError, coupled_limit_problems, m
 from ara_reranker_model.store import OFFLINE_MODELS, REAL_MODELS, hub_id, prepare, served_name, split_models
 from ara_reranker_server import triton_config
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
-from ara_reranker_server.launcher.triton_launcher import PROJECT_ROOT, TritonOptions, TritonServer
+from ara_reranker_server.launcher.triton_launcher import PROJECT_ROOT, TritonOptions, TritonServer, trace_config
 from ara_reranker_server.settings import Settings
+from ara_reranker_server.tracing import otlp_traces_url
 
 
 def model_id(model: str) -> str:
@@ -71,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     names = split_models(args.model)
     dirs = {served_name(name): prepare(name, engine=args.engine) for name in names}
     logs = PROJECT_ROOT / "logs"
-    ports = dict(grpc_port=args.triton_grpc_port, http_port=args.triton_http_port, metrics_port=args.triton_metrics_port)
+    ports = dict(grpc_port=args.triton_grpc_port, http_port=args.triton_http_port, metrics_port=args.triton_metrics_port,
+                 trace_config=trace_config(os.environ))
     if len(names) == 1:  # one model: the repository as it is (Triton model ara_reranker)
         options = TritonOptions(model_dir=next(iter(dirs.values())), engine=args.engine, log_path=logs / "tritonserver.log", **ports)
     else:
@@ -98,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  triton gRPC/HTTP  {triton.grpc_url} / {triton.http_url}\n"
             f"  triton metrics    {triton.metrics_url}\n"
             f"  logs              {logs}/\n"
+            f"  traces            {otlp_traces_url(os.environ) or 'off (set OTEL_EXPORTER_OTLP_ENDPOINT)'}\n"
             "Ctrl-C stops both.",
             flush=True,
         )

@@ -45,12 +45,39 @@ from typing import Mapping
 from ara_reranker_model.layout import MODEL_DIR_ENV, MODEL_REPOSITORY, PROJECT_ROOT, TRITON_MODEL
 from ara_reranker_server import triton_config
 from ara_reranker_server.launcher.child_process import ChildExited, ChildProcess
+from ara_reranker_server.tracing import otlp_traces_url
 
-__all__ = ["MODEL_NAME", "MODEL_REPOSITORY", "PROJECT_ROOT", "TritonOptions", "TritonServer", "TritonStartError", "free_port", "generate_repository"]
+__all__ = ["MODEL_NAME", "MODEL_REPOSITORY", "PROJECT_ROOT", "TritonOptions", "TritonServer", "TritonStartError", "free_port",
+           "generate_repository", "trace_config", "TRITON_SERVICE_NAME"]
 
 MODEL_NAME = TRITON_MODEL  # the template model, and the one model of the model_dir= path
+# The service name of Triton's spans (the gateway's: OTEL_SERVICE_NAME, default tracing.DEFAULT_SERVICE_NAME).
+TRITON_SERVICE_NAME = "ara-reranker-triton"
 # A served name becomes a directory and a Triton model name: no separators, nothing hidden.
 MODEL_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def trace_config(environ: Mapping[str, str]) -> tuple[str, ...]:
+    """Triton's ``--trace-config`` values that export its spans where the gateway's go (the OpenTelemetry
+    variables, tracing.otlp_traces_url), or none when tracing is off.
+
+    ``rate=0``: Triton traces only the requests that carry a trace context, and every one of those whatever its
+    rate (Triton's trace documentation); the gateway passes a context on only for the calls its sampler keeps
+    (OTEL_TRACES_SAMPLER / _ARG), so that one decision samples both processes and no Triton trace is orphaned.
+    Triton's service name is ``ara-reranker-triton`` (OTEL_SERVICE_NAME names the gateway); the other
+    OTEL_RESOURCE_ATTRIBUTES and OTEL_BSP_SCHEDULE_DELAY apply to it too."""
+    url = otlp_traces_url(environ)
+    if url is None:
+        return ()
+    config = ["mode=opentelemetry", f"opentelemetry,url={url}", "rate=0", "count=-1", "level=TIMESTAMPS"]
+    for pair in environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(","):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip() and key.strip() != "service.name":
+            config.append(f"opentelemetry,resource={key.strip()}={value.strip()}")
+    config.append(f"opentelemetry,resource=service.name={TRITON_SERVICE_NAME}")
+    if environ.get("OTEL_BSP_SCHEDULE_DELAY"):
+        config.append(f"opentelemetry,bsp_schedule_delay={environ['OTEL_BSP_SCHEDULE_DELAY']}")
+    return tuple(config)
 
 
 class TritonStartError(RuntimeError):
@@ -92,6 +119,8 @@ class TritonOptions:
     # "explicit": the models are loaded at start and can be reloaded through Triton's repository API, which the
     # gateway does when a model's instance dies (its Python-backend stub killed, e.g. by the OOM killer).
     model_control: str = "explicit"
+    # Triton's --trace-config values (``trace_config(os.environ)``: OpenTelemetry, as the gateway); empty: no tracing.
+    trace_config: tuple[str, ...] = ()
 
 
 class TritonServer:
@@ -193,6 +222,7 @@ class TritonServer:
             command += [part for name in self.model_names for part in ("--load-model", name)]
         if config_name:
             command += ["--model-config-name", config_name]
+        command += [part for value in opts.trace_config for part in ("--trace-config", value)]
         system = shutil.which("tritonserver")
         if system:
             return [system, *command], env
