@@ -133,7 +133,9 @@ class OtelTracing(Tracing):
     enabled = True
 
     def __init__(self, url: str) -> None:
-        from opentelemetry import context, trace
+        # Modules by their full names: ``opentelemetry`` itself is a namespace that eight distributions share.
+        import opentelemetry.context as context
+        import opentelemetry.trace as trace
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import SERVICE_NAME, Resource
         from opentelemetry.sdk.trace import TracerProvider
