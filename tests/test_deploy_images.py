@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ara_reranker_server.launcher.triton_launcher import trace_config
 from ara_reranker_server.settings import Settings
+from ara_reranker_server.tracing import OTEL_VARIABLES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKER = ROOT / "deploy" / "docker"
@@ -113,13 +115,16 @@ def follow_imports(files: list[Path], roots: list[Path]) -> tuple[set[str], set[
 
 
 def distribution_of(module: str) -> str:
-    """The distribution that installs ``module``; for a namespace several share (google.*), the one that
-    holds its subpackage (google.protobuf: protobuf)."""
+    """The distribution that installs ``module``; for a namespace several share (google.*, opentelemetry.exporter.*),
+    the one that holds its subpackage, as deep as it takes (google.protobuf: protobuf;
+    opentelemetry.exporter.otlp.proto.http: opentelemetry-exporter-otlp-proto-http)."""
     parts = module.split(".")
-    names = packages_distributions().get(parts[0], [parts[0]])
-    if len(names) > 1 and len(parts) > 1:
-        prefix = f"{parts[0]}/{parts[1]}/"
-        names = [n for n in names if any(str(f).startswith(prefix) for f in distribution(n).files or [])]
+    names = list(set(packages_distributions().get(parts[0], [parts[0]])))
+    for depth in range(2, len(parts) + 1):
+        if len(names) <= 1:
+            break
+        prefix = "/".join(parts[:depth]) + "/"
+        names = [n for n in names if any(str(f).startswith(prefix) for f in distribution(n).files or [])] or names
     assert len(set(names)) == 1, f"{module}: installed by {names}"
     return names[0].lower().replace("_", "-")
 
@@ -223,8 +228,20 @@ def test_compose_serves_the_projects_monitoring_files_under_the_scrape_configs_n
 def test_compose_gateway_is_read_only_and_its_env_names_real_settings():
     gateway = compose()["services"]["reranker-gateway"]
     assert gateway["read_only"] is True
-    env = {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", str(v)) for k, v in gateway["environment"].items()}
-    known = {env_var for _, env_var, _, _ in Settings.docs()}
+    env = {k: re.sub(r"\$\{\w+:?-([^}]*)\}", r"\1", str(v)) for k, v in gateway["environment"].items()}
+    known = {env_var for _, env_var, _, _ in Settings.docs()} | set(OTEL_VARIABLES)
     assert set(env) <= known, sorted(set(env) - known)
     assert env["RERANKER_TRITON_ENDPOINTS"] == "dns:///triton:8001"
     Settings.from_env(env)
+
+
+def test_compose_traces_the_gateway_and_triton_into_one_viewer():
+    """Both export to the Jaeger service (OTLP/HTTP), Triton with the flags make run gives it for the same endpoint."""
+    services = compose()["services"]
+    default = lambda value: re.sub(r"\$\{\w+:?-([^}]*)\}", r"\1", str(value))  # noqa: E731
+    endpoint = default(services["reranker-gateway"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    assert endpoint == "http://jaeger:4318" and "jaeger" in services
+    assert "16686:16686" in services["jaeger"]["ports"]
+    expected = [f"--trace-config={value}" for value in trace_config({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})]
+    for name in ("triton", "triton-cpu"):
+        assert [default(arg) for arg in services[name]["command"] if arg.startswith("--trace-config")] == expected

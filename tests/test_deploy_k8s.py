@@ -17,6 +17,7 @@ import yaml
 
 from ara_reranker_model.limits import coupled_limit_problems
 from ara_reranker_server import triton_config
+from ara_reranker_server.launcher.triton_launcher import trace_config
 from ara_reranker_server.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,6 +159,20 @@ def test_triton_shuts_down_within_its_grace_period_and_recycles_grpc_connections
     assert 10_000 <= age <= 300_000 and grace > 0
     assert args["model-repository"] == "/opt/ara-reranker/model_repository"
     assert c["args"][0] == "tritonserver" and "command" not in c  # the image's NVIDIA entrypoint stays
+
+
+def test_one_setting_turns_tracing_on_for_gateways_and_triton(overlay):
+    """The tracing ConfigMap (OTEL_EXPORTER_OTLP_ENDPOINT, empty: off) reaches both Deployments; Triton's flags are
+    the launcher's for that endpoint (Kubernetes expands $(VAR) in args from the container's environment)."""
+    _, _, objects = overlay
+    (config,) = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("tracing")]
+    assert config["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == ""
+    for deployment, name in (("triton", "triton"), ("reranker-gateway", "gateway")):
+        c = container(one(objects, "Deployment", deployment), name)
+        assert [e["configMapRef"]["name"] for e in c["envFrom"]] == [config["metadata"]["name"]]
+    triton = container(one(objects, "Deployment", "triton"), "triton")
+    expected = trace_config({"OTEL_EXPORTER_OTLP_ENDPOINT": "$(OTEL_EXPORTER_OTLP_ENDPOINT)"})
+    assert [a for a in triton["args"] if a.startswith("--trace-config")] == [f"--trace-config={v}" for v in expected]
 
 
 def test_only_gateways_reach_tritons_inference_ports_and_only_monitoring_the_metrics(overlay):
