@@ -90,9 +90,9 @@ class Tracing:
         """While inside: the caller's trace context (from gRPC metadata pairs or HTTP headers) is the current one."""
         return _NOTHING
 
-    def call(self, name: str, start_ns: int | None = None) -> Any:
-        """The span of one API call (a child of the current context), current while inside; ``finish`` it with
-        the status the caller gets, ``ids()`` names it in the request log."""
+    def call(self, api: str, start_ns: int | None = None) -> Any:
+        """The span of one API call through ``api`` (a child of the current context), current while inside;
+        ``finish`` it with the status the caller gets, ``ids()`` names it in the request log."""
         return NO_SPAN
 
     def span(self, name: str, attributes: Mapping[str, Any] | None = None, *, client: bool = False) -> Any:
@@ -159,8 +159,8 @@ class OtelTracing(Tracing):
             return _NOTHING
         return _Attached(self._context, self._propagator.extract(found))
 
-    def call(self, name: str, start_ns: int | None = None) -> "_CallSpan":
-        span = self._tracer.start_span(name, kind=self._server, start_time=start_ns)
+    def call(self, api: str, start_ns: int | None = None) -> "_CallSpan":
+        span = self._tracer.start_span(f"rerank {api}", kind=self._server, start_time=start_ns)
         return _CallSpan(span, self._context, self._trace)
 
     def span(self, name: str, attributes: Mapping[str, Any] | None = None, *, client: bool = False):

@@ -79,7 +79,7 @@ class Calls:
         started = time.perf_counter()
         self.metrics.in_flight.inc()
         code, job, model, outcome, error = _OK, None, None, None, ""
-        with self.tracing.call(f"rerank {api}") as span:
+        with self.tracing.call(api) as span:
             try:
                 name, job = build()
                 asked = PRIORITY.get()
@@ -116,7 +116,7 @@ class Calls:
 
     def refused(self, api: str, request_id: str, exc: RerankerError, started: float) -> None:
         """Count, log and trace a call refused before it became a job (e.g. an HTTP body that is not JSON)."""
-        with self.tracing.call(f"rerank {api}", start_ns_of(started) if self.tracing.enabled else None) as span:
+        with self.tracing.call(api, start_ns_of(started) if self.tracing.enabled else None) as span:
             self._record(api, "Rerank", answer_of(exc).grpc, started, request_id, None, None, None, str(exc), span)
 
     def _record(self, api: str, method: str, code: str, started: float, request_id: str, job: RerankJob | None,
