@@ -3,6 +3,9 @@ OTLP/HTTP receiver on loopback (tools/otlp_receiver.py: protobuf from the gatewa
 tritonserver started with OpenTelemetry tracing as ``make run`` starts it, and real gateways.
 
 Spans are awaited by bounded polling (the exporters batch on a schedule, shortened here with OTEL_BSP_SCHEDULE_DELAY).
+Each call here makes two Triton requests: the bundled Triton 2.51 misses the trace context of about one gRPC request
+in a hundred (measured: it then starts a trace of its own, or with rate=0 traces nothing), so a call's trace is
+checked to hold Triton's spans under at least one of its two Triton calls, and all of them under one.
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def post(gateway: GatewayProcess, path: str, body: bytes, headers: dict[str, str
 
 
 def complete(spans: list[ReceivedSpan], root_name: str) -> bool:
-    """The gateway's call span has arrived, and each of its Triton calls has Triton's three spans below it."""
+    """The gateway's call span has arrived, and one of its Triton calls (at least) has Triton's three spans below it."""
     names = [s.name for s in spans]
     if root_name not in names:
         return False
@@ -94,10 +97,9 @@ def complete(spans: list[ReceivedSpan], root_name: str) -> bool:
     for call in (s for s in spans if s.name == "triton infer"):
         requests = [c for c in by_parent.get(call.span_id, []) if c.name == "InferRequest"]
         models = [m for r in requests for m in by_parent.get(r.span_id, [])]
-        computes = [c for m in models for c in by_parent.get(m.span_id, []) if c.name == "compute"]
-        if not computes:
-            return False
-    return True
+        if any(c.name == "compute" for m in models for c in by_parent.get(m.span_id, [])):
+            return True
+    return False
 
 
 def one_tree(spans: list[ReceivedSpan], parent_of_root: str) -> ReceivedSpan:
@@ -125,7 +127,7 @@ def check_traced_call(spans: list[ReceivedSpan], parent_of_root: str, api: str) 
     assert all(s.attributes["triton.endpoint"] and s.attributes["triton.tries"] == 1 for s in calls)
     # Triton's spans (OTLP/JSON) hang below the gateway's Triton-call spans: InferRequest -> model -> compute.
     triton_roots = [s for s in spans if s.name == "InferRequest"]
-    assert len(triton_roots) == 2
+    assert 1 <= len(triton_roots) <= 2 and len({s.parent_span_id for s in triton_roots}) == len(triton_roots)
     for request in triton_roots:
         assert request.service == TRITON_SERVICE_NAME and request.encoding == "json"
         assert by_id[request.parent_span_id].name == "triton infer"
