@@ -10,27 +10,36 @@ order every round so that a noisy machine disturbs them alike, through:
 The same three paths also carry the smallest request (one short document), and the gateway an empty call
 (Info): what each hop costs whatever the request's size, i.e. the floor under the overhead.
 
+With ``--tracing`` a second service runs beside the first with OpenTelemetry tracing on (gateway and Triton,
+every call sampled, exported to a receiver on loopback, tools/otlp_receiver.py), and its two gateway paths are
+interleaved with the others: what tracing costs a call, against the same service untraced.
+
 ``overhead`` is the gateway's p50 minus the in-process p50 (the issue's measure). The gateway call is then
 taken apart with the gateway's own timings (RerankResponse.timings) and Triton's counters (averages per
 call): client and gRPC to the gateway, gateway work outside tokenization and Triton, tokenization, the
 Triton round trip, Triton's queue, model.py's execute() (compute_infer) and the forward passes in it.
 
-Writes ``bench/results/overhead-<timestamp>.json`` and prints a table. Offline random-weight model.
+Writes ``bench/results/overhead-<timestamp>.json`` (``tracing-overhead-<timestamp>.json`` with ``--tracing``) and
+prints a table. Offline random-weight model.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
 import time
 
 import numpy as np
 
 from ara_reranker_client.v1 import reranker_pb2
 from ara_reranker_model.inputs import padded_rows
+from ara_reranker_server.launcher.triton_launcher import TRITON_SERVICE_NAME
 from bench.run import machine_info, write_result
 from bench.systems import NO_CACHE, ServiceSystem, triton_metrics
 from bench.worker import make_system
 from bench.workload import make_workload
+from tools.otlp_receiver import OtlpReceiver
 
 _TRITON = {  # Triton's cumulative counters (microseconds), and model.py's forward-pass seconds
     "request_us": "nv_inference_request_duration_us",
@@ -53,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", default="onnx")
     parser.add_argument("--count", type=int, default=300, help="calls per path")
     parser.add_argument("--docs", type=int, default=10)
+    parser.add_argument("--tracing", action="store_true", help="also a traced service (OpenTelemetry on, every call sampled)")
     parser.add_argument("--no-write", action="store_true", help="print only (tests)")
     args = parser.parse_args(argv)
 
@@ -68,7 +78,14 @@ def main(argv: list[str] | None = None) -> int:
                                      max_length=tokenizer.model_max_length)["input_ids"], tokenizer.pad_token_id)
                for r in requests]
     limit = make_system(f"limit-{args.engine}", model_dir, {})
-    with limit, ServiceSystem(model_dir, args.engine, gateway_args=NO_CACHE) as service:
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(limit)
+        service = stack.enter_context(ServiceSystem(model_dir, args.engine, gateway_args=NO_CACHE))
+        receiver = traced = None
+        if args.tracing:
+            receiver = stack.enter_context(OtlpReceiver())
+            traced = stack.enter_context(ServiceSystem(model_dir, args.engine, gateway_args=NO_CACHE,
+                                                       otel_env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}))
         triton = tg.InferenceServerClient(service.triton.grpc_url)
 
         def direct(i: int, given=None):
@@ -91,12 +108,17 @@ def main(argv: list[str] | None = None) -> int:
 
         paths = {"in-process": lambda i: limit.rerank_direct(requests[i].query, requests[i].documents),
                  "triton": direct, "gateway": gateway}
+        if traced is not None:
+            paths["gateway, traced"] = lambda i: traced.client.stub.Rerank(
+                reranker_pb2.RerankRequest(query=requests[i].query, documents=requests[i].documents), timeout=60)
         # The floors, measured after (so that Triton's counters above hold only the 10-document requests):
         # the smallest request through each path, and an empty call to the gateway.
         floors = {"in-process, 1 short document": lambda i: limit.rerank_direct(small_query, [small_document]),
                   "triton, 1 short document": lambda i: direct(i, small_tensors),
                   "gateway, 1 short document": lambda i: service.client.stub.Rerank(small_request, timeout=60),
                   "gateway, empty call (Info)": lambda i: service.client.stub.Info(reranker_pb2.InfoRequest(), timeout=60)}
+        if traced is not None:
+            floors["gateway, 1 short document, traced"] = lambda i: traced.client.stub.Rerank(small_request, timeout=60)
         latencies: dict[str, list[float]] = {name: [] for name in (*paths, *floors)}
         rng = np.random.default_rng(0)
         warm = max(5, args.count // 10)
@@ -113,6 +135,14 @@ def main(argv: list[str] | None = None) -> int:
                         latencies[name].append((time.perf_counter() - started) * 1000)
             if phase is paths:
                 after = _counters(service.triton.metrics_url)
+        if receiver is not None:  # every traced call's spans reach the receiver: the exporter kept up
+            calls_traced = (warm + args.count) * 2  # one Triton request each
+            receiver.wait_for(lambda got: sum(s.name.startswith("rerank ") for s in got) >= calls_traced, 60)
+            try:  # Triton 2.51 misses the trace context of about one gRPC request in a hundred: count what came
+                receiver.wait_for(lambda got: sum(s.name == "InferRequest" for s in got) >= calls_traced, 15)
+            except TimeoutError:
+                pass
+            spans = receiver.snapshot()
 
     p50 = {name: float(np.percentile(v, 50)) for name, v in latencies.items()}
     calls = after["requests"] - before["requests"]  # Triton requests: the gateway's and the direct ones
@@ -145,11 +175,22 @@ def main(argv: list[str] | None = None) -> int:
             "forward passes in it": round(per["forward_s"] * 1000, 3),
             "compute output": round(per["compute_output_us"] / 1000, 3),
         },
-        "meta": {"command": "python -m bench.overhead " + " ".join(argv or []), **machine_info()},
+        "meta": {"command": " ".join(["python -m bench.overhead", *(argv if argv is not None else sys.argv[1:])]), **machine_info()},
     }
+    if args.tracing:
+        result["tracing"] = {  # the traced service against the untraced one, same calls interleaved
+            "overhead_p50_ms": {
+                f"{args.docs} documents": round(p50["gateway, traced"] - p50["gateway"], 3),
+                "1 short document": round(p50["gateway, 1 short document, traced"] - p50["gateway, 1 short document"], 3),
+            },
+            "calls": calls_traced,
+            "spans_received": {"gateway": sum(s.service != TRITON_SERVICE_NAME for s in spans),
+                               "triton": sum(s.service == TRITON_SERVICE_NAME for s in spans)},
+            "triton_requests_traced": sum(s.name == "InferRequest" for s in spans),
+        }
     print(markdown(result), flush=True)
-    if not args.no_write:
-        write_result("overhead", result)
+    if not args.no_write:  # traced runs apart: docs/benchmarks.md's overhead figures stay those of the plain run
+        write_result("tracing-overhead" if args.tracing else "overhead", result)
     return 0
 
 
@@ -158,6 +199,13 @@ def markdown(result: dict) -> str:
     rows = ["| path | p50 ms | p99 ms |", "|---|---:|---:|"]
     rows += [f"| {name} | {p50[name]:.2f} | {p99[name]:.2f} |" for name in p50]
     rows += ["", f"Overhead (gateway p50 − in-process p50): **{result['overhead_p50_ms']:.2f} ms**", ""]
+    if "tracing" in result:
+        tracing = result["tracing"]
+        costs = ", ".join(f"{what} {ms:+.2f} ms" for what, ms in tracing["overhead_p50_ms"].items())
+        rows += [f"Tracing on (OpenTelemetry, every call sampled and exported; the traced service's p50 − the untraced "
+                 f"one's): {costs}. Spans received of {tracing['calls']:,} traced calls: "
+                 f"{tracing['spans_received']['gateway']:,} from the gateway, {tracing['spans_received']['triton']:,} "
+                 f"from Triton (its trace of {tracing['triton_requests_traced']:,} requests).", ""]
     if "floor_p50_ms" in result:
         rows += ["| the floor: fixed cost per request (p50) | ms |", "|---|---:|"]
         rows += [f"| {k} | {v:.2f} |" for k, v in result["floor_p50_ms"].items()]

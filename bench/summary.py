@@ -319,8 +319,25 @@ def overhead() -> str:
     from bench import overhead as measure
 
     result, path = _load("overhead")
-    return f"`python -m bench.overhead` (`{result['model']}` model, {result['engine']}, {result['docs']} documents, " \
+    command = result.get("meta", {}).get("command", "python -m bench.overhead").strip()
+    return f"`{command}` (`{result['model']}` model, {result['engine']}, {result['docs']} documents, " \
            f"{result['count']} calls per path interleaved; `{path}`):\n\n" + measure.markdown(result)
+
+
+def tracing() -> str:
+    """What OpenTelemetry tracing costs a call: the traced service against the untraced one, calls interleaved."""
+    result, path = _load("tracing-overhead")
+    p50, p99, spans = result["p50_ms"], result["p99_ms"], result["tracing"]
+    rows = [f"`{result['meta']['command'].strip()}` (`{result['model']}` model, {result['engine']}, {result['count']} calls "
+            f"per path interleaved; `{path}`):", "",
+            "| call | untraced p50 / p99 ms | traced p50 / p99 ms | tracing costs (p50) |", "|---|---:|---:|---:|"]
+    for label, name in ((f"{result['docs']} documents", "gateway"), ("1 short document", "gateway, 1 short document")):
+        rows.append(f"| {label} | {p50[name]:.2f} / {p99[name]:.2f} | {p50[name + ', traced']:.2f} / "
+                    f"{p99[name + ', traced']:.2f} | {p50[name + ', traced'] - p50[name]:+.2f} ms |")
+    rows += ["", f"Spans received of the {spans['calls']:,} traced calls: {spans['spans_received']['gateway']:,} from the "
+             f"gateway (six each), {spans['spans_received']['triton']:,} from Triton (three for each of the "
+             f"{spans['triton_requests_traced']:,} requests it traced)."]
+    return "\n".join(rows)
 
 
 def precision() -> str:
@@ -396,6 +413,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "intake": intake,
     "chaos": chaos,
     "overhead": overhead,
+    "tracing": tracing,
     "precision": precision,
     "precision-brief": precision_brief,
     "headline": headline,

@@ -205,8 +205,12 @@ class ServiceSystem:
     """tritonserver (model.py, the chosen engine) + the gateway, called through ``client.RerankerClient``."""
 
     def __init__(self, model_dir: Path, engine: str, *, gateway_args: dict[str, str] | None = None,
-                 log_dir: Path | None = None, extra_env: dict[str, str] | None = None, config_name: str | None = None) -> None:
+                 log_dir: Path | None = None, extra_env: dict[str, str] | None = None, config_name: str | None = None,
+                 otel_env: dict[str, str] | None = None) -> None:
+        """``otel_env``: OpenTelemetry variables (OTEL_EXPORTER_OTLP_ENDPOINT, ...) that trace both processes, as
+        ``make run`` does with them; None: no tracing."""
         self.name = f"service-{engine}"
+        self.otel_env = dict(otel_env or {})
         self.model_dir, self.engine = Path(model_dir), engine
         self.gateway_args = dict(gateway_args or {})
         self.log_dir = log_dir
@@ -217,16 +221,17 @@ class ServiceSystem:
     def __enter__(self) -> "ServiceSystem":
         from ara_reranker_client import RerankerClient
         from ara_reranker_server.launcher.gateway_process import GatewayProcess
-        from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
+        from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer, trace_config
 
         log = (lambda name: self.log_dir / name) if self.log_dir else (lambda name: None)
         try:
             self.triton = TritonServer(TritonOptions(model_dir=self.model_dir, engine=self.engine,
                                                      log_path=log("tritonserver.log"), extra_env=self.extra_env,
-                                                     config_name=self.config_name))
+                                                     config_name=self.config_name, trace_config=trace_config(self.otel_env)))
             self.triton.start()
             args = {"triton_endpoints": self.triton.grpc_url, "tokenizer": str(self.model_dir), **NO_CACHE, **self.gateway_args}
-            self.gateway = GatewayProcess(args, log_path=log("gateway.log"))
+            self.gateway = GatewayProcess(args, log_path=log("gateway.log"),
+                                          env=dict(os.environ, **self.otel_env) if self.otel_env else None)
             self.gateway.start()
             self.client = RerankerClient(self.gateway.target, timeout=600.0)
         except BaseException:

@@ -110,6 +110,7 @@ SECTIONS: dict[tuple[str, str], Callable[[], str]] = {
     ("benchmarks.md", "windows"): _bench("windows"),
     ("benchmarks.md", "workloads"): _bench("workloads"),
     ("benchmarks.md", "overhead"): _bench("overhead"),
+    ("benchmarks.md", "tracing"): _bench("tracing"),
     ("benchmarks.md", "http-overhead"): _bench("http-overhead"),
     ("benchmarks.md", "cache"): _bench("cache"),
     ("benchmarks.md", "intake"): _bench("intake"),
