@@ -10,6 +10,7 @@ ranking by them would break those ties by position instead of by the model.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,8 @@ from typing import Any, Protocol
 
 from ara_reranker_model.limits import max_input_length
 
-DEFAULT_GATEWAY = "127.0.0.1:50051"
+# The gateway evaluated when no target is named: RERANKER_TARGET, as the reranker CLI reads it, else make run's.
+DEFAULT_GATEWAY = os.environ.get("RERANKER_TARGET", "127.0.0.1:50051")
 LOCAL_PREFIX = "local:"
 
 
