@@ -11,7 +11,10 @@ A generated section sits between two markers and is never edited by hand::
 
 The settings table comes from ``server/ara_reranker_server/settings.py``, the Triton tables from the ``.pbtxt`` files and
 ``server/ara_reranker_server/triton_config.py``, the coupled limits from ``server/ara_reranker_model/limits.py``, the benchmark figures from
-the committed results in ``bench/results/`` (``bench/summary.py``). Change those, then run ``make docs``;
+the committed results in ``bench/results/`` (``bench/summary.py``), the API reference from
+``proto/reranker/v1/reranker.proto`` and its comments (``docs/proto_reference.py``), the gateway's metrics from
+``server/ara_reranker_server/metrics.py``, the dashboard's panels from ``deploy/monitoring/grafana-dashboard.json``.
+Change those, then run ``make docs``;
 tests/test_docs.py fails while a section is stale.
 """
 
@@ -88,6 +91,43 @@ def coupled_limits() -> str:
     return "\n".join(rows)
 
 
+def proto_reference() -> str:
+    from docs import proto_reference
+
+    return proto_reference.markdown()
+
+
+def gateway_metrics() -> str:
+    """One row per metric the gateway registers: its exported name, type, labels and help text."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from ara_reranker_server.metrics import GatewayMetrics
+
+    rows = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for metric in vars(GatewayMetrics(["m"])).values():
+        if isinstance(metric, MetricWrapperBase):
+            name = metric._name + ("_total" if metric._type == "counter" else "")
+            labels = ", ".join(f"`{label}`" for label in metric._labelnames)
+            rows.append(f"| `{name}` | {metric._type} | {labels} | {metric._documentation} |")
+    return "\n".join(rows)
+
+
+def dashboard_panels() -> str:
+    """The Grafana dashboard's rows and, under each, its panels' titles, in the dashboard's order."""
+    import json
+
+    dashboard = json.loads((DOCS.parent / "deploy" / "monitoring" / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    rows: list[tuple[str, list[str]]] = []
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            rows.append((panel["title"], [p["title"] for p in panel.get("panels", [])]))
+        elif rows:
+            rows[-1][1].append(panel["title"])
+        else:
+            rows.append(("(top)", [panel["title"]]))
+    return "\n".join(f"- **{title}**: {'; '.join(panels)}." for title, panels in rows)
+
+
 def _bench(section: str) -> Callable[[], str]:
     def render() -> str:
         from bench import summary
@@ -103,6 +143,9 @@ SECTIONS: dict[tuple[str, str], Callable[[], str]] = {
     ("configuration.md", "triton-parameters"): triton_parameters,
     ("configuration.md", "cpu-differences"): cpu_differences,
     ("configuration.md", "coupled-limits"): coupled_limits,
+    ("api.md", "proto"): proto_reference,
+    ("monitoring.md", "gateway-metrics"): gateway_metrics,
+    ("monitoring.md", "dashboard-panels"): dashboard_panels,
     ("benchmarks.md", "run-context"): _bench("run-context"),
     ("benchmarks.md", "run"): _bench("run"),
     ("benchmarks.md", "targets"): _bench("targets"),
