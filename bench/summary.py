@@ -73,20 +73,9 @@ def run_context() -> str:
 
 
 def run_table() -> str:
-    """The main benchmark's table, and the gateway + Triton overhead."""
+    """The main benchmark's table. The per-request overhead is stated once, from its own measurement (overhead())."""
     run, _ = _load()
-    text = report.results_table(run)
-    overhead = run.get("overhead")
-    if overhead and "p50_overhead_ms" in overhead:
-        text += (
-            f"\n\nOverhead of gateway + Triton over a direct in-process call (tokenize + forward, same "
-            f"{overhead['engine']} engine, same micro-batching), `{overhead['model']}` model, one request of "
-            f"{overhead['docs']} documents at a time, {overhead['count']} calls: in-process "
-            f"{overhead['in_process_p50_ms']:.2f} ms p50, service {overhead['service_p50_ms']:.2f} ms p50, so "
-            f"**{overhead['p50_overhead_ms']:.2f} ms** at p50 (p99: {overhead['in_process_p99_ms']:.1f} vs "
-            f"{overhead['service_p99_ms']:.1f} ms)."
-        )
-    return text
+    return report.results_table(run)
 
 
 def targets() -> str:
@@ -111,9 +100,10 @@ def targets() -> str:
         v = verdicts["padding_ratio"]
         rows.append(f"| padding ratio >= 0.9 on the mixed-length workload | {said('padding_ratio')}: "
                     f"{v['min']:.3f}-{v['max']:.3f} at every level |")
-    if "overhead_p50" in verdicts:
-        rows.append(f"| gateway + Triton overhead <= 5 ms at p50 (tiny model, 10 documents) | {said('overhead_p50')}: "
-                    f"{verdicts['overhead_p50']['ms']:.2f} ms |")
+    over, over_path = _load("overhead")  # the dedicated measurement, not the run's quick one: one figure everywhere
+    rows.append(f"| gateway + Triton overhead <= 2 ms at p50 over in-process (tiny model, 10 documents) | "
+                f"{'met' if over['overhead_p50_ms'] <= 2 else '**missed**'}: {over['overhead_p50_ms']:.1f} ms "
+                f"(`{over_path}`, [per-request overhead](#per-request-overhead)) |")
     limit_torch, limit_onnx = _levels(run, "limit-torch"), _levels(run, "limit-onnx")
     gain = [limit_onnx[c]["pairs_per_s"] / limit_torch[c]["pairs_per_s"] - 1 for c in limit_onnx if c in limit_torch]
     busiest = _levels(run, verdicts.get("ahead_of_peers", {}).get("service", "service-onnx"))

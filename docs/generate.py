@@ -159,7 +159,6 @@ SECTIONS: dict[tuple[str, str], Callable[[], str]] = {
     ("benchmarks.md", "intake"): _bench("intake"),
     ("deployment.md", "gateway-capacity"): _bench("gateway-capacity"),
     ("precision.md", "precision"): _bench("precision"),
-    ("../README.md", "precision-brief"): _bench("precision-brief"),
     ("../README.md", "headline"): _bench("headline"),
 }
 
