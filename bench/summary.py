@@ -120,9 +120,6 @@ def targets() -> str:
 
 def other_measurements() -> str:
     """One row per single-question benchmark: the command, the question, the answer, the file."""
-    intake, intake_path = _load("intake")
-    at_512 = next(t for t in intake["tokenization"] if t["max_length"] == 512)
-    alone, beside = intake["small_calls_alone"], intake["small_calls_beside_worst_case"]
     side, side_path = _load("side-by-side")
     rounds = [side["runs"][i : i + 2] for i in range(0, len(side["runs"]), 2)]
     capacity, capacity_path = _load("gateway-capacity")
@@ -130,11 +127,6 @@ def other_measurements() -> str:
     return "\n".join([
         "| command | question | result | file |",
         "|---|---|---|---|",
-        f"| `python -m bench.intake` | what one worst-case request ({intake['documents']} documents x "
-        f"{intake['document_chars']:,} characters, {intake['request_mb']} MB) costs other callers | tokenizing it at max "
-        f"length 512 takes {at_512['now_s']:.1f} s (documents cut by characters first) instead of "
-        f"{at_512['whole_documents_s']:.0f} s; small calls' p50 / p99 go from {alone['p50_ms']:.0f} / {alone['p99_ms']:.0f} ms "
-        f"to {beside['p50_ms']:,.0f} / {beside['p99_ms']:,.0f} ms while it runs in a loop | `{intake_path}` |",
         f"| `python -m bench.side_by_side` | does an idle second model ({side['beside_idle']}) cost the first "
         f"({side['model']}) throughput, at {side['concurrency']} callers | "
         + "; ".join(f"round {n}: {a['pairs_per_s']:.2f} pairs/s alone, {b['pairs_per_s']:.2f} beside it"
