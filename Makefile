@@ -11,7 +11,7 @@ DATA   ?= client/data/arabic_sample.jsonl
 TARGETS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help install tools proto proto-check docs model run triton gateway lint dist test test-unit test-gpu soak bench bench-smoke bench-infinity bench-precision bench-gpu-dry-run eval clean
+.PHONY: help install tools proto proto-check docs model run triton gateway lint dist test test-unit test-gpu soak chaos bench bench-smoke bench-infinity bench-precision bench-gpu-dry-run eval clean
 
 help:
 	@echo "make run   MODEL=ara|tiny|small|large|<hub id>|<path>   Triton + gateway on :50051 (Ctrl-C stops both)"
@@ -92,6 +92,11 @@ test: lint $(STAMP) $(PROMTOOL)
 test-gpu: $(STAMP)
 	$(PY) -m ara_reranker_model.store tiny
 	$(PY) -m pytest -m gpu $(PYTEST_ARGS)
+
+# Process faults under load, every call counted (bench/chaos.py; the table in docs/architecture.md via make docs).
+chaos: $(STAMP)
+	$(PY) -m ara_reranker_model.store tiny
+	$(PY) -m bench.chaos
 
 soak: $(STAMP)
 	$(PY) -m ara_reranker_model.store tiny

@@ -158,6 +158,7 @@ SECTIONS: dict[tuple[str, str], Callable[[], str]] = {
     ("benchmarks.md", "cache"): _bench("cache"),
     ("benchmarks.md", "intake"): _bench("intake"),
     ("deployment.md", "gateway-capacity"): _bench("gateway-capacity"),
+    ("architecture.md", "chaos"): _bench("chaos"),
     ("precision.md", "precision"): _bench("precision"),
     ("../README.md", "headline"): _bench("headline"),
 }

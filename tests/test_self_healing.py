@@ -161,3 +161,40 @@ def wait_for(condition, timeout_s: float, what: str) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
+
+
+def test_a_stopped_model_process_costs_calls_their_deadline_then_the_other_endpoint_takes_the_traffic(tiny_model_dir, tmp_path):
+    """Two Tritons as two endpoints; A's stub is SIGSTOPped: calls that reach A end DEADLINE_EXCEEDED at their
+    deadline (never hang longer), A is taken out of rotation once a probe gets no answer, B takes every call,
+    and A comes back when its stub resumes."""
+    tritons = [TritonServer(TritonOptions(model_dir=tiny_model_dir, log_path=tmp_path / f"triton-{i}.log")) for i in range(2)]
+    with tritons[0], tritons[1]:
+        args = {"triton_endpoints": f"{tritons[0].grpc_url},{tritons[1].grpc_url}", "tokenizer": str(tiny_model_dir),
+                "health_interval_s": "0.5"}
+        with GatewayProcess(args, log_path=tmp_path / "gateway.log") as gateway, \
+                RerankerClient(gateway.target, timeout=2, retry=None) as client:
+            client.rerank(QUERIES[0], DOCUMENTS)
+            (stub,) = stub_pids(tritons[0])
+            os.kill(stub, signal.SIGSTOP)
+            try:
+                codes, slowest = Counter(), 0.0
+                ok_in_a_row, deadline = 0, time.monotonic() + 60
+                while ok_in_a_row < 10:  # A out of rotation: every call goes to B
+                    assert time.monotonic() < deadline, (codes, gateway.log_tail())
+                    started = time.monotonic()
+                    try:
+                        client.rerank(QUERIES[0], DOCUMENTS)
+                        codes["OK"] += 1
+                        ok_in_a_row += 1
+                    except RerankerError as exc:
+                        codes[exc.code.name] += 1
+                        ok_in_a_row = 0
+                    slowest = max(slowest, time.monotonic() - started)
+                assert set(codes) <= {"OK", "DEADLINE_EXCEEDED"}, codes
+                assert slowest < 2 + 1.0, slowest  # never past the call's deadline (plus scheduling slack)
+            finally:
+                os.kill(stub, signal.SIGCONT)
+            deadline = time.monotonic() + 60
+            while "computes again" not in gateway.log_tail(400):  # A's probe answered: back in rotation
+                assert time.monotonic() < deadline, gateway.log_tail()
+                time.sleep(0.2)

@@ -19,6 +19,11 @@ a recovery task does: it probes the endpoint with a one-row inference, and while
 through Triton's repository API (unload, wait until unloaded, load; Triton started with
 ``--model-control-mode=explicit``), with exponential backoff. A target that names several servers is left to
 Kubernetes' liveness probe (a reload there would reach a random pod).
+
+Hangs. A Triton call that runs out of its deadline (the caller gets DEADLINE_EXCEEDED) makes the endpoint suspect:
+a probe inference at the top priority checks it, and if that gets no answer within ``HANG_PROBE_TIMEOUT_S`` either
+(the model's process stopped, or tritonserver itself), the endpoint is out of rotation, as above, until a probe
+answers again (no reload: a stopped process either resumes or is restarted by its liveness check).
 """
 
 from __future__ import annotations
@@ -64,6 +69,8 @@ TRITON_PRIORITY = {"interactive": 1, "batch": 2}
 # Recovery of an endpoint whose model failed: backoff between tries, and bounds on each step.
 RECOVERY_BACKOFF_S = (0.5, 15.0)
 PROBE_TIMEOUT_S = 10.0
+# How long a probe of a suspect endpoint may go unanswered before the endpoint counts as hung.
+HANG_PROBE_TIMEOUT_S = 5.0
 RELOAD_TIMEOUT_S = 300.0
 
 
@@ -100,6 +107,7 @@ class TritonScorer:
         self.reload_failed = reload_failed
         # Endpoints whose model failed to compute, each with the task bringing it back (out of rotation until then).
         self._recovering: dict[str, asyncio.Task] = {}
+        self._suspects: dict[str, asyncio.Task] = {}  # endpoints being checked for a hang after a Triton deadline
         self.reloads = {url: 0 for url in endpoints}  # models reloaded by this gateway, per endpoint
         self._clients = {
             url: triton_aio.InferenceServerClient(url, channel_args=channel_args(url, max_message_bytes)) for url in endpoints
@@ -171,28 +179,42 @@ class TritonScorer:
             await asyncio.sleep(self.health_interval_s)
 
     async def close(self) -> None:
-        tasks = [task for task in (self._poller, *self._recovering.values()) if task is not None]
+        tasks = [task for task in (self._poller, *self._recovering.values(), *self._suspects.values()) if task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._poller = None
         self._recovering.clear()
+        self._suspects.clear()
         await asyncio.gather(*(client.close() for client in self._clients.values()), return_exceptions=True)
 
     # -- recovery ----------------------------------------------------------------------------------
 
-    def _failed(self, url: str, error: RerankerError) -> None:
-        """The model on ``url`` could not compute: down at once, out of rotation, and a task to bring it back."""
+    def _failed(self, url: str, error: RerankerError, reload: bool = True) -> None:
+        """The model on ``url`` could not compute: down at once, out of rotation, and a task to bring it back
+        (reloading it between probes when ``reload``)."""
         self._failures[url] = max(self._failures[url], self.failures_to_down)
         self._set_health(url, False)
         if url not in self._recovering:
             log.warning("model %s failed on %s (%s): recovering it", self.model, url, error)
-            self._recovering[url] = asyncio.get_running_loop().create_task(self._recover(url))
+            self._recovering[url] = asyncio.get_running_loop().create_task(self._recover(url, reload))
 
-    async def _recover(self, url: str) -> None:
+    def _suspect(self, url: str) -> None:
+        """A Triton call to ``url`` ran out of its deadline: check, in the background, whether the endpoint hangs."""
+        if url not in self._suspects and url not in self._recovering:
+            self._suspects[url] = asyncio.get_running_loop().create_task(self._check_hang(url))
+
+    async def _check_hang(self, url: str) -> None:
+        try:
+            if not await self._probe(url, HANG_PROBE_TIMEOUT_S):
+                self._failed(url, DeadlineExceeded(f"no answer to a probe within {HANG_PROBE_TIMEOUT_S:.0f}s"), reload=False)
+        finally:
+            self._suspects.pop(url, None)
+
+    async def _recover(self, url: str, reload: bool = True) -> None:
         """Probe until the model computes again, reloading it between probes where that is possible."""
         delay, longest = RECOVERY_BACKOFF_S
-        reloadable = self.reload_failed and not url.startswith(BALANCED_SCHEMES)
+        reloadable = reload and self.reload_failed and not url.startswith(BALANCED_SCHEMES)
         try:
             while not await self._probe(url):
                 if reloadable:
@@ -206,8 +228,9 @@ class TritonScorer:
             self._recovering.pop(url, None)
         self._record(url, True)
 
-    async def _probe(self, url: str) -> bool:
-        """Whether the model on ``url`` scores one short row (token type ids included: models ignore them or need them)."""
+    async def _probe(self, url: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+        """Whether the model on ``url`` scores one short row within ``timeout_s``, at the top priority (token type
+        ids included: models ignore them or need them)."""
         row = np.array([[0, 2]], dtype=np.int64)
         inputs = []
         for name, array in (("input_ids", row), ("attention_mask", np.ones_like(row)), ("token_type_ids", np.zeros_like(row))):
@@ -216,7 +239,7 @@ class TritonScorer:
             inputs.append(tensor)
         try:
             await self._clients[url].infer(self.model, inputs, outputs=[InferRequestedOutput("logits")],
-                                           client_timeout=PROBE_TIMEOUT_S)
+                                           client_timeout=timeout_s, priority=TRITON_PRIORITY["interactive"])
         except InferenceServerException:
             return False
         return True
@@ -306,6 +329,8 @@ class TritonScorer:
             except InferenceServerException as exc:
                 last = _translate(exc, url)
                 span.add_event("try failed", {"triton.endpoint": url, "error": str(last)})
+                if isinstance(last, DeadlineExceeded) and not url.startswith(BALANCED_SCHEMES):
+                    self._suspect(url)
                 if not isinstance(last, RETRYABLE):
                     raise last from exc
                 if isinstance(last, BackendUnavailable):
