@@ -10,9 +10,10 @@ whole 8,192-token context:
 3. beside the same caller at batch priority.
 
 Each phase reports the small calls' p50 / p99 and count, and the worst-case caller's completed requests and
-pairs per second. ``--gateways`` runs the phases against gateway configurations side by side in the same run:
-``dispatch`` (the defaults: the gateway's dispatcher and token-bounded chunks) and ``all-at-once`` (no dispatch
-window, chunks cut by count only: every chunk of a request sent to Triton at once).
+pairs per second. ``--gateways`` runs the phases against configurations side by side in the same run: ``dispatch`` (the defaults:
+the gateway's dispatcher and token-bounded chunks, one Triton instance), ``dispatch-2-instances`` (the same with two
+single-threaded Triton instances, so that a small request need not wait for the instance running a long row) and
+``all-at-once`` (no dispatcher, chunks cut by count only: every chunk of a request sent to Triton at once).
 
 Also, in-process: how long the gateway's tokenizer takes on the worst-case request at max length 512 and 8192.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -39,10 +41,28 @@ from bench.run import machine_info, write_result
 from bench.systems import NO_CACHE
 from tools.arabic_text import QUERIES, SENTENCES, mixed_passages, passage
 
+# name -> (gateway settings, Triton CPU model instances); the instances each run single-threaded forward passes.
 GATEWAYS = {
-    "dispatch": {},  # the defaults
-    "all-at-once": {"dispatch_window_tokens": "0", "max_chunk_tokens": str(1 << 40)},
+    "dispatch": ({}, 1),  # the defaults
+    "dispatch-2-instances": ({}, 2),
+    "all-at-once": ({"dispatch_window_tokens": "0", "dispatch_reserve_tokens": "0", "max_chunk_tokens": str(1 << 40)}, 1),
 }
+
+
+def repository(target: Path, instances: int) -> Path:
+    """The model repository with ``instances`` CPU instances of the model, each with one forward worker."""
+    import shutil
+
+    from ara_reranker_server import triton_config
+    from ara_reranker_server.launcher.triton_launcher import MODEL_REPOSITORY
+
+    shutil.copytree(MODEL_REPOSITORY, target, dirs_exist_ok=True)
+    path = target / "ara_reranker/configs/cpu.pbtxt"
+    config = triton_config.load(path)
+    config.instance_group[0].count = instances
+    config.parameters["forward_workers"].string_value = "1" if instances > 1 else config.parameters["forward_workers"].string_value
+    path.write_text(triton_config.dump(config))
+    return target
 
 
 def worst_case_documents(count: int, chars: int) -> list[str]:
@@ -135,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--document-chars", type=int, default=14000)
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--gateways", default="dispatch,all-at-once", help=f"comma-separated: {', '.join(GATEWAYS)}")
+    parser.add_argument("--gateways", default=",".join(GATEWAYS), help=f"comma-separated: {', '.join(GATEWAYS)}")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     model_dir = prepare("tiny")
@@ -145,12 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"machine": machine_info(), "model": "tiny", "request_mb": round(size_mb, 1), "documents": len(documents),
                     "document_chars": args.document_chars, "clients": args.clients, "seconds": args.seconds,
                     "tokenization": [tokenization(model_dir, documents, n) for n in (512, 8192)], "gateways": {}}
-    with TritonServer(TritonOptions(model_dir=model_dir)) as triton:
-        for name in args.gateways.split(","):
-            settings = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir), "max_message_bytes": str(64 << 20),
-                        **NO_CACHE, **GATEWAYS[name]}
-            with GatewayProcess(settings) as gateway:
-                result["gateways"][name] = phases(gateway.target, documents, args.clients, args.seconds)
+    for name in args.gateways.split(","):
+        gateway_settings, instances = GATEWAYS[name]
+        with tempfile.TemporaryDirectory() as tmp:
+            options = TritonOptions(model_dir=model_dir, model_repository=repository(Path(tmp) / "repository", instances))
+            with TritonServer(options) as triton:
+                settings = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir),
+                            "max_message_bytes": str(64 << 20), **NO_CACHE, **gateway_settings}
+                with GatewayProcess(settings) as gateway:
+                    result["gateways"][name] = phases(gateway.target, documents, args.clients, args.seconds)
     print(markdown(result))
     if not args.no_write:
         write_result("intake", result)

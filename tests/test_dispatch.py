@@ -103,3 +103,18 @@ async def test_a_chunk_larger_than_the_window_runs_when_the_model_is_free_and_no
     assert await unbounded.run(10**9, "batch", "b", model.call("b")) == "b" and unbounded.waiting == 0
     model.hold.set()
     await held
+
+
+async def test_a_one_chunk_interactive_request_takes_its_own_lane_past_a_full_window():
+    dispatcher, model = Dispatcher(window_tokens=100, reserve_tokens=50), Model()
+    held = asyncio.create_task(dispatcher.run(100, "interactive", "big", model.call("big", hold=True)))
+    await settle()
+    queued = asyncio.create_task(dispatcher.run(100, "interactive", "big", model.call("big-next")))
+    assert await dispatcher.run(40, "interactive", "small", model.call("small"), whole=True) == "small"
+    assert model.started == ["big", "small"]  # past the window, and past the big request's waiting chunk
+    over = asyncio.create_task(dispatcher.run(60, "interactive", "other", model.call("too-big-for-the-lane"), whole=True))
+    batch = asyncio.create_task(dispatcher.run(10, "batch", "job", model.call("batch-whole"), whole=True))
+    await settle()
+    assert model.started == ["big", "small"]  # over the lane's room, or batch work: they wait their turn
+    model.hold.set()
+    await asyncio.gather(held, queued, over, batch)

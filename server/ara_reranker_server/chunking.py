@@ -53,7 +53,8 @@ async def score_in_chunks(pairs: Sequence, scorer: Scorer, chunk_size: int, pad_
             logits[members] = await call()
             return
         try:
-            logits[members] = await dispatcher.run(input_ids.size, priority, request, call, deadline - time.monotonic())
+            logits[members] = await dispatcher.run(input_ids.size, priority, request, call, deadline - time.monotonic(),
+                                                   whole=len(chunks) == 1)
         except TimeoutError:
             raise DeadlineExceeded("deadline exceeded while waiting for the model (queued behind other work)") from None
 

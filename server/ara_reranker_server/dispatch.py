@@ -10,6 +10,9 @@ Triton per model (enough to keep its instances busy) and queues the rest here, w
 - batch work never starves: while batch chunks wait, at least one chunk in every ``batch_share`` dispatched
   is theirs.
 
+A request that fits in one chunk has a lane of its own beside the window (``reserve_tokens``): it does not wait
+for a large request's chunks to leave Triton, only for Triton to take it (with a second model instance, at once).
+
 A chunk whose call is cancelled or whose deadline passes while it waits here is dropped before it reaches
 Triton (abandoned work is never computed). A chunk larger than the window runs when nothing else is at Triton.
 """
@@ -36,10 +39,12 @@ class _Waiter:
 class Dispatcher:
     """Orders chunks of calls to one model (see the module's doc). ``window_tokens`` 0: no bound, no queue."""
 
-    def __init__(self, window_tokens: int, batch_share: int = 8) -> None:
+    def __init__(self, window_tokens: int, batch_share: int = 8, reserve_tokens: int = 0) -> None:
         self.window_tokens = window_tokens
         self.batch_share = batch_share
+        self.reserve_tokens = reserve_tokens
         self.in_flight = 0  # padded tokens of chunks at Triton
+        self.in_flight_reserved = 0  # of those, one-chunk requests' sent through their own lane
         # priority -> request key -> its waiting chunks (first come first); requests in turn order.
         self._waiting: dict[str, OrderedDict[object, deque[_Waiter]]] = {p: OrderedDict() for p in PRIORITIES}
         self._since_batch = 0  # interactive chunks dispatched since the last batch one
@@ -50,9 +55,15 @@ class Dispatcher:
         return sum(len(chunks) for queue in self._waiting.values() for chunks in queue.values())
 
     async def run(self, tokens: int, priority: str, request: object, call: Callable[[], Awaitable[T]],
-                  timeout_s: float | None = None) -> T:
-        """``call()`` once this chunk (``tokens`` padded tokens, of ``request``) may go to the model.
-        TimeoutError when ``timeout_s`` passes first (the chunk is then never sent)."""
+                  timeout_s: float | None = None, whole: bool = False) -> T:
+        """``call()`` once this chunk (``tokens`` padded tokens, of ``request``; ``whole``: the request's only
+        chunk) may go to the model. TimeoutError when ``timeout_s`` passes first (the chunk is then never sent)."""
+        if whole and priority == "interactive" and self.in_flight_reserved + tokens <= self.reserve_tokens:
+            self.in_flight_reserved += tokens
+            try:
+                return await call()
+            finally:
+                self.in_flight_reserved -= tokens
         if self.window_tokens and not self._fits(tokens, nobody_waiting=True):
             waiter = _Waiter(tokens, asyncio.get_running_loop().create_future())
             queue = self._waiting[priority]

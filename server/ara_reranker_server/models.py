@@ -140,7 +140,8 @@ def load_models(settings: Settings, tracing: Tracing = NO_TRACING) -> ModelRegis
                               tracing=tracing)
         reranker = Reranker(tokenizer, scorer, limits, settings.default_timeout_s, name=name,
                             admission=pairs, token_admission=tokens, cache=cache, tracing=tracing,
-                            dispatcher=Dispatcher(settings.dispatch_window_tokens, settings.batch_share))
+                            dispatcher=Dispatcher(settings.dispatch_window_tokens, settings.batch_share,
+                                                  settings.dispatch_reserve_tokens))
         aliases = tuple(a for a in {model_id} - {name})
         info = ModelDescription(
             name=name, model_id=model_id, aliases=aliases, triton_model=triton_model,

@@ -60,6 +60,10 @@ class Settings:
         "interactive before batch and requests taking turns, and are never sent if their call ends first (0: no bound). "
         "Enough to keep Triton's instances busy: a few times their max_batch_tokens, times the Triton replicas"
     )
+    dispatch_reserve_tokens: int = _knob(
+        8192, "A lane beside dispatch_window_tokens for interactive requests that fit in one chunk, in padded tokens: they "
+        "go to Triton at once rather than wait for large requests' chunks (0: none)"
+    )
     batch_share: int = _knob(8, "While batch requests wait, at least one chunk in every batch_share dispatched to the model is theirs")
     max_documents: int = _knob(1000, "Max documents per Rerank request")
     max_query_chars: int = _knob(8192, "Max characters of the query")
@@ -112,6 +116,7 @@ class Settings:
             "max_chunk_tokens": (self.max_chunk_tokens > 0, "> 0"),
             "dispatch_window_tokens": (self.dispatch_window_tokens >= 0, ">= 0 (0: no bound)"),
             "batch_share": (self.batch_share >= 1, ">= 1"),
+            "dispatch_reserve_tokens": (self.dispatch_reserve_tokens >= 0, ">= 0 (0: none)"),
             "max_documents": (self.max_documents > 0, "> 0"),
             "max_query_chars": (self.max_query_chars > 0, "> 0"),
             "max_document_chars": (self.max_document_chars > 0, "> 0"),

@@ -23,7 +23,8 @@ Kubernetes' liveness probe (a reload there would reach a random pod).
 Hangs. A Triton call that runs out of its deadline (the caller gets DEADLINE_EXCEEDED) makes the endpoint suspect:
 a probe inference at the top priority checks it, and if that gets no answer within ``HANG_PROBE_TIMEOUT_S`` either
 (the model's process stopped, or tritonserver itself), the endpoint is out of rotation, as above, until a probe
-answers again (no reload: a stopped process either resumes or is restarted by its liveness check).
+answers again: while probes time out, the process is left to resume (or to its liveness check); once one is answered
+with an error (Triton gives up on a stub that stopped answering its health checks), the model is reloaded.
 """
 
 from __future__ import annotations
@@ -190,14 +191,13 @@ class TritonScorer:
 
     # -- recovery ----------------------------------------------------------------------------------
 
-    def _failed(self, url: str, error: RerankerError, reload: bool = True) -> None:
-        """The model on ``url`` could not compute: down at once, out of rotation, and a task to bring it back
-        (reloading it between probes when ``reload``)."""
+    def _failed(self, url: str, error: RerankerError) -> None:
+        """The model on ``url`` could not compute, or hangs: down at once, out of rotation, and a task to bring it back."""
         self._failures[url] = max(self._failures[url], self.failures_to_down)
         self._set_health(url, False)
         if url not in self._recovering:
             log.warning("model %s failed on %s (%s): recovering it", self.model, url, error)
-            self._recovering[url] = asyncio.get_running_loop().create_task(self._recover(url, reload))
+            self._recovering[url] = asyncio.get_running_loop().create_task(self._recover(url))
 
     def _suspect(self, url: str) -> None:
         """A Triton call to ``url`` ran out of its deadline: check, in the background, whether the endpoint hangs."""
@@ -207,17 +207,19 @@ class TritonScorer:
     async def _check_hang(self, url: str) -> None:
         try:
             if not await self._probe(url, HANG_PROBE_TIMEOUT_S):
-                self._failed(url, DeadlineExceeded(f"no answer to a probe within {HANG_PROBE_TIMEOUT_S:.0f}s"), reload=False)
+                self._failed(url, DeadlineExceeded(f"no answer to a probe within {HANG_PROBE_TIMEOUT_S:.0f}s"))
         finally:
             self._suspects.pop(url, None)
 
-    async def _recover(self, url: str, reload: bool = True) -> None:
-        """Probe until the model computes again, reloading it between probes where that is possible."""
+    async def _recover(self, url: str) -> None:
+        """Probe until the model computes again, reloading it between probes where that is possible and helps."""
         delay, longest = RECOVERY_BACKOFF_S
-        reloadable = reload and self.reload_failed and not url.startswith(BALANCED_SCHEMES)
+        reloadable = self.reload_failed and not url.startswith(BALANCED_SCHEMES)
         try:
-            while not await self._probe(url):
-                if reloadable:
+            while (problem := await self._probe_error(url)) is not None:
+                # A probe that times out finds a process stopped or busy: wait for it. One answered with an error
+                # finds the model unable to compute (Triton also gives up on a stub that was stopped too long).
+                if reloadable and not isinstance(problem, DeadlineExceeded):
                     reloadable = await self._reload(url)
                     if await self._probe(url):
                         break
@@ -229,8 +231,12 @@ class TritonScorer:
         self._record(url, True)
 
     async def _probe(self, url: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
-        """Whether the model on ``url`` scores one short row within ``timeout_s``, at the top priority (token type
-        ids included: models ignore them or need them)."""
+        """Whether the model on ``url`` scores one short row within ``timeout_s``."""
+        return await self._probe_error(url, timeout_s) is None
+
+    async def _probe_error(self, url: str, timeout_s: float = PROBE_TIMEOUT_S) -> RerankerError | None:
+        """None when the model on ``url`` scores one short row within ``timeout_s``, at the top priority (token type
+        ids included: models ignore them or need them); else what went wrong."""
         row = np.array([[0, 2]], dtype=np.int64)
         inputs = []
         for name, array in (("input_ids", row), ("attention_mask", np.ones_like(row)), ("token_type_ids", np.zeros_like(row))):
@@ -240,9 +246,9 @@ class TritonScorer:
         try:
             await self._clients[url].infer(self.model, inputs, outputs=[InferRequestedOutput("logits")],
                                            client_timeout=timeout_s, priority=TRITON_PRIORITY["interactive"])
-        except InferenceServerException:
-            return False
-        return True
+        except InferenceServerException as exc:
+            return _translate(exc, url)
+        return None
 
     async def _reload(self, url: str) -> bool:
         """Unload the model on ``url``, wait until it is gone, load it again (a new Python-backend stub). False when
