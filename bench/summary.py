@@ -121,7 +121,7 @@ def targets() -> str:
 def other_measurements() -> str:
     """One row per single-question benchmark: the command, the question, the answer, the file."""
     side, side_path = _load("side-by-side")
-    rounds = [side["runs"][i : i + 2] for i in range(0, len(side["runs"]), 2)]
+    passes = [side["runs"][i : i + 2] for i in range(0, len(side["runs"]), 2)]
     capacity, capacity_path = _load("gateway-capacity")
     levels = capacity["gateway"]
     return "\n".join([
@@ -129,8 +129,8 @@ def other_measurements() -> str:
         "|---|---|---|---|",
         f"| `python -m bench.side_by_side` | does an idle second model ({side['beside_idle']}) cost the first "
         f"({side['model']}) throughput, at {side['concurrency']} callers | "
-        + "; ".join(f"round {n}: {a['pairs_per_s']:.2f} pairs/s alone, {b['pairs_per_s']:.2f} beside it"
-                    for n, (a, b) in enumerate(rounds, 1))
+        + "; ".join(f"pass {n}: {a['pairs_per_s']:.2f} pairs/s alone, {b['pairs_per_s']:.2f} beside it"
+                    for n, (a, b) in enumerate(passes, 1))
         + f" | `{side_path}` |",
         f"| `python -m bench.gateway_capacity` | one gateway core's capacity, Triton not the bottleneck | "
         f"{_range([l['pairs_per_gateway_cpu_s'] for l in levels])} pairs ({_range([l['requests_per_gateway_cpu_s'] for l in levels])} "

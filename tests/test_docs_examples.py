@@ -201,8 +201,10 @@ def _make_run(line: str, workdir: Path, env: dict[str, str]) -> tuple[str, dict[
     every variable the line sets."""
     match = MAKE_RUN.match(line.strip())
     variables = dict(item.split("=", 1) for item in match["vars"].split())
-    shown = subprocess.run(["make", "-n", "run", *(f"{k}={v}" for k, v in variables.items())], cwd=workdir, env=env,
-                           capture_output=True, text=True, timeout=60)
+    # Under `make test` the parent make's variables would make this one print "Entering/Leaving directory".
+    clean = {k: v for k, v in env.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+    shown = subprocess.run(["make", "--no-print-directory", "-n", "run", *(f"{k}={v}" for k, v in variables.items())],
+                           cwd=workdir, env=clean, capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0, shown.stderr
     command = shown.stdout.strip().splitlines()[-1].split()
     for name, value in variables.items():

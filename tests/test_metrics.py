@@ -30,8 +30,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
+from ara_reranker_server.chunking import chunks_of
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import free_port
+from ara_reranker_server.settings import Settings
 from tools.arabic_text import QUERIES, SENTENCES, long_passage, mixed_passages, very_long_passage
 
 MONITORING = Path(__file__).resolve().parent.parent / "deploy" / "monitoring"
@@ -133,7 +135,7 @@ class Sent:
     ok_documents: list[int] = field(default_factory=list)  # documents per successful Rerank
     ok_tokens: list[int] = field(default_factory=list)  # input tokens per successful Rerank
     truncated: int = 0
-    chunks: int = 0  # Triton requests: ceil(documents / chunk_size) per successful Rerank
+    chunks: int = 0  # Triton requests: the gateway's chunks of each successful Rerank
     codes: dict[str, int] = field(default_factory=dict)  # Rerank calls by status code
     info_calls: int = 0
 
@@ -151,7 +153,9 @@ def rerank(stub, sent: Sent, reference, request: reranker_pb2.RerankRequest, chu
         sent.ok_documents.append(len(docs))
         sent.ok_tokens.append(sum(len(reference.encode(request.query, d)) for d in docs))
         sent.truncated += sum(len(reference.tokenizer(request.query, d)["input_ids"]) > reference.max_length for d in docs)
-        sent.chunks += -(-len(docs) // chunk_size)
+        # The gateway's chunks: at most chunk_size pairs and max_chunk_tokens padded tokens each, longest pairs first.
+        lengths = np.sort([len(reference.encode(request.query, d)) for d in docs])[::-1]
+        sent.chunks += len(chunks_of(lengths, chunk_size, Settings().max_chunk_tokens))
     return code
 
 

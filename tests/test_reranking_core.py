@@ -34,7 +34,7 @@ class ModelScorer:
         self.reference = reference
         self.chunks: list[np.ndarray] = []
 
-    async def score(self, input_ids, attention_mask, deadline, token_type_ids=None):
+    async def score(self, input_ids, attention_mask, deadline, token_type_ids=None, priority="interactive"):
         self.chunks.append(attention_mask.sum(axis=1))
         rows = [list(ids[mask == 1]) for ids, mask in zip(input_ids, attention_mask)]
         return self.reference.logits_of_ids(rows)
@@ -43,7 +43,7 @@ class ModelScorer:
 class ConstantScorer:
     """Every pair gets the same logit: exposes how ties are ordered."""
 
-    async def score(self, input_ids, attention_mask, deadline, token_type_ids=None):
+    async def score(self, input_ids, attention_mask, deadline, token_type_ids=None, priority="interactive"):
         return np.zeros(len(input_ids), dtype=np.float32)
 
 
@@ -53,7 +53,7 @@ class FixedLogits:
     def __init__(self, by_first_document_token: dict[int, float]) -> None:
         self.logits = by_first_document_token
 
-    async def score(self, input_ids, attention_mask, deadline, token_type_ids=None):
+    async def score(self, input_ids, attention_mask, deadline, token_type_ids=None, priority="interactive"):
         return np.array([self.logits[int(row[-2 if m.all() else int(m.sum()) - 2])] for row, m in zip(input_ids, attention_mask)],
                         dtype=np.float32)
 
@@ -62,7 +62,7 @@ class SlowScorer:
     def __init__(self) -> None:
         self.release = asyncio.Event()
 
-    async def score(self, input_ids, attention_mask, deadline, token_type_ids=None):
+    async def score(self, input_ids, attention_mask, deadline, token_type_ids=None, priority="interactive"):
         await self.release.wait()
         return np.zeros(len(input_ids), dtype=np.float32)
 

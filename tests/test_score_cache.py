@@ -32,7 +32,7 @@ class CountingScorer:
         self.reference = reference
         self.pairs = 0
 
-    async def score(self, input_ids, attention_mask, deadline, token_type_ids=None):
+    async def score(self, input_ids, attention_mask, deadline, token_type_ids=None, priority="interactive"):
         self.pairs += len(input_ids)
         return self.reference.logits_of_ids([list(ids[mask == 1]) for ids, mask in zip(input_ids, attention_mask)])
 

@@ -164,9 +164,11 @@ def wait_for(condition, timeout_s: float, what: str) -> None:
 
 
 def test_a_stopped_model_process_costs_calls_their_deadline_then_the_other_endpoint_takes_the_traffic(tiny_model_dir, tmp_path):
-    """Two Tritons as two endpoints; A's stub is SIGSTOPped: calls that reach A end DEADLINE_EXCEEDED at their
-    deadline (never hang longer), A is taken out of rotation once a probe gets no answer, B takes every call,
-    and A comes back when its stub resumes."""
+    """Two Tritons as two endpoints; A's stub is SIGSTOPped: calls that reach A end at their deadline at the latest
+    (never hang longer), A is taken out of rotation (Triton itself declares a stub that stops answering its health
+    checks unhealthy within about a second; a probe that gets no answer does the same), and B takes every call.
+    That A serves again once its stub resumes is not asserted: Triton 2.51 keeps such a stub unhealthy, and reloading
+    it can crash tritonserver (docs/architecture.md#reliability-and-security)."""
     tritons = [TritonServer(TritonOptions(model_dir=tiny_model_dir, log_path=tmp_path / f"triton-{i}.log")) for i in range(2)]
     with tritons[0], tritons[1]:
         args = {"triton_endpoints": f"{tritons[0].grpc_url},{tritons[1].grpc_url}", "tokenizer": str(tiny_model_dir),
@@ -194,7 +196,3 @@ def test_a_stopped_model_process_costs_calls_their_deadline_then_the_other_endpo
                 assert slowest < 2 + 1.0, slowest  # never past the call's deadline (plus scheduling slack)
             finally:
                 os.kill(stub, signal.SIGCONT)
-            deadline = time.monotonic() + 60
-            while "computes again" not in gateway.log_tail(400):  # A's probe answered: back in rotation
-                assert time.monotonic() < deadline, gateway.log_tail()
-                time.sleep(0.2)

@@ -211,7 +211,7 @@ class EncodingScorer:
     def __init__(self, reference: InProcessReference) -> None:
         self.reference = reference
 
-    async def score(self, input_ids, attention_mask, deadline, token_type_ids=None):
+    async def score(self, input_ids, attention_mask, deadline, token_type_ids=None, priority="interactive"):
         rows = []
         for j, (ids, mask) in enumerate(zip(input_ids, attention_mask)):
             row = {"input_ids": list(ids[mask == 1])}
