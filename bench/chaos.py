@@ -29,8 +29,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import psutil
-
 from ara_reranker_client import RerankerClient, RerankerError
 from ara_reranker_model.store import prepare
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
@@ -92,14 +90,6 @@ class Load:
                 "serving_again_s": 0.0 if not failed_after else recovered}
 
 
-def stub_pid(triton: TritonServer) -> int:
-    for child in psutil.Process(triton.process.pid).children(recursive=True):
-        with contextlib.suppress(psutil.ZombieProcess, psutil.NoSuchProcess):
-            if "triton_python_backend_stub" in " ".join(child.cmdline()):
-                return child.pid
-    raise RuntimeError("no Python-backend stub")
-
-
 def triton(model_dir: Path, logs: Path, name: str, **options) -> TritonServer:
     return TritonServer(TritonOptions(model_dir=model_dir, log_path=logs / f"{name}.log", **options))
 
@@ -126,9 +116,9 @@ def run(scenario: str, model_dir: Path, logs: Path, callers: int, warmup: int, a
             load.wait_ok(warmup)
             fault_at = time.monotonic()
             if scenario == "stub-kill":
-                os.kill(stub_pid(servers[0]), signal.SIGKILL)
+                os.kill(servers[0].stub_pids()[0], signal.SIGKILL)
             elif scenario == "stub-stop":
-                pid = stub_pid(servers[0])
+                pid = servers[0].stub_pids()[0]
                 os.kill(pid, signal.SIGSTOP)
                 time.sleep(stop_s)
                 os.kill(pid, signal.SIGCONT)

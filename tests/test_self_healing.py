@@ -15,7 +15,6 @@ from collections import Counter
 
 import grpc
 import numpy as np
-import psutil
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -27,19 +26,6 @@ from tools.arabic_text import QUERIES
 
 DOCUMENTS = ["الرياض عاصمة المملكة العربية السعودية.", "القاهرة عاصمة مصر.", "الشاي الأخضر غني بمضادات الأكسدة."]
 RECOVERY_BOUND_S = 30.0  # the target: a single-replica stack serves again within this after its stub is killed
-
-
-def stub_pids(triton: TritonServer) -> list[int]:
-    """The live Python-backend stub processes of a tritonserver (one per model instance; a killed one stays a
-    zombie, never reaped by Triton)."""
-    pids = []
-    for child in psutil.Process(triton.process.pid).children(recursive=True):
-        try:
-            if "triton_python_backend_stub" in " ".join(child.cmdline()):
-                pids.append(child.pid)
-        except (psutil.ZombieProcess, psutil.NoSuchProcess):
-            continue
-    return pids
 
 
 def health(target: str) -> int:
@@ -61,7 +47,7 @@ def test_a_killed_model_process_is_reloaded_and_calls_get_unavailable_meanwhile(
     with GatewayProcess(args, log_path=tmp_path / "gateway.log") as gateway, \
             RerankerClient(gateway.target, timeout=30, retry=None) as client:
         client.rerank(QUERIES[0], DOCUMENTS)
-        (stub,) = stub_pids(own_triton)
+        (stub,) = own_triton.stub_pids()
         os.kill(stub, signal.SIGKILL)
         killed = time.monotonic()
         codes, statuses = Counter(), Counter()
@@ -81,7 +67,7 @@ def test_a_killed_model_process_is_reloaded_and_calls_get_unavailable_meanwhile(
         assert set(codes) <= {"UNAVAILABLE"} and codes, codes  # never INTERNAL; the stub's death was seen
         assert statuses[health_pb2.HealthCheckResponse.NOT_SERVING] > 0, statuses  # health said so meanwhile
         assert health(gateway.target) == health_pb2.HealthCheckResponse.SERVING
-        assert stub_pids(own_triton) and stub not in stub_pids(own_triton)  # a new stub holds the model
+        assert own_triton.stub_pids() and stub not in own_triton.stub_pids()  # a new stub holds the model
         logits = [r.logit for r in sorted(results, key=lambda r: r.index)]
         np.testing.assert_allclose(logits, reference.logits(QUERIES[0], DOCUMENTS), atol=1e-4, rtol=0)
 
@@ -97,7 +83,7 @@ def test_without_explicit_model_control_the_endpoint_stays_out_and_says_why(tiny
                 RerankerClient(gateway.target, timeout=30, retry=None) as client:
             client.rerank(QUERIES[0], DOCUMENTS)
             assert probe(f"http://{triton.http_url}") is None
-            os.kill(stub_pids(triton)[0], signal.SIGKILL)
+            os.kill(triton.stub_pids()[0], signal.SIGKILL)
             with pytest.raises(RerankerError) as first:
                 client.rerank(QUERIES[0], DOCUMENTS)
             assert first.value.code == grpc.StatusCode.UNAVAILABLE, first.value
@@ -176,7 +162,7 @@ def test_a_stopped_model_process_costs_calls_their_deadline_then_the_other_endpo
         with GatewayProcess(args, log_path=tmp_path / "gateway.log") as gateway, \
                 RerankerClient(gateway.target, timeout=2, retry=None) as client:
             client.rerank(QUERIES[0], DOCUMENTS)
-            (stub,) = stub_pids(tritons[0])
+            (stub,) = tritons[0].stub_pids()
             os.kill(stub, signal.SIGSTOP)
             try:
                 codes, slowest = Counter(), 0.0

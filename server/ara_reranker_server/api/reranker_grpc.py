@@ -107,9 +107,13 @@ def _split(request: reranker_pb2.RerankRequest) -> Split | None:
     return Split(given.get("window_tokens"), given.get("window_overlap_tokens"), given.get("max_windows"))
 
 
+def metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    """The value of the call's first metadata entry ``key`` (lower case), or None."""
+    return next((value for k, value in context.invocation_metadata() or () if k == key), None)
+
+
 def request_id_of(context: grpc.aio.ServicerContext) -> str:
     """The caller's x-request-id, else a new one (echoed in the trailing metadata)."""
-    given = next((value for key, value in context.invocation_metadata() or () if key == "x-request-id" and value), None)
-    request_id = new_request_id(given)
+    request_id = new_request_id(metadata_value(context, "x-request-id"))
     context.set_trailing_metadata((("x-request-id", request_id),))
     return request_id

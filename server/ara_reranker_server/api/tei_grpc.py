@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 
 from ara_reranker_server.api.calls import PRIORITY, PRIORITY_HEADER, Calls, Served, requested_priority
-from ara_reranker_server.api.reranker_grpc import request_id_of
+from ara_reranker_server.api.reranker_grpc import metadata_value, request_id_of
 from ara_reranker_server.errors import EmptyRequest, InvalidRequest, RerankerError, answer_of
 from ara_reranker_server.jobs import RerankJob
 from ara_reranker_server.ranking import rank_by_logits
@@ -41,7 +41,7 @@ class TeiRerankService(tei_pb2_grpc.RerankServicer):
         build = lambda: ("", _job(request.query, request.texts, request.truncate, request.truncation_direction,  # noqa: E731
                                   request.raw_scores))
         try:
-            PRIORITY.set(requested_priority(_metadata_value(context, PRIORITY_HEADER)))
+            PRIORITY.set(requested_priority(metadata_value(context, PRIORITY_HEADER)))
         except RerankerError as exc:
             self.calls.refused(API, request_id, exc, started)
             await context.abort(grpc.StatusCode[answer_of(exc).tei_grpc], str(exc))
@@ -64,7 +64,7 @@ class TeiRerankService(tei_pb2_grpc.RerankServicer):
         request_id = request_id_of(context)
         messages: list[tei_pb2.RerankStreamRequest] = []
         try:
-            PRIORITY.set(requested_priority(_metadata_value(context, PRIORITY_HEADER)))
+            PRIORITY.set(requested_priority(metadata_value(context, PRIORITY_HEADER)))
             async for message in request_iterator:
                 messages.append(message)
                 if len(messages) > self.max_documents:
@@ -128,7 +128,3 @@ def _metadata(served: list[Served], texts, started: float) -> tei_pb2.Metadata:
         tokenization_time_ns=int(sum(o.tokenization_s for o in outcomes) * 1e9),
         inference_time_ns=int(sum(o.inference_s for o in outcomes) * 1e9),
     )
-
-
-def _metadata_value(context: grpc.aio.ServicerContext, key: str) -> str | None:
-    return next((value for k, value in context.invocation_metadata() or () if k == key), None)

@@ -292,6 +292,25 @@ class TritonServer:
         """SIGKILL the whole group at once (fault-injection tests)."""
         self._child.kill()
 
+    def stub_pids(self) -> list[int]:
+        """The live Python-backend stub processes of this server, one per model instance (what the OOM killer picks;
+        fault-injection tests and bench/chaos.py signal them). Read from Linux's /proc: the stubs share tritonserver's
+        process group; a killed stub stays a zombie, never reaped by Triton, and is left out."""
+        if self.process is None:
+            return []
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat, cmdline = (entry / "stat").read_text(), (entry / "cmdline").read_bytes()
+            except OSError:  # gone meanwhile
+                continue
+            state, _ppid, group = stat.rsplit(")", 1)[1].split()[:3]
+            if state != "Z" and int(group) == self.process.pid and b"triton_python_backend_stub" in cmdline:
+                pids.append(int(entry.name))
+        return sorted(pids)
+
 
 def generate_repository(target: Path, models: Mapping[str, Path | None], template: Path = MODEL_REPOSITORY,
                         engine: str | None = None) -> Path:
