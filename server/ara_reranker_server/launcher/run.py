@@ -6,11 +6,16 @@ by name or hub id; the first is the default): ``make run MODEL=ara,bge,minilm-l6
 four models of ARA-Reranker-V1's card, ``make run MODEL=tiny,bert-tiny`` two offline stand-ins.
 
 With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, both trace (OpenTelemetry, OTLP/HTTP to that endpoint): the gateway
-reads the OTEL_* variables itself, Triton gets them as ``--trace-config`` flags (triton_launcher.trace_config)."""
+reads the OTEL_* variables itself, Triton gets them as ``--trace-config`` flags (triton_launcher.trace_config).
+
+Triton runs supervised (triton_supervisor), as compose's restart policy and Kubernetes' liveness probe do for the
+containers: a tritonserver that exits or stops computing is started again on the same ports while the gateway keeps
+running (its health NOT_SERVING meanwhile). ``make run`` ends with status 1 when Triton cannot be brought back."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -22,6 +27,7 @@ from ara_reranker_model.store import OFFLINE_MODELS, REAL_MODELS, hub_id, prepar
 from ara_reranker_server import triton_config
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import PROJECT_ROOT, TritonOptions, TritonServer, trace_config
+from ara_reranker_server.launcher.triton_supervisor import TritonSupervisor
 from ara_reranker_server.settings import Settings
 from ara_reranker_server.tracing import otlp_traces_url
 
@@ -72,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--triton-http-port", type=int, default=8000)
     parser.add_argument("--triton-metrics-port", type=int, default=8002)
     args, gateway_flags = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")  # the supervisor's
 
     names = split_models(args.model)
     dirs = {served_name(name): prepare(name, engine=args.engine) for name in names}
@@ -84,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         options = TritonOptions(models=dirs, engine=args.engine, log_path=logs / "tritonserver.log", **ports)
     served = served_model_args(names, dirs)
     print(f"starting tritonserver with {', '.join(map(str, dirs.values()))} (log: {options.log_path}) ...", flush=True)
-    with TritonServer(options) as triton:
+    with TritonServer(options) as triton, TritonSupervisor(triton) as supervisor:
         gateway_args = {
             "listen": args.listen, "http_listen": args.http_listen, "metrics_listen": args.metrics_listen,
             "triton_endpoints": triton.grpc_url, **served,
@@ -105,18 +112,22 @@ def main(argv: list[str] | None = None) -> int:
             f"  triton metrics    {triton.metrics_url}\n"
             f"  logs              {logs}/\n"
             f"  traces            {otlp_traces_url(os.environ) or 'off (set OTEL_EXPORTER_OTLP_ENDPOINT)'}\n"
-            "Ctrl-C stops both.",
+            "Triton is restarted if it exits or stops computing; Ctrl-C stops both.",
             flush=True,
         )
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        while not stop.is_set() and gateway.process is not None and gateway.process.poll() is None:
+        while (not stop.is_set() and supervisor.gave_up is None
+               and gateway.process is not None and gateway.process.poll() is None):
             stop.wait(0.5)
         print("stopping the gateway, then Triton ...", flush=True)
         code = gateway.stop()
         print(f"gateway exited with {code}", flush=True)
     print("tritonserver stopped", flush=True)
+    if supervisor.gave_up is not None:
+        print(f"error: {supervisor.gave_up}; see {options.log_path}", file=sys.stderr, flush=True)
+        return 1
     return 0
 
 

@@ -187,13 +187,23 @@ class TritonServer:
 
     def start(self) -> None:
         """Launch tritonserver and block until the model is READY (TritonStartError otherwise)."""
+        self.launch()
+        self.wait_ready(self.options.startup_timeout_s)
+
+    def launch(self) -> None:
+        """Start the tritonserver process without waiting; free ports are picked the first time, and a later launch
+        (a restart) keeps them, so that the gateway finds the new server where the old one was."""
         opts = self.options
         for name in ("grpc_port", "http_port", "metrics_port"):
             if not getattr(opts, name):
                 setattr(opts, name, free_port(opts.host))
         command, env = self._command()
         self._child.start(command, env=env)
-        self.wait_ready(opts.startup_timeout_s)
+
+    @property
+    def running(self) -> bool:
+        """Whether the tritonserver process was launched and has not exited."""
+        return self._child.running
 
     def _command(self) -> tuple[list[str], dict[str, str]]:
         opts = self.options
