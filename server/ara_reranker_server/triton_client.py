@@ -24,7 +24,9 @@ Hangs. A Triton call that runs out of its deadline (the caller gets DEADLINE_EXC
 a probe inference at the top priority checks it, and if that gets no answer within ``HANG_PROBE_TIMEOUT_S`` either
 (the model's process stopped, or tritonserver itself), the endpoint is out of rotation, as above, until a probe
 answers again: while probes time out, the process is left to resume (or to its liveness check); once one is answered
-with an error (Triton gives up on a stub that stopped answering its health checks), the model is reloaded.
+with an error (Triton gives up on a stub that stopped answering its health checks), the model is reloaded. While
+tritonserver itself is unreachable (it crashed, and its supervisor, restart policy or liveness probe starts it again)
+the recovery task only polls, every ``health_interval_s``, so that the new server takes traffic as soon as it answers.
 """
 
 from __future__ import annotations
@@ -217,6 +219,11 @@ class TritonScorer:
         reloadable = self.reload_failed and not url.startswith(BALANCED_SCHEMES)
         try:
             while (problem := await self._probe_error(url)) is not None:
+                if isinstance(problem, BackendUnavailable) and not await self._is_live(url):
+                    # tritonserver is gone (its supervisor starts it again with the model loaded): nothing to reload,
+                    # and the new one should take traffic as soon as it is up, not after a grown backoff.
+                    await asyncio.sleep(self.health_interval_s)
+                    continue
                 # A probe that times out finds a process stopped or busy: wait for it. One answered with an error
                 # finds the model unable to compute (Triton also gives up on a stub that was stopped too long).
                 if reloadable and not isinstance(problem, DeadlineExceeded):
@@ -359,7 +366,9 @@ class TritonScorer:
 def channel_args(url: str, max_message_bytes: int) -> list[tuple[str, object]]:
     """gRPC channel options for a Triton endpoint. tritonclient drops its own defaults (message size,
     keepalive) when given any, so they are all here; a target naming several servers is balanced per
-    request, and DNS is re-resolved when a connection closes (Triton's --grpc-max-connection-age)."""
+    request, and DNS is re-resolved when a connection closes (Triton's --grpc-max-connection-age). A Triton that
+    comes back (restarted on its ports) is reconnected to within a second: gRPC's default reconnect backoff grows
+    to two minutes, which kept a restarted one idle for seconds."""
     args: list[tuple[str, object]] = [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -367,6 +376,9 @@ def channel_args(url: str, max_message_bytes: int) -> list[tuple[str, object]]:
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", 200),
+        ("grpc.max_reconnect_backoff_ms", 1000),
     ]
     if url.startswith(BALANCED_SCHEMES):
         args.append(("grpc.lb_policy_name", "round_robin"))
