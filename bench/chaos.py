@@ -1,4 +1,4 @@
-"""Process faults under steady load, every call counted: ``python -m bench.chaos`` (``make chaos``, ~4 minutes).
+"""Process faults under steady load, every call counted: ``python -m bench.chaos`` (``make chaos``, ~8 minutes).
 
 Each scenario starts its own stack on loopback (the bundled tritonserver serving the tiny offline model, real
 gateways; a single tritonserver runs under ``TritonSupervisor``, as ``make run`` runs it), drives ``--callers`` threads that rerank 8 short documents in a loop through ``RerankerClient`` with its

@@ -154,7 +154,8 @@ def test_a_stopped_model_process_costs_calls_their_deadline_then_the_other_endpo
     (never hang longer), A is taken out of rotation (Triton itself declares a stub that stops answering its health
     checks unhealthy within about a second; a probe that gets no answer does the same), and B takes every call.
     That A serves again once its stub resumes is not asserted: Triton 2.51 keeps such a stub unhealthy, and reloading
-    it can crash tritonserver (docs/architecture.md#reliability-and-security)."""
+    it can crash tritonserver, which only a supervisor brings back (make run's: tests/test_triton_supervisor.py;
+    docs/architecture.md#reliability-and-security)."""
     tritons = [TritonServer(TritonOptions(model_dir=tiny_model_dir, log_path=tmp_path / f"triton-{i}.log")) for i in range(2)]
     with tritons[0], tritons[1]:
         args = {"triton_endpoints": f"{tritons[0].grpc_url},{tritons[1].grpc_url}", "tokenizer": str(tiny_model_dir),
