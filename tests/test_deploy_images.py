@@ -10,6 +10,7 @@ import ast
 import re
 import subprocess
 import sys
+import functools
 from importlib.metadata import distribution, packages_distributions
 from pathlib import Path
 
@@ -119,14 +120,26 @@ def distribution_of(module: str) -> str:
     the one that holds its subpackage, as deep as it takes (google.protobuf: protobuf;
     opentelemetry.exporter.otlp.proto.http: opentelemetry-exporter-otlp-proto-http)."""
     parts = module.split(".")
-    names = list(set(packages_distributions().get(parts[0], [parts[0]])))
+    names = list(set(_installed_packages().get(parts[0], [parts[0]])))
     for depth in range(2, len(parts) + 1):
         if len(names) <= 1:
             break
         prefix = "/".join(parts[:depth]) + "/"
-        names = [n for n in names if any(str(f).startswith(prefix) for f in distribution(n).files or [])] or names
+        names = [n for n in names if any(f.startswith(prefix) for f in _files_of(n))] or names
     assert len(set(names)) == 1, f"{module}: installed by {names}"
     return names[0].lower().replace("_", "-")
+
+
+@functools.cache
+def _installed_packages() -> dict[str, list[str]]:
+    """Top-level package -> the distributions installing it (a scan of every installed distribution: once)."""
+    return packages_distributions()
+
+
+@functools.cache
+def _files_of(name: str) -> tuple[str, ...]:
+    """The files a distribution installed (its RECORD, read once)."""
+    return tuple(str(f) for f in distribution(name).files or [])
 
 
 SOURCES = [ROOT / "server", ROOT / "client"]  # where the packages of the two distributions lie
