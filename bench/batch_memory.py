@@ -1,5 +1,5 @@
 """Memory of one micro-batch at the token budget: ``python -m bench.batch_memory`` (tiny and small: about
-15 minutes on 2 cores; ``large`` adds about an hour, most of it its 8,192-token passes).
+30 minutes on 2 cores; each ``large`` pass takes about 5 minutes there, so choose its shapes: ``--large-shapes``).
 
 1. Per model (``--models``, default tiny, small, large: offline random-weight models of the real shapes,
    built by ``ara_reranker_model.store`` when absent) and per micro-batch shape ``rows x length`` at the
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -210,6 +211,11 @@ def triton_check(model: str, documents: int, padded_length: int, padded_rows_cou
             with tree:
                 send()
             after = triton_metrics(triton.metrics_url)
+            for _ in range(10):  # model.py reports its metrics from a thread: wait until they settle
+                time.sleep(0.5)
+                after, settled = triton_metrics(triton.metrics_url), after
+                if after == settled:
+                    break
             forwards = after["forwards"] - before["forwards"]
             out["loads"][name] = {
                 "seconds": round(time.perf_counter() - started, 1), "forward_passes": int(forwards),
@@ -312,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from bench.run import machine_info, write_result
 
-    command = "python -m bench.batch_memory " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = "python -m bench.batch_memory " + shlex.join(sys.argv[1:] if argv is None else argv)
     result: dict = {"meta": {"command": command.strip(), **machine_info()}, "threads": args.threads,
                     "budgets": {"cpu": CPU_BUDGET, "gpu": GPU_BUDGET}, "models": {}, "triton": {}}
     for model in [m for m in args.models.split(",") if m]:
