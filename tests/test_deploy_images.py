@@ -7,10 +7,10 @@ the images are not built (docs/deployment.md says so).
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import subprocess
 import sys
-import functools
 from importlib.metadata import distribution, packages_distributions
 from pathlib import Path
 
