@@ -58,6 +58,9 @@ async def score_in_chunks(pairs: Sequence, scorer: Scorer, chunk_size: int, pad_
         except TimeoutError:
             raise DeadlineExceeded("deadline exceeded while waiting for the model (queued behind other work)") from None
 
+    if len(chunks) == 1:  # most requests: scored in this task, no task group to set up
+        await run(chunks[0])
+        return logits
     try:
         async with asyncio.TaskGroup() as group:
             for members in chunks:

@@ -39,9 +39,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
+import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
-from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc import InferInput, InferRequestedOutput, service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from ara_reranker_model.files import served_precision
@@ -112,9 +113,14 @@ class TritonScorer:
         self._recovering: dict[str, asyncio.Task] = {}
         self._suspects: dict[str, asyncio.Task] = {}  # endpoints being checked for a hang after a Triton deadline
         self.reloads = {url: 0 for url in endpoints}  # models reloaded by this gateway, per endpoint
+        # tritonclient for health, configuration and model control; scoring calls Triton's generated stub directly
+        # on a channel of its own (the request built once from the arrays, the logits read from the raw reply: none of
+        # tritonclient's per-call wrappers on the hot path).
         self._clients = {
             url: triton_aio.InferenceServerClient(url, channel_args=channel_args(url, max_message_bytes)) for url in endpoints
         }
+        self._channels = {url: grpc.aio.insecure_channel(url, options=channel_args(url, max_message_bytes)) for url in endpoints}
+        self._stubs = {url: service_pb2_grpc.GRPCInferenceServiceStub(channel) for url, channel in self._channels.items()}
         self.healthy = {url: False for url in endpoints}
         self._failures = {url: 0 for url in endpoints}
         self._next = itertools.cycle(range(len(endpoints)))
@@ -189,7 +195,8 @@ class TritonScorer:
         self._poller = None
         self._recovering.clear()
         self._suspects.clear()
-        await asyncio.gather(*(client.close() for client in self._clients.values()), return_exceptions=True)
+        await asyncio.gather(*(client.close() for client in self._clients.values()),
+                             *(channel.close() for channel in self._channels.values()), return_exceptions=True)
 
     # -- recovery ----------------------------------------------------------------------------------
 
@@ -308,23 +315,24 @@ class TritonScorer:
     async def score(self, input_ids: np.ndarray, attention_mask: np.ndarray, deadline: float,
                     token_type_ids: np.ndarray | None = None, priority: str = "interactive") -> np.ndarray:
         """Float32 logits [rows] for one right-padded chunk; ``deadline`` is a time.monotonic() instant."""
-        inputs = []
+        request = service_pb2.ModelInferRequest(model_name=self.model)
         tensors = [("input_ids", input_ids), ("attention_mask", attention_mask)]
         if token_type_ids is not None:
             tensors.append(("token_type_ids", token_type_ids))
         for name, array in tensors:
-            tensor = InferInput(name, list(array.shape), "INT64")
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
+            request.inputs.add(name=name, datatype="INT64", shape=array.shape)
+            request.raw_input_contents.append(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+        request.outputs.add(name="logits")
+        request.parameters["priority"].uint64_param = TRITON_PRIORITY[priority]
         rows, length = input_ids.shape
         with self.tracing.span("triton infer", {"triton.model": self.model, "reranker.rows": rows,
                                                 "reranker.row_tokens": length}, client=True) as span:
-            return await self._send(inputs, deadline, span, priority)
+            return await self._send(request, rows, deadline, span)
 
-    async def _send(self, inputs: list[InferInput], deadline: float, span, priority: str) -> np.ndarray:
+    async def _send(self, request: service_pb2.ModelInferRequest, rows: int, deadline: float, span) -> np.ndarray:
         """One chunk's tries, endpoint after endpoint (``span``: the chunk's, whose trace Triton continues)."""
-        outputs = [InferRequestedOutput("logits")]
         headers = self.tracing.headers()  # Triton's spans of each try become children of ``span``
+        metadata = tuple(headers.items()) if headers else None
         last: RerankerError | None = None
         tries = 0
         for attempt, url in enumerate(self._attempts()):
@@ -337,10 +345,9 @@ class TritonScorer:
                 await asyncio.sleep(min(RETRY_BACKOFF_S * attempt, remaining / 2))
             tries += 1
             try:
-                result = await self._clients[url].infer(self.model, inputs, outputs=outputs, client_timeout=remaining,
-                                                        priority=TRITON_PRIORITY[priority], headers=headers)
-            except InferenceServerException as exc:
-                last = _translate(exc, url)
+                reply = await self._stubs[url].ModelInfer(request, metadata=metadata, timeout=remaining)
+            except grpc.aio.AioRpcError as exc:
+                last = _translate_status(exc.code().name, exc.details() or "", url)
                 span.add_event("try failed", {"triton.endpoint": url, "error": str(last)})
                 if isinstance(last, DeadlineExceeded) and not url.startswith(BALANCED_SCHEMES):
                     self._suspect(url)
@@ -355,7 +362,7 @@ class TritonScorer:
             self._record(url, True)
             span.set_attribute("triton.endpoint", url)
             span.set_attribute("triton.tries", tries)
-            return result.as_numpy("logits").reshape(-1).astype(np.float32, copy=False)
+            return _logits_of(reply, rows, url)
         if last is None or isinstance(last, BackendFailed):
             recovering = ", ".join(self._recovering) or "none"
             raise BackendUnavailable(f"no Triton endpoint can compute model {self.model} now (recovering: {recovering}); "
@@ -396,9 +403,23 @@ def _code(exc: InferenceServerException) -> str:
 TRITON_QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout expired")
 
 
+def _logits_of(reply: service_pb2.ModelInferResponse, rows: int, url: str) -> np.ndarray:
+    """The float32 logits [rows] of a reply, read in place from its raw output; BackendError when the reply is not
+    the one output model.py gives (a deployment mismatch)."""
+    if len(reply.outputs) != 1 or reply.outputs[0].datatype != "FP32" or len(reply.raw_output_contents) != 1 \
+            or len(reply.raw_output_contents[0]) != 4 * rows:
+        shapes = [(o.name, o.datatype, list(o.shape)) for o in reply.outputs]
+        raise BackendError(f"Triton at {url} answered {shapes} for {rows} rows; expected FP32 logits [{rows}, 1]")
+    return np.frombuffer(reply.raw_output_contents[0], dtype=np.float32)
+
+
 def _translate(exc: InferenceServerException, url: str) -> RerankerError:
-    """tritonclient's error -> the gateway's, by gRPC status code (the one place this mapping lives)."""
-    code, message = _code(exc), exc.message() or str(exc)
+    """tritonclient's error -> the gateway's (see ``_translate_status``)."""
+    return _translate_status(_code(exc), exc.message() or str(exc), url)
+
+
+def _translate_status(code: str, message: str, url: str) -> RerankerError:
+    """A Triton call's gRPC status (its name, e.g. "UNAVAILABLE") -> the gateway's error: the one place this mapping lives."""
     if code == "DEADLINE_EXCEEDED":
         return DeadlineExceeded(f"deadline exceeded waiting for Triton at {url}")
     if code == "RESOURCE_EXHAUSTED" or (code == "UNAVAILABLE" and message.endswith(TRITON_QUEUE_REFUSALS)):

@@ -127,13 +127,15 @@ class TritonPythonModel:
         ones = np.ones((2, 16), dtype=np.int64)
         self.engine.forward(np.full((2, 16), self.pad_id + 4, dtype=np.int64), ones, ones)
 
-    def execute(self, requests: list) -> None:
-        """Answers each request through its response sender as soon as all its rows are scored, so that a small
-        request batched with a large one does not wait for the large one's other micro-batches."""
+    def execute(self, requests: list) -> list | None:
+        """Answers each request as soon as all its rows are scored, through its response sender, so that a small
+        request batched with a large one does not wait for the large one's other micro-batches. A request alone is
+        answered by returning its response: one hand-off back to Triton instead of two (the response, then the end
+        of execute()), which is what the next request waits for."""
         rows: list[np.ndarray] = []  # unpadded input_ids of every row of every valid request
         type_rows: list[np.ndarray] | None = [] if self.takes_token_types else None  # their token_type_ids
         owners: list[tuple[int, int]] = []  # (request index, row index) of each entry in rows
-        answers = _Answers(requests)
+        answers = _Answers(requests, early=len(requests) > 1)
         for r, request in enumerate(requests):
             if request.is_cancelled():  # the caller gave up while it queued: compute nothing for it
                 answers.fail(r, pb_utils.TritonError("request cancelled by the caller", pb_utils.TritonError.CANCELLED))
@@ -150,8 +152,7 @@ class TritonPythonModel:
                 if type_rows is not None:
                     type_rows.append(types[i, :n])
         self._score(rows, type_rows, owners, answers)
-        answers.finish()
-        return None
+        return answers.finish()
 
     def _validated(self, request) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Return (input_ids, row lengths, token_type_ids or None when the model reads none) of a request,
@@ -233,11 +234,14 @@ class TritonPythonModel:
 
 
 class _Answers:
-    """One execute() call's requests, each answered exactly once through its response sender: an error at once, or
-    its logits as soon as the last of its rows is scored (micro-batches finish on several threads)."""
+    """One execute() call's requests, each answered exactly once: an error at once, or its logits as soon as the last
+    of its rows is scored (micro-batches finish on several threads), through its response sender (``early``); else
+    all returned together by execute() (``finish``)."""
 
-    def __init__(self, requests: list) -> None:
+    def __init__(self, requests: list, early: bool) -> None:
         self._requests = requests
+        self._early = early
+        self._responses: list = [None] * len(requests)  # without ``early``: what execute() returns
         self._outputs: dict[int, np.ndarray] = {}
         self._left: dict[int, int] = {}  # rows still to score, per request
         self._errors: dict[int, pb_utils.TritonError] = {}
@@ -266,14 +270,19 @@ class _Answers:
             self._send(r, pb_utils.InferenceResponse(error=self._errors[r]) if r in self._errors
                        else pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("logits", self._outputs[r])]))
 
-    def finish(self) -> None:
-        """Requests left unanswered (none, unless a row was never scored) get an error, never silence."""
+    def finish(self) -> list | None:
+        """What execute() returns: every response (None when they went through the response senders). Requests left
+        unanswered (none, unless a row was never scored) get an error, never silence."""
         for r, left in self._left.items():
             if left:
                 self._send(r, pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{left} rows were not scored")))
+        return None if self._early else self._responses
 
     def _send(self, r: int, response) -> None:
-        self._requests[r].get_response_sender().send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        if self._early:
+            self._requests[r].get_response_sender().send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        else:
+            self._responses[r] = response
 
 
 class _ModelMetrics:
