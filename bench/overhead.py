@@ -3,7 +3,9 @@
 The same 10-document requests (the main benchmark's workload), one at a time, interleaved in a shuffled
 order every round so that a noisy machine disturbs them alike, through:
 
-- ``in-process``: the benchmark's in-process limit called directly (tokenize + the model.py recipe);
+- ``transformers``: the pairs tokenized with padding and scored in one forward pass by transformers directly (as
+  ``CrossEncoder.predict`` does), torch's default threads, timed in its own process: the reference;
+- ``in-process``: the benchmark's in-process limit called directly (tokenize + the model.py recipe, its threads);
 - ``triton``: Triton alone, pre-tokenized padded tensors sent with tritonclient (no gateway);
 - ``gateway``: reranker.v1 through the gateway (the Python client), the service as callers see it.
 
@@ -14,7 +16,8 @@ With ``--tracing`` a second service runs beside the first with OpenTelemetry tra
 every call sampled, exported to a receiver on loopback, tools/otlp_receiver.py), and its two gateway paths are
 interleaved with the others: what tracing costs a call, against the same service untraced.
 
-``overhead`` is the gateway's p50 minus the in-process p50 (the issue's measure). The gateway call is then
+``overhead`` is the gateway's p50 minus the transformers p50 (what a caller pays over scoring in-process), and
+minus the in-process recipe's p50 (what the transports add to the same recipe). The gateway call is then
 taken apart with the gateway's own timings (RerankResponse.timings) and Triton's counters (averages per
 call): client and gRPC to the gateway, gateway work outside tokenization and Triton, tokenization, the
 Triton round trip, Triton's queue, model.py's execute() (compute_infer) and the forward passes in it.
@@ -36,7 +39,7 @@ from ara_reranker_client.v1 import reranker_pb2
 from ara_reranker_model.inputs import padded_rows
 from ara_reranker_server.launcher.triton_launcher import TRITON_SERVICE_NAME
 from bench.run import machine_info, write_result
-from bench.systems import NO_CACHE, ServiceSystem, triton_metrics
+from bench.systems import NO_CACHE, PlainTransformers, ServiceSystem, triton_metrics
 from bench.worker import make_system
 from bench.workload import make_workload
 from tools.otlp_receiver import OtlpReceiver
@@ -59,7 +62,7 @@ def _counters(url: str) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="tiny")
-    parser.add_argument("--engine", default="onnx")
+    parser.add_argument("--engine", default="torch", help="the service's and the recipe's engine (torch: what make run serves)")
     parser.add_argument("--count", type=int, default=300, help="calls per path")
     parser.add_argument("--docs", type=int, default=10)
     parser.add_argument("--tracing", action="store_true", help="also a traced service (OpenTelemetry on, every call sampled)")
@@ -80,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     limit = make_system(f"limit-{args.engine}", model_dir, {})
     with contextlib.ExitStack() as stack:
         stack.enter_context(limit)
+        plain = stack.enter_context(PlainTransformers(model_dir))
         service = stack.enter_context(ServiceSystem(model_dir, args.engine, gateway_args=NO_CACHE))
         receiver = traced = None
         if args.tracing:
@@ -106,14 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         small_request = reranker_pb2.RerankRequest(query=small_query, documents=[small_document])
         small_tensors = padded_rows(tokenizer([small_query], [small_document])["input_ids"], tokenizer.pad_token_id)
 
-        paths = {"in-process": lambda i: limit.rerank_direct(requests[i].query, requests[i].documents),
+        paths = {"transformers": lambda i: plain.logits(requests[i].query, requests[i].documents)[1],
+                 "in-process": lambda i: limit.rerank_direct(requests[i].query, requests[i].documents),
                  "triton": direct, "gateway": gateway}
         if traced is not None:
             paths["gateway, traced"] = lambda i: traced.client.stub.Rerank(
                 reranker_pb2.RerankRequest(query=requests[i].query, documents=requests[i].documents), timeout=60)
         # The floors, measured after (so that Triton's counters above hold only the 10-document requests):
         # the smallest request through each path, and an empty call to the gateway.
-        floors = {"in-process, 1 short document": lambda i: limit.rerank_direct(small_query, [small_document]),
+        floors = {"transformers, 1 short document": lambda i: plain.logits(small_query, [small_document])[1],
+                  "in-process, 1 short document": lambda i: limit.rerank_direct(small_query, [small_document]),
                   "triton, 1 short document": lambda i: direct(i, small_tensors),
                   "gateway, 1 short document": lambda i: service.client.stub.Rerank(small_request, timeout=60),
                   "gateway, empty call (Info)": lambda i: service.client.stub.Info(reranker_pb2.InfoRequest(), timeout=60)}
@@ -126,14 +132,17 @@ def main(argv: list[str] | None = None) -> int:
             for round_ in range(warm + args.count):
                 if round_ == warm and phase is paths:
                     timings.clear()
+                    time.sleep(1.0)  # the warm-up's figures reported (model.py reports every quarter of a second)
                     before = _counters(service.triton.metrics_url)
                 i = round_ % len(requests)
                 for name in rng.permutation(list(phase)):
                     started = time.perf_counter()
-                    phase[name](i)
+                    inside = phase[name](i)  # seconds, for a path timed where it runs (transformers)
                     if round_ >= warm:
-                        latencies[name].append((time.perf_counter() - started) * 1000)
+                        took = inside if isinstance(inside, float) else time.perf_counter() - started
+                        latencies[name].append(took * 1000)
             if phase is paths:
+                time.sleep(1.0)  # model.py reports its forward-pass figures every quarter of a second
                 after = _counters(service.triton.metrics_url)
         if receiver is not None:  # every traced call's spans reach the receiver: the exporter kept up
             calls_traced = (warm + args.count) * 2  # one Triton request each
@@ -154,7 +163,16 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model, "engine": args.engine, "docs": args.docs, "count": args.count,
         "p50_ms": {k: round(v, 3) for k, v in p50.items()},
         "p99_ms": {k: round(float(np.percentile(v, 99)), 3) for k, v in latencies.items()},
-        "overhead_p50_ms": round(p50["gateway"] - p50["in-process"], 3),
+        "overhead_p50_ms": {  # the gateway over scoring in-process, for the 10-document requests and for one document
+            f"{args.docs} documents over transformers": round(p50["gateway"] - p50["transformers"], 3),
+            "1 short document over transformers": round(p50["gateway, 1 short document"] - p50["transformers, 1 short document"], 3),
+            f"{args.docs} documents over the in-process recipe": round(p50["gateway"] - p50["in-process"], 3),
+            "1 short document over the in-process recipe": round(
+                p50["gateway, 1 short document"] - p50["in-process, 1 short document"], 3),
+            f"the recipe over transformers, {args.docs} documents": round(p50["in-process"] - p50["transformers"], 3),
+            "the recipe over transformers, 1 short document": round(
+                p50["in-process, 1 short document"] - p50["transformers, 1 short document"], 3),
+        },
         "floor_p50_ms": {  # fixed costs: what one short document adds over in-process, per hop
             "gateway over in-process": round(p50["gateway, 1 short document"] - p50["in-process, 1 short document"], 3),
             "Triton (tritonclient, gRPC, Python backend) over in-process": round(
@@ -198,7 +216,9 @@ def markdown(result: dict) -> str:
     p50, p99 = result["p50_ms"], result["p99_ms"]
     rows = ["| path | p50 ms | p99 ms |", "|---|---:|---:|"]
     rows += [f"| {name} | {p50[name]:.2f} | {p99[name]:.2f} |" for name in p50]
-    rows += ["", f"Overhead (gateway p50 − in-process p50): **{result['overhead_p50_ms']:.2f} ms**", ""]
+    rows += ["", "| overhead (p50 − p50) | ms |", "|---|---:|"]
+    rows += [f"| {k} | {v:.2f} |" for k, v in result["overhead_p50_ms"].items()]
+    rows += [""]
     if "tracing" in result:
         tracing = result["tracing"]
         costs = ", ".join(f"{what} {ms:+.2f} ms" for what, ms in tracing["overhead_p50_ms"].items())

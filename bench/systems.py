@@ -7,6 +7,9 @@
 - ``SentenceTransformersCE``: ``CrossEncoder.predict(pairs, batch_size=32)``, the model card's usage, one
   call per request, first come first served by one worker thread (concurrent calls on the same cores
   only slow each other down), as a simple server wrapping it would do.
+- ``PlainTransformers``: the pairs tokenized with padding and scored in one forward pass by transformers directly
+  (what ``CrossEncoder.predict`` does for a request of up to 32 documents), in a child process of its own whose torch
+  keeps its default threads; each call timed inside that process (no hop counted): the reference for the overhead.
 - ``ServiceSystem``: this project's gateway + tritonserver, called through the generated client.
 - ``InfinitySystem`` (bench/infinity.py): infinity-emb's /rerank over HTTP.
 
@@ -33,7 +36,7 @@ from ara_reranker_server.ranking import sigmoid
 # answer without the model (bench/cache.py measures the cache itself).
 NO_CACHE = {"score_cache_mb": "0"}
 
-__all__ = ["InProcessLimit", "SentenceTransformersCE", "ServiceSystem", "MODEL_CODE_DIR", "model_code", "triton_metrics"]
+__all__ = ["InProcessLimit", "PlainTransformers", "SentenceTransformersCE", "ServiceSystem", "MODEL_CODE_DIR", "model_code", "triton_metrics"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL_CODE_DIR = PROJECT_ROOT / "model_repository/ara_reranker/1"
@@ -199,6 +202,76 @@ class SentenceTransformersCE:
 
     def counters(self) -> dict[str, float]:
         return {}
+
+
+class PlainTransformers:
+    """transformers alone: ``tokenizer(queries, documents, padding=True, truncation="only_second")`` then one forward
+    pass of ``AutoModelForSequenceClassification`` in inference mode, float32 on CPU, torch's default threads. It
+    runs in a child process (the in-process limit sets torch to one thread per pass, process-wide); ``logits``
+    returns the logits and the seconds the call took in that process, so no inter-process hop is counted."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.name = "transformers"
+        self.model_dir = Path(model_dir)
+        self._conn = self._process = None
+
+    def __enter__(self) -> "PlainTransformers":
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_plain_transformers, args=(child, str(self.model_dir)), daemon=True)
+        self._process.start()
+        child.close()
+        if not self._conn.poll(300):
+            raise TimeoutError("transformers did not load the model within 300 s")
+        self._conn.recv()  # loaded and warmed up
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._process is not None:
+            self._conn.send(None)
+            self._process.join(30)
+            if self._process.is_alive():
+                self._process.kill()
+
+    def pids(self) -> list[int]:
+        return [self._process.pid] if self._process is not None else []
+
+    def logits(self, query: str, documents: list[str]) -> tuple[np.ndarray, float]:
+        """The pairs' logits and the seconds transformers took for them (tokenization and the forward pass)."""
+        self._conn.send((query, documents))
+        outcome = self._conn.recv()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+
+def _plain_transformers(conn, model_dir: str) -> None:
+    """The child process of ``PlainTransformers``: answers (query, documents) with (logits, seconds) until None."""
+    import time
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+
+    def score(query: str, documents: list[str]) -> np.ndarray:
+        with torch.inference_mode():
+            batch = tokenizer([query] * len(documents), documents, padding=True, truncation="only_second",
+                              max_length=tokenizer.model_max_length, return_tensors="pt")
+            return model(**batch).logits[:, 0].float().numpy()
+
+    score("warm", ["up"] * 4)
+    conn.send("ready")
+    while (item := conn.recv()) is not None:
+        try:
+            started = time.perf_counter()
+            logits = score(*item)
+            conn.send((logits, time.perf_counter() - started))
+        except Exception as exc:
+            conn.send(exc)
 
 
 class ServiceSystem:

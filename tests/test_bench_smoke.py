@@ -81,9 +81,20 @@ def test_overhead_takes_the_gateway_call_apart(tiny_model_dir):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = {line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")}
-    assert {"in-process", "triton", "gateway", "an empty gRPC call to the gateway", "tokenization",
-            "compute infer (model.py execute)"} <= rows
-    assert "Overhead (gateway p50 − in-process p50)" in result.stdout
+    assert {"transformers", "in-process", "triton", "gateway", "transformers, 1 short document",
+            "an empty gRPC call to the gateway", "tokenization", "compute infer (model.py execute)",
+            "10 documents over transformers", "1 short document over transformers"} <= rows
+
+
+def test_profile_samples_the_gateway_and_the_model_process(tiny_model_dir):
+    """``python -m bench.profile`` samples both processes with py-spy while one caller sends requests (a few seconds;
+    figures meaningless): each process's table names its own code."""
+    result = subprocess.run([sys.executable, "-m", "bench.profile", "--docs", "1", "--seconds", "3", "--no-write"],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    gateway, _, model = result.stdout.partition("### model")
+    assert "### gateway" in gateway and "Reranker.rerank (reranking.py)" in gateway
+    assert "TritonPythonModel.execute (model.py)" in model or "TritonPythonModel._score (model.py)" in model
 
 
 def test_cache_benchmark_runs_both_parts(tiny_model_dir):

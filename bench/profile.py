@@ -1,0 +1,152 @@
+"""Where a small request's time goes inside the gateway and the model's process: ``python -m bench.profile`` (~1 minute).
+
+Starts the service (the ``tiny`` model, the torch engine, no score cache), sends the overhead benchmark's
+10-document requests (bench/overhead.py) one at a time, back to back, from one caller, and meanwhile samples the
+gateway and Triton's Python-backend stub (model.py) with py-spy, without pausing them (``--nonblocking``), idle
+threads left out: what each process spends its CPU on per request. tritonserver's own C++ work is not sampled
+(bench/overhead.py takes the Triton round trip apart with Triton's counters instead).
+
+Writes ``bench/results/profile-<timestamp>.json`` (per process: samples, the top functions by own time and by time
+including callees, as shares of the process's active samples) and prints the tables; ``--stacks DIR`` also keeps the
+raw collapsed stacks (``<process>.txt``, for flame graphs). py-spy counts a thread as active while it runs Python or
+native code, also while it waits for the GIL or inside an event loop's poll: shares, not CPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from ara_reranker_client.v1 import reranker_pb2
+from bench.run import machine_info, prepare_model, write_result
+from bench.systems import NO_CACHE, ServiceSystem
+from bench.workload import make_workload
+
+TOP = 25
+
+
+def py_spy() -> str:
+    """The py-spy executable beside this interpreter (requirements-dev.txt), else on PATH."""
+    here = Path(sys.executable).parent / "py-spy"
+    found = str(here) if here.exists() else shutil.which("py-spy")
+    if not found:
+        raise SystemExit("py-spy is not installed: pip install py-spy (requirements-dev.txt)")
+    return found
+
+
+def frames(line: str) -> tuple[list[str], int]:
+    """One collapsed stack ("frame;frame;... count"): its frames (thread name first) and its sample count."""
+    stack, _, count = line.rpartition(" ")
+    return stack.split(";"), int(count)
+
+
+def function(frame: str) -> str:
+    """``name (path/to/file.py:line)`` -> ``name (file.py)``: one entry per function, whatever the line."""
+    name, _, where = frame.partition(" (")
+    return f"{name} ({Path(where.rstrip(')').rsplit(':', 1)[0]).name})" if where else name
+
+
+def summarize(collapsed: str) -> dict:
+    """Busy samples, and the functions taking most of them: own (the frame sampled) and inclusive (anywhere in it)."""
+    own: collections.Counter = collections.Counter()
+    inclusive: collections.Counter = collections.Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        if not line.strip():
+            continue
+        stack, count = frames(line)
+        total += count
+        own[function(stack[-1])] += count
+        for name in {function(f) for f in stack[1:]}:  # frame 0 is the thread
+            inclusive[name] += count
+    share = lambda counter: [(name, round(100 * n / total, 1)) for name, n in counter.most_common(TOP)]  # noqa: E731
+    return {"samples": total, "own_percent": share(own), "inclusive_percent": share(inclusive)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="tiny")
+    parser.add_argument("--engine", default="torch")
+    parser.add_argument("--docs", type=int, default=10, help="documents per request (1: the smallest request)")
+    parser.add_argument("--seconds", type=float, default=30.0, help="how long each process is sampled")
+    parser.add_argument("--rate", type=int, default=250, help="samples per second")
+    parser.add_argument("--stacks", type=Path, help="also write the raw collapsed stacks here, one file per process")
+    parser.add_argument("--no-write", action="store_true", help="print only (tests)")
+    args = parser.parse_args(argv)
+
+    from transformers import AutoTokenizer
+
+    spy = py_spy()
+    model_dir = prepare_model(args.model, args.engine == "onnx")
+    requests = make_workload(AutoTokenizer.from_pretrained(model_dir), requests=64, docs_per_request=args.docs).requests
+    calls = [reranker_pb2.RerankRequest(query=f"{r.query} {i}", documents=r.documents) for i, r in enumerate(requests)]
+    stop = threading.Event()
+    sent = [0]
+    with ServiceSystem(model_dir, args.engine, gateway_args=NO_CACHE) as service, tempfile.TemporaryDirectory() as tmp:
+        processes = {"gateway": service.gateway.process.pid, "model (python backend stub)": service.triton.stub_pids()[0]}
+
+        def load() -> None:
+            while not stop.is_set():
+                service.client.stub.Rerank(calls[sent[0] % len(calls)], timeout=60)
+                sent[0] += 1
+
+        caller = threading.Thread(target=load, daemon=True)
+        caller.start()
+        time.sleep(2)  # warm: every code path taken at least once before sampling
+        outputs = {name: Path(tmp) / f"{i}.txt" for i, name in enumerate(processes)}
+        first = sent[0]
+        started = time.perf_counter()
+        spies = [subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(args.seconds)), "--rate",
+                                   str(args.rate), "--format", "raw", "--nonblocking", "--output", str(outputs[name])],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for name, pid in processes.items()]
+        for spy_process in spies:
+            _, err = spy_process.communicate(timeout=args.seconds + 120)
+            if spy_process.returncode != 0:
+                raise SystemExit(f"py-spy failed: {err.strip()[-2000:]}")
+        elapsed = time.perf_counter() - started
+        stop.set()
+        caller.join(60)
+        requests_sampled = sent[0] - first
+        stacks = {name: path.read_text() for name, path in outputs.items()}
+
+    result = {
+        "model": args.model, "engine": args.engine, "docs": args.docs, "seconds": args.seconds, "rate": args.rate,
+        "requests": requests_sampled, "requests_per_s": round(requests_sampled / elapsed, 1),
+        "processes": {name: summarize(text) for name, text in stacks.items()},
+        "meta": {"command": " ".join(["python -m bench.profile", *(argv if argv is not None else sys.argv[1:])]),
+                 **machine_info()},
+    }
+    print(markdown(result), flush=True)
+    if not args.no_write:
+        write_result("profile", result)
+    if args.stacks:
+        args.stacks.mkdir(parents=True, exist_ok=True)
+        for name, text in stacks.items():
+            (args.stacks / f"{name.split()[0]}.txt").write_text(text)
+    return 0
+
+
+def markdown(result: dict) -> str:
+    rows = [f"{result['requests']} requests of {result['docs']} documents, {result['requests_per_s']}/s, one caller "
+            f"({result['model']} model, {result['engine']} engine)", ""]
+    for name, profile in result["processes"].items():
+        ms_per_sample = 1000 / result["rate"]
+        per_request = profile["samples"] * ms_per_sample / max(result["requests"], 1)
+        rows += [f"### {name}: {profile['samples']} active samples, ~{per_request:.2f} ms active per request", "",
+                 "| function (own time) | % | function (inclusive) | % |", "|---|---:|---|---:|"]
+        for (a, pa), (b, pb) in zip(profile["own_percent"], profile["inclusive_percent"]):
+            rows.append(f"| {a} | {pa} | {b} | {pb} |")
+        rows.append("")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
