@@ -180,17 +180,22 @@ def test_calls_beyond_max_concurrent_rpcs_are_refused_before_they_are_read(trito
 
 
 def test_flood_past_the_bound_is_resource_exhausted_while_admitted_calls_succeed(triton, tiny_model_dir, tmp_path, reference, rng):
-    documents = mixed_passages(rng, 10)
+    # Long documents: each call is at Triton long enough (about 10,000 tokens) that the flood's calls, sent at once on
+    # one connected channel, overlap whatever the machine's speed; two fit in the bound, the others are refused.
+    documents = [long_passage(rng) for _ in range(10)]
     expected = reference.logits(QUERIES[2], documents)
-    with gateway_for(tiny_model_dir, [triton.grpc_url], tmp_path, max_documents="10", max_inflight_pairs="20") as gateway:
+    with gateway_for(tiny_model_dir, [triton.grpc_url], tmp_path, max_documents="10", max_inflight_pairs="20") as gateway, \
+            RerankerClient(gateway.target, timeout=120, retry=None) as client:
+        client.info()  # connected before the flood
+
         def call():
-            with RerankerClient(gateway.target, timeout=60) as client:
-                try:
-                    return client.rerank(QUERIES[2], documents, raw_scores=True)
-                except RerankerError as exc:
-                    return exc
+            try:
+                return client.rerank(QUERIES[2], documents, raw_scores=True)
+            except RerankerError as exc:
+                return exc
+        start = threading.Barrier(24)
         with ThreadPoolExecutor(24) as pool:
-            outcomes = list(pool.map(lambda _: call(), range(24)))
+            outcomes = list(pool.map(lambda _: (start.wait(), call())[1], range(24)))
         refused = [o for o in outcomes if isinstance(o, RerankerError)]
         served = [o for o in outcomes if not isinstance(o, RerankerError)]
         assert refused and served

@@ -104,20 +104,24 @@ def test_a_call_that_gives_up_has_its_waiting_chunks_dropped(windowed, triton, r
         with triton_grpc.InferenceServerClient(triton.grpc_url) as stats:
             return int(stats.get_inference_statistics(MODEL_NAME, as_json=True)["model_stats"][0].get("inference_count", 0))
 
-    documents = [long_passage(rng) for _ in range(120)]
+    documents = [long_passage(rng) for _ in range(240)]
     before = rows_computed()
     with RerankerClient(windowed.target, timeout=1.5, retry=None) as client:
         with pytest.raises(RerankerError) as gave_up:
             client.rerank(QUERIES[1], documents)
     assert gave_up.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    deadline, settled = time.monotonic() + 30, rows_computed()
+    gave_up_at = rows_computed()
+    deadline, settled = time.monotonic() + 30, gave_up_at
     while time.monotonic() < deadline:  # let whatever was already at Triton finish
         time.sleep(0.5)
         now = rows_computed()
         if now == settled:
             break
         settled = now
-    assert settled - before < len(documents) // 2, (settled - before, len(documents))
+    # Once the call ended, Triton finished only what was already there (the window holds one chunk of 4 rows; two more
+    # tolerated for the gateway's and this statistics call's timing), and the chunks still waiting were never sent.
+    assert settled - gave_up_at <= 3 * 4, (before, gave_up_at, settled)
+    assert settled - before < len(documents), (settled - before, len(documents))
 
 
 def test_bad_priorities_are_refused_naming_the_field_in_each_dialect(gateway):
