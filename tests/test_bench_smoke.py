@@ -97,6 +97,15 @@ def test_profile_samples_the_gateway_and_the_model_process(tiny_model_dir):
     assert "TritonPythonModel.execute (model.py)" in model or "TritonPythonModel._score (model.py)" in model
 
 
+def test_big_message_benchmark_reads_a_request_at_the_bound_through_both_apis():
+    """``python -m bench.big_message`` builds a request at the default max_message_bytes and times both APIs' reading."""
+    result = subprocess.run([sys.executable, "-m", "bench.big_message", "--repeat", "1", "--no-write"], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith(("| reranker.v1", "| Cohere v2"))]
+    assert len(rows) == 2 and all(float(row.rstrip(" |").rsplit("|", 1)[1]) > 0 for row in rows), result.stdout
+
+
 def test_cache_benchmark_runs_both_parts(tiny_model_dir):
     """``make bench``'s cache measurement runs end to end (tiny model, seconds; figures meaningless)."""
     result = subprocess.run([sys.executable, "-m", "bench.cache", "--model", "tiny", "--repeat-docs", "40", "--corpus", "60",
