@@ -7,7 +7,7 @@ differ from what the results say. Rerun a benchmark, commit its result, run ``ma
 
     python -m bench.summary            # every section, as the docs show them
     python -m bench.summary windows    # one of them: run, run-context, targets, other, windows, gateway-capacity,
-                                       # workloads, http-overhead, cache, overhead
+                                       # workloads, http-overhead, cache, intake, big-message, overhead, ...
 """
 
 from __future__ import annotations
@@ -137,19 +137,15 @@ def other_measurements() -> str:
         f"{_range([l['pairs_per_gateway_cpu_s'] for l in levels])} pairs ({_range([l['requests_per_gateway_cpu_s'] for l in levels])} "
         f"requests of 10) per gateway CPU-second; sizing rule in [deployment.md](deployment.md#sizing-gateways-per-gpu) | "
         f"`{capacity_path}` |",
-        big_message_row(),
     ])
 
 
-def big_message_row() -> str:
-    """How long the largest request holds a gateway's event loop before tokenizing."""
+def big_message() -> str:
+    """How long the largest request and its answer hold a gateway's event loop, in one go and a slice at a time."""
+    from bench.big_message import markdown
+
     result, path = _load("big-message")
-    held = result["event_loop_held_ms"]
-    return (f"| `python -m bench.big_message` | how long one request at max_message_bytes "
-            f"({result['bytes']['reranker.v1 (protobuf)'] / 1e6:.0f} MB) holds the gateway's event loop while it is read, "
-            f"before any tokenizing | " + "; ".join(f"{what}: {ms:.0f} ms" for what, ms in held.items())
-            + " (under the GIL, in C: a thread would not free the loop; every other call on that gateway waits as long) "
-            f"| `{path}` |")
+    return f"`python -m bench.big_message` (`{path}`). " + markdown(result)
 
 
 def windows() -> str:
@@ -411,6 +407,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "http-overhead": http_overhead,
     "cache": cache,
     "intake": intake,
+    "big-message": big_message,
     "chaos": chaos,
     "overhead": overhead,
     "tracing": tracing,

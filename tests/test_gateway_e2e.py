@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ara_reranker_client import AsyncRerankerClient, RerankerClient, RerankerError
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
+from ara_reranker_server.api.large_messages import INLINE_BYTES
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from tools.arabic_text import (
     MODEL_CARD_CANDIDATES,
@@ -204,3 +205,32 @@ def test_deadline_shorter_than_the_work_is_deadline_exceeded(gateway, rng):
     assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
     with RerankerClient(gateway.target, timeout=60) as c:  # and the gateway goes on serving
         assert len(c.rerank(QUERIES[0], documents[:3])) == 3
+
+
+def test_a_large_request_is_scored_and_echoed_like_a_small_one(gateway, reference, rng):
+    """Over INLINE_BYTES the gateway reads and writes the messages a slice at a time (large_messages.py): the
+    same scores, order and documents."""
+    documents = [passage(rng, 80) for _ in range(120)]
+    request = reranker_pb2.RerankRequest(query=QUERIES[2], documents=documents, return_documents=True, top_k=100)
+    assert request.ByteSize() > INLINE_BYTES
+    with grpc.insecure_channel(gateway.target) as channel:
+        response = reranker_pb2_grpc.RerankerStub(channel).Rerank(request, timeout=300)
+    assert len(response.results) == 100 and response.usage.documents == 120
+    assert all(r.document == documents[r.index] for r in response.results)
+    logits = reference.logits(QUERIES[2], documents)
+    np.testing.assert_allclose([r.logit for r in response.results], logits[[r.index for r in response.results]], atol=TOL, rtol=0)
+    assert [r.index for r in response.results] == [r.index for r in sorted(response.results, key=lambda r: (-r.logit, r.index))]
+    left_out = set(range(120)) - {r.index for r in response.results}
+    assert min(r.logit for r in response.results) >= max(logits[i] for i in left_out) - TOL
+
+
+@pytest.mark.parametrize("size", ["small", "large"])
+def test_a_message_that_is_not_a_rerank_request_is_invalid_argument(gateway, size):
+    raw = reranker_pb2.RerankRequest(query="سؤال", documents=["نص" * 300_000] * (2 if size == "large" else 0)).SerializeToString()
+    assert (len(raw) > INLINE_BYTES) == (size == "large")
+    with grpc.insecure_channel(gateway.target) as channel:
+        rerank = channel.unary_unary("/reranker.v1.Reranker/Rerank")  # bytes in and out
+        with pytest.raises(grpc.RpcError) as raised:
+            rerank(raw[:-5], timeout=60)  # the last document cut short
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid reranker.v1.RerankRequest message" in raised.value.details()

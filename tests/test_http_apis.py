@@ -15,6 +15,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from ara_reranker_client import RerankerClient
+from ara_reranker_server.api.large_messages import INLINE_BYTES
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from tests.helpers import SAME_SCORE, assert_same_ranking
 from tools.arabic_text import QUERIES, long_passage, mixed_passages, passage
@@ -281,3 +282,22 @@ def test_http_calls_are_counted_per_api_with_grpc_status_names(gateway, http):
     http.post("/rerank", content=b"{", headers={"content-type": "application/json"})
     assert count("v1/rerank", "OK") == before[("v1/rerank", "OK")] + 1
     assert count("tei", "INVALID_ARGUMENT") == before[("tei", "INVALID_ARGUMENT")] + 2
+
+
+def test_a_large_body_is_ranked_and_echoed_like_a_small_one(http, grpc_client, rng):
+    """Over INLINE_BYTES the gateway reads the JSON body and writes the answer a slice at a time (large_messages.py):
+    Cohere's object answer and TEI's bare array, the same ranking as reranker.v1 and the documents echoed."""
+    documents = [passage(rng, 80) for _ in range(130)]
+    ranking = [(r.index, r.score) for r in grpc_client.rerank(QUERIES[0], documents)]
+    v2 = http.post("/v2/rerank", json={"model": MODEL, "query": QUERIES[0], "documents": documents, "return_documents": True},
+                   timeout=300)
+    tei = http.post("/rerank", json={"query": QUERIES[0], "texts": documents, "return_text": True}, timeout=300)
+    assert len(v2.request.content) > INLINE_BYTES and len(tei.request.content) > INLINE_BYTES
+    for response in (v2, tei):
+        assert response.status_code == 200, response.text[:300]
+        assert response.headers["content-type"] == "application/json; charset=utf-8"
+    results = v2.json()["results"]
+    assert_same_ranking([(r["index"], r["relevance_score"]) for r in results], ranking)
+    assert all(r["document"] == {"text": documents[r["index"]]} for r in results)
+    assert_same_ranking([(r["index"], r["score"]) for r in tei.json()], ranking)
+    assert all(r["text"] == documents[r["index"]] for r in tei.json())

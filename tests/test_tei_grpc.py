@@ -11,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from ara_reranker_client import RerankerClient
+from ara_reranker_server.api.large_messages import INLINE_BYTES
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.tei.v1 import tei_pb2, tei_pb2_grpc
 from tests.helpers import SAME_SCORE, assert_same_ranking
@@ -162,3 +163,15 @@ def test_api_keys_guard_tei_v1_unary_and_streaming(triton, tiny_model_dir, tmp_p
                     call(metadata)
                 assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
             call((("authorization", f"Bearer {KEY}"),))
+
+
+def test_a_large_request_is_ranked_and_echoed_like_reranker_v1(tei, grpc_client, rng):
+    """Over INLINE_BYTES the gateway reads and writes tei.v1's messages a slice at a time (large_messages.py)."""
+    documents = [passage(rng, 80) for _ in range(130)]
+    request = tei_pb2.RerankRequest(query=QUERIES[1], texts=documents, truncate=True, return_text=True)
+    assert request.ByteSize() > INLINE_BYTES
+    response = tei.Rerank(request, timeout=300)
+    assert all(r.text == documents[r.index] for r in response.ranks) and len(response.ranks) == 130
+    assert_same_ranking([(r.index, r.score) for r in response.ranks],
+                        [(r.index, r.score) for r in grpc_client.rerank(QUERIES[1], documents)])
+    assert response.metadata.compute_chars == sum(len(d) for d in documents)

@@ -19,7 +19,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
 from ara_reranker_server import __version__
 from ara_reranker_server.api import cohere, nim, reranker_grpc, tei_grpc, tei_http, vllm
 from ara_reranker_server.api.calls import Calls
@@ -36,9 +35,8 @@ from ara_reranker_server.tracing import NO_TRACING, Tracing, tracing_from_env
 __all__ = ["Gateway", "main", "VERSION"]
 
 VERSION = __version__
-SERVICE_NAME = reranker_pb2.DESCRIPTOR.services_by_name["Reranker"].full_name
+SERVICE_NAME = reranker_grpc.SERVICE_NAME
 log = logging.getLogger("ara_reranker_server.gateway")
-
 
 @dataclass
 class Gateway:
@@ -89,8 +87,8 @@ class Gateway:
         ]
         server = grpc.aio.server(interceptors=interceptors, options=options,
                                  maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
-        reranker_pb2_grpc.add_RerankerServicer_to_server(reranker_grpc.RerankerService(calls, info), server)
-        tei_pb2_grpc.add_RerankServicer_to_server(tei_grpc.TeiRerankService(calls, settings.max_documents), server)
+        reranker_grpc.add_to_server(reranker_grpc.RerankerService(calls, info), server)
+        tei_grpc.add_to_server(tei_grpc.TeiRerankService(calls, settings.max_documents), server)
         tei_pb2_grpc.add_InfoServicer_to_server(tei_grpc.TeiInfoService(calls, info, settings.tokenizer_threads), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -172,15 +170,12 @@ class Gateway:
             self.metrics_server.shutdown()
         await asyncio.to_thread(self.tracing.shutdown)  # export the last spans
 
-
-
 def _api_and_method(full_method: str) -> tuple[str, str]:
     """/reranker.v1.Reranker/Rerank -> ("reranker.v1", "Rerank"); /tei.v1.Rerank/RerankStream ->
     ("tei.v1", "Rerank"): the metrics' api and method labels of a gRPC call."""
     service, _, method = full_method.lstrip("/").partition("/")
     api = service.rsplit(".", 1)[0]
     return api if api in APIS else "unknown", "Info" if method == "Info" else "Rerank"
-
 
 def _listen(server: grpc.aio.Server, settings: Settings) -> int:
     if not settings.tls_cert:
@@ -196,14 +191,12 @@ def _listen(server: grpc.aio.Server, settings: Settings) -> int:
         raise StartupError(f"cannot listen on {settings.listen} (listen)")
     return port
 
-
 def _start_metrics(listen: str, metrics: GatewayMetrics):
     from prometheus_client import start_http_server
 
     host, _, port = listen.rpartition(":")
     server, _thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=metrics.registry)
     return server
-
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, then the record's ``fields`` (request log) or its message."""
@@ -216,14 +209,12 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
 
-
 def configure_logging(settings: Settings) -> None:
     """Text or JSON lines on stderr; the format is decided here only."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json"
                          else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
-
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
@@ -238,7 +229,6 @@ async def serve(settings: Settings) -> None:
     await gateway.stop()
     log.info("gateway stopped")
 
-
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_args(argv)
@@ -252,7 +242,6 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         return 1
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,12 +5,13 @@ metrics, write the request log and end its trace span, whatever the outcome. The
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Awaitable, Callable
 
 from ara_reranker_server.dispatch import PRIORITIES
 from ara_reranker_server.errors import Internal, InvalidRequest, RerankerError, answer_of
@@ -69,9 +70,10 @@ class Calls:
         self.log_documents = log_documents
         self.tracing = tracing
 
-    async def rerank(self, api: str, request_id: str, build: Callable[[], tuple[str, RerankJob]],
+    async def rerank(self, api: str, request_id: str,
+                     build: Callable[[], tuple[str, RerankJob] | Awaitable[tuple[str, RerankJob]]],
                      timeout_s: float | None = None, time_remaining: Callable[[], float | None] | None = None) -> Served:
-        """Rank what ``build()`` (the API's conversion: the model name and the job) asks for.
+        """Rank what ``build()`` (the API's conversion: the model name and the job; or a coroutine of them) asks for.
 
         Raises a ``RerankerError`` (a conversion's, the core's, or ``Internal`` for a bug, logged);
         ``asyncio.CancelledError`` when the caller went away (counted DEADLINE_EXCEEDED when its deadline,
@@ -81,7 +83,8 @@ class Calls:
         code, job, model, outcome, error = _OK, None, None, None, ""
         with self.tracing.call(api) as span:
             try:
-                name, job = build()
+                built = build()
+                name, job = await built if inspect.isawaitable(built) else built
                 asked = PRIORITY.get()
                 if asked is not None:  # the transport's header or metadata: the APIs' bodies have no such field
                     job = replace(job, priority=asked)

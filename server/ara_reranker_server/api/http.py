@@ -30,6 +30,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ara_reranker_server.api.calls import PRIORITY, PRIORITY_HEADER, Calls, new_request_id, requested_priority
+from ara_reranker_server.api.large_messages import is_large, json_chunks, loads_object
 from ara_reranker_server.auth import DENIED, ApiKeys
 from ara_reranker_server.errors import (
     InvalidRequest,
@@ -160,9 +161,10 @@ class HttpApi:
             with self.calls.tracing.continued(request.headers):
                 try:
                     PRIORITY.set(requested_priority(request.headers.get(PRIORITY_HEADER)))
-                    body = None
+                    body, large = None, False
                     if route.request_model is not None:
-                        data = {**await self._json(request), **request.match_info}
+                        data, large = await self._json(request)
+                        data.update(request.match_info)
                         route = next((r for r in routes if r.when is not None and r.when in data), route)
                         body = _validated(route.request_model, data)
                 except RerankerError as exc:
@@ -172,22 +174,26 @@ class HttpApi:
                     payload, headers = await route.handler(body, request_id)
                 except RerankerError as exc:  # already counted, logged and traced by Calls
                     return error_response(route.dialect, exc, request_id)
-            return web.json_response(payload, headers={"x-request-id": request_id, **headers}, dumps=_dumps)
+            headers = {"x-request-id": request_id, **headers}
+            if large:  # written and sent a slice at a time (large_messages.py)
+                return await _send_in_chunks(request, await json_chunks(payload, _dumps), headers)
+            return web.json_response(payload, headers=headers, dumps=_dumps)
 
         return handle
 
-    async def _json(self, request: web.Request) -> dict[str, Any]:
+    async def _json(self, request: web.Request) -> tuple[dict[str, Any], bool]:
+        """The body's object, and whether the body is large (read a slice at a time: large_messages.py)."""
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise PayloadTooLarge(f"request body over max_message_bytes={self.max_body_bytes}") from None
         try:
-            data = json.loads(raw)
+            data = await loads_object(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidRequest(f"request body is not JSON: {exc}") from None
         if not isinstance(data, dict):
             raise InvalidRequest(f"request body must be a JSON object; got {type(data).__name__}")
-        return data
+        return data, is_large(len(raw))
 
     async def _health(self, request: web.Request) -> web.Response:
         if self.healthy():
@@ -222,6 +228,17 @@ def _validated(model: type[BaseModel], data: dict[str, Any]) -> BaseModel:
         return model.model_validate(data)
     except ValidationError as exc:
         raise InvalidRequest(validation_message(exc), field=validation_field(exc)) from None
+
+
+async def _send_in_chunks(request: web.Request, chunks: list[bytes], headers: dict[str, str]) -> web.StreamResponse:
+    response = web.StreamResponse(headers=headers)
+    response.content_type, response.charset = "application/json", "utf-8"
+    response.content_length = sum(len(chunk) for chunk in chunks)
+    await response.prepare(request)
+    for chunk in chunks:
+        await response.write(chunk)
+    await response.write_eof()
+    return response
 
 
 def _dumps(payload: Any) -> str:

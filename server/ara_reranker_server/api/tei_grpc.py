@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 
 from ara_reranker_server.api.calls import PRIORITY, PRIORITY_HEADER, Calls, Served, requested_priority
+from ara_reranker_server.api.large_messages import add_handlers, is_large, parse_proto, serialize_proto, strings
 from ara_reranker_server.api.reranker_grpc import metadata_value, request_id_of
 from ara_reranker_server.errors import EmptyRequest, InvalidRequest, RerankerError, answer_of
 from ara_reranker_server.jobs import RerankJob
@@ -23,7 +24,7 @@ from ara_reranker_server.ranking import rank_by_logits
 from ara_reranker_server.service_info import ServiceInfo
 from ara_reranker_server.tei.v1 import tei_pb2, tei_pb2_grpc
 
-__all__ = ["TeiRerankService", "TeiInfoService", "API", "SERVICE_NAMES"]
+__all__ = ["TeiRerankService", "TeiInfoService", "API", "SERVICE_NAMES", "add_to_server"]
 
 API = "tei.v1"
 SERVICE_NAMES = tuple(tei_pb2.DESCRIPTOR.services_by_name[name].full_name for name in ("Rerank", "Info"))
@@ -35,11 +36,19 @@ class TeiRerankService(tei_pb2_grpc.RerankServicer):
         self.calls = calls
         self.max_documents = max_documents
 
-    async def Rerank(self, request: tei_pb2.RerankRequest, context: grpc.aio.ServicerContext) -> tei_pb2.RerankResponse:
+    async def Rerank(self, raw: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """A serialized RerankRequest in, a serialized RerankResponse out (``add_to_server``): a large message is
+        read and written a slice at a time (large_messages.py)."""
         started = time.perf_counter()
         request_id = request_id_of(context)
-        build = lambda: ("", _job(request.query, request.texts, request.truncate, request.truncation_direction,  # noqa: E731
-                                  request.raw_scores))
+        read = []
+
+        async def build() -> tuple[str, RerankJob]:
+            request = await parse_proto(tei_pb2.RerankRequest, raw)
+            texts = await strings(request.texts, len(raw))
+            read.extend((request, texts))
+            return "", _job(request.query, texts, request.truncate, request.truncation_direction, request.raw_scores)
+
         try:
             PRIORITY.set(requested_priority(metadata_value(context, PRIORITY_HEADER)))
         except RerankerError as exc:
@@ -51,9 +60,11 @@ class TeiRerankService(tei_pb2_grpc.RerankServicer):
                                                  time_remaining=context.time_remaining)
         except RerankerError as exc:
             await context.abort(grpc.StatusCode[answer_of(exc).tei_grpc], str(exc))
-        ranks = [tei_pb2.Rank(index=r.index, score=r.score, text=request.texts[r.index] if request.return_text else None)
+        request, texts = read
+        ranks = [tei_pb2.Rank(index=r.index, score=r.score, text=texts[r.index] if request.return_text else None)
                  for r in served.outcome.results]
-        return tei_pb2.RerankResponse(ranks=ranks, metadata=_metadata([served], request.texts, started))
+        head = tei_pb2.RerankResponse(metadata=_metadata([served], texts, started))
+        return await serialize_proto(head, "ranks", ranks, is_large(len(raw)) and request.return_text)
 
     async def RerankStream(self, request_iterator: AsyncIterator[tei_pb2.RerankStreamRequest],
                            context: grpc.aio.ServicerContext) -> tei_pb2.RerankResponse:
@@ -114,10 +125,20 @@ class TeiInfoService(tei_pb2_grpc.InfoServicer):
         )
 
 
+def add_to_server(service: TeiRerankService, server: grpc.aio.Server) -> None:
+    """tei.v1.Rerank on ``server``; Rerank takes and answers bytes, RerankStream messages."""
+    add_handlers(server, SERVICE_NAMES[0], {
+        "Rerank": grpc.unary_unary_rpc_method_handler(service.Rerank),
+        "RerankStream": grpc.stream_unary_rpc_method_handler(
+            service.RerankStream, request_deserializer=tei_pb2.RerankStreamRequest.FromString,
+            response_serializer=tei_pb2.RerankResponse.SerializeToString),
+    })
+
+
 def _job(query: str, texts, truncate: bool, direction: int, raw_scores: bool) -> RerankJob:
     if not texts:
         raise EmptyRequest("`texts` cannot be empty")
-    return RerankJob(query=query, documents=list(texts), raw_scores=raw_scores, truncate=truncate, from_start=direction == _LEFT)
+    return RerankJob(query=query, documents=texts if isinstance(texts, list) else list(texts), raw_scores=raw_scores, truncate=truncate, from_start=direction == _LEFT)
 
 
 def _metadata(served: list[Served], texts, started: float) -> tei_pb2.Metadata:
