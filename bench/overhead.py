@@ -37,6 +37,7 @@ import numpy as np
 
 from ara_reranker_client.v1 import reranker_pb2
 from ara_reranker_model.inputs import padded_rows
+from ara_reranker_server.launcher.child_process import wait_until
 from ara_reranker_server.launcher.triton_launcher import TRITON_SERVICE_NAME
 from bench.run import machine_info, write_result
 from bench.systems import NO_CACHE, PlainTransformers, ServiceSystem, triton_metrics
@@ -57,6 +58,13 @@ _TRITON = {  # Triton's cumulative counters (microseconds), and model.py's forwa
 
 def _counters(url: str) -> dict[str, float]:
     return triton_metrics(url, _TRITON)
+
+
+def _all_reported(url: str) -> None:
+    """Wait until model.py has reported (it does so every fraction of a second) every row Triton has counted."""
+    names = {"reported": "ara_reranker_execute_rows_sum", "inferred": "nv_inference_count"}
+    wait_until(lambda: (rows := triton_metrics(url, names))["reported"] >= rows["inferred"], 30,
+               "model.py's metrics to report every row Triton counted", lambda: str(triton_metrics(url, names)), poll_s=0.05)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             for round_ in range(warm + args.count):
                 if round_ == warm and phase is paths:
                     timings.clear()
-                    time.sleep(1.0)  # the warm-up's figures reported (model.py reports every quarter of a second)
+                    _all_reported(service.triton.metrics_url)
                     before = _counters(service.triton.metrics_url)
                 i = round_ % len(requests)
                 for name in rng.permutation(list(phase)):
@@ -142,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                         took = inside if isinstance(inside, float) else time.perf_counter() - started
                         latencies[name].append(took * 1000)
             if phase is paths:
-                time.sleep(1.0)  # model.py reports its forward-pass figures every quarter of a second
+                _all_reported(service.triton.metrics_url)
                 after = _counters(service.triton.metrics_url)
         if receiver is not None:  # every traced call's spans reach the receiver: the exporter kept up
             calls_traced = (warm + args.count) * 2  # one Triton request each

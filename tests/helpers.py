@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
+from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 import grpc
 import numpy as np
@@ -31,6 +34,25 @@ def code_of(call) -> grpc.StatusCode:
     except grpc.RpcError as exc:
         return exc.code()
     return grpc.StatusCode.OK
+
+
+def rerank_until_served(client, query: str, documents: list[str], within_s: float, each_try: Callable[[], None] = lambda: None,
+                        detail: Callable[[], str] = lambda: "") -> tuple[list, Counter, float]:
+    """Rerank (raw scores) until a call succeeds, for at most ``within_s``, calling ``each_try()`` before each call:
+    the results, the codes of the calls that failed meanwhile, and the seconds it took. AssertionError with the
+    codes and ``detail()`` when none succeeds in time."""
+    codes: Counter = Counter()
+    started = time.monotonic()
+    while True:
+        assert time.monotonic() - started < within_s, f"not served within {within_s:.0f}s: {dict(codes)}\n{detail()}"
+        each_try()
+        try:
+            results = client.rerank(query, documents, raw_scores=True)
+        except RerankerError as exc:
+            codes[exc.code.name] += 1
+            time.sleep(0.2)
+            continue
+        return results, codes, time.monotonic() - started
 
 
 def repository_copy(target: Path, **settings: int) -> Path:

@@ -20,8 +20,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ara_reranker_client import RerankerClient, RerankerError, RetryPolicy
 from ara_reranker_model.probe import probe
+from ara_reranker_server.launcher.child_process import wait_until
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
+from tests.helpers import rerank_until_served
 from tools.arabic_text import QUERIES
 
 DOCUMENTS = ["الرياض عاصمة المملكة العربية السعودية.", "القاهرة عاصمة مصر.", "الشاي الأخضر غني بمضادات الأكسدة."]
@@ -49,20 +51,13 @@ def test_a_killed_model_process_is_reloaded_and_calls_get_unavailable_meanwhile(
         client.rerank(QUERIES[0], DOCUMENTS)
         (stub,) = own_triton.stub_pids()
         os.kill(stub, signal.SIGKILL)
-        killed = time.monotonic()
-        codes, statuses = Counter(), Counter()
-        recovered = None
-        while time.monotonic() - killed < 2 * RECOVERY_BOUND_S:
+        statuses = Counter()
+
+        def sample_health() -> None:
             statuses[health(gateway.target)] += 1
-            try:
-                results = client.rerank(QUERIES[0], DOCUMENTS, raw_scores=True)
-            except RerankerError as exc:
-                codes[exc.code.name] += 1
-                time.sleep(0.2)
-                continue
-            recovered = time.monotonic() - killed
-            break
-        assert recovered is not None, f"not serving {2 * RECOVERY_BOUND_S:.0f}s after the kill: {codes}\n{gateway.log_tail()}"
+
+        results, codes, recovered = rerank_until_served(client, QUERIES[0], DOCUMENTS, 2 * RECOVERY_BOUND_S, sample_health,
+                                                        gateway.log_tail)
         assert recovered <= RECOVERY_BOUND_S, (recovered, codes)
         assert set(codes) <= {"UNAVAILABLE"} and codes, codes  # never INTERNAL; the stub's death was seen
         assert statuses[health_pb2.HealthCheckResponse.NOT_SERVING] > 0, statuses  # health said so meanwhile
@@ -131,22 +126,15 @@ def test_killing_one_of_two_gateways_under_load_fails_no_call(triton, tiny_model
         threads = [threading.Thread(target=caller) for _ in range(4)]
         for thread in threads:
             thread.start()
-        wait_for(lambda: outcomes["OK"] >= 20, 60, "calls before the kill")
+        wait_until(lambda: outcomes["OK"] >= 20, 60, "calls before the kill", poll_s=0.05)
         a.process.kill()  # SIGKILL: no drain, connections reset
         before = outcomes["OK"]
-        wait_for(lambda: outcomes["OK"] >= before + 40, 60, "calls after the kill")
+        wait_until(lambda: outcomes["OK"] >= before + 40, 60, "calls after the kill", poll_s=0.05)
         stop.set()
         for thread in threads:
             thread.join(60)
         assert not any(thread.is_alive() for thread in threads)
         assert set(outcomes) == {"OK"}, outcomes
-
-
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_a_stopped_model_process_costs_calls_their_deadline_then_the_other_endpoint_takes_the_traffic(tiny_model_dir, tmp_path):

@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
 
-from ara_reranker_client import RerankerClient, RerankerError
+from ara_reranker_client import RerankerClient
 from ara_reranker_server.launcher.child_process import wait_until
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer, free_port
 from ara_reranker_server.launcher.triton_supervisor import SupervisionPolicy, TritonSupervisor
+from tests.helpers import rerank_until_served
 from tools.arabic_text import QUERIES
 
 DOCUMENTS = ["الرياض عاصمة المملكة العربية السعودية.", "القاهرة عاصمة مصر.", "الشاي الأخضر غني بمضادات الأكسدة."]
@@ -46,18 +47,9 @@ def supervised(tiny_model_dir, tmp_path_factory):
 
 def serving_again(stack, reference) -> Counter:
     """Rerank until a call succeeds (bounded); the scores must be the model's. The failed calls' codes."""
-    codes: Counter = Counter()
-    deadline = time.monotonic() + BACK_WITHIN_S
     with RerankerClient(stack.gateway.target, timeout=10, retry=None) as client:
-        while True:
-            assert time.monotonic() < deadline, (codes, stack.gateway.log_tail(), stack.triton.log_tail())
-            try:
-                results = client.rerank(QUERIES[0], DOCUMENTS, raw_scores=True)
-            except RerankerError as exc:
-                codes[exc.code.name] += 1
-                time.sleep(0.2)
-                continue
-            break
+        results, codes, _ = rerank_until_served(client, QUERIES[0], DOCUMENTS, BACK_WITHIN_S,
+                                                detail=lambda: stack.gateway.log_tail() + stack.triton.log_tail())
     logits = [r.logit for r in sorted(results, key=lambda r: r.index)]
     np.testing.assert_allclose(logits, reference.logits(QUERIES[0], DOCUMENTS), atol=1e-4, rtol=0)
     return codes

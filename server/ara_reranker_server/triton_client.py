@@ -42,7 +42,7 @@ from typing import Callable
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as triton_aio
-from tritonclient.grpc import InferInput, InferRequestedOutput, service_pb2, service_pb2_grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from ara_reranker_model.files import served_precision
@@ -252,16 +252,12 @@ class TritonScorer:
         """None when the model on ``url`` scores one short row within ``timeout_s``, at the top priority (token type
         ids included: models ignore them or need them); else what went wrong."""
         row = np.array([[0, 2]], dtype=np.int64)
-        inputs = []
-        for name, array in (("input_ids", row), ("attention_mask", np.ones_like(row)), ("token_type_ids", np.zeros_like(row))):
-            tensor = InferInput(name, list(array.shape), "INT64")
-            tensor.set_data_from_numpy(array)
-            inputs.append(tensor)
+        request = self._request([("input_ids", row), ("attention_mask", np.ones_like(row)),
+                                 ("token_type_ids", np.zeros_like(row))], "interactive")
         try:
-            await self._clients[url].infer(self.model, inputs, outputs=[InferRequestedOutput("logits")],
-                                           client_timeout=timeout_s, priority=TRITON_PRIORITY["interactive"])
-        except InferenceServerException as exc:
-            return _translate(exc, url)
+            await self._stubs[url].ModelInfer(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            return _translate_status(exc.code().name, exc.details() or "", url)
         return None
 
     async def _reload(self, url: str) -> bool:
@@ -315,19 +311,24 @@ class TritonScorer:
     async def score(self, input_ids: np.ndarray, attention_mask: np.ndarray, deadline: float,
                     token_type_ids: np.ndarray | None = None, priority: str = "interactive") -> np.ndarray:
         """Float32 logits [rows] for one right-padded chunk; ``deadline`` is a time.monotonic() instant."""
-        request = service_pb2.ModelInferRequest(model_name=self.model)
         tensors = [("input_ids", input_ids), ("attention_mask", attention_mask)]
         if token_type_ids is not None:
             tensors.append(("token_type_ids", token_type_ids))
+        request = self._request(tensors, priority)
+        rows, length = input_ids.shape
+        with self.tracing.span("triton infer", {"triton.model": self.model, "reranker.rows": rows,
+                                                "reranker.row_tokens": length}, client=True) as span:
+            return await self._send(request, rows, deadline, span)
+
+    def _request(self, tensors: list[tuple[str, np.ndarray]], priority: str) -> service_pb2.ModelInferRequest:
+        """Triton's inference request for INT64 ``tensors`` (name, array), asking for the logits at ``priority``."""
+        request = service_pb2.ModelInferRequest(model_name=self.model)
         for name, array in tensors:
             request.inputs.add(name=name, datatype="INT64", shape=array.shape)
             request.raw_input_contents.append(np.ascontiguousarray(array, dtype=np.int64).tobytes())
         request.outputs.add(name="logits")
         request.parameters["priority"].uint64_param = TRITON_PRIORITY[priority]
-        rows, length = input_ids.shape
-        with self.tracing.span("triton infer", {"triton.model": self.model, "reranker.rows": rows,
-                                                "reranker.row_tokens": length}, client=True) as span:
-            return await self._send(request, rows, deadline, span)
+        return request
 
     async def _send(self, request: service_pb2.ModelInferRequest, rows: int, deadline: float, span) -> np.ndarray:
         """One chunk's tries, endpoint after endpoint (``span``: the chunk's, whose trace Triton continues)."""
@@ -411,11 +412,6 @@ def _logits_of(reply: service_pb2.ModelInferResponse, rows: int, url: str) -> np
         shapes = [(o.name, o.datatype, list(o.shape)) for o in reply.outputs]
         raise BackendError(f"Triton at {url} answered {shapes} for {rows} rows; expected FP32 logits [{rows}, 1]")
     return np.frombuffer(reply.raw_output_contents[0], dtype=np.float32)
-
-
-def _translate(exc: InferenceServerException, url: str) -> RerankerError:
-    """tritonclient's error -> the gateway's (see ``_translate_status``)."""
-    return _translate_status(_code(exc), exc.message() or str(exc), url)
 
 
 def _translate_status(code: str, message: str, url: str) -> RerankerError:
