@@ -1,4 +1,4 @@
-"""What one huge caller costs everyone else: ``python -m bench.intake`` (about three minutes on 2 cores).
+"""What one huge caller costs everyone else: ``python -m bench.intake`` (about thirteen minutes on 2 cores).
 
 Small callers (``--clients`` threads, 10 short documents each, a fresh query per call so that no score is cached)
 are measured for ``--seconds`` in three phases on a real Triton + gateway serving the tiny offline model at its
@@ -12,8 +12,9 @@ whole 8,192-token context:
 Each phase reports the small calls' p50 / p99 and count, and the worst-case caller's completed requests and
 pairs per second. ``--gateways`` runs the phases against configurations side by side in the same run: ``dispatch`` (the defaults:
 the gateway's dispatcher and token-bounded chunks, one Triton instance), ``dispatch-2-instances`` (the same with two
-single-threaded Triton instances, so that a small request need not wait for the instance running a long row) and
-``all-at-once`` (no dispatcher, chunks cut by count only: every chunk of a request sent to Triton at once).
+single-threaded Triton instances, so that a small request need not wait for the instance running a long row),
+``dispatch-2-instances-window-1-chunk`` (the same with a dispatch window of one chunk, so that a large request holds
+one instance at most and the other stays free for small ones) and ``all-at-once`` (no dispatcher, chunks cut by count only: every chunk of a request sent to Triton at once).
 
 Also, in-process: how long the gateway's tokenizer takes on the worst-case request at max length 512 and 8192.
 
@@ -45,6 +46,8 @@ from tools.arabic_text import QUERIES, SENTENCES, mixed_passages, passage
 GATEWAYS = {
     "dispatch": ({}, 1),  # the defaults
     "dispatch-2-instances": ({}, 2),
+    # A window of one chunk (max_chunk_tokens): a large request holds one instance at most, the other stays free.
+    "dispatch-2-instances-window-1-chunk": ({"dispatch_window_tokens": "16384"}, 2),
     "all-at-once": ({"dispatch_window_tokens": "0", "dispatch_reserve_tokens": "0", "max_chunk_tokens": str(1 << 40)}, 1),
 }
 

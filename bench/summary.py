@@ -140,6 +140,16 @@ def other_measurements() -> str:
     ])
 
 
+def queued_wait() -> str:
+    """How long a request queued behind a busy Triton instance waits once it frees, per dynamic-batcher setting."""
+    from bench.queued_wait import markdown
+
+    result, path = _load("queued-wait")
+    return (f"`python -m bench.queued_wait` (`{path}`; tiny model, one instance; the busy request {result['busy_rows']} rows of "
+            f"{result['busy_tokens']} tokens, the queued one 1 row arriving {result['lag_ms']:.0f} ms later, nothing after it):\n\n"
+            + markdown(result))
+
+
 def big_message() -> str:
     """How long the largest request and its answer hold a gateway's event loop, in one go and a slice at a time."""
     from bench.big_message import markdown
@@ -408,6 +418,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "cache": cache,
     "intake": intake,
     "big-message": big_message,
+    "queued-wait": queued_wait,
     "chaos": chaos,
     "overhead": overhead,
     "tracing": tracing,

@@ -34,7 +34,10 @@ TRITON_KNOBS = [
     ("dynamic_batching.max_queue_delay_microseconds",
      "how long the batcher waits to group concurrent requests (on CPU requests batch by queueing behind the running `execute()`)"),
     ("dynamic_batching.default_queue_policy.max_queue_size",
-     "bounded queue: beyond it Triton refuses and the gateway answers `RESOURCE_EXHAUSTED`"),
+     "not set: Triton's queue holds what the gateway sends, bounded by the gateway (`max_inflight_pairs`, "
+     "`dispatch_window_tokens`). Setting it (beyond it Triton refuses and the gateway answers `RESOURCE_EXHAUSTED`) or "
+     "`priority_levels` stops the batcher's prefetching: a request queued behind a busy instance can then wait up to "
+     "500 ms ([api.md](api.md#priorities))"),
     ("instance_group", "instances (processes) per device"),
     ("parameters.model_dir",
      "model directory; relative to the repository's parent. Env `ARA_RERANKER_MODEL_DIR` overrides"),
@@ -51,11 +54,14 @@ TRITON_KNOBS = [
     ("parameters.num_threads", "intra-op threads of each forward pass (0 = framework default)"),
 ]
 
+# Knobs of TRITON_KNOBS the shipped configs leave out on purpose (their rows say why).
+UNSET_KNOBS = {"dynamic_batching.default_queue_policy.max_queue_size"}
+
 
 def _value(fields: dict, path: str) -> str:
     if path == "instance_group":
         return f"`{fields['instance_group.0.kind']}`, count {fields['instance_group.0.count']}"
-    return f"`{fields[path]}`"
+    return f"`{fields[path]}`" if path in fields else "not set"
 
 
 def settings_table() -> str:
@@ -144,6 +150,7 @@ SECTIONS: dict[tuple[str, str], Callable[[], str]] = {
     ("configuration.md", "cpu-differences"): cpu_differences,
     ("configuration.md", "coupled-limits"): coupled_limits,
     ("api.md", "proto"): proto_reference,
+    ("api.md", "queued-wait"): _bench("queued-wait"),
     ("monitoring.md", "gateway-metrics"): gateway_metrics,
     ("monitoring.md", "dashboard-panels"): dashboard_panels,
     ("benchmarks.md", "run-context"): _bench("run-context"),

@@ -55,15 +55,27 @@ def rerank_until_served(client, query: str, documents: list[str], within_s: floa
         return results, codes, time.monotonic() - started
 
 
+# Dynamic-batcher settings the shipped configs leave out (docs/api.md "Priorities"), as a test adds them.
+_BATCHER_ADDITIONS = {
+    "max_queue_size": "default_queue_policy {{ max_queue_size: {} }}",
+    "priority_levels": "priority_levels: {}",
+    "default_priority_level": "default_priority_level: {}",
+}
+
+
 def repository_copy(target: Path, **settings: int) -> Path:
-    """A copy of the model repository whose CPU config sets e.g. max_queue_size, max_batch_size or
-    max_queue_delay_microseconds to the given values."""
+    """A copy of the model repository whose CPU config sets e.g. max_batch_size or max_queue_delay_microseconds to
+    the given values, or adds a dynamic-batcher setting the config leaves out (max_queue_size, priority_levels,
+    default_priority_level)."""
     repository = target / "repository"
     shutil.copytree(MODEL_REPOSITORY, repository)
     config = repository / "ara_reranker/configs/cpu.pbtxt"
     text = config.read_text()
     for key, value in settings.items():
-        text, count = re.subn(rf"{key}: \d+", f"{key}: {value}", text)
+        text, count = re.subn(rf"\b{key}: \d+", f"{key}: {value}", text)
+        if count == 0 and key in _BATCHER_ADDITIONS:
+            line = "  " + _BATCHER_ADDITIONS[key].format(value) + "\n"
+            text, count = re.subn(r"dynamic_batching \{\n", lambda m, line=line: m.group(0) + line, text)
         assert count == 1, key
     config.write_text(text)
     return repository

@@ -252,7 +252,7 @@ def test_each_served_name_is_its_own_triton_model(two_models, tiny_model_dir, be
         assert index == {"tiny": "READY", "bert-tiny": "READY"}
         for name, weights in (("tiny", tiny_model_dir), ("bert-tiny", bert_dir)):
             config = client.get_model_config(name).config
-            assert config.name == name and config.dynamic_batching.default_queue_policy.max_queue_size > 0
+            assert config.name == name and config.dynamic_batching.max_queue_delay_microseconds > 0
             assert config.parameters["model_dir"].string_value == str(weights.resolve())
             assert [i.name for i in config.input] == ["input_ids", "attention_mask", "token_type_ids"]
             assert [i.optional for i in config.input] == [False, False, True]

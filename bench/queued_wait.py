@@ -1,0 +1,132 @@
+"""How long a request queued behind a busy model instance waits once the instance is free: ``python -m bench.queued_wait``
+(about a minute on 2 cores).
+
+Straight to a real tritonserver serving the tiny offline model (no gateway), for each Triton configuration in turn:
+a request of ``--busy-rows`` rows of ``--busy-tokens`` tokens occupies the one instance; ``--lag-ms`` later a one-row
+request arrives and nothing else does. Its wait after the instance frees is the gap between the two answers, less its
+own compute (measured alone in the same run; a negative figure is a wait of none). ``--tries`` tries, each after the batcher has been idle for a second.
+
+Configurations: ``shipped`` (configs/cpu.pbtxt as it is), ``priority-levels`` (the same plus ``priority_levels: 2``),
+``bounded-queue`` (plus ``max_queue_size: 512``). With either addition Triton's dynamic batcher stops prefetching;
+a request that arrives while every instance is busy is then not taken when the instance frees but when the next
+request arrives, or when the batcher's idle wait (500 ms) runs out.
+
+Writes ``bench/results/queued-wait-<timestamp>.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import tritonclient.grpc as triton_grpc
+
+from ara_reranker_model.inputs import padded_rows
+from ara_reranker_model.store import prepare
+from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer
+from bench.run import machine_info, write_result
+
+# name -> text added to the CPU config's dynamic_batching block
+CONFIGS = {
+    "shipped": "",
+    "priority-levels": "priority_levels: 2\n  default_priority_level: 1",
+    "bounded-queue": "default_queue_policy { max_queue_size: 512 }",
+}
+
+
+def repository(target: Path, addition: str) -> Path:
+    shutil.copytree(MODEL_REPOSITORY, target)
+    config = target / "ara_reranker/configs/cpu.pbtxt"
+    if addition:
+        text, count = re.subn(r"dynamic_batching \{\n", lambda m: m.group(0) + "  " + addition + "\n", config.read_text())
+        assert count == 1
+        config.write_text(text)
+    return target
+
+
+def inputs(rows: int, tokens: int) -> list:
+    ids, mask = padded_rows([[0] + [5 + (i + j) % 1000 for j in range(tokens - 2)] + [2] for i in range(rows)], 1)
+    out = []
+    for name, array in (("input_ids", ids), ("attention_mask", mask)):
+        tensor = triton_grpc.InferInput(name, list(array.shape), "INT64")
+        tensor.set_data_from_numpy(array)
+        out.append(tensor)
+    return out
+
+
+def timed(client, request) -> float:
+    client.infer(MODEL_NAME, request, client_timeout=120)
+    return time.perf_counter()
+
+
+def tries(url: str, busy_rows: int, busy_tokens: int, lag_s: float, count: int) -> dict:
+    busy, small = inputs(busy_rows, busy_tokens), inputs(1, 16)
+    with triton_grpc.InferenceServerClient(url) as a, triton_grpc.InferenceServerClient(url) as b:
+        for _ in range(3):  # warm up
+            timed(a, busy), timed(b, small)
+        alone = []
+        for _ in range(5):
+            t = time.perf_counter()
+            alone.append(timed(b, small) - t)
+        busy_s, waits = [], []
+        for _ in range(count):
+            time.sleep(1.0)  # the batcher idle: it is in its long wait when the busy request comes
+            ends: dict[str, float] = {}
+            t = time.perf_counter()
+            runner = threading.Thread(target=lambda ends=ends: ends.__setitem__("busy", timed(a, busy)))
+            runner.start()
+            time.sleep(lag_s)
+            ends["small"] = timed(b, small)
+            runner.join()
+            busy_s.append(ends["busy"] - t)
+            waits.append(ends["small"] - ends["busy"] - float(np.median(alone)))
+    ms = lambda values, q: round(float(np.percentile(values, q)) * 1000, 1)  # noqa: E731
+    return {"busy_ms_p50": ms(busy_s, 50), "small_alone_ms_p50": ms(alone, 50), "tries": count,
+            "wait_after_free_ms": {"p50": ms(waits, 50), "p90": ms(waits, 90), "max": ms(waits, 100)},
+            "waits_ms": [round(w * 1000, 1) for w in waits]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--busy-rows", type=int, default=8)
+    parser.add_argument("--busy-tokens", type=int, default=512)
+    parser.add_argument("--lag-ms", type=float, default=20.0)
+    parser.add_argument("--tries", type=int, default=20)
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated: {', '.join(CONFIGS)}")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    model_dir = prepare("tiny")
+    result: dict = {"machine": machine_info(), "model": "tiny", "busy_rows": args.busy_rows, "busy_tokens": args.busy_tokens,
+                    "lag_ms": args.lag_ms, "configs": {}}
+    for name in args.configs.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            options = TritonOptions(model_dir=model_dir, model_repository=repository(Path(tmp) / "repository", CONFIGS[name]))
+            with TritonServer(options) as triton:
+                result["configs"][name] = tries(triton.grpc_url, args.busy_rows, args.busy_tokens, args.lag_ms / 1000, args.tries)
+        print(name, result["configs"][name]["wait_after_free_ms"], flush=True)
+    print(markdown(result))
+    if not args.no_write:
+        write_result("queued-wait", result)
+    return 0
+
+
+def markdown(result: dict) -> str:
+    rows = ["| Triton config | busy request ms | tries | queued request waited > 100 ms after the instance freed | "
+            "its wait after the instance freed: p90 ms | max ms |", "|---|---:|---:|---:|---:|---:|"]
+    for name, f in result["configs"].items():
+        w = f["wait_after_free_ms"]
+        addition = CONFIGS.get(name, "").replace("\n  ", " ")
+        label = f"{name} (`{addition}`)" if addition else f"{name} (configs/cpu.pbtxt)"
+        stalled = sum(1 for x in f["waits_ms"] if x > 100)
+        rows.append(f"| {label} | {f['busy_ms_p50']} | {f['tries']} | {stalled} | {max(w['p90'], 0.0)} | {max(w['max'], 0.0)} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
