@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -234,3 +235,48 @@ async def test_admission_by_tokens_refuses_a_second_request_beyond_the_token_bou
     slow.release.set()
     await first
     assert core.token_admission.in_flight == 0 and core.admission.in_flight == 0
+
+
+async def test_large_requests_are_tokenized_on_lower_priority_threads_small_ones_on_the_event_loop(tiny_model_dir, reference, rng):
+    """A request of several slices (or over BACKGROUND_CHARS) takes seconds of CPU to tokenize: it runs on the
+    tokenizer's background threads, niced, so that small calls on the same cores go first; a small one is
+    tokenized on the event loop, a medium one on the normal tokenizer thread. Scores are the same either way."""
+    import os
+    import threading
+
+    from ara_reranker_server.reranking import INLINE_CHARS, TOKENIZE_SLICE
+    from ara_reranker_server.tokenization import BACKGROUND_NICE
+
+    tok = PairTokenizer(Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json")), max_length=SHORT, pad_id=1, threads=1)
+    seen: list[tuple[str, int]] = []
+    encode_slice = tok.encode_slice
+
+    def recording(*args, **kwargs):
+        seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        return encode_slice(*args, **kwargs)
+
+    tok.encode_slice = recording
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    scorer = ModelScorer(reference)
+    core = reranker(tok, scorer, Limits(max_documents=100, max_query_chars=5000, max_document_chars=100000, chunk_size=8,
+                                        max_inflight_pairs=1000))
+    try:
+        cases = {"small": ["قصير"] * 3, "medium": [long_passage(rng)[: INLINE_CHARS // 2] for _ in range(4)],
+                 "large": mixed_passages(rng, TOKENIZE_SLICE + 8)}
+        for label, documents in cases.items():
+            seen.clear()
+            outcome = await core.rerank(RerankJob(QUERIES[0], documents, raw_scores=True))
+            got = {r.index: r.score for r in outcome.results}
+            np.testing.assert_allclose([got[i] for i in range(len(documents))], reference.logits(QUERIES[0], documents, SHORT),
+                                       atol=1e-4, rtol=0)
+            names = {name.split("_")[0] for name, _ in seen}
+            if label == "small":
+                assert names == {threading.current_thread().name} and {n for _, n in seen} == {base}, seen
+            elif label == "medium":
+                assert names == {"tokenize"} and {n for _, n in seen} == {base}, seen
+            else:
+                assert len(seen) == 2 and names == {"tokenize-large"}, seen
+                if sys.platform.startswith("linux"):
+                    assert {n for _, n in seen} == {min(19, base + BACKGROUND_NICE)}, seen
+    finally:
+        tok.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -236,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reranker-gateway: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    # Tokenize in the calling thread, not on the tokenizers library's own thread pool: small requests run on the
+    # event loop, large ones on lower-priority threads (tokenization.BACKGROUND_NICE); both need their own thread.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         asyncio.run(serve(settings))
     except StartupError as exc:

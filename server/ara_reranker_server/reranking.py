@@ -36,6 +36,9 @@ TOKENIZE_SLICE = 32
 # A request of one slice and at most this many characters (query and documents) is tokenized on the event
 # loop (well under a millisecond) instead of on a tokenizer thread: two thread hops cost more than that.
 INLINE_CHARS = 4096
+# A request of more than one slice or of more characters than this (several chunks of model work) is tokenized on
+# the tokenizer's background threads, at a lower CPU priority: small calls on the same cores go first.
+BACKGROUND_CHARS = 1 << 18
 
 
 class Reranker:
@@ -175,15 +178,18 @@ class Reranker:
             prepared = self._prepare(job)
             return prepared, tok.encode_slice(*prepared, [job.documents[i] for i in slices[0]], job, slices[0])
 
-        small = len(slices) == 1 and len(job.query) + sum(len(job.documents[i]) for i in slices[0]) <= INLINE_CHARS
-        prepared, part = first() if small else await loop.run_in_executor(tok.executor, first)
+        chars = len(job.query) + sum(len(job.documents[i]) for i in slices[0])
+        small = len(slices) == 1 and chars <= INLINE_CHARS
+        large = len(slices) > 1 or chars > BACKGROUND_CHARS
+        executor = tok.background if large else tok.executor
+        prepared, part = first() if small else await loop.run_in_executor(executor, first)
         windows = prepared[2]
         out = Tokenized([], [], [] if windows is not None else None)
         for k, indices in enumerate(slices):
             if k:
                 if time.monotonic() >= deadline:
                     raise DeadlineExceeded("deadline exceeded while tokenizing")
-                part = await loop.run_in_executor(tok.executor, tok.encode_slice, *prepared,
+                part = await loop.run_in_executor(executor, tok.encode_slice, *prepared,
                                                   [job.documents[i] for i in indices], job, indices)
             out.extend(part, k * TOKENIZE_SLICE)
             if windows is not None and len(out.pairs) > self.limits.max_windows:

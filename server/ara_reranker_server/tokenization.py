@@ -4,6 +4,9 @@ its start or its end, or split into windows; a long document cut by characters f
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -17,6 +20,9 @@ __all__ = ["PairTokenizer", "Tokenized", "CHARS_PER_TOKEN"]
 # Characters a document is cut to before tokenizing, per token of room: generous (Arabic and English
 # average 3-6 characters per token); an exactness check falls back to the whole document when needed.
 CHARS_PER_TOKEN = 16
+# Nice value of the threads that tokenize large requests (``PairTokenizer.background``): on a busy node the event
+# loop, small requests and the model's own processes go first; an idle CPU still runs them at full speed.
+BACKGROUND_NICE = 10
 
 
 @dataclass
@@ -54,6 +60,11 @@ class PairTokenizer:
         self.token_type_ids = token_type_ids  # BERT-style models: send each pair's token types too
         self.special_tokens = tokenizer.post_processor.num_special_tokens_to_add(True) if tokenizer.post_processor else 0
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize")
+        # Large requests' slices: a second of CPU for a request of a hundred pages, which small calls should not
+        # wait behind. Lower priority only works if the tokenizer encodes in the calling thread (no rayon pool of
+        # its own): the gateway sets TOKENIZERS_PARALLELISM=false.
+        self.background = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize-large",
+                                             initializer=_lower_thread_priority)
 
     @staticmethod
     def reset(tokenizer):
@@ -151,6 +162,17 @@ class PairTokenizer:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.background.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_thread_priority() -> None:
+    """This thread's nice value raised to BACKGROUND_NICE (Linux: per thread; elsewhere left alone, since
+    setpriority would change the whole process)."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+        except OSError:
+            pass
 
 
 def _exact_prefix(encoding, room: int) -> bool:
