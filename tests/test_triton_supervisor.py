@@ -55,6 +55,12 @@ def serving_again(stack, reference) -> Counter:
     return codes
 
 
+def recorded(stack, before: int) -> None:
+    """Wait (bounded) for the supervisor to record the restart: it does once its own readiness poll sees the new
+    Triton ready, which may come after the gateway's has and the call went through."""
+    wait_until(lambda: len(stack.supervisor.restarts) > before, 30, "the supervisor recording the restart")
+
+
 def test_a_crashed_tritonserver_is_started_again_on_its_ports_and_the_gateway_serves_again(supervised, reference):
     """SIGKILL tritonserver (what a crash or the OOM killer does): the gateway stays up, says NOT_SERVING, answers
     UNAVAILABLE (never INTERNAL); the supervisor starts Triton again on the same ports; the gateway serves again."""
@@ -65,6 +71,7 @@ def test_a_crashed_tritonserver_is_started_again_on_its_ports_and_the_gateway_se
     stack.gateway.wait_status(NOT_SERVING, timeout_s=30)
     codes = serving_again(stack, reference)
     assert set(codes) <= {"UNAVAILABLE"}, codes
+    recorded(stack, before)
     assert stack.supervisor.restarts[before:] == ["exited with -9"], stack.supervisor.restarts
     assert stack.triton.process.pid != pid and stack.triton.options.grpc_port == port
     stack.gateway.wait_status(SERVING, timeout_s=30)
@@ -79,6 +86,7 @@ def test_a_tritonserver_that_stops_answering_is_restarted_by_the_liveness_check(
     os.kill(stack.triton.process.pid, signal.SIGSTOP)
     codes = serving_again(stack, reference)
     assert set(codes) <= {"UNAVAILABLE", "DEADLINE_EXCEEDED"}, codes
+    recorded(stack, before)
     assert [reason.split(" (")[0] for reason in stack.supervisor.restarts[before:]] == \
         ["failed its liveness check 3 times in a row"], stack.supervisor.restarts
     stack.gateway.wait_status(SERVING, timeout_s=30)
