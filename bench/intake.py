@@ -26,20 +26,19 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
 from ara_reranker_client import RerankerClient, RerankerError
 from ara_reranker_model.store import prepare
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
-from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 from ara_reranker_server.models import load_tokenizer
 from bench.run import machine_info, write_result
-from bench.systems import NO_CACHE
+from bench.systems import NO_CACHE, edited_triton
 from tools.arabic_text import QUERIES, SENTENCES, mixed_passages, passage
 
 # name -> (gateway settings, Triton CPU model instances); the instances each run single-threaded forward passes.
@@ -52,20 +51,14 @@ GATEWAYS = {
 }
 
 
-def repository(target: Path, instances: int) -> Path:
-    """The model repository with ``instances`` CPU instances of the model, each with one forward worker."""
-    import shutil
+def single_threaded_instances(instances: int) -> Callable[[Any], None]:
+    """An edit of the CPU config: ``instances`` instances of the model, each with one forward worker when several."""
+    def edit(config) -> None:
+        config.instance_group[0].count = instances
+        if instances > 1:
+            config.parameters["forward_workers"].string_value = "1"
 
-    from ara_reranker_server import triton_config
-    from ara_reranker_server.launcher.triton_launcher import MODEL_REPOSITORY
-
-    shutil.copytree(MODEL_REPOSITORY, target, dirs_exist_ok=True)
-    path = target / "ara_reranker/configs/cpu.pbtxt"
-    config = triton_config.load(path)
-    config.instance_group[0].count = instances
-    config.parameters["forward_workers"].string_value = "1" if instances > 1 else config.parameters["forward_workers"].string_value
-    path.write_text(triton_config.dump(config))
-    return target
+    return edit
 
 
 def worst_case_documents(count: int, chars: int) -> list[str]:
@@ -170,13 +163,11 @@ def main(argv: list[str] | None = None) -> int:
                     "tokenization": [tokenization(model_dir, documents, n) for n in (512, 8192)], "gateways": {}}
     for name in args.gateways.split(","):
         gateway_settings, instances = GATEWAYS[name]
-        with tempfile.TemporaryDirectory() as tmp:
-            options = TritonOptions(model_dir=model_dir, model_repository=repository(Path(tmp) / "repository", instances))
-            with TritonServer(options) as triton:
-                settings = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir),
-                            "max_message_bytes": str(64 << 20), **NO_CACHE, **gateway_settings}
-                with GatewayProcess(settings) as gateway:
-                    result["gateways"][name] = phases(gateway.target, documents, args.clients, args.seconds)
+        with edited_triton(model_dir, single_threaded_instances(instances)) as triton:
+            settings = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir),
+                        "max_message_bytes": str(64 << 20), **NO_CACHE, **gateway_settings}
+            with GatewayProcess(settings) as gateway:
+                result["gateways"][name] = phases(gateway.target, documents, args.clients, args.seconds)
     print(markdown(result))
     if not args.no_write:
         write_result("intake", result)

@@ -17,40 +17,51 @@ Writes ``bench/results/queued-wait-<timestamp>.json`` and prints a table.
 from __future__ import annotations
 
 import argparse
-import re
-import shutil
-import tempfile
 import threading
 import time
-from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import tritonclient.grpc as triton_grpc
 
 from ara_reranker_model.inputs import padded_rows
 from ara_reranker_model.store import prepare
-from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer
+from ara_reranker_server.launcher.triton_launcher import MODEL_NAME
 from bench.run import machine_info, write_result
+from bench.systems import edited_triton
 
-# name -> text added to the CPU config's dynamic_batching block
-CONFIGS = {
-    "shipped": "",
-    "priority-levels": "priority_levels: 2\n  default_priority_level: 1",
-    "bounded-queue": "default_queue_policy { max_queue_size: 512 }",
+# name -> fields set in the CPU config's dynamic_batching block (dotted paths for nested messages)
+CONFIGS: dict[str, dict[str, int]] = {
+    "shipped": {},
+    "priority-levels": {"priority_levels": 2, "default_priority_level": 1},
+    "bounded-queue": {"default_queue_policy.max_queue_size": 512},
 }
 
 
-def repository(target: Path, addition: str) -> Path:
-    shutil.copytree(MODEL_REPOSITORY, target)
-    config = target / "ara_reranker/configs/cpu.pbtxt"
-    if addition:
-        text, count = re.subn(r"dynamic_batching \{\n", lambda m: m.group(0) + "  " + addition + "\n", config.read_text())
-        assert count == 1
-        config.write_text(text)
-    return target
+def batcher_fields(fields: dict[str, int]) -> Callable[[Any], None]:
+    """An edit of the CPU config setting ``fields`` of its dynamic_batching."""
+    def edit(config) -> None:
+        for path, value in fields.items():
+            *parents, leaf = path.split(".")
+            message = config.dynamic_batching
+            for parent in parents:
+                message = getattr(message, parent)
+            setattr(message, leaf, value)
+
+    return edit
+
+
+def pbtxt(fields: dict[str, int]) -> str:
+    """``fields`` as they read in a config: ``default_queue_policy { max_queue_size: 512 }``."""
+    out = []
+    for path, value in fields.items():
+        *parents, leaf = path.split(".")
+        out.append("".join(f"{p} {{ " for p in parents) + f"{leaf}: {value}" + " }" * len(parents))
+    return " ".join(out)
 
 
 def inputs(rows: int, tokens: int) -> list:
+    """Triton inputs of ``rows`` distinct rows of ``tokens`` tokens each (<s> ... </s>)."""
     ids, mask = padded_rows([[0] + [5 + (i + j) % 1000 for j in range(tokens - 2)] + [2] for i in range(rows)], 1)
     out = []
     for name, array in (("input_ids", ids), ("attention_mask", mask)):
@@ -75,6 +86,7 @@ def tries(url: str, busy_rows: int, busy_tokens: int, lag_s: float, count: int) 
             t = time.perf_counter()
             alone.append(timed(b, small) - t)
         busy_s, waits = [], []
+        small_s = float(np.median(alone))
         for _ in range(count):
             time.sleep(1.0)  # the batcher idle: it is in its long wait when the busy request comes
             ends: dict[str, float] = {}
@@ -85,7 +97,7 @@ def tries(url: str, busy_rows: int, busy_tokens: int, lag_s: float, count: int) 
             ends["small"] = timed(b, small)
             runner.join()
             busy_s.append(ends["busy"] - t)
-            waits.append(ends["small"] - ends["busy"] - float(np.median(alone)))
+            waits.append(ends["small"] - ends["busy"] - small_s)
     ms = lambda values, q: round(float(np.percentile(values, q)) * 1000, 1)  # noqa: E731
     return {"busy_ms_p50": ms(busy_s, 50), "small_alone_ms_p50": ms(alone, 50), "tries": count,
             "wait_after_free_ms": {"p50": ms(waits, 50), "p90": ms(waits, 90), "max": ms(waits, 100)},
@@ -105,10 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"machine": machine_info(), "model": "tiny", "busy_rows": args.busy_rows, "busy_tokens": args.busy_tokens,
                     "lag_ms": args.lag_ms, "configs": {}}
     for name in args.configs.split(","):
-        with tempfile.TemporaryDirectory() as tmp:
-            options = TritonOptions(model_dir=model_dir, model_repository=repository(Path(tmp) / "repository", CONFIGS[name]))
-            with TritonServer(options) as triton:
-                result["configs"][name] = tries(triton.grpc_url, args.busy_rows, args.busy_tokens, args.lag_ms / 1000, args.tries)
+        with edited_triton(model_dir, batcher_fields(CONFIGS[name])) as triton:
+            result["configs"][name] = tries(triton.grpc_url, args.busy_rows, args.busy_tokens, args.lag_ms / 1000, args.tries)
         print(name, result["configs"][name]["wait_after_free_ms"], flush=True)
     print(markdown(result))
     if not args.no_write:
@@ -121,7 +131,7 @@ def markdown(result: dict) -> str:
             "its wait after the instance freed: p90 ms | max ms |", "|---|---:|---:|---:|---:|---:|"]
     for name, f in result["configs"].items():
         w = f["wait_after_free_ms"]
-        addition = CONFIGS.get(name, "").replace("\n  ", " ")
+        addition = pbtxt(CONFIGS.get(name, {}))
         label = f"{name} (`{addition}`)" if addition else f"{name} (configs/cpu.pbtxt)"
         stalled = sum(1 for x in f["waits_ms"] if x > 100)
         rows.append(f"| {label} | {f['busy_ms_p50']} | {f['tries']} | {stalled} | {max(w['p90'], 0.0)} | {max(w['max'], 0.0)} |")

@@ -21,11 +21,15 @@ from __future__ import annotations
 import os
 import queue
 import re
+import shutil
 import sys
+import tempfile
 import threading
 import urllib.request
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -342,6 +346,24 @@ _METRICS = {
     "forwards": "ara_reranker_forward_rows_count",
     "rows": "ara_reranker_forward_rows_sum",
 }
+
+
+@contextmanager
+def edited_triton(model_dir: Path, edit: Callable[[Any], None]) -> Iterator[Any]:
+    """A tritonserver serving ``model_dir`` from a temporary copy of the model repository whose CPU config
+    ``edit`` has changed (the ModelConfig message, changed in place)."""
+    from ara_reranker_server import triton_config
+    from ara_reranker_server.launcher.triton_launcher import MODEL_REPOSITORY, TritonOptions, TritonServer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        repository = Path(tmp) / "repository"
+        shutil.copytree(MODEL_REPOSITORY, repository)
+        path = repository / "ara_reranker/configs/cpu.pbtxt"
+        config = triton_config.load(path)
+        edit(config)
+        path.write_text(triton_config.dump(config))
+        with TritonServer(TritonOptions(model_dir=model_dir, model_repository=repository)) as triton:
+            yield triton
 
 
 def triton_metrics(url: str, names: dict[str, str] | None = None) -> dict[str, float]:

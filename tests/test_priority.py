@@ -18,28 +18,16 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.grpc.aio as aioclient
-from tritonclient.grpc import InferInput, InferRequestedOutput
+from tritonclient.grpc import InferRequestedOutput
 
 from ara_reranker_client import RerankerClient, RerankerError
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
-from ara_reranker_model.inputs import padded_rows
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, TritonOptions, TritonServer
+from bench.queued_wait import inputs as rows
 from bench.queued_wait import tries
 from tests.helpers import repository_copy
 from tools.arabic_text import QUERIES, long_passage, mixed_passages
-
-PAD_ID = 1
-
-
-def rows(count: int, length: int) -> list[InferInput]:
-    ids, mask = padded_rows([[0] + [5 + (i + j) % 1000 for j in range(length - 2)] + [2] for i in range(count)], PAD_ID)
-    inputs = []
-    for name, array in (("input_ids", ids), ("attention_mask", mask)):
-        tensor = InferInput(name, list(array.shape), "INT64")
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    return inputs
 
 
 def test_a_request_queued_behind_the_busy_instance_is_taken_as_the_instance_frees(triton):
