@@ -1,8 +1,7 @@
 """The GPU measurement in one command: ``bash bench/gpu.sh`` (``python -m bench.gpu``), about 5 minutes on one GPU.
 
-No GPU had been lent to this project when this was written: it is meant to run unattended the first time
-one is, and to leave one results file that answers what config.pbtxt leaves unmeasured. docs/gpu.md says
-how to run it. Each step is recorded in the result; a step that cannot run here (no ONNX Runtime CUDA
+It runs unattended and leaves one results file with the config.pbtxt values it proposes for that GPU
+(docs/gpu.md says how to run it; what it measured on an H200 is there too). Each step is recorded in the result; a step that cannot run here (no ONNX Runtime CUDA
 provider, no tritonserver, an error) is recorded as skipped with the reason, and the others still run.
 
 1. environment: the GPU, its peak dense float16 tensor rate (for MFU), versions, and what is there:
@@ -75,10 +74,13 @@ def pair_flops(config: dict, tokens: np.ndarray) -> np.ndarray:
 
 
 class Step:
-    """Runs one step, recording its result, or its error as "skipped", in ``result["steps"]``."""
+    """Runs one step, recording its result, or its error as "skipped", in ``result["steps"]``; after each step
+    the result so far is written to ``partial`` when given (a run cut off by a time limit still leaves its
+    finished steps)."""
 
-    def __init__(self, result: dict) -> None:
+    def __init__(self, result: dict, partial: Path | None = None) -> None:
         self.result = result
+        self.partial = partial
 
     def __call__(self, name: str, fn, *args, **kwargs):
         print(f"\n== gpu bench: {name}", file=sys.stderr, flush=True)
@@ -91,6 +93,9 @@ class Step:
         if isinstance(value, dict):
             value.setdefault("seconds", round(time.perf_counter() - started, 1))
         self.result["steps"][name] = value
+        if self.partial is not None:
+            self.partial.parent.mkdir(parents=True, exist_ok=True)
+            self.partial.write_text(json.dumps(self.result, indent=1, default=str))
         return value
 
 
@@ -123,12 +128,10 @@ def _tritonserver() -> str | None:
     found = shutil.which("tritonserver")
     if found:
         return found
-    try:
-        import pytriton
+    import importlib.util
 
-        return str(Path(pytriton.__file__).parent / "tritonserver/bin/tritonserver")
-    except ImportError:
-        return None
+    spec = importlib.util.find_spec("pytriton")  # not imported: its client needs gevent, which a GPU node may lack
+    return str(Path(spec.origin).parent / "tritonserver/bin/tritonserver") if spec and spec.origin else None
 
 
 # ---------------------------------------------------------------- 4. batch shapes
@@ -366,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
                  "git": git_commit(), "versions": package_versions(), **machine_info()},
         "steps": {},
     }
-    _measure(args, result, Step(result))
+    partial = args.copy_to / "gpu-partial.json" if args.copy_to is not None else None
+    _measure(args, result, Step(result, partial))
     return _finish(result, args.dry_run, args.out_dir, args.copy_to)
 
 

@@ -30,10 +30,6 @@ CONFIGS = {"gpu": MODEL_DIR / "config.pbtxt", "cpu": MODEL_DIR / "configs" / "cp
 # The fields configs/cpu.pbtxt sets otherwise than config.pbtxt, and why. Every other field is the same.
 CPU_DIFFERENCES = {
     "instance_group.0.kind": "the instance runs on the CPU, not a GPU",
-    "dynamic_batching.max_queue_delay_microseconds": (
-        "with one CPU instance busy most of the time, requests batch by queueing behind the running execute(); "
-        "waiting longer only adds latency when the model is idle"
-    ),
     "parameters.max_batch_tokens": (
         "a CPU pass runs at the same tokens/s whatever its size, so a smaller budget costs nothing and gives the "
         "forward workers more micro-batches to share; a GPU wants larger batches"

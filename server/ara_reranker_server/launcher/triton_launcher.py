@@ -27,6 +27,7 @@ dtype from Triton's configuration of the model, so the configuration must be wha
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 import shutil
@@ -246,11 +247,11 @@ class TritonServer:
 
     def _bundled(self) -> tuple[Path, Path, Path]:
         """The tritonserver of nvidia-pytriton, with a backend directory for this Python's stub."""
-        try:
-            import pytriton
-        except ImportError as exc:
-            raise TritonStartError("no tritonserver on PATH and nvidia-pytriton is not installed") from exc
-        root = Path(pytriton.__file__).parent / "tritonserver"
+        # Found, not imported: pytriton's __init__ imports its client (gevent ...), which only the binary's user lacks.
+        spec = importlib.util.find_spec("pytriton")
+        if spec is None or spec.origin is None:
+            raise TritonStartError("no tritonserver on PATH and nvidia-pytriton is not installed")
+        root = Path(spec.origin).parent / "tritonserver"
         version = f"{sys.version_info.major}.{sys.version_info.minor}"
         stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
         if not stub.exists():
@@ -262,7 +263,7 @@ class TritonServer:
             target = python / source.name
             if not target.exists():
                 target.symlink_to(source)
-        return root / "bin/tritonserver", backends, Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
+        return root / "bin/tritonserver", backends, root.parent.parent / "nvidia_pytriton.libs"
 
     def is_ready(self, model: str | None = None) -> bool:
         """Whether ``model`` (default: every model served) answers READY on Triton's HTTP endpoint."""
