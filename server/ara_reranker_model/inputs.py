@@ -10,6 +10,7 @@ Plain numpy on purpose: Triton's Python backend imports it too (its image has no
 
 from __future__ import annotations
 
+import itertools
 from typing import Sequence
 
 import numpy as np
@@ -30,5 +31,8 @@ def padded_rows(rows: Sequence[Sequence[int]], pad: int, width: int | None = Non
     mask = np.arange(width)[None, :] < lengths[:, None]
     values = np.full(mask.shape, pad, dtype=np.int64)
     if longest:
-        values[mask] = np.concatenate([np.asarray(row, dtype=np.int64) for row in rows])
+        if isinstance(rows[0], np.ndarray):
+            values[mask] = np.concatenate(rows, dtype=np.int64)
+        else:  # lists (the gateway's token ids): one pass over all of them, no array per row
+            values[mask] = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
     return values, mask.astype(np.int64)

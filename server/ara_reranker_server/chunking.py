@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ara_reranker_model.inputs import padded_rows
+from ara_reranker_model.inputs import PAD_TOKEN_TYPE, padded_rows
 from ara_reranker_server.dispatch import Dispatcher
 from ara_reranker_server.errors import DeadlineExceeded
 from ara_reranker_server.jobs import Scorer
@@ -32,22 +32,23 @@ def chunks_of(sorted_lengths: np.ndarray, chunk_size: int, max_chunk_tokens: int
     return out
 
 
-async def score_in_chunks(pairs: Sequence, scorer: Scorer, chunk_size: int, pad_id: int, with_types: bool,
-                          deadline: float, dispatcher: Dispatcher | None = None, priority: str = "interactive",
-                          max_chunk_tokens: int = 1 << 62) -> np.ndarray:
-    """Each pair's logit (float32, in ``pairs``' order); ``pairs`` are tokenizer encodings (``ids``, ``type_ids``)."""
-    lengths = np.fromiter((len(pair.ids) for pair in pairs), dtype=np.int64, count=len(pairs))
+async def score_in_chunks(pairs: Sequence[Sequence[int]], scorer: Scorer, chunk_size: int, pad_id: int,
+                          types: Sequence[Sequence[int]] | None, deadline: float, dispatcher: Dispatcher | None = None,
+                          priority: str = "interactive", max_chunk_tokens: int = 1 << 62) -> np.ndarray:
+    """Each pair's logit (float32, in ``pairs``' order); ``pairs`` are token ids, ``types`` their token type ids (sent
+    to models that read them; None for the others)."""
+    lengths = np.fromiter(map(len, pairs), dtype=np.int64, count=len(pairs))
     order = np.argsort(-lengths, kind="stable")
     logits = np.empty(len(pairs), dtype=np.float32)
     chunks = [order[s] for s in chunks_of(lengths[order], chunk_size, max_chunk_tokens)]
     request = object()  # this call's turn in the dispatcher
 
     async def run(members: np.ndarray) -> None:
-        input_ids, mask = padded_rows([pairs[m].ids for m in members], pad_id)
-        types = padded_rows([pairs[m].type_ids for m in members], 0)[0] if with_types else None
+        input_ids, mask = padded_rows([pairs[m] for m in members], pad_id)
+        type_ids = padded_rows([types[m] for m in members], PAD_TOKEN_TYPE)[0] if types is not None else None
 
         async def call() -> np.ndarray:
-            return await scorer.score(input_ids, mask, deadline, token_type_ids=types, priority=priority)
+            return await scorer.score(input_ids, mask, deadline, token_type_ids=type_ids, priority=priority)
 
         if dispatcher is None:
             logits[members] = await call()

@@ -94,7 +94,7 @@ class Reranker:
         if todo:
             encoded, row_logits, (tokenized, inferred) = await self._compute(job, todo, deadline)
             owners = np.asarray(encoded.owners)
-            row_tokens = np.fromiter((len(pair.ids) for pair in encoded.pairs), dtype=np.int64, count=len(encoded.pairs))
+            row_tokens = np.fromiter(map(len, encoded.pairs), dtype=np.int64, count=len(encoded.pairs))
             best = best_rows(row_logits, owners, len(todo))
             members = np.asarray(todo)
             logits[members] = row_logits[best]
@@ -142,11 +142,11 @@ class Reranker:
                 admitted = 0
                 self._admit(self.admission, len(encoded.pairs))
                 admitted = len(encoded.pairs)
-            tokens = sum(len(pair.ids) for pair in encoded.pairs)
+            tokens = sum(map(len, encoded.pairs))
             self._admit(self.token_admission, tokens)
             try:
                 row_logits = await score_in_chunks(encoded.pairs, self.scorer, self.chunk_size, self.tokenizer.pad_id,
-                                                     self.tokenizer.token_type_ids, deadline, self.dispatcher,
+                                                     encoded.types, deadline, self.dispatcher,
                                                      job.priority, self.limits.max_chunk_tokens)
             finally:
                 self.token_admission.release(tokens, self.name)

@@ -15,7 +15,7 @@ from ara_reranker_server.errors import InvalidRequest
 from ara_reranker_server.jobs import RerankJob
 from ara_reranker_server.windows import Window, Windows, span
 
-__all__ = ["PairTokenizer", "Tokenized", "CHARS_PER_TOKEN"]
+__all__ = ["PairTokenizer", "PairTemplate", "Tokenized", "CHARS_PER_TOKEN"]
 
 # Characters a document is cut to before tokenizing, per token of room: generous (Arabic and English
 # average 3-6 characters per token); an exactness check falls back to the whole document when needed.
@@ -27,21 +27,60 @@ BACKGROUND_NICE = 10
 
 @dataclass
 class Tokenized:
-    """A request's pairs, ready to score: ``owners[row]`` is the row's document (a document's rows are
+    """A request's pairs, ready to score: ``pairs[row]`` the pair's token ids, ``types[row]`` its token type ids
+    (models that read them; None otherwise); ``owners[row]`` is the row's document (a document's rows are
     consecutive); ``windows[row]`` its window with TRUNCATION_SPLIT (None otherwise)."""
 
-    pairs: list
+    pairs: list[list[int]]
     owners: list[int]
     windows: list[Window] | None
     truncated: set[int] = field(default_factory=set)  # the documents cut (or with windows left out)
+    types: list[list[int]] | None = None
 
     def extend(self, other: "Tokenized", first_index: int) -> None:
         """Append the pairs of the slice of documents that starts at ``first_index``."""
         self.pairs += other.pairs
+        if other.types is not None:
+            if self.types is None:
+                self.types = []
+            self.types += other.types
         self.owners += [first_index + i for i in other.owners]
         if self.windows is not None:
             self.windows += other.windows or []
         self.truncated |= {first_index + i for i in other.truncated}
+
+
+@dataclass(frozen=True)
+class PairTemplate:
+    """How the model's post-processor joins one query to any document: the tokens before the document (the query's
+    among them) and after it, with their token types. A pair is ``prefix + document ids + suffix``: the same ids as
+    the post-processor's, without a call into the tokenizer (and a list copied out of it) per pair."""
+
+    prefix: list[int]
+    suffix: list[int]
+    prefix_types: list[int]
+    suffix_types: list[int]
+    document_type: int
+
+    @classmethod
+    def of(cls, joined, probe_ids: list[int]) -> "PairTemplate | None":
+        """From the post-processor's pair of the query and a probe document (``joined``); None when the probe's
+        tokens are not one run, unchanged, of one token type (a post-processor that does more than add tokens
+        around the two sequences): then each pair goes through the post-processor."""
+        run = [i for i, sequence in enumerate(joined.sequence_ids) if sequence == 1]
+        if not run or run != list(range(run[0], run[0] + len(probe_ids))):
+            return None
+        start, end = run[0], run[-1] + 1
+        ids, types = joined.ids, joined.type_ids
+        if ids[start:end] != probe_ids or len(set(types[start:end])) != 1:
+            return None
+        return cls(ids[:start], ids[end:], types[:start], types[end:], types[start])
+
+    def ids(self, document_ids: list[int]) -> list[int]:
+        return self.prefix + document_ids + self.suffix
+
+    def types(self, document_tokens: int) -> list[int]:
+        return self.prefix_types + [self.document_type] * document_tokens + self.suffix_types
 
 
 class PairTokenizer:
@@ -59,6 +98,8 @@ class PairTokenizer:
         self.pad_id = pad_id
         self.token_type_ids = token_type_ids  # BERT-style models: send each pair's token types too
         self.special_tokens = tokenizer.post_processor.num_special_tokens_to_add(True) if tokenizer.post_processor else 0
+        # A document of a few tokens, to read each query's PairTemplate off the post-processor.
+        self._probe = tokenizer.encode("probe text 1", add_special_tokens=False)
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize")
         # Large requests' slices: a second of CPU for a request of a hundred pages, which small calls should not
         # wait behind. Lower priority only works if the tokenizer encodes in the calling thread (no rayon pool of
@@ -95,7 +136,7 @@ class PairTokenizer:
         query_encoding, room = self.room(query)
         job = RerankJob(query, documents, truncate=truncate, from_start=from_start, max_document_tokens=max_document_tokens)
         tokenized = self.encode_slice(query_encoding, room, None, documents, job, range(len(documents)))
-        return [pair.ids for pair in tokenized.pairs], len(tokenized.truncated)
+        return tokenized.pairs, len(tokenized.truncated)
 
     def encode_slice(self, query_encoding, room: int, windows: Windows | None, documents: Sequence[str], job: "RerankJob",
                      indices: Sequence[int]) -> Tokenized:
@@ -119,16 +160,18 @@ class PairTokenizer:
                                  f"(use TRUNCATION_END to cut it)")
         for i in too_long:
             encodings[i].truncate(cap, direction="left" if job.from_start else "right")
-        pairs = [self._tok.post_process(query_encoding, e, add_special_tokens=True) for e in encodings]
-        return Tokenized(pairs, list(range(len(pairs))), None, set(too_long))
+        out = Tokenized([], list(range(len(encodings))), None, set(too_long), [] if self.token_type_ids else None)
+        self._join(query_encoding, encodings, out)
+        return out
 
     def encode_windows(self, query_encoding, windows: Windows, documents: Sequence[str],
                        max_document_tokens: int | None = None) -> Tokenized:
         """Pair encodings of the first ``max_windows`` windows of each document of one slice (owners:
         positions in the slice), and how many documents had more windows, or more than
         ``max_document_tokens`` tokens (truncated: such a document is cut to them first)."""
-        out = Tokenized([], [], [])
+        out = Tokenized([], [], [], types=[] if self.token_type_ids else None)
         needed = windows.tokens_needed if max_document_tokens is None else min(windows.tokens_needed, max_document_tokens)
+        parts_of_all = []
         for i, encoding in enumerate(self._document_encodings(documents, needed)):
             cut = max_document_tokens is not None and len(encoding.ids) > max_document_tokens
             if cut:
@@ -140,10 +183,26 @@ class PairTokenizer:
             for w, part in enumerate(parts[: windows.max_windows]):
                 # Each part joined on its own: the joined pair's overflowing parts would keep the
                 # document's token type 0, where transformers gives the document type 1 in every window.
-                out.pairs.append(self._tok.post_process(query_encoding, part, add_special_tokens=True))
+                parts_of_all.append(part)
                 out.owners.append(i)
                 out.windows.append(span(part, w))
+        self._join(query_encoding, parts_of_all, out)
         return out
+
+    def _join(self, query_encoding, documents: list, out: Tokenized) -> None:
+        """Append each document encoding's pair with the query (ids, and types when the model reads them) to ``out``:
+        through the query's PairTemplate, or the post-processor itself where no template holds."""
+        template = PairTemplate.of(self._tok.post_process(query_encoding, self._probe, add_special_tokens=True), self._probe.ids)
+        if template is None:
+            joined = [self._tok.post_process(query_encoding, e, add_special_tokens=True) for e in documents]
+            out.pairs += [pair.ids for pair in joined]
+            if out.types is not None:
+                out.types += [pair.type_ids for pair in joined]
+            return
+        ids = [e.ids for e in documents]  # each a new list: read once
+        out.pairs += [template.ids(document) for document in ids]
+        if out.types is not None:
+            out.types += [template.types(len(document)) for document in ids]
 
     def _document_encodings(self, documents: Sequence[str], room: int, from_start: bool = False) -> list:
         """Each document's encoding, exact in its first ``room`` tokens (its last ones, ``from_start``),
