@@ -86,6 +86,8 @@ class Gateway:
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
         ]
+        if settings.reuse_port:  # a worker: its siblings listen on the same port, the kernel spreads connections
+            options.append(("grpc.so_reuseport", 1))
         server = grpc.aio.server(interceptors=interceptors, options=options,
                                  maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
         reranker_grpc.add_to_server(reranker_grpc.RerankerService(calls, info), server)
@@ -237,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reranker-gateway: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
+    if settings.workers != 1:
+        from ara_reranker_server.workers import serve_workers
+
+        return serve_workers(settings, list(sys.argv[1:] if argv is None else argv))
     # Tokenize in the calling thread, not on the tokenizers library's own thread pool: small requests run on the
     # event loop, large ones on lower-priority threads (tokenization.BACKGROUND_NICE); both need their own thread.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

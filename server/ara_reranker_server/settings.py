@@ -84,7 +84,15 @@ class Settings:
     )
     score_cache_ttl_s: float = _knob(3600.0, "How long a cached score is used (seconds); restart the gateway after swapping weights in place")
     default_timeout_s: float = _knob(60.0, "Bound on a call's Triton work when the client sets no deadline (seconds)")
-    tokenizer_threads: int = _knob(1, "Threads tokenizing off the event loop (leave cores to the model on small machines)")
+    tokenizer_threads: int = _knob(1, "Threads tokenizing off the event loop, per worker (leave cores to the model on small machines)")
+    workers: int = _knob(
+        1, "Gateway processes serving the same ports (SO_REUSEPORT), each with its own event loop, tokenizer and Triton "
+        "channels; /metrics sums them per worker label. One per core of the gateway's pod (0: one per core it may use). "
+        "The in-flight bounds, the dispatch window and the score cache are each worker's own"
+    )
+    reuse_port: bool = _knob(
+        False, "Share the gRPC and HTTP ports with other processes (SO_REUSEPORT); the workers of one gateway set it"
+    )
     health_interval_s: float = _knob(1.0, "How often Triton's model readiness is polled (seconds)")
     health_failures: int = _knob(
         3, "Consecutive failed polls or calls before a Triton endpoint counts as down (one success brings it back)"
@@ -130,6 +138,7 @@ class Settings:
             "score_cache_mb": (self.score_cache_mb >= 0, ">= 0 (0 disables)"),
             "score_cache_ttl_s": (self.score_cache_ttl_s > 0, "> 0"),
             "tokenizer_threads": (self.tokenizer_threads > 0, "> 0"),
+            "workers": (self.workers >= 0, ">= 0 (0: one per core)"),
             "health_interval_s": (self.health_interval_s > 0, "> 0"),
             "health_failures": (self.health_failures > 0, "> 0"),
             "drain_s": (self.drain_s >= 0, ">= 0"),

@@ -329,7 +329,8 @@ async def start_http(api: HttpApi, settings: Settings) -> tuple[web.AppRunner, i
     runner = web.AppRunner(api.app(), access_log=None, handle_signals=False, shutdown_timeout=settings.grace_period_s)
     await runner.setup()
     host, _, port = settings.http_listen.rpartition(":")
-    site = web.TCPSite(runner, host or "0.0.0.0", int(port), ssl_context=_ssl_context(settings))
+    site = web.TCPSite(runner, host or "0.0.0.0", int(port), ssl_context=_ssl_context(settings),
+                       reuse_port=settings.reuse_port or None)
     try:
         await site.start()
     except OSError as exc:
