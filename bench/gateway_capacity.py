@@ -133,7 +133,8 @@ class Probe:
 
     def read(self) -> dict:
         own = os.times()
-        return {"t": time.perf_counter(), "gateway_cpu_s": proc_cpu_s(self.gateway_pid) if self.gateway_pid else 0.0,
+        # The gateway's process tree: with workers > 1 the work is in its children.
+        return {"t": time.perf_counter(), "gateway_cpu_s": tree_cpu_s(self.gateway_pid) if self.gateway_pid else 0.0,
                 "triton_cpu_s": tree_cpu_s(self.triton_pid), "driver_cpu_s": own.user + own.system,
                 "triton": triton_counters(self.triton_metrics)}
 
@@ -212,9 +213,12 @@ async def drive_gateway(spec: dict) -> list[dict]:
 
     probe = Probe(spec["gateway_pid"], spec["triton_pid"], spec["triton_metrics"])
     rows = []
-    async with AsyncRerankerClient(spec["target"], timeout=120) as client:
+    # A connection stays with the gateway worker it reached: one channel per caller lets them spread over workers.
+    clients = [AsyncRerankerClient(spec["target"], timeout=120) for _ in range(max(spec["concurrency"]))]
+    turn = itertools.count()
+    try:
         async def call(request) -> int:
-            await client.rerank(request.query, request.documents)
+            await clients[next(turn) % len(clients)].rerank(request.query, request.documents)
             return len(request.documents)
 
         for name, path in spec["workloads"].items():
@@ -224,6 +228,8 @@ async def drive_gateway(spec: dict) -> list[dict]:
                 print(f"  gateway  {name:5s} c={c:<3d} {row['pairs_per_s']:8.1f} pairs/s  gateway core {row['gateway_core_busy']:.2f}"
                       f"  {row.get('pairs_per_gateway_cpu_s', 0):7.1f} pairs/CPU-s", flush=True)
                 rows.append(row)
+    finally:
+        await asyncio.gather(*(client.close() for client in clients))
     return rows
 
 
@@ -316,6 +322,30 @@ def pair_tokens(model_dir: Path, workload: Workload) -> dict:
     return {"mean": round(float(np.mean(lengths)), 1), "p50": float(np.median(lengths)), "max": int(np.max(lengths))}
 
 
+def tokenizer_floor(model_dir: Path, workload: Workload, seconds: float = 3.0) -> dict:
+    """The tokenizer's own cost on the workload's pairs, the floor of the gateway's: ``tokenizer(queries, documents)``
+    (transformers' fast tokenizer, documents truncated to the model's length) one request at a time on one thread,
+    repeated for at least ``seconds`` of this thread's CPU time: pairs per CPU-second."""
+    from transformers import AutoTokenizer
+
+    # One thread: without this the tokenizers library encodes a batch on a thread pool of its own, whose CPU time
+    # this thread's clock would not see. (The gateway sets the same.)
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    max_length = int(tokenizer.model_max_length)
+    pairs = 0
+    started, process_started = time.thread_time(), time.process_time()
+    while time.thread_time() - started < seconds:
+        for r in workload.requests:
+            tokenizer([r.query] * len(r.documents), list(r.documents), truncation="only_second", max_length=max_length)
+            pairs += len(r.documents)
+    cpu = time.thread_time() - started
+    if time.process_time() - process_started > 1.2 * cpu:  # another thread worked for it: the figure would lie
+        raise RuntimeError("the tokenizer used more than one thread; set TOKENIZERS_PARALLELISM=false before it is loaded")
+    return {"pairs_per_cpu_s": round(pairs / cpu, 1), "cpu_s": round(cpu, 3), "pairs": pairs,
+            "recipe": "AutoTokenizer(...)([query] * n, documents, truncation='only_second', max_length=model_max_length), one thread"}
+
+
 def pooled(rows: list[dict], workload: str) -> dict:
     """Gateway figures of one workload over all its levels: pairs and requests per gateway CPU-second
     (all windows pooled), and the highest throughput seen with the gateway on one core."""
@@ -340,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="measurement window per level")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up per level (at least one answer per caller)")
     parser.add_argument("--requests", type=int, default=96, help="requests per workload")
-    parser.add_argument("--gateway-core", default="0")
+    parser.add_argument("--gateway-core", default="0", help="cores the gateway runs on (taskset list, e.g. 0 or 0,1)")
+    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes (the workers setting)")
     parser.add_argument("--other-cores", default="1", help="Triton, this script and the load generator")
     parser.add_argument("--skip-triton-alone", action="store_true")
     parser.add_argument("--drive", help=argparse.SUPPRESS)  # internal: run a load generator from a spec file
@@ -361,15 +392,18 @@ def main(argv: list[str] | None = None) -> int:
     workloads = {
         "mixed": make_workload(tokenizer, requests=args.requests),
         "small": make_workload(tokenizer, requests=args.requests, min_tokens=112, max_tokens=144, median_tokens=128.0),
+        "mixed-100": make_workload(tokenizer, requests=max(8, args.requests // 8), docs_per_request=100),
     }
     concurrency = [int(c) for c in args.concurrency.split(",")]
     result: dict = {
         "machine": machine_info(), "versions": package_versions(), "commit": git_commit(), "model": args.model,
+        "gateway_workers": args.workers,
         "placement": {"gateway_core": args.gateway_core, "other_cores": args.other_cores,
                       "note": "gateway alone on gateway_core (taskset); Triton, the orchestrator and the load "
                               "generator share other_cores; Triton alone is driven from gateway_core"},
         "loadavg_1m_at_start": round(os.getloadavg()[0], 2), "triton_model": args.triton_model, "seconds": args.seconds, "warmup_s": args.warmup, "chunk_size": 32,
-        "workloads": {name: {**w.summary(), "pair_tokens": pair_tokens(model_dir, w)} for name, w in workloads.items()},
+        "workloads": {name: {**w.summary(), "pair_tokens": pair_tokens(model_dir, w), "tokenizer_floor": tokenizer_floor(model_dir, w)}
+                      for name, w in workloads.items()},
     }
     with tempfile.TemporaryDirectory(prefix="gateway-capacity-") as tmp_name:
         tmp = Path(tmp_name)
@@ -389,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
                     **common, "kind": "triton", "triton_url": triton.grpc_url, "triton_model": triton.model_names[0],
                     "model_dir": str(model_dir), "chunk_size": 32,
                     "concurrency": [int(c) for c in args.triton_concurrency.split(",")]}, args.gateway_core, tmp)
-            gateway_args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir)}
+            gateway_args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir), "workers": str(args.workers)}
             # taskset execs the gateway: the pid is the gateway's.
             with GatewayProcess(gateway_args | NO_CACHE, launcher=("taskset", "-c", args.gateway_core)) as gateway:
                 print(f"gateway pinned to core {args.gateway_core} (pid {gateway.process.pid}, affinity "
@@ -401,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     result["summary"] = {name: pooled(result["gateway"], name) for name in workloads}
     for name, s in result["summary"].items():
         s["gateway_cpu_us_per_token"] = round(s["gateway_cpu_s_per_1000_pairs"] * 1000 / result["workloads"][name]["pair_tokens"]["mean"], 3)
+        floor = result["workloads"][name]["tokenizer_floor"]
+        s["gateway_over_tokenizer_floor"] = round(s["pairs_per_gateway_cpu_s"] / floor["pairs_per_cpu_s"], 3)
     print_table(result)
     write_result("gateway-capacity", result)
     return 0
@@ -419,7 +455,9 @@ def print_table(result: dict) -> None:
         tokens = result["workloads"][name]["pair_tokens"]["mean"]
         print(f"{name} ({tokens} tokens/pair): {s['pairs_per_gateway_cpu_s']} pairs and {s['requests_per_gateway_cpu_s']} requests "
               f"per gateway CPU-second ({s['gateway_cpu_s_per_1000_pairs']} CPU-s per 1000 pairs, {s['gateway_cpu_us_per_token']} CPU-us "
-              f"per token); best {s['best_pairs_per_s']} pairs/s at c={s['best_at_concurrency']} with the gateway core "
+              f"per token; {s['gateway_over_tokenizer_floor']:.0%} of the tokenizer alone, "
+              f"{result['workloads'][name]['tokenizer_floor']['pairs_per_cpu_s']} pairs/CPU-s); "
+              f"best {s['best_pairs_per_s']} pairs/s at c={s['best_at_concurrency']} with the gateway core "
               f"{s['gateway_core_busy_at_best']:.0%} busy, Triton computing {s['triton_compute_busy_at_best']:.0%} of the time")
 
 

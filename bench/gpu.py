@@ -488,6 +488,7 @@ def _finish(result: dict, dry: bool, out_dir: Path | None, copy_to: Path | None)
         copy_to.mkdir(parents=True, exist_ok=True)
         for file in (path, summary):
             shutil.copyfile(file, copy_to / file.name)
+        (copy_to / "gpu-partial.json").unlink(missing_ok=True)  # the whole result is there now
     skipped = [name for name, value in result["steps"].items() if isinstance(value, dict) and "skipped" in value]
     print(f"steps skipped: {', '.join(skipped) or 'none'}")
     return 0
