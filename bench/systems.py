@@ -2,7 +2,7 @@
 
 - ``InProcessLimit``: the model in this process, no transport at all, with the best batching known here:
   every request waiting is taken at once, all pairs sorted by length and cut into micro-batches by
-  model.py's own partition (batching.py), on an engine of the Triton model (engines.py, torch or onnx,
+  model.py's own partition (ara_reranker_model.batching), on an engine of the Triton model (its engines, torch or onnx,
   any dtype, CPU or GPU). Its ``logits`` also serve as an evaluation ranker (bench/precision.py).
 - ``SentenceTransformersCE``: ``CrossEncoder.predict(pairs, batch_size=32)``, the model card's usage, one
   call per request, first come first served by one worker thread (concurrent calls on the same cores
@@ -22,7 +22,6 @@ import os
 import queue
 import re
 import shutil
-import sys
 import tempfile
 import threading
 import urllib.request
@@ -33,6 +32,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ara_reranker_model import batching, engines
 from ara_reranker_model.inputs import PAD_TOKEN_TYPE, padded_rows
 from ara_reranker_server.ranking import sigmoid
 
@@ -40,20 +40,7 @@ from ara_reranker_server.ranking import sigmoid
 # answer without the model (bench/cache.py measures the cache itself).
 NO_CACHE = {"score_cache_mb": "0"}
 
-__all__ = ["InProcessLimit", "PlainTransformers", "SentenceTransformersCE", "ServiceSystem", "MODEL_CODE_DIR", "model_code", "triton_metrics"]
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MODEL_CODE_DIR = PROJECT_ROOT / "model_repository/ara_reranker/1"
-
-
-def model_code():
-    """engines.py and batching.py of the Triton model (plain modules, importable outside Triton)."""
-    if str(MODEL_CODE_DIR) not in sys.path:
-        sys.path.insert(0, str(MODEL_CODE_DIR))
-    import batching
-    import engines
-
-    return engines, batching
+__all__ = ["InProcessLimit", "PlainTransformers", "SentenceTransformersCE", "ServiceSystem", "triton_metrics"]
 
 
 class InProcessLimit:
@@ -63,10 +50,9 @@ class InProcessLimit:
                  overhead_tokens: int = 0, dtype: str = "auto", device: str = "cpu", engine_options: dict | None = None) -> None:
         """``workers`` threads run micro-batches side by side, each engine call on ``threads`` threads
         (0 workers: one per core), as model.py does with forward_workers and num_threads. ``engine_options``:
-        the engine's keyword options (engines.load_engine)."""
+        the engine's keyword options (ara_reranker_model.engines.load_engine)."""
         from transformers import AutoTokenizer
 
-        engines, batching = model_code()
         self.name = f"limit-{engine}" + ("" if dtype == "auto" else f"-{dtype}")
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.max_length = int(self.tokenizer.model_max_length)

@@ -223,7 +223,7 @@ def test_a_forward_pass_failing_on_one_endpoint_is_retried_on_another(tiny_model
     broken = tmp_path / "broken"
     broken.mkdir()
     repository = repository_copy(broken)
-    failing = repository / "ara_reranker/1/engines.py"
+    failing = repository / "ara_reranker/1/model.py"
     failing.write_text(failing.read_text() + '''
 
 class _OutOfMemory:

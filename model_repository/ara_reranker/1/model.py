@@ -7,7 +7,7 @@ by the others (XLM-R). Output: FP32 ``logits`` [rows, 1].
 
 ``execute`` makes one pass over every request the dynamic batcher hands it: validate each request,
 strip padding, sort all rows of all requests by length, cut micro-batches under a token budget with
-the least padding (batching.py), pad each only to its own longest row, run one forward pass per
+the least padding (ara_reranker_model.batching), pad each only to its own longest row, run one forward pass per
 micro-batch (on several threads at once on CPU: ``forward_workers``) and scatter the logits back.
 A bad request gets its own error response; the others in the batch are still answered.
 """
@@ -32,12 +32,12 @@ for _path in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.path
 
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
-from batching import ForwardPool, plan  # noqa: E402
-from engines import load_engine  # noqa: E402
 
-# The model facts shared with the gateway (numpy and the standard library only): installed beside torch in the
-# Triton image, or in the virtualenv the launcher names.
+# The model facts shared with the gateway, its batching and engines (numpy and the standard library at import; torch
+# when an engine loads): installed beside torch in the Triton image, or in the virtualenv the launcher names.
+from ara_reranker_model.batching import ForwardPool, plan  # noqa: E402
 from ara_reranker_model.config import limits, parameters  # noqa: E402
+from ara_reranker_model.engines import load_engine  # noqa: E402
 from ara_reranker_model.inputs import PAD_TOKEN_TYPE, padded_rows  # noqa: E402
 from ara_reranker_model.layout import MODEL_DIR_ENV  # noqa: E402
 from ara_reranker_model.limits import (  # noqa: E402
