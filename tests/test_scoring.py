@@ -8,12 +8,16 @@ Parity with the real model is held by tests/test_triton_model.py and tests/test_
 
 from __future__ import annotations
 
+import ast
+import sys
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+import ara_reranker_model
 from ara_reranker_model.scoring import Batching, CrossEncoderScorer, MicroBatch, RequestError, RequestRows, scatter
 
 pytestmark = pytest.mark.unit  # starts no process: make test-unit
@@ -187,3 +191,14 @@ def test_warm_up_runs_one_small_pass_and_close_lets_the_engine_go():
     assert ids.shape == mask.shape == types.shape == (2, 16) and (ids == PAD + 4).all()
     s.close()
     assert s.engine is None
+
+
+# ------------------------------------------------------------------------------------------------ imports
+@pytest.mark.parametrize("module", ["scoring", "batching", "engines"])
+def test_the_scorer_imports_only_numpy_and_the_standard_library_until_an_engine_loads(module):
+    """Triton's image and the gateway's share this package: torch, transformers and ONNX Runtime are imported inside
+    the engines when one is loaded, never when the module is."""
+    tree = ast.parse((Path(ara_reranker_model.__file__).parent / f"{module}.py").read_text())
+    tops = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+    tops |= {node.module.split(".")[0] for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
+    assert tops - set(sys.stdlib_module_names) - {"__future__"} <= {"numpy", "ara_reranker_model"}, tops
