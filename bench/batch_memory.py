@@ -68,11 +68,10 @@ def reset_peak(pid: int | str = "self") -> None:
 def one_pass(model_dir: str, rows: int, length: int, threads: int, padded: bool = False) -> dict:
     """Load the torch engine as model.py does on CPU, then the peak of one forward pass of rows x length
     (``padded``: its last row an eighth shorter, so that the attention mask is not all ones)."""
-    from bench.systems import model_code
+    from ara_reranker_model.engines import load_engine
 
-    engines, _ = model_code()
     started = time.perf_counter()
-    engine = engines.load_engine("torch", Path(model_dir), "cpu", "float32", threads)
+    engine = load_engine("torch", Path(model_dir), "cpu", "float32", threads)
     pad = int(engine.config.pad_token_id)
     ones = np.ones((2, 16), dtype=np.int64)
     engine.forward(np.full((2, 16), pad + 4, dtype=np.int64), ones, ones)  # model.py's warm-up

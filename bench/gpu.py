@@ -139,12 +139,11 @@ def _tritonserver() -> str | None:
 def batch_shapes(model_dir: Path, device: str, widths: list[int], budgets: list[int], repeats: int) -> dict:
     """Tokens/s of full micro-batches per (row width, token budget); the fitted per-pass overhead and the
     proposed budget."""
+    from ara_reranker_model.engines import load_engine
     from ara_reranker_model.inputs import padded_rows
     from ara_reranker_model.limits import max_positions
-    from bench.systems import model_code
 
-    engines, _ = model_code()
-    engine = engines.load_engine("torch", model_dir, device, "float16", 0, allow_cpu_float16=not device.startswith("cuda"))
+    engine = load_engine("torch", model_dir, device, "float16", 0, allow_cpu_float16=not device.startswith("cuda"))
     rng = np.random.default_rng(0)
     vocab, pad = int(engine.config.vocab_size), int(engine.config.pad_token_id or 0)
     rows = []

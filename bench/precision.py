@@ -97,11 +97,10 @@ def _system(model_dir: Path, option: Option, device: str, parameters: dict[str, 
     from bench.systems import InProcessLimit
 
     if option.engine == "onnx":
+        from ara_reranker_model.engines import OnnxEngine
         from ara_reranker_model.onnx_export import export_onnx
-        from bench.systems import model_code
 
-        engines, _ = model_code()
-        engines.OnnxEngine.execution_providers(device)  # ValueError before a long export, not after it
+        OnnxEngine.execution_providers(device)  # ValueError before a long export, not after it
         export_onnx(model_dir, dtype=option.dtype)
     on_gpu = device.startswith("cuda")
     return InProcessLimit(

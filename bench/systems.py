@@ -1,9 +1,10 @@
 """The systems under test, each a context manager with one thread-safe call: ``rerank(query, documents)``.
 
 - ``InProcessLimit``: the model in this process, no transport at all, with the best batching known here:
-  every request waiting is taken at once, all pairs sorted by length and cut into micro-batches by
-  model.py's own partition (batching.py), on an engine of the Triton model (engines.py, torch or onnx,
-  any dtype, CPU or GPU). Its ``logits`` also serve as an evaluation ranker (bench/precision.py).
+  every request waiting is taken at once and scored in one pass by the Triton model's own scorer
+  (ara_reranker_model.scoring: all pairs sorted by length, cut into micro-batches by its partition, padded by its
+  rule), on any of its engines (ara_reranker_model.engines: torch or onnx, any dtype, CPU or GPU). Its ``logits``
+  also serve as an evaluation ranker (bench/precision.py).
 - ``SentenceTransformersCE``: ``CrossEncoder.predict(pairs, batch_size=32)``, the model card's usage, one
   call per request, first come first served by one worker thread (concurrent calls on the same cores
   only slow each other down), as a simple server wrapping it would do.
@@ -22,7 +23,6 @@ import os
 import queue
 import re
 import shutil
-import sys
 import tempfile
 import threading
 import urllib.request
@@ -33,27 +33,14 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ara_reranker_model.inputs import PAD_TOKEN_TYPE, padded_rows
+from ara_reranker_model.scoring import Batching, CrossEncoderScorer, RequestRows, scatter
 from ara_reranker_server.ranking import sigmoid
 
 # Benchmarks measure the model, not the score cache: their workloads repeat requests, which the cache would
 # answer without the model (bench/cache.py measures the cache itself).
 NO_CACHE = {"score_cache_mb": "0"}
 
-__all__ = ["InProcessLimit", "PlainTransformers", "SentenceTransformersCE", "ServiceSystem", "MODEL_CODE_DIR", "model_code", "triton_metrics"]
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MODEL_CODE_DIR = PROJECT_ROOT / "model_repository/ara_reranker/1"
-
-
-def model_code():
-    """engines.py and batching.py of the Triton model (plain modules, importable outside Triton)."""
-    if str(MODEL_CODE_DIR) not in sys.path:
-        sys.path.insert(0, str(MODEL_CODE_DIR))
-    import batching
-    import engines
-
-    return engines, batching
+__all__ = ["InProcessLimit", "PlainTransformers", "SentenceTransformersCE", "ServiceSystem", "triton_metrics"]
 
 
 class InProcessLimit:
@@ -63,17 +50,14 @@ class InProcessLimit:
                  overhead_tokens: int = 0, dtype: str = "auto", device: str = "cpu", engine_options: dict | None = None) -> None:
         """``workers`` threads run micro-batches side by side, each engine call on ``threads`` threads
         (0 workers: one per core), as model.py does with forward_workers and num_threads. ``engine_options``:
-        the engine's keyword options (engines.load_engine)."""
+        the engine's keyword options (ara_reranker_model.engines.load_engine)."""
         from transformers import AutoTokenizer
 
-        engines, batching = model_code()
         self.name = f"limit-{engine}" + ("" if dtype == "auto" else f"-{dtype}")
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.max_length = int(self.tokenizer.model_max_length)
-        self.engine = engines.load_engine(engine, model_dir, device, dtype, threads, **(engine_options or {}))
-        self.pad_id = int(self.tokenizer.pad_token_id)
-        self.partition = lambda lengths: batching.plan(lengths, max_batch_tokens, overhead_tokens, self.pool.workers)
-        self.pool = batching.ForwardPool(workers or len(os.sched_getaffinity(0)))
+        self.scorer = CrossEncoderScorer.load(model_dir, Batching(max_batch_tokens, overhead_tokens, workers), engine=engine,
+                                              device=device, dtype=dtype, num_threads=threads, **(engine_options or {}))
         self.stats = {"real_tokens": 0, "padded_tokens": 0, "forwards": 0, "rows": 0}
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._serve, daemon=True, name="batcher")
@@ -85,7 +69,7 @@ class InProcessLimit:
     def __exit__(self, *exc) -> None:
         self._queue.put(None)
         self._worker.join(30)
-        self.pool.close()
+        self.scorer.close()
 
     def pids(self) -> list[int]:
         return [os.getpid()]
@@ -105,7 +89,7 @@ class InProcessLimit:
 
     def close(self) -> None:
         """Release the forward threads of an instance used without ``with`` (``logits`` only)."""
-        self.pool.close()
+        self.scorer.close()
 
     def _serve(self) -> None:
         while (first := self._queue.get()) is not None:
@@ -132,36 +116,21 @@ class InProcessLimit:
         return [sigmoid(logits) for logits in self._logits(jobs)]
 
     def _logits(self, jobs: list[tuple[str, list[str]]]) -> list[np.ndarray]:
-        """Float32 logits of every (query, documents) job, all pairs batched together as model.py does."""
-        rows: list[list[int]] = []
-        type_rows: list[list[int]] | None = [] if self.engine.takes_token_type_ids else None
-        for query, documents in jobs:
+        """Float32 logits of every (query, documents) job, all pairs scored in one pass as model.py scores them."""
+        reads_types = self.scorer.takes_token_types  # BERT-style models read them (the document is type 1)
+        requests = {}
+        for k, (query, documents) in enumerate(jobs):
             encoded = self.tokenizer([query] * len(documents), documents, truncation="only_second",
                                      max_length=self.max_length, return_attention_mask=False,
-                                     return_token_type_ids=type_rows is not None)
-            rows += encoded["input_ids"]
-            if type_rows is not None:  # BERT-style models read them (the document is type 1)
-                type_rows += encoded["token_type_ids"]
-        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-        order = np.argsort(-lengths, kind="stable")
-        logits = np.empty(len(rows), dtype=np.float32)
-        batches = [order[part] for part in self.partition(lengths[order])]
-
-        def forward(members: np.ndarray) -> int:
-            ids, mask = padded_rows([rows[m] for m in members], self.pad_id)  # model.py's padding
-            token_types = None if type_rows is None else padded_rows([type_rows[m] for m in members], PAD_TOKEN_TYPE)[0]
-            logits[members] = self.engine.forward(ids, mask, token_types)
-            return ids.size
-
-        for _, size in self.pool.map(forward, batches, cost=lambda m: len(m) * int(lengths[m[0]])):
-            if isinstance(size, Exception):
-                raise size
-            self.stats["forwards"] += 1
-            self.stats["padded_tokens"] += size
-        self.stats["real_tokens"] += int(lengths.sum())
-        self.stats["rows"] += len(rows)
-        bounds = np.cumsum([0] + [len(d) for _, d in jobs])
-        return [logits[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+                                     return_token_type_ids=reads_types)
+            requests[k] = RequestRows(encoded["input_ids"], encoded["token_type_ids"] if reads_types else None)
+        batches = self.scorer.score(requests)
+        logits = scatter(batches, [len(documents) for _, documents in jobs])
+        self.stats["forwards"] += len(batches)
+        self.stats["padded_tokens"] += sum(batch.padded_tokens for batch in batches)
+        self.stats["real_tokens"] += sum(batch.real_tokens for batch in batches)
+        self.stats["rows"] += sum(len(request) for request in requests.values())
+        return logits
 
     def counters(self) -> dict[str, float]:
         return dict(self.stats)

@@ -174,11 +174,13 @@ def test_the_gateway_runs_on_the_two_distributions_its_image_installs():
 
 
 def test_the_triton_model_imports_only_the_model_facts_its_image_copies():
-    """model.py (and its engines and batching) import ara_reranker_model (numpy and the standard library), never
+    """model.py imports ara_reranker_model (its scorer, engines and batching, and the model facts), never
     the gateway; the Triton image copies that package and the model repository, not the gateway."""
     ours, third_party = follow_imports(sorted(MODEL_DIR.glob("*.py")), [MODEL_DIR, *SOURCES])
     tops = {m.split(".")[0] for m in ours} - {p.stem for p in MODEL_DIR.glob("*.py")}
-    assert {"ara_reranker_model.limits", "ara_reranker_model.files"} <= ours
+    assert [p.name for p in MODEL_DIR.glob("*.py")] == ["model.py"]  # its compute is the package's scorer
+    assert {"ara_reranker_model.scoring", "ara_reranker_model.engines", "ara_reranker_model.batching",
+            "ara_reranker_model.limits", "ara_reranker_model.files"} <= ours
     assert tops == {"ara_reranker_model"}, sorted(ours)
     assert not {"grpc", "tritonclient"} & {m.split(".")[0] for m in third_party}  # the image has neither
     assert copied("triton.Dockerfile") >= {"server/ara_reranker_model", "model_repository"}

@@ -10,23 +10,20 @@ truncation and compute are the real ones.
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 import tritonclient.grpc as grpcclient
 
+import ara_reranker_model.engines as engines
 import ara_reranker_model.onnx_export as onnx_export
 from ara_reranker_model.files import graph_path, onnx_path
 from ara_reranker_model.onnx_export import OnnxExportError, export_onnx
 from ara_reranker_server.launcher.triton_launcher import (
     MODEL_NAME,
-    MODEL_REPOSITORY,
     TritonOptions,
     TritonServer,
     TritonStartError,
@@ -37,19 +34,6 @@ from tools.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, 
 
 ATOL = 1e-4  # the parity bound every engine is held to (float32 on CPU)
 SHORT = 512  # pairs cut here, as a gateway with max_input_length 512 does
-
-
-def _load_engines_module() -> ModuleType:
-    """engines.py as Triton's stub imports it: from the model version directory, not a package."""
-    path = MODEL_REPOSITORY / MODEL_NAME / "1" / "engines.py"
-    spec = importlib.util.spec_from_file_location("ara_reranker_engines", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-engines = _load_engines_module()
 
 
 def _link_model(source: Path, target: Path) -> Path:

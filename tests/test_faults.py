@@ -223,7 +223,7 @@ def test_a_forward_pass_failing_on_one_endpoint_is_retried_on_another(tiny_model
     broken = tmp_path / "broken"
     broken.mkdir()
     repository = repository_copy(broken)
-    failing = repository / "ara_reranker/1/engines.py"
+    failing = repository / "ara_reranker/1/model.py"
     failing.write_text(failing.read_text() + '''
 
 class _OutOfMemory:
@@ -232,17 +232,20 @@ class _OutOfMemory:
     def __init__(self, engine):
         self.config = engine.config
         self.takes_token_type_ids = engine.takes_token_type_ids
-        self._warmed = False
 
     def forward(self, input_ids, attention_mask, token_type_ids=None):
-        if not self._warmed:  # let the load-time warm-up pass
-            self._warmed = True
-            return np.zeros(len(input_ids), dtype=np.float32)
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
-_load = load_engine
-load_engine = lambda *args, **kwargs: _OutOfMemory(_load(*args, **kwargs))  # noqa: E731
+_initialize = TritonPythonModel.initialize
+
+
+def _initialize_then_fail(self, args):
+    _initialize(self, args)  # the warm-up pass included: the model loads and reports ready
+    self.scorer.engine = _OutOfMemory(self.scorer.engine)
+
+
+TritonPythonModel.initialize = _initialize_then_fail
 ''')
     documents = mixed_passages(rng, 12, max_sentences=4)
     expected = reference.logits(QUERIES[3], documents)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
+from ara_reranker_model import engines
 from ara_reranker_model.inputs import PAD_TOKEN_TYPE, padded_rows
 from ara_reranker_model.limits import max_input_length
 from ara_reranker_model.onnx_export import export_onnx
@@ -62,17 +62,6 @@ Encoding = dict[str, list[int]]
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def model_code():
-    """engines.py and batching.py as the Triton stub imports them (plain modules of the version dir)."""
-    code = str(MODEL_REPOSITORY / MODEL_NAME / "1")
-    if code not in sys.path:
-        sys.path.insert(0, code)
-    import batching
-    import engines
-
-    return engines, batching
-
-
 def padded(encodings: list[Encoding], pad_id: int, width: int | None = None) -> dict[str, np.ndarray]:
     """A request's INT64 tensors, right-padded to ``width`` (default: the longest row) as the gateway pads
     a chunk: input_ids with ``pad_id``, token_type_ids with the padding token type."""
@@ -225,7 +214,6 @@ def test_model_names_and_hub_ids():
 def test_in_process_engines_and_bench_system_equal_the_reference(bert_dir, bert_reference, bert_pairs, bert_expected):
     """torch and ONNX engines on one padded batch (short rows padded to 512) and the bench's in-process
     system on text: all within 1e-4 of transformers with the tokenizer's token types."""
-    engines, _ = model_code()
     export_onnx(bert_dir)  # idempotent: kept when already exported from these weights
     arrays = padded(bert_pairs, pad_id=0)
     for name in ("torch", "onnx"):

@@ -10,7 +10,6 @@ seed): the values mean nothing as rankings, but tokenization, truncation and com
 from __future__ import annotations
 
 import asyncio
-import functools
 import importlib.util
 import os
 import re
@@ -30,6 +29,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
+# The partition the scorer cuts with, and how it then spreads it over its forward threads.
+from ara_reranker_model.batching import MIN_SHARE_TOKENS, ForwardPool, micro_batches, spread
 from ara_reranker_model.store import REAL_MODEL_MAX_LENGTH
 from ara_reranker_server.launcher.child_process import wait_until
 from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer
@@ -113,17 +114,16 @@ def still(metrics_url: str, names: Sequence[str], timeout_s: float = 30.0) -> li
 
 
 def load_model_module() -> ModuleType:
-    """model.py imported by path, for its pure helpers. It imports ``triton_python_backend_utils``
-    and ``engines``: both are put on sys.path as Triton itself does (the real utils module shipped with
-    the bundled Triton, not a stand-in; the helpers tested here touch nothing that only the stub adds)."""
+    """model.py imported by path, for its pure helpers, under a name of its own (Triton loads it as a file, not as
+    part of a package). It imports ``triton_python_backend_utils``, put on sys.path as Triton itself does (the real
+    utils module shipped with the bundled Triton, not a stand-in; the helpers tested here touch nothing that only
+    the stub adds)."""
     import pytriton
 
-    utils_dir = Path(pytriton.__file__).parent / "tritonserver/backends/python"
-    model_dir = MODEL_REPOSITORY / MODEL_NAME / "1"
-    for path in (str(utils_dir), str(model_dir)):
-        if path not in sys.path:
-            sys.path.append(path)
-    spec = importlib.util.spec_from_file_location("ara_reranker_model", model_dir / "model.py")
+    utils_dir = str(Path(pytriton.__file__).parent / "tritonserver/backends/python")
+    if utils_dir not in sys.path:
+        sys.path.append(utils_dir)
+    spec = importlib.util.spec_from_file_location("ara_reranker_triton_model", MODEL_REPOSITORY / MODEL_NAME / "1/model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -373,23 +373,6 @@ async def test_server_still_ready_after_bad_input(triton, client, good):
 
 
 # -------------------------------------------------------------------------------------- 4 micro-batches
-@functools.cache
-def batching() -> ModuleType:
-    """model.py's batching module (beside it; importable once model.py is loaded as Triton loads it)."""
-    load_model_module()
-    return importlib.import_module("batching")
-
-
-def micro_batches():
-    """The partition model.py cuts with: ``micro_batches(sorted_lengths, max_batch_tokens, overhead_tokens)``."""
-    return batching().micro_batches
-
-
-def spread():
-    """How model.py then spreads that partition over its forward threads: ``spread(slices, lengths, workers)``."""
-    return batching().spread
-
-
 def padded_cost(sorted_lengths, slices) -> int:
     return sum((s.stop - s.start) * int(sorted_lengths[s.start]) for s in slices)
 
@@ -399,13 +382,13 @@ def padded_cost(sorted_lengths, slices) -> int:
        budget=st.sampled_from([512, 2048, 8192]))
 def test_spreading_cuts_micro_batches_into_shares_without_adding_padding(lengths, workers, budget):
     sorted_lengths = np.array(sorted(lengths, reverse=True))
-    slices = micro_batches()(sorted_lengths, budget, 16)
-    spread_slices = spread()(slices, sorted_lengths, workers)
+    slices = micro_batches(sorted_lengths, budget, 16)
+    spread_slices = spread(slices, sorted_lengths, workers)
     covered = [i for s in spread_slices for i in range(s.start, s.stop)]
     assert covered == list(range(len(lengths)))  # every row once, in order
     assert padded_cost(sorted_lengths, spread_slices) <= padded_cost(sorted_lengths, slices)
     if workers > 1:
-        share = max(padded_cost(sorted_lengths, slices) / (2 * workers), batching().MIN_SHARE_TOKENS)
+        share = max(padded_cost(sorted_lengths, slices) / (2 * workers), MIN_SHARE_TOKENS)
         assert all(s.stop - s.start == 1 or (s.stop - s.start) * sorted_lengths[s.start] <= share + sorted_lengths[s.start]
                    for s in spread_slices)
     else:
@@ -415,15 +398,15 @@ def test_spreading_cuts_micro_batches_into_shares_without_adding_padding(lengths
 def test_uniform_rows_are_spread_over_every_worker():
     """Rows of one length make one least-cost micro-batch; spread over 2 threads it becomes 4 equal runs."""
     sorted_lengths = np.full(64, 121)
-    [whole] = micro_batches()(sorted_lengths, 8192, 16)
-    assert [s.stop - s.start for s in spread()([whole], sorted_lengths, 2)] == [16, 16, 16, 16]
+    [whole] = micro_batches(sorted_lengths, 8192, 16)
+    assert [s.stop - s.start for s in spread([whole], sorted_lengths, 2)] == [16, 16, 16, 16]
 
 
 def test_forward_pool_runs_every_micro_batch_once_side_by_side_and_keeps_failures_apart():
     """The caller's thread is one of the workers (a lone micro-batch runs without a thread hop); with more,
     ``workers`` run at once; each item runs once, smallest first, each reported to ``done`` as it finishes, and a
     failing one is returned in its place."""
-    pool = batching().ForwardPool(2)
+    pool = ForwardPool(2)
     try:
         caller = threading.current_thread().name
         [(item, ran_on)] = pool.map(lambda _: threading.current_thread().name, [7], cost=lambda i: i)
@@ -468,7 +451,7 @@ def greedy_padded_size(sorted_lengths: np.ndarray, budget: int, overhead: int) -
 )
 def test_micro_batches_cover_rows_in_order_under_the_token_budget(lengths, budget, overhead):
     sorted_lengths = np.array(sorted(lengths, reverse=True), dtype=np.int64)
-    slices = list(micro_batches()(sorted_lengths, budget, overhead))
+    slices = list(micro_batches(sorted_lengths, budget, overhead))
     assert [i for s in slices for i in range(s.start, s.stop)] == list(range(len(lengths)))
     for s in slices:
         rows, width = s.stop - s.start, int(sorted_lengths[s.start])
@@ -481,13 +464,13 @@ def test_micro_batches_cover_rows_in_order_under_the_token_budget(lengths, budge
 
 def test_micro_batches_keep_unlike_lengths_apart_when_passes_are_cheap():
     """One long row with short ones: the short ones are not padded to the long one's width."""
-    slices = micro_batches()(np.array([512, 40, 38, 35, 30]), 8192, 16)
+    slices = micro_batches(np.array([512, 40, 38, 35, 30]), 8192, 16)
     assert [(s.start, s.stop) for s in slices] == [(0, 1), (1, 5)]
 
 
 def optimal_cost(lengths: list[int], budget: int, overhead: int) -> int:
     """The least padded tokens + ``overhead`` per pass of any cut of the length-sorted rows into
-    micro-batches under ``budget`` (written here, independently of model.py's batching.py)."""
+    micro-batches under ``budget`` (written here, independently of ara_reranker_model.batching)."""
     ordered = sorted(lengths, reverse=True)
     best = [0] + [None] * len(ordered)  # best[i]: cheapest cost of the first i rows
     for end in range(1, len(ordered) + 1):
@@ -525,9 +508,9 @@ async def test_rows_are_length_sorted_into_budgeted_micro_batches(triton, client
     assert real == sum(lengths)
     assert within_budget == passes  # every forward pass had at most `budget` padded tokens
     sorted_lengths = np.array(sorted(lengths, reverse=True))
-    least = micro_batches()(sorted_lengths, budget, overhead)
+    least = micro_batches(sorted_lengths, budget, overhead)
     assert padded_cost(sorted_lengths, least) + overhead * len(least) == optimal_cost(lengths, budget, overhead)
-    planned = spread()(least, sorted_lengths, workers)  # then cut for the forward threads, no padding added
+    planned = spread(least, sorted_lengths, workers)  # then cut for the forward threads, no padding added
     assert (computed, passes) == (padded_cost(sorted_lengths, planned), len(planned))
     assert computed < 0.9 * len(lengths) * max(lengths)
 

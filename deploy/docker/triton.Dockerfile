@@ -26,8 +26,9 @@ RUN python3 -m pip install --no-cache-dir --break-system-packages -r /tmp/requir
 # This project's code, run from source (PYTHONPATH below; model.py puts PYTHONPATH on the Python backend's
 # sys.path): model.py imports small pure-Python modules of server/, and the model volume is filled with
 # `python3 -m ara_reranker_model.store` (tools/) from this image. Their dependencies are pinned above.
-# The model and the model facts it shares with the gateway (ara_reranker_model: numpy and the standard library,
-# plus `python3 -m ara_reranker_model.store` for the model-fetch step); not the gateway.
+# The model (model.py, a thin adapter) and ara_reranker_model: its scorer, engines and batching, and the model facts
+# it shares with the gateway (numpy and the standard library at import, torch once an engine loads), plus
+# `python3 -m ara_reranker_model.store` for the model-fetch step; not the gateway.
 COPY server/ara_reranker_model ./ara_reranker_model
 COPY model_repository ./model_repository
 # The mount point of the model volume, owned by the runtime user so that a fresh Docker volume is writable

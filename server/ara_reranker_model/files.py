@@ -1,8 +1,7 @@
 """Where the files of a model directory live, for the code that reads them at run time.
 
-The onnx engine (model_repository/ara_reranker/1/engines.py, inside Triton) loads the graphs that the ONNX
-export (server/ara_reranker_model/onnx_export.py) writes; both take their places from here, so the Triton model never imports
-tooling. Plain Python on purpose: Triton's Python backend imports it.
+The onnx engine (engines.py, inside Triton) loads the graphs that the ONNX export (onnx_export.py) writes; both
+take their places from here, so the Triton model never imports tooling. Plain Python on purpose: Triton's Python backend imports it.
 """
 
 from __future__ import annotations

@@ -5,11 +5,11 @@ request (ragged across requests), right-padded, and ``token_type_ids`` of the sa
 required by models that read token types (BERT-style, ``type_vocab_size > 1``: ms-marco MiniLM), ignored
 by the others (XLM-R). Output: FP32 ``logits`` [rows, 1].
 
-``execute`` makes one pass over every request the dynamic batcher hands it: validate each request,
-strip padding, sort all rows of all requests by length, cut micro-batches under a token budget with
-the least padding (batching.py), pad each only to its own longest row, run one forward pass per
-micro-batch (on several threads at once on CPU: ``forward_workers``) and scatter the logits back.
-A bad request gets its own error response; the others in the batch are still answered.
+The scoring is ara_reranker_model's ``CrossEncoderScorer``: ``execute`` hands it every request the dynamic
+batcher hands over, in one pass (validate each request, strip padding, sort all rows of all requests by length,
+token-budgeted micro-batches, one forward pass each, several threads at once on CPU, logits scattered back).
+This module adapts it to Triton: the config read once in ``initialize``, tensors in and out, one response per
+request (an error of its own for a bad one: the others in the batch are still answered), and the metrics.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import queue
 import site
 import sys
 import threading
-import time
 from pathlib import Path
 
 # The Python backend stub embeds an isolated interpreter that ignores PYTHONPATH. Honour it here, ahead
@@ -32,25 +31,13 @@ for _path in reversed([p for p in os.environ.get("PYTHONPATH", "").split(os.path
 
 import numpy as np  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
-from batching import ForwardPool, plan  # noqa: E402
-from engines import load_engine  # noqa: E402
 
-# The model facts shared with the gateway (numpy and the standard library only): installed beside torch in the
-# Triton image, or in the virtualenv the launcher names.
+# The scorer and the model facts shared with the gateway (numpy and the standard library at import; torch when the
+# engine loads): installed beside torch in the Triton image, or in the virtualenv the launcher names.
 from ara_reranker_model.config import limits, parameters  # noqa: E402
-from ara_reranker_model.inputs import PAD_TOKEN_TYPE, padded_rows  # noqa: E402
 from ara_reranker_model.layout import MODEL_DIR_ENV  # noqa: E402
-from ara_reranker_model.limits import (  # noqa: E402
-    ModelLimitError,
-    coupled_limit_problems,
-    max_input_length,
-    max_positions,
-    type_vocab_size,
-)
-
-
-class RequestError(ValueError):
-    """A request whose tensors cannot be scored; answered with INVALID_ARG, the batch goes on."""
+from ara_reranker_model.limits import coupled_limit_problems  # noqa: E402
+from ara_reranker_model.scoring import CrossEncoderScorer, MicroBatch, RequestError  # noqa: E402
 
 
 def resolve_model_dir(args: dict, params: dict[str, str]) -> Path:
@@ -78,159 +65,54 @@ class TritonPythonModel:
         device = f"cuda:{args['model_instance_device_id']}" if on_gpu else "cpu"
         try:
             triton = limits(model_config)
+            self.scorer = CrossEncoderScorer.from_parameters(model_dir, triton.max_batch_tokens, params, device)
         except ValueError as exc:
             raise pb_utils.TritonModelException(str(exc)) from exc
-        self.max_batch_tokens = triton.max_batch_tokens
-        if self.max_batch_tokens <= 0:
-            raise pb_utils.TritonModelException(f"max_batch_tokens must be > 0, got {self.max_batch_tokens}")
-        self.overhead_tokens = int(params.get("batch_overhead_tokens", "0"))
-        if self.overhead_tokens < 0:
-            raise pb_utils.TritonModelException(f"batch_overhead_tokens must be >= 0, got {self.overhead_tokens}")
-        workers = int(params.get("forward_workers", "1"))
-        if workers < 0:
-            raise pb_utils.TritonModelException(f"forward_workers must be >= 0 (0: one per core), got {workers}")
-        self.pool = ForwardPool(workers or len(os.sched_getaffinity(0)))
-        try:
-            self.engine = load_engine(
-                engine=params.get("engine", "torch"),
-                model_dir=model_dir,
-                device=device,
-                dtype=params.get("dtype", "auto"),
-                num_threads=int(params.get("num_threads", "0")),
-            )
-        except ValueError as exc:
-            raise pb_utils.TritonModelException(str(exc)) from exc
-        hf_config = self.engine.config
-        if hf_config.num_labels != 1:
-            raise pb_utils.TritonModelException(
-                f"{model_dir} has num_labels={hf_config.num_labels}; a cross-encoder reranker has 1"
-            )
-        # BERT-style cross-encoders mark the document with token type 1: without the tokenizer's types
-        # their scores would silently differ from the model's, so requests to them must carry them.
-        self.type_vocab_size = type_vocab_size(hf_config.to_dict())
-        self.takes_token_types = self.engine.takes_token_type_ids
-        self.vocab_size = int(hf_config.vocab_size)
-        self.pad_id = int(hf_config.pad_token_id if hf_config.pad_token_id is not None else 0)
-        try:
-            max_input_length(model_dir)  # refuses a tokenizer that allows more than the positions hold
-        except ModelLimitError as exc:
-            raise pb_utils.TritonModelException(str(exc)) from exc
-        # The hard limit; the gateway picks its own (the tokenizer's, or lower) and never sends more.
-        self.max_length = max_positions(hf_config.to_dict())
         # The limits that must agree with others (model_limits.COUPLED_LIMITS), those known here.
         problems = coupled_limit_problems({"max_batch_size": triton.max_batch_size, "max_queue_size": triton.max_queue_size,
-                                           "max_batch_tokens": self.max_batch_tokens, "max_input_length": self.max_length})
+                                           "max_batch_tokens": triton.max_batch_tokens,
+                                           "max_input_length": self.scorer.max_length})
         if problems:
             raise pb_utils.TritonModelException("; ".join(problems))
         self.metrics = _ModelMetrics(args["model_name"])
-        # Warm up so Triton reports READY only once the model has really run.
-        ones = np.ones((2, 16), dtype=np.int64)
-        self.engine.forward(np.full((2, 16), self.pad_id + 4, dtype=np.int64), ones, ones)
+        self.scorer.warm_up()  # Triton reports READY only once the model has really run
 
     def execute(self, requests: list) -> list | None:
         """Answers each request as soon as all its rows are scored, through its response sender, so that a small
         request batched with a large one does not wait for the large one's other micro-batches. A request alone is
         answered by returning its response: one hand-off back to Triton instead of two (the response, then the end
         of execute()), which is what the next request waits for."""
-        rows: list[np.ndarray] = []  # unpadded input_ids of every row of every valid request
-        type_rows: list[np.ndarray] | None = [] if self.takes_token_types else None  # their token_type_ids
-        owners: list[tuple[int, int]] = []  # (request index, row index) of each entry in rows
         answers = _Answers(requests, early=len(requests) > 1)
+        valid = {}  # request index -> its rows, padding stripped
         for r, request in enumerate(requests):
             if request.is_cancelled():  # the caller gave up while it queued: compute nothing for it
                 answers.fail(r, pb_utils.TritonError("request cancelled by the caller", pb_utils.TritonError.CANCELLED))
                 continue
             try:
-                ids, lengths, types = self._validated(request)
+                valid[r] = self.scorer.request_rows(*(_array(request, name) for name in _INPUTS))
             except RequestError as exc:
                 answers.fail(r, pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG))
                 continue
-            answers.expect(r, len(lengths))
-            for i, n in enumerate(lengths):
-                rows.append(ids[i, :n])
-                owners.append((r, i))
-                if type_rows is not None:
-                    type_rows.append(types[i, :n])
-        self._score(rows, type_rows, owners, answers)
+            answers.expect(r, len(valid[r]))
+        batches = self.scorer.score(valid, answers.scored)
+        if batches:
+            # (rows, real tokens, padded tokens, seconds) of each pass that ran
+            passes = [(len(b.owners), b.real_tokens, b.padded_tokens, b.seconds) for b in batches if b.error is None]
+            self.metrics.observe(sum(len(b.owners) for b in batches), passes)
         return answers.finish()
-
-    def _validated(self, request) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Return (input_ids, row lengths, token_type_ids or None when the model reads none) of a request,
-        or raise RequestError saying what is wrong."""
-        ids = pb_utils.get_input_tensor_by_name(request, "input_ids")
-        mask = pb_utils.get_input_tensor_by_name(request, "attention_mask")
-        if ids is None or mask is None:
-            raise RequestError("both input_ids and attention_mask are required")
-        ids, mask = ids.as_numpy(), mask.as_numpy()
-        if ids.ndim != 2 or ids.shape != mask.shape:
-            raise RequestError(f"input_ids {list(ids.shape)} and attention_mask {list(mask.shape)} must be equal [rows, length]")
-        if ids.shape[0] == 0 or ids.shape[1] == 0:
-            raise RequestError(f"request has no tokens: shape {list(ids.shape)}")
-        lengths = mask.sum(axis=1)
-        expected = np.arange(ids.shape[1])[None, :] < lengths[:, None]
-        if not np.array_equal(mask, expected):
-            raise RequestError("attention_mask must be 1 for each row's tokens then 0 (right padding)")
-        if lengths.min() == 0:
-            raise RequestError(f"row {int(lengths.argmin())} has no tokens")
-        if lengths.max() > self.max_length:
-            raise RequestError(f"row {int(lengths.argmax())} has {int(lengths.max())} tokens; the model takes at most {self.max_length}")
-        real = ids[expected]
-        if real.min() < 0 or real.max() >= self.vocab_size:
-            raise RequestError(f"input_ids must lie in [0, {self.vocab_size}), got [{int(real.min())}, {int(real.max())}]")
-        return ids, lengths, self._token_types(request, ids.shape, expected)
-
-    def _token_types(self, request, shape: tuple[int, ...], real: np.ndarray) -> np.ndarray | None:
-        """The request's token_type_ids, validated; None when the model reads none (then they may be absent)."""
-        tensor = pb_utils.get_input_tensor_by_name(request, "token_type_ids")
-        if tensor is None:
-            if self.takes_token_types:
-                raise RequestError(
-                    f"token_type_ids is required: this model reads token types (type_vocab_size={self.type_vocab_size}); "
-                    "send the tokenizer's, right-padded like input_ids"
-                )
-            return None
-        types = tensor.as_numpy()
-        if types.shape != shape:
-            raise RequestError(f"token_type_ids {list(types.shape)} must have input_ids' shape {list(shape)}")
-        values = types[real]
-        if values.min() < 0 or values.max() >= self.type_vocab_size:
-            raise RequestError(
-                f"token_type_ids must lie in [0, {self.type_vocab_size}), got [{int(values.min())}, {int(values.max())}]"
-            )
-        return types if self.takes_token_types else None
-
-    def _score(self, rows, type_rows, owners, answers: "_Answers") -> None:
-        """Forward every row in length-sorted micro-batches, handing each logit to ``answers``."""
-        if not rows:
-            return
-        lengths = np.fromiter((len(row) for row in rows), dtype=np.int64, count=len(rows))
-        order = np.argsort(-lengths, kind="stable")
-        batches = [order[s] for s in plan(lengths[order], self.max_batch_tokens, self.overhead_tokens, self.pool.workers)]
-
-        def forward(members: np.ndarray) -> tuple[np.ndarray, int, float]:
-            ids, mask = padded_rows([rows[m] for m in members], self.pad_id)
-            token_types = None if type_rows is None else padded_rows([type_rows[m] for m in members], PAD_TOKEN_TYPE)[0]
-            started = time.perf_counter()
-            return self.engine.forward(ids, mask, token_types), ids.size, time.perf_counter() - started
-
-        passes: list[tuple[int, int, int, float]] = []  # (rows, real tokens, padded tokens, seconds) per pass
-
-        def done(members: np.ndarray, outcome) -> None:
-            if isinstance(outcome, Exception):  # e.g. out of memory: fail only the requests in this micro-batch
-                answers.scored([owners[m] for m in members], None, pb_utils.TritonError(f"forward pass failed: {outcome}"))
-                return
-            logits, size, seconds = outcome
-            passes.append((len(members), int(lengths[members].sum()), size, seconds))
-            answers.scored([owners[m] for m in members], logits)
-
-        cost = lambda members: len(members) * int(lengths[members[0]])  # noqa: E731
-        self.pool.map(forward, batches, cost, done)
-        self.metrics.observe(len(rows), passes)
 
     def finalize(self) -> None:
         self.metrics.close()
-        self.pool.close()
-        self.engine = None
+        self.scorer.close()
+
+
+_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _array(request, name: str) -> np.ndarray | None:
+    """The request's input ``name`` as numpy, None when it is absent."""
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
 
 
 class _Answers:
@@ -254,15 +136,16 @@ class _Answers:
     def fail(self, r: int, error) -> None:
         self._send(r, pb_utils.InferenceResponse(error=error))
 
-    def scored(self, rows: list[tuple[int, int]], logits: np.ndarray | None, error=None) -> None:
-        """Rows (request, row) of one micro-batch, with their logits, or the error that micro-batch met."""
+    def scored(self, batch: MicroBatch) -> None:
+        """The rows (request, row) of one micro-batch, with their logits, or the error that micro-batch met."""
+        error = None if batch.error is None else pb_utils.TritonError(f"forward pass failed: {batch.error}")
         finished = []
         with self._lock:
-            for j, (r, i) in enumerate(rows):
+            for j, (r, i) in enumerate(batch.owners):
                 if error is not None:
                     self._errors.setdefault(r, error)
                 else:
-                    self._outputs[r][i, 0] = logits[j]
+                    self._outputs[r][i, 0] = batch.logits[j]
                 self._left[r] -= 1
                 if self._left[r] == 0:
                     finished.append(r)

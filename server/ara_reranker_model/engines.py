@@ -1,4 +1,5 @@
-"""Inference engines behind model.py: each turns padded token arrays into one float32 logit per row.
+"""Inference engines behind the scorer (scoring.py, model.py's compute): each turns padded token arrays into one
+float32 logit per row.
 
 ``torch`` is the reference engine (transformers ``AutoModelForSequenceClassification``); ``onnx``
 runs the graph exported by ``make model`` with ONNX Runtime. Both are held to the same score-parity
@@ -35,7 +36,7 @@ __all__ = ["Engine", "ENGINES", "load_engine"]
 
 
 class Engine(Protocol):
-    """What model.py needs from an engine."""
+    """What the scorer needs from an engine."""
 
     config: object  # the transformers PretrainedConfig of the model
     takes_token_type_ids: bool  # whether forward() needs token_type_ids (type_vocab_size > 1)
@@ -110,7 +111,7 @@ class TorchEngine:
 
 class OnnxEngine:
     """ONNX Runtime on ``<model_dir>/onnx/model.onnx``, the graph that ``make model ... ENGINE=onnx``
-    (server/ara_reranker_model/onnx_export.py) exports and verifies against torch; its place is server/ara_reranker_model/files.py's.
+    (onnx_export.py) exports and verifies against torch; its place is files.py's.
 
     float32 by default: its logits equal the torch engine's within 1e-4. Opt-in, graphs derived from it
     (``make model ... ENGINE=onnx DTYPE=int8|float16``): ``int8``, dynamically quantized, on CPU; ``float16``

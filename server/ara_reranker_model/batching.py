@@ -1,4 +1,4 @@
-"""How model.py cuts length-sorted rows into micro-batches and runs them (also used by the benchmarks).
+"""How the scorer (scoring.py, behind model.py and the benchmarks) cuts length-sorted rows into micro-batches and runs them.
 
 Rows arrive sorted by length, longest first. A micro-batch is a contiguous slice, padded to its first
 (longest) row, so it costs ``rows x width`` padded tokens plus a fixed cost per forward pass (kernel
@@ -15,7 +15,7 @@ On CPU, single-threaded forward passes side by side beat one multi-threaded pass
 the threads of each operator, full speed at any batch size, and a thread preempted by the gateway or
 the tokenizer delays only its own micro-batch. The engines release the GIL while they compute.
 
-How the rows of a micro-batch are padded is server/ara_reranker_model/inputs.py's rule, shared with the gateway.
+How the rows of a micro-batch are padded is inputs.py's rule, shared with the gateway.
 """
 
 from __future__ import annotations
