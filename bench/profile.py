@@ -1,21 +1,27 @@
-"""Where a small request's time goes inside the gateway and the model's process: ``python -m bench.profile`` (~1 minute).
+"""Where a request's time goes inside the gateway and the model's process: ``python -m bench.profile`` (~1 minute).
 
 Starts the service (the ``tiny`` model, the torch engine, no score cache), sends the overhead benchmark's
-10-document requests (bench/overhead.py) one at a time, back to back, from one caller, and meanwhile samples the
-gateway and Triton's Python-backend stub (model.py) with py-spy, without pausing them (``--nonblocking``), idle
-threads left out: what each process spends its CPU on per request. tritonserver's own C++ work is not sampled
+10-document requests (bench/overhead.py) from ``--callers`` closed-loop callers (default one, back to back; fresh
+queries, so no cache answers), and meanwhile samples the gateway and Triton's Python-backend stub (model.py) with
+py-spy, without pausing them (``--nonblocking``), idle threads left out: what each process spends its CPU on per
+request. ``--triton-model null`` serves a model.py that computes nothing (bench/gateway_capacity.py's), so that the
+gateway's own cost is all there is; ``--gil`` samples only the thread holding the GIL, i.e. the gateway's Python work
+(the tokenizer's Rust and gRPC's C threads work without it). tritonserver's own C++ work is not sampled
 (bench/overhead.py takes the Triton round trip apart with Triton's counters instead).
 
 Writes ``bench/results/profile-<timestamp>.json`` (per process: samples, the top functions by own time and by time
-including callees, as shares of the process's active samples) and prints the tables; ``--stacks DIR`` also keeps the
-raw collapsed stacks (``<process>.txt``, for flame graphs). py-spy counts a thread as active while it runs Python or
-native code, also while it waits for the GIL or inside an event loop's poll: shares, not CPU time.
+including callees, as shares of the process's active samples; the gateway's CPU per request from /proc) and prints the
+tables; ``--stacks DIR`` also keeps the raw collapsed stacks (``<process>.txt``, for flame graphs). py-spy counts a
+thread as active while it runs Python or native code, also while it waits for the GIL or inside an event loop's poll:
+shares, not CPU time.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import collections
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -24,8 +30,8 @@ import threading
 import time
 from pathlib import Path
 
-from ara_reranker_client.v1 import reranker_pb2
-from bench.run import machine_info, prepare_model, write_result
+from bench.gateway_capacity import null_repository, tree_cpu_s
+from bench.run import git_commit, machine_info, prepare_model, write_result
 from bench.systems import NO_CACHE, ServiceSystem
 from bench.workload import make_workload
 
@@ -75,6 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="tiny")
     parser.add_argument("--engine", default="torch")
     parser.add_argument("--docs", type=int, default=10, help="documents per request (1: the smallest request)")
+    parser.add_argument("--callers", type=int, default=1, help="concurrent callers, each on its own channel")
+    parser.add_argument("--triton-model", choices=("model", "null"), default="model",
+                        help="null: Triton computes nothing (bench.gateway_capacity's null model.py): the gateway alone")
+    parser.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL (Python's own CPU work)")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long each process is sampled")
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--stacks", type=Path, help="also write the raw collapsed stacks here, one file per process")
@@ -86,25 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     spy = py_spy()
     model_dir = prepare_model(args.model, args.engine == "onnx")
     requests = make_workload(AutoTokenizer.from_pretrained(model_dir), requests=64, docs_per_request=args.docs).requests
-    calls = [reranker_pb2.RerankRequest(query=f"{r.query} {i}", documents=r.documents) for i, r in enumerate(requests)]
-    stop = threading.Event()
-    sent = [0]
-    with ServiceSystem(model_dir, args.engine, gateway_args=NO_CACHE) as service, tempfile.TemporaryDirectory() as tmp:
-        processes = {"gateway": service.gateway.process.pid, "model (python backend stub)": service.triton.stub_pids()[0]}
-
-        def load() -> None:
-            while not stop.is_set():
-                service.client.stub.Rerank(calls[sent[0] % len(calls)], timeout=60)
-                sent[0] += 1
-
-        caller = threading.Thread(target=load, daemon=True)
-        caller.start()
-        time.sleep(2)  # warm: every code path taken at least once before sampling
+    with _service(model_dir, args) as (gateway_pid, stub_pid, target), tempfile.TemporaryDirectory() as tmp:
+        processes = {"gateway": gateway_pid}
+        if stub_pid is not None:
+            processes["model (python backend stub)"] = stub_pid
+        load = _Load(target, requests, args.callers)
+        load.start()
+        load.wait_warm()  # every code path taken at least once before sampling
         outputs = {name: Path(tmp) / f"{i}.txt" for i, name in enumerate(processes)}
-        first = sent[0]
+        first, cpu_before = load.sent, tree_cpu_s(gateway_pid)
         started = time.perf_counter()
         spies = [subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(args.seconds)), "--rate",
-                                   str(args.rate), "--format", "raw", "--nonblocking", "--output", str(outputs[name])],
+                                   str(args.rate), "--format", "raw", "--nonblocking", *(["--gil"] if args.gil else []),
+                                   "--output", str(outputs[name])],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                  for name, pid in processes.items()]
         for spy_process in spies:
@@ -112,16 +116,17 @@ def main(argv: list[str] | None = None) -> int:
             if spy_process.returncode != 0:
                 raise SystemExit(f"py-spy failed: {err.strip()[-2000:]}")
         elapsed = time.perf_counter() - started
-        stop.set()
-        caller.join(60)
-        requests_sampled = sent[0] - first
+        requests_sampled, gateway_cpu = load.sent - first, tree_cpu_s(gateway_pid) - cpu_before
+        load.stop()
         stacks = {name: path.read_text() for name, path in outputs.items()}
 
     result = {
-        "model": args.model, "engine": args.engine, "docs": args.docs, "seconds": args.seconds, "rate": args.rate,
+        "model": args.model, "engine": args.engine, "docs": args.docs, "callers": args.callers,
+        "triton_model": args.triton_model, "gil_only": args.gil, "seconds": args.seconds, "rate": args.rate,
         "requests": requests_sampled, "requests_per_s": round(requests_sampled / elapsed, 1),
+        "gateway_cpu_ms_per_request": round(1000 * gateway_cpu / max(requests_sampled, 1), 3),
         "processes": {name: summarize(text) for name, text in stacks.items()},
-        "meta": {"command": " ".join(["python -m bench.profile", *(argv if argv is not None else sys.argv[1:])]),
+        "meta": {"command": " ".join(["python -m bench.profile", *(argv if argv is not None else sys.argv[1:])]), "git": git_commit(),
                  **machine_info()},
     }
     print(markdown(result), flush=True)
@@ -134,9 +139,67 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _service(model_dir: Path, args: argparse.Namespace):
+    """The gateway in front of Triton (the real model, or the null one): (gateway pid, model stub pid or None, target)."""
+    if args.triton_model == "model":
+        with ServiceSystem(model_dir, args.engine, gateway_args=NO_CACHE) as service:
+            yield service.gateway.process.pid, service.triton.stub_pids()[0], service.gateway.target
+        return
+    from ara_reranker_server.launcher.gateway_process import GatewayProcess
+    from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = TritonOptions(model_dir=model_dir)
+        options.model_repository = null_repository(Path(tmp))
+        with TritonServer(options) as triton, \
+                GatewayProcess({"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir)} | NO_CACHE) as gateway:
+            yield gateway.process.pid, None, gateway.target
+
+
+class _Load:
+    """``callers`` closed-loop callers on a thread of their own, each on its own channel, fresh queries (no cache)."""
+
+    def __init__(self, target: str, requests: list, callers: int) -> None:
+        self.target, self.requests, self.callers = target, requests, callers
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_warm(self, timeout_s: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.sent < 4 * self.callers + 20:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise SystemExit(f"the load did not start: {self.sent} calls answered")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    async def _run(self) -> None:
+        from ara_reranker_client import AsyncRerankerClient
+
+        async def caller(k: int) -> None:
+            async with AsyncRerankerClient(self.target, timeout=60) as client:
+                i = k
+                while not self._stop.is_set():
+                    request = self.requests[i % len(self.requests)]
+                    await client.rerank(f"{request.query} {i}", request.documents)
+                    i += self.callers
+                    self.sent += 1
+
+        await asyncio.gather(*(caller(k) for k in range(self.callers)))
+
+
 def markdown(result: dict) -> str:
-    rows = [f"{result['requests']} requests of {result['docs']} documents, {result['requests_per_s']}/s, one caller "
-            f"({result['model']} model, {result['engine']} engine)", ""]
+    rows = [f"{result['requests']} requests of {result['docs']} documents, {result['requests_per_s']}/s, "
+            f"{result.get('callers', 1)} caller(s) ({result['model']} model, {result.get('triton_model', 'model')} Triton model); "
+            f"gateway CPU {result.get('gateway_cpu_ms_per_request', 'n/a')} ms per request"
+            + ("; samples only while holding the GIL" if result.get("gil_only") else ""), ""]
     for name, profile in result["processes"].items():
         ms_per_sample = 1000 / result["rate"]
         per_request = profile["samples"] * ms_per_sample / max(result["requests"], 1)
