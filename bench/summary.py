@@ -179,29 +179,46 @@ def windows() -> str:
 
 
 def gateway_capacity() -> str:
-    """The gateways-per-GPU sizing table: one gateway core's capacity, per workload."""
+    """The gateways-per-GPU sizing table: one gateway core's capacity per workload, against the tokenizer's own cost,
+    and how a gateway of several workers scales."""
     result, path = _load("gateway-capacity")
+    workers = result.get("gateway_workers", [1])
+    workers = workers if isinstance(workers, list) else [workers]
+    first = [l for l in result["gateway"] if l.get("workers", workers[0]) == workers[0]]
+    cores = result["placement"]["gateway_core"].split(",")[0].split("-")[0]
     rows = [
-        f"**Measured** (`{path}`), one gateway process pinned to one core (`taskset -c {result['placement']['gateway_core']}`), "
-        f"the XLM-R tokenizer of ARA-Reranker-V1, requests of 10 documents, closed loop at "
-        f"{', '.join(str(l['concurrency']) for l in result['gateway'] if l['workload'] == 'mixed')} concurrent callers:",
+        f"**Measured** (`{path}`), one gateway process pinned to one core (`taskset -c {cores}`), "
+        f"the XLM-R tokenizer of ARA-Reranker-V1, closed loop at "
+        f"{', '.join(str(l['concurrency']) for l in first if l['workload'] == 'mixed')} concurrent callers (each its own "
+        "channel), Triton computing nothing (`--triton-model null`); the tokenizer alone measured in the same run on the "
+        "same pairs (transformers' fast tokenizer, one thread):",
         "",
         "| workload | tokens / pair (mean) | pairs / s on one core | requests / s on one core | pairs per gateway CPU-second "
-        "| gateway CPU-s per 1000 pairs | gateway CPU per request | gateway core busy | Triton computing |",
+        "| tokenizer alone, pairs per CPU-second | gateway CPU / tokenizer CPU per pair | gateway CPU per request | gateway core busy |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    names = {"mixed": "the benchmark's mixed", "small": "small"}
+    names = {"mixed": "the benchmark's mixed, 10 documents", "small": "small, 10 documents", "mixed-100": "mixed, 100 documents"}
     for name, summary in result["summary"].items():
         work = result["workloads"][name]
-        levels = [l for l in result["gateway"] if l["workload"] == name]
+        levels = [l for l in first if l["workload"] == name]
         tokens = work["document_tokens"]
+        floor = work.get("tokenizer_floor", {}).get("pairs_per_cpu_s")
+        ratio = f"{floor / summary['pairs_per_gateway_cpu_s']:.2f}x" if floor else "n/a"
         rows.append(
             f"| {names.get(name, name)} ({tokens['min']}-{tokens['max']} tokens) | {work['pair_tokens']['mean']:.0f} | "
             f"{_range([l['pairs_per_s'] for l in levels])} | {_range([l['requests_per_s'] for l in levels])} | "
-            f"**{summary['pairs_per_gateway_cpu_s']:,.0f}** | {summary['gateway_cpu_s_per_1000_pairs']:.2f} | "
-            f"{summary['gateway_cpu_ms_per_request']:.1f} ms | {_range([100 * l['gateway_core_busy'] for l in levels], unit=' %')} | "
-            f"{_range([100 * l['triton_compute_busy'] for l in levels], unit=' %')} of the time |"
+            f"**{summary['pairs_per_gateway_cpu_s']:,.0f}** | {'n/a' if not floor else f'{floor:,.0f}'} | "
+            f"{ratio} | "
+            f"{summary['gateway_cpu_ms_per_request']:.1f} ms | {_range([100 * l['gateway_core_busy'] for l in levels], unit=' %')} |"
         )
+    scaling = result.get("scaling")
+    if scaling:
+        rows += ["", "The same gateway with `workers` = 1, 2, ... processes on as many cores (callers scaled alike):", "",
+                 "| workers | workload | best pairs / s | pairs per gateway CPU-second |", "|---|---|---|---|"]
+        for count, by_workload in scaling.items():
+            for name, summary in by_workload.items():
+                rows.append(f"| {count} | {names.get(name, name)} | {summary['best_pairs_per_s']:,.0f} | "
+                            f"{summary['pairs_per_gateway_cpu_s']:,.0f} |")
     alone = result.get("triton_alone", [])
     if alone:
         rows += ["", f"Triton alone, sent the same requests pre-tokenized exactly as the gateway does, took "
