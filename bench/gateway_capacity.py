@@ -371,7 +371,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up per level (at least one answer per caller)")
     parser.add_argument("--requests", type=int, default=96, help="requests per workload")
     parser.add_argument("--gateway-core", default="0", help="cores the gateway runs on (taskset list, e.g. 0 or 0,1)")
-    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes (the workers setting)")
+    parser.add_argument("--workers", default="1",
+                        help="gateway worker processes (the workers setting); a list (1,2,4) measures each in turn, on the "
+                             "first N of --gateway-core's cores, at N times each --concurrency level")
+    parser.add_argument("--workloads", default="mixed,small,mixed-100", help="which workloads to measure")
+    parser.add_argument("--out-dir", type=Path, default=None, help="where the result goes (default bench/results)")
     parser.add_argument("--other-cores", default="1", help="Triton, this script and the load generator")
     parser.add_argument("--skip-triton-alone", action="store_true")
     parser.add_argument("--drive", help=argparse.SUPPRESS)  # internal: run a load generator from a spec file
@@ -379,7 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.drive:
         return drive(args.drive)
 
-    other = {int(c) for c in args.other_cores.split(",")}
+    other = set(_cores(args.other_cores))
+    worker_counts = [int(w) for w in args.workers.split(",")]
+    gateway_cores = _cores(args.gateway_core)
+    if max(worker_counts) > len(gateway_cores):
+        parser.error(f"--workers {max(worker_counts)} needs as many --gateway-core cores (got {args.gateway_core})")
     os.sched_setaffinity(0, other)  # before any thread or child: Triton inherits it
     from transformers import AutoTokenizer
 
@@ -389,15 +397,16 @@ def main(argv: list[str] | None = None) -> int:
 
     model_dir = prepare(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    workloads = {
-        "mixed": make_workload(tokenizer, requests=args.requests),
-        "small": make_workload(tokenizer, requests=args.requests, min_tokens=112, max_tokens=144, median_tokens=128.0),
-        "mixed-100": make_workload(tokenizer, requests=max(8, args.requests // 8), docs_per_request=100),
+    makers = {
+        "mixed": lambda: make_workload(tokenizer, requests=args.requests),
+        "small": lambda: make_workload(tokenizer, requests=args.requests, min_tokens=112, max_tokens=144, median_tokens=128.0),
+        "mixed-100": lambda: make_workload(tokenizer, requests=max(8, args.requests // 8), docs_per_request=100),
     }
+    workloads = {name: makers[name]() for name in args.workloads.split(",")}
     concurrency = [int(c) for c in args.concurrency.split(",")]
     result: dict = {
         "machine": machine_info(), "versions": package_versions(), "commit": git_commit(), "model": args.model,
-        "gateway_workers": args.workers,
+        "gateway_workers": worker_counts,
         "placement": {"gateway_core": args.gateway_core, "other_cores": args.other_cores,
                       "note": "gateway alone on gateway_core (taskset); Triton, the orchestrator and the load "
                               "generator share other_cores; Triton alone is driven from gateway_core"},
@@ -423,30 +432,49 @@ def main(argv: list[str] | None = None) -> int:
                     **common, "kind": "triton", "triton_url": triton.grpc_url, "triton_model": triton.model_names[0],
                     "model_dir": str(model_dir), "chunk_size": 32,
                     "concurrency": [int(c) for c in args.triton_concurrency.split(",")]}, args.gateway_core, tmp)
-            gateway_args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir), "workers": str(args.workers)}
-            # taskset execs the gateway: the pid is the gateway's.
-            with GatewayProcess(gateway_args | NO_CACHE, launcher=("taskset", "-c", args.gateway_core)) as gateway:
-                print(f"gateway pinned to core {args.gateway_core} (pid {gateway.process.pid}, affinity "
-                      f"{sorted(os.sched_getaffinity(gateway.process.pid))}); load generator and Triton on {args.other_cores}", flush=True)
-                result["gateway"] = run_driver({**common, "kind": "gateway", "target": gateway.target,
-                                                "gateway_pid": gateway.process.pid, "concurrency": concurrency},
-                                               args.other_cores, tmp)
+            result["gateway"] = []
+            for workers in worker_counts:
+                cores = ",".join(map(str, gateway_cores[:workers]))
+                gateway_args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir), "workers": str(workers)}
+                # taskset execs the gateway: the pid is the gateway's (its workers are its children).
+                with GatewayProcess(gateway_args | NO_CACHE, launcher=("taskset", "-c", cores)) as gateway:
+                    print(f"gateway of {workers} worker(s) pinned to cores {cores} (pid {gateway.process.pid}); load generator "
+                          f"and Triton on {args.other_cores}", flush=True)
+                    rows = run_driver({**common, "kind": "gateway", "target": gateway.target, "gateway_pid": gateway.process.pid,
+                                       "concurrency": [c * workers for c in concurrency]}, args.other_cores, tmp)
+                result["gateway"] += [{**row, "workers": workers} for row in rows]
     result["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)  # > 2 on 2 cores: something else ran too
-    result["summary"] = {name: pooled(result["gateway"], name) for name in workloads}
+    if len(worker_counts) > 1:
+        result["scaling"] = {str(w): {name: pooled([r for r in result["gateway"] if r["workers"] == w], name) for name in workloads}
+                             for w in worker_counts}
+    first = [r for r in result["gateway"] if r["workers"] == worker_counts[0]]
+    result["summary"] = {name: pooled(first, name) for name in workloads}
     for name, s in result["summary"].items():
         s["gateway_cpu_us_per_token"] = round(s["gateway_cpu_s_per_1000_pairs"] * 1000 / result["workloads"][name]["pair_tokens"]["mean"], 3)
         floor = result["workloads"][name]["tokenizer_floor"]
         s["gateway_over_tokenizer_floor"] = round(s["pairs_per_gateway_cpu_s"] / floor["pairs_per_cpu_s"], 3)
     print_table(result)
-    write_result("gateway-capacity", result)
+    for workers, by_workload in result.get("scaling", {}).items():
+        print(f"{workers} worker(s): " + "; ".join(f"{name} best {s['best_pairs_per_s']} pairs/s, {s['pairs_per_gateway_cpu_s']} "
+                                                  f"pairs/CPU-s" for name, s in by_workload.items()))
+    write_result("gateway-capacity", result, *([args.out_dir] if args.out_dir else []))
     return 0
+
+
+def _cores(spec: str) -> list[int]:
+    """A taskset core list ("0", "0,1", "0-7,12") as core numbers, in order."""
+    out: list[int] = []
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        out += list(range(int(low), int(high or low) + 1))
+    return out
 
 
 def print_table(result: dict) -> None:
     print("\nwhat  workload  c   req/s  pairs/s  p50 ms  p99 ms  gw core  pairs/gw-CPU-s  gw CPU-s/1000 pairs  Triton CPU  Triton compute  client CPU  errors")
     for kind in ("gateway", "triton_alone"):
         for r in result.get(kind, []):
-            print(f"{'gw' if kind == 'gateway' else 'trt':4s}  {r['workload']:8s} {r['concurrency']:3d} {r['requests_per_s']:7.1f} {r['pairs_per_s']:8.1f}"
+            print(f"{'gw' + str(r['workers']) if kind == 'gateway' else 'trt':4s}  {r['workload']:8s} {r['concurrency']:3d} {r['requests_per_s']:7.1f} {r['pairs_per_s']:8.1f}"
                   f" {r['p50_ms']:7.1f} {r['p99_ms']:7.1f} {r['gateway_core_busy']:8.2f} {r.get('pairs_per_gateway_cpu_s', 0):15.1f}"
                   f" {r.get('gateway_cpu_s_per_1000_pairs', 0):20.3f} {r['triton_cpu_busy']:11.2f} {r['triton_compute_busy']:15.2f}"
                   f" {r['driver_cpu_busy']:11.2f} {r['errors']:7d}")
