@@ -25,20 +25,20 @@ PAD_ID = 1  # XLM-R <pad>; padding ids are never read by the model, only the mas
 
 
 def wait_for(observe: Callable[[], T], holds: Callable[[T], bool], what: str, timeout_s: float = 30.0,
-             poll_s: float = 0.05, detail: Callable[[], str] = lambda: "") -> T:
+             poll_s: float = 0.05, detail: Callable[[], str] = lambda: "", shown: Callable[[T], object] = lambda seen: seen) -> T:
     """``observe()`` until ``holds`` it, for at most ``timeout_s``; the value that held.
 
     The tests' one bounded wait: a test that must let something happen first waits for what it can see (a gauge, a
     counter, a process state, a log line), never for a fixed time, which is too short on a loaded machine and too
-    long elsewhere. On timeout it fails: TimeoutError naming ``what`` was awaited, the last value seen and
-    ``detail()``. The polling loop is the launcher's (``wait_until``)."""
+    long elsewhere. On timeout it fails: TimeoutError naming ``what`` was awaited, the last value seen (``shown(value)``
+    where the whole value is too much to read) and ``detail()``. The polling loop is the launcher's (``wait_until``)."""
     seen: list = []
 
     def check() -> bool:
         seen[:] = [observe()]
         return holds(seen[0])
 
-    wait_until(check, timeout_s, what, lambda: f"last seen: {seen[0]!r}\n{detail()}", poll_s)
+    wait_until(check, timeout_s, what, lambda: f"last seen: {shown(seen[0])!r}\n{detail()}", poll_s)
     return seen[0]
 
 
