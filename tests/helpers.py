@@ -58,11 +58,6 @@ async def wait_for_async(observe: Callable[[], T | Awaitable[T]], holds: Callabl
     return await asyncio.to_thread(wait_for, observe_from_thread, holds, what, timeout_s, poll_s, detail)
 
 
-# Triton's and model.py's samples that say whether Triton is at rest with everything reported (``triton_at_rest``).
-AT_REST_SAMPLES = ("nv_inference_pending_request_count", "nv_inference_count", "ara_reranker_execute_rows_sum",
-                   "ara_reranker_forward_tokens_sum", "ara_reranker_padded_tokens_total")
-
-
 def triton_samples(metrics_url: str, model: str = MODEL_NAME) -> dict[str, float]:
     """One scrape of Triton's metrics port: the samples labelled with ``model``, by name, summed over their other
     labels (histogram buckets left out)."""
@@ -75,22 +70,32 @@ def triton_samples(metrics_url: str, model: str = MODEL_NAME) -> dict[str, float
     return samples
 
 
-def model_metrics_reported(samples: Mapping[str, float]) -> bool:
-    """model.py's reporter thread (it hands its figures to Triton a quarter of a second after execute()) has reported
-    every row Triton counted, and no report is half sent: its per-pass padded tokens add up to its padded-token
-    counter, the last figure each report moves.
-
-    Rows scored for a request that then failed count on model.py's side only; after such a request (none in the
-    tests that use this) an execute() not yet reported could pass unseen."""
-    value = lambda name: samples.get(name, 0.0)  # noqa: E731
-    return (value("ara_reranker_execute_rows_sum") >= value("nv_inference_count")
-            and value("ara_reranker_forward_tokens_sum") == value("ara_reranker_padded_tokens_total"))
+def no_report_half_sent(samples: Mapping[str, float]) -> bool:
+    """model.py is not in the middle of a report: its per-pass padded tokens add up to its padded-token counter, the
+    last figure each report moves (so every other figure of the executes counted there is in too)."""
+    return samples.get("ara_reranker_forward_tokens_sum", 0.0) == samples.get("ara_reranker_padded_tokens_total", 0.0)
 
 
-def triton_at_rest(samples: Mapping[str, float]) -> bool:
-    """No request waits in Triton's queue, and model.py has reported all it computed (``model_metrics_reported``).
-    An execute() running now is neither queued nor counted yet: wait for the answers of the calls you sent first."""
-    return samples.get("nv_inference_pending_request_count", 0.0) == 0 and model_metrics_reported(samples)
+# What moves while Triton works or model.py reports (the latter up to REPORT_INTERVAL_S, 0.25 s, after an execute()).
+_MOVING = ("nv_inference_exec_count", "nv_inference_request_success", "ara_reranker_execute_rows_count", "ara_reranker_real_tokens_total")
+
+
+def wait_triton_at_rest(metrics_url: str, timeout_s: float = 30.0, quiet_s: float = 1.0) -> dict[str, float]:
+    """Triton's samples (``triton_samples``) once it is at rest: nothing in its queue, no model.py report half sent,
+    and neither Triton's executions nor model.py's figures moved for ``quiet_s``. The quiet spell stands in for what
+    neither exports: an execute() running (neither queued nor counted yet) and the figures model.py holds until its
+    next report (within REPORT_INTERVAL_S; Triton counts an execute() whose requests were all refused, model.py
+    does not, so their counts never meet). TimeoutError with the last samples when it does not come to rest."""
+    moved = {"at": time.monotonic(), "figures": None}
+
+    def at_rest(samples: dict[str, float]) -> bool:
+        figures = [samples.get(name, 0.0) for name in _MOVING]
+        if figures != moved["figures"]:
+            moved.update(at=time.monotonic(), figures=figures)
+        return (samples.get("nv_inference_pending_request_count", 0.0) == 0 and no_report_half_sent(samples)
+                and time.monotonic() - moved["at"] >= quiet_s)
+
+    return wait_for(lambda: triton_samples(metrics_url), at_rest, "Triton at rest, model.py's metrics reported", timeout_s)
 
 
 def padded(rows: list[list[int]], width: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ from ara_reranker_server.chunking import chunks_of
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import free_port
 from ara_reranker_server.settings import Settings
-from tests.helpers import AT_REST_SAMPLES, model_metrics_reported, triton_at_rest, wait_for
+from tests.helpers import no_report_half_sent, wait_for, wait_triton_at_rest
 from tools.arabic_text import QUERIES, SENTENCES, long_passage, mixed_passages, very_long_passage
 
 MONITORING = Path(__file__).resolve().parent.parent / "deploy" / "monitoring"
@@ -108,14 +108,14 @@ def scrape_until(url: str, done: Callable[[Scrape], bool], what: str, shown: Cal
     return wait_for(lambda: scrape(url), done, what, timeout_s, shown=shown)
 
 
-def model_samples(current: Scrape, names=AT_REST_SAMPLES) -> dict[str, float]:
-    return {name: current.value(name, model=MODEL) for name in names}
+def model_samples(current: Scrape) -> dict[str, float]:
+    return {name: current.value(name, model=MODEL) for name in ("ara_reranker_forward_tokens_sum", "ara_reranker_padded_tokens_total")}
 
 
 def settled(url: str) -> Scrape:
-    """A Triton scrape once it is at rest: nothing queued, and model.py's reporter thread has handed over all it
-    computed (earlier tests' calls, whose answers they awaited, included)."""
-    return scrape_until(url, lambda s: triton_at_rest(model_samples(s)), "Triton at rest, model.py's metrics reported", model_samples)
+    """A Triton scrape once it is at rest (``wait_triton_at_rest``: earlier tests' calls computed and reported)."""
+    wait_triton_at_rest(url)
+    return scrape(url)
 
 
 # ---------------------------------------------------------------- the known load
@@ -197,7 +197,7 @@ def test_a_known_load_moves_every_counter_by_exactly_what_was_sent(gateway, trit
     tr1 = scrape_until(triton.metrics_url, lambda s: moved(s)["nv_inference_count"] >= rows
                        and moved(s)["nv_inference_request_success"] >= sent.chunks
                        # model.py reports from a thread after answering: all of it, none of it half sent
-                       and moved(s)["ara_reranker_real_tokens_total"] >= sum(sent.ok_tokens) and model_metrics_reported(model_samples(s)),
+                       and moved(s)["ara_reranker_real_tokens_total"] >= sum(sent.ok_tokens) and no_report_half_sent(model_samples(s)),
                        f"Triton's and model.py's counters moved by {rows} rows, {sent.chunks} requests, {sum(sent.ok_tokens)} tokens",
                        lambda s: (moved(s), model_samples(s)))
     gw1 = scrape(gateway.metrics_url)
