@@ -58,6 +58,15 @@ async def wait_for_async(observe: Callable[[], T | Awaitable[T]], holds: Callabl
     return await asyncio.to_thread(wait_for, observe_from_thread, holds, what, timeout_s, poll_s, detail)
 
 
+def metric_sum(url: str, name: str, **labels: str) -> float:
+    """The sum of a /metrics page's samples called ``name`` whose labels include ``labels``."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    wanted = [f'{key}="{value}"' for key, value in labels.items()]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + ("{" if labels else "")) and all(w in line for w in wanted))
+
+
 def triton_samples(metrics_url: str, model: str = MODEL_NAME) -> dict[str, float]:
     """One scrape of Triton's metrics port: the samples labelled with ``model``, by name, summed over their other
     labels (histogram buckets left out)."""

@@ -20,7 +20,7 @@ from ara_reranker_client import RerankerClient, RerankerError
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer, free_port
-from tests.helpers import code_of, repository_copy, wait_for
+from tests.helpers import code_of, metric_sum, repository_copy, wait_for
 from tools.arabic_text import QUERIES, long_passage, mixed_passages
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -377,17 +377,6 @@ def test_an_expired_deadline_is_deadline_exceeded_and_stops_the_triton_work(one_
     recorded = lambda: {code: gateway_requests(gateway, code) - before[code] for code in before}  # noqa: E731
     wait_for(recorded, lambda now: now["DEADLINE_EXCEEDED"] >= 1, "a DEADLINE_EXCEEDED recorded", 10.0)
     assert recorded() == {"DEADLINE_EXCEEDED": 1, "CANCELLED": 0}, gateway.log_tail()
-
-
-def metric_sum(url: str, name: str, **labels: str) -> float:
-    """The sum of a /metrics page's samples called ``name`` whose labels include ``labels``."""
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    wanted = [f'{key}="{value}"' for key, value in labels.items()]
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + ("{" if labels else "")) and all(w in line for w in wanted))
 
 
 def gateway_requests(gateway: GatewayProcess, code: str) -> float:

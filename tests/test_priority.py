@@ -27,7 +27,7 @@ from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, TritonOptions, TritonServer
 from bench.queued_wait import inputs as rows
 from bench.queued_wait import tries
-from tests.helpers import repository_copy, triton_samples, wait_for, wait_for_async
+from tests.helpers import metric_sum, repository_copy, triton_samples, wait_for, wait_for_async
 from tools.arabic_text import QUERIES, long_passage, mixed_passages
 
 
@@ -49,16 +49,9 @@ def model_cpu_s(server: TritonServer) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def gateway_sample(gateway: GatewayProcess, name: str) -> float:
-    """The sum of the gateway's /metrics samples called ``name``."""
-    with httpx.Client(timeout=5) as http:
-        text = http.get(gateway.metrics_url).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name)
-
-
 def dispatch_queued(gateway: GatewayProcess) -> float:
     """Chunks waiting in the gateway's dispatch queue (every model)."""
-    return gateway_sample(gateway, "reranker_dispatch_queued_chunks")
+    return metric_sum(gateway.metrics_url, "reranker_dispatch_queued_chunks")
 
 
 @pytest.fixture(scope="module")
@@ -152,9 +145,10 @@ def test_a_call_that_gives_up_has_its_waiting_chunks_dropped(windowed, triton, r
     assert gave_up.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
     gave_up_at = rows_computed()
     # Let whatever was already at Triton finish: the gateway serves no call and has no chunk queued, Triton's queue
-    # is empty (the one chunk that may still be computing then is within the tolerance below).
+    # is empty. Chunks sent after the call ended would show in one of the three; a chunk still computing then is
+    # not counted below, which can only lower ``settled`` (the bounds are upper ones).
     quiet = {"gateway calls": 0, "gateway queue": 0, "Triton queue": 0}
-    wait_for(lambda: {"gateway calls": gateway_sample(windowed, "reranker_requests_in_flight"),
+    wait_for(lambda: {"gateway calls": metric_sum(windowed.metrics_url, "reranker_requests_in_flight"),
                       "gateway queue": dispatch_queued(windowed),
                       "Triton queue": triton_samples(triton.metrics_url).get("nv_inference_pending_request_count", 0.0)},
              lambda now: now == quiet, "the gateway and Triton at rest")
