@@ -2,21 +2,109 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import re
 import shutil
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable, Mapping, TypeVar
 
 import grpc
 import numpy as np
 
 from ara_reranker_client import RerankerError
 from ara_reranker_model.inputs import padded_rows
-from ara_reranker_server.launcher.triton_launcher import MODEL_REPOSITORY
+from ara_reranker_server.launcher.child_process import wait_until
+from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, MODEL_REPOSITORY
 
+T = TypeVar("T")
 PAD_ID = 1  # XLM-R <pad>; padding ids are never read by the model, only the mask decides
+
+
+def wait_for(observe: Callable[[], T], holds: Callable[[T], bool], what: str, timeout_s: float = 30.0,
+             poll_s: float = 0.05, detail: Callable[[], str] = lambda: "", shown: Callable[[T], object] = lambda seen: seen) -> T:
+    """``observe()`` until ``holds`` it, for at most ``timeout_s``; the value that held.
+
+    The tests' one bounded wait: a test that must let something happen first waits for what it can see (a gauge, a
+    counter, a process state, a log line), never for a fixed time, which is too short on a loaded machine and too
+    long elsewhere. On timeout it fails: TimeoutError naming ``what`` was awaited, the last value seen (``shown(value)``
+    where the whole value is too much to read) and ``detail()``. The polling loop is the launcher's (``wait_until``)."""
+    seen: list = []
+
+    def check() -> bool:
+        seen[:] = [observe()]
+        return holds(seen[0])
+
+    wait_until(check, timeout_s, what, lambda: f"last seen: {shown(seen[0])!r}\n{detail()}", poll_s)
+    return seen[0]
+
+
+async def wait_for_async(observe: Callable[[], T | Awaitable[T]], holds: Callable[[T], bool], what: str, timeout_s: float = 30.0,
+                         poll_s: float = 0.05, detail: Callable[[], str] = lambda: "") -> T:
+    """``wait_for`` from a coroutine: it polls on a worker thread and runs ``observe`` (a function or a coroutine
+    function) on this event loop, which goes on serving the tasks awaited meanwhile."""
+    loop = asyncio.get_running_loop()
+
+    async def observe_here():
+        value = observe()
+        return await value if inspect.isawaitable(value) else value
+
+    def observe_from_thread():
+        return asyncio.run_coroutine_threadsafe(observe_here(), loop).result(timeout_s)
+
+    return await asyncio.to_thread(wait_for, observe_from_thread, holds, what, timeout_s, poll_s, detail)
+
+
+def metric_sum(url: str, name: str, **labels: str) -> float:
+    """The sum of a /metrics page's samples called ``name`` whose labels include ``labels``."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    wanted = [f'{key}="{value}"' for key, value in labels.items()]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + ("{" if labels else "")) and all(w in line for w in wanted))
+
+
+def triton_samples(metrics_url: str, model: str = MODEL_NAME) -> dict[str, float]:
+    """One scrape of Triton's metrics port: the samples labelled with ``model``, by name, summed over their other
+    labels (histogram buckets left out)."""
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for name, labels, value in re.findall(r"^([A-Za-z_:][\w:]*)\{([^}]*)\} (\S+)$", text, re.MULTILINE):
+        if f'model="{model}"' in labels and not name.endswith("_bucket"):
+            samples[name] = samples.get(name, 0.0) + float(value)
+    return samples
+
+
+def no_report_half_sent(samples: Mapping[str, float]) -> bool:
+    """model.py is not in the middle of a report: its per-pass padded tokens add up to its padded-token counter, the
+    last figure each report moves (so every other figure of the executes counted there is in too)."""
+    return samples.get("ara_reranker_forward_tokens_sum", 0.0) == samples.get("ara_reranker_padded_tokens_total", 0.0)
+
+
+# What moves while Triton works or model.py reports (the latter up to REPORT_INTERVAL_S, 0.25 s, after an execute()).
+_MOVING = ("nv_inference_exec_count", "nv_inference_request_success", "ara_reranker_execute_rows_count", "ara_reranker_real_tokens_total")
+
+
+def wait_triton_at_rest(metrics_url: str, timeout_s: float = 30.0, quiet_s: float = 1.0) -> dict[str, float]:
+    """Triton's samples (``triton_samples``) once it is at rest: nothing in its queue, no model.py report half sent,
+    and neither Triton's executions nor model.py's figures moved for ``quiet_s``. The quiet spell stands in for what
+    neither exports: an execute() running (neither queued nor counted yet) and the figures model.py holds until its
+    next report (within REPORT_INTERVAL_S; Triton counts an execute() whose requests were all refused, model.py
+    does not, so their counts never meet). TimeoutError with the last samples when it does not come to rest."""
+    moved = {"at": time.monotonic(), "figures": None}
+
+    def at_rest(samples: dict[str, float]) -> bool:
+        figures = [samples.get(name, 0.0) for name in _MOVING]
+        if figures != moved["figures"]:
+            moved.update(at=time.monotonic(), figures=figures)
+        return (samples.get("nv_inference_pending_request_count", 0.0) == 0 and no_report_half_sent(samples)
+                and time.monotonic() - moved["at"] >= quiet_s)
+
+    return wait_for(lambda: triton_samples(metrics_url), at_rest, "Triton at rest, model.py's metrics reported", timeout_s)
 
 
 def padded(rows: list[list[int]], width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -39,20 +127,22 @@ def code_of(call) -> grpc.StatusCode:
 def rerank_until_served(client, query: str, documents: list[str], within_s: float, each_try: Callable[[], None] = lambda: None,
                         detail: Callable[[], str] = lambda: "") -> tuple[list, Counter, float]:
     """Rerank (raw scores) until a call succeeds, for at most ``within_s``, calling ``each_try()`` before each call:
-    the results, the codes of the calls that failed meanwhile, and the seconds it took. AssertionError with the
+    the results, the codes of the calls that failed meanwhile, and the seconds it took. TimeoutError with the
     codes and ``detail()`` when none succeeds in time."""
     codes: Counter = Counter()
     started = time.monotonic()
-    while True:
-        assert time.monotonic() - started < within_s, f"not served within {within_s:.0f}s: {dict(codes)}\n{detail()}"
+
+    def one_try() -> list | None:
         each_try()
         try:
-            results = client.rerank(query, documents, raw_scores=True)
+            return client.rerank(query, documents, raw_scores=True)
         except RerankerError as exc:
             codes[exc.code.name] += 1
-            time.sleep(0.2)
-            continue
-        return results, codes, time.monotonic() - started
+            return None
+
+    results = wait_for(one_try, lambda served: served is not None, "a call served", within_s, poll_s=0.2,
+                       detail=lambda: f"failed calls: {dict(codes)}\n{detail()}")
+    return results, codes, time.monotonic() - started
 
 
 # Dynamic-batcher settings the shipped configs leave out (docs/api.md "Priorities"), as a test adds them.

@@ -31,6 +31,8 @@ class Model:
 
 
 async def settle() -> None:
+    """Let every ready task run until it blocks. sleep(0) is one turn of the event loop, not time: the dispatcher and
+    the stand-in model run on this loop alone, so a few turns order them the same way on any machine."""
     for _ in range(20):
         await asyncio.sleep(0)
 

@@ -9,6 +9,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import grpc
 import numpy as np
@@ -17,10 +18,9 @@ from grpc_health.v1 import health_pb2
 
 from ara_reranker_client import RerankerClient, RerankerError
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
-from ara_reranker_server.launcher.child_process import wait_until
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer, free_port
-from tests.helpers import code_of, repository_copy
+from tests.helpers import code_of, metric_sum, repository_copy, wait_for
 from tools.arabic_text import QUERIES, long_passage, mixed_passages
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -51,6 +51,8 @@ class Load:
         self.target, self.documents, self.threads, self.max_s = target, documents, threads, max_s
         self.codes: list[grpc.StatusCode] = []
         self.durations: list[float] = []
+        self.spans: list[tuple[float, float, grpc.StatusCode]] = []  # (started, ended, code) of each call
+        self.killed_at: float | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(threads)
@@ -61,18 +63,32 @@ class Load:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 started = time.monotonic()
                 code = code_of(lambda: client.rerank(QUERIES[0], self.documents))
+                ended = time.monotonic()
                 with self._lock:
                     self.codes.append(code)
-                    self.durations.append(time.monotonic() - started)
+                    self.durations.append(ended - started)
+                    self.spans.append((started, ended, code))
 
     def __enter__(self) -> "Load":
         self._futures = [self._pool.submit(self._run) for _ in range(self.threads)]
         return self
 
     def wait_for(self, count: int, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while len(self.codes) < count and time.monotonic() < deadline:
-            time.sleep(0.05)
+        """Until ``count`` calls have ended; TimeoutError (with the codes so far) when they have not within ``timeout_s``."""
+        wait_for(lambda: len(self.codes), lambda ended: ended >= count, f"{count} calls of the load ended", timeout_s,
+                 detail=lambda: f"codes: {sorted(set(self.codes))}")
+
+    def kill_mid_call(self, kill: Callable[[], None], gateway: GatewayProcess) -> None:
+        """``kill()`` (a Triton) once the gateway is serving a call of the load, so that the kill hits calls in flight."""
+        wait_for(lambda: metric_sum(gateway.metrics_url, "reranker_requests_in_flight"), lambda calls: calls >= 1,
+                 "a call in flight at the gateway")
+        self.killed_at = time.monotonic()
+        kill()
+
+    def in_flight_at_kill(self) -> list[grpc.StatusCode]:
+        """The codes of the calls that had started before the kill and ended after it."""
+        with self._lock:
+            return [code for started, ended, code in self.spans if started < self.killed_at < ended]
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
@@ -95,10 +111,11 @@ def test_health_and_unavailable_follow_triton_and_the_gateway_recovers_by_itself
             before = client.rerank(QUERIES[0], documents)
             with Load(gateway.target, documents, threads=4) as load:
                 load.wait_for(4)
-                triton.kill()  # mid-load
+                load.kill_mid_call(triton.kill, gateway)
                 gateway.wait_status(NOT_SERVING, 15)
                 assert code_of(lambda: client.rerank(QUERIES[0], documents)) == grpc.StatusCode.UNAVAILABLE
             # In-flight calls ended with UNAVAILABLE (never hung, never another code).
+            assert load.in_flight_at_kill(), "no call was in flight when Triton was killed"
             assert set(load.codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}
             assert grpc.StatusCode.UNAVAILABLE in load.codes
             assert max(load.durations) < 30
@@ -121,9 +138,10 @@ def test_failover_between_two_tritons_loses_no_request(tiny_model_dir, tmp_path,
                 expected = client.rerank(QUERIES[1], documents)
             with Load(gateway.target, documents, threads=4) as load:
                 load.wait_for(8)
-                first.kill()
+                load.kill_mid_call(first.kill, gateway)
                 count = len(load.codes)
                 load.wait_for(count + 16)
+            assert load.in_flight_at_kill(), "no call was in flight when the first Triton was killed"
             assert load.codes and set(load.codes) == {grpc.StatusCode.OK}, f"failed: {[c for c in load.codes if c != grpc.StatusCode.OK]}"
             assert gateway.health() == SERVING  # one endpoint is enough
             with RerankerClient(gateway.target, timeout=30) as client:
@@ -156,9 +174,10 @@ def test_a_balanced_target_spreads_over_two_tritons_and_loses_no_request_when_on
             assert min(computed(s) for s in servers) > 0, "one Triton behind the target got no traffic"
             with Load(gateway.target, documents, threads=4) as load:
                 load.wait_for(8)
-                servers[0].kill()
+                load.kill_mid_call(servers[0].kill, gateway)
                 count = len(load.codes)
                 load.wait_for(count + 16)
+            assert load.in_flight_at_kill(), "no call was in flight when one Triton was killed"
             assert load.codes and set(load.codes) == {grpc.StatusCode.OK}, f"failed: {[c for c in load.codes if c != grpc.StatusCode.OK]}"
             with RerankerClient(gateway.target, timeout=30) as client:
                 assert_same_scores(client.rerank(QUERIES[1], documents), expected)
@@ -270,7 +289,7 @@ def test_sigterm_finishes_calls_in_flight_reports_not_serving_and_exits_0(triton
                 with RerankerClient(gateway.target, timeout=60) as client:
                     return len(client.rerank(QUERIES[0], documents))
             futures = [pool.submit(call) for _ in range(4)]
-            wait_until(lambda: metric_sum(gateway.metrics_url, "reranker_requests_in_flight") == 4, 30.0, "4 calls in flight", poll_s=0.05)
+            wait_for(lambda: metric_sum(gateway.metrics_url, "reranker_requests_in_flight"), lambda calls: calls == 4, "4 calls in flight")
             gateway.terminate()
             gateway.wait_status(NOT_SERVING, 5)  # drain: still answering, but NOT_SERVING
             assert [f.result() for f in futures] == [120] * 4
@@ -293,8 +312,8 @@ def test_tritons_bounded_queue_surfaces_as_resource_exhausted(tiny_model_dir, tm
                     client.rerank(QUERIES[0], documents)
                 assert err.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
                 assert "capacity" in err.value.details
-                drained = lambda: metric_sum(triton.metrics_url, "nv_inference_pending_request_count") == 0  # noqa: E731
-                wait_until(drained, 60.0, "Triton's queue drained", poll_s=0.05)
+                wait_for(lambda: metric_sum(triton.metrics_url, "nv_inference_pending_request_count"), lambda queued: queued == 0,
+                         "Triton's queue drained", 60.0)
                 assert len(client.rerank(QUERIES[0], documents[:1])) == 1  # a request that fits still passes
 
 
@@ -318,33 +337,27 @@ def one_row_stack(tiny_model_dir, tmp_path_factory):
         stats.close()
 
 
-def settled(count, quiet_s: float = 2.0, bound_s: float = 60.0) -> int:
-    """``count()`` once it has not changed for ``quiet_s`` (work stopped), within ``bound_s``."""
-    deadline = time.monotonic() + bound_s
-    last, since = count(), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.1)
-        now = count()
-        if now != last:
-            last, since = now, time.monotonic()
-        elif time.monotonic() - since >= quiet_s:
-            return now
-    raise AssertionError(f"Triton kept working for {bound_s}s (count {last})")
+def at_rest(triton: TritonServer, gateway: GatewayProcess, executed: Callable[[], int]) -> int:
+    """``executed()`` once the gateway serves no call and no request waits in Triton's queue: from then on nothing
+    more of the calls sent so far is computed but the one execution that may be running (one instance, one row)."""
+    state = lambda: {"gateway calls": metric_sum(gateway.metrics_url, "reranker_requests_in_flight"),  # noqa: E731
+                     "Triton queue": metric_sum(triton.metrics_url, "nv_inference_pending_request_count")}
+    wait_for(state, lambda now: now == {"gateway calls": 0, "Triton queue": 0}, "the gateway and Triton at rest", 60.0)
+    return executed()
 
 
 def test_a_cancelled_call_stops_its_pending_triton_work(one_row_stack, rng):
     triton, gateway, executed = one_row_stack
     documents = [long_passage(rng) for _ in range(1000)]
-    start = settled(executed)
+    start = at_rest(triton, gateway, executed)
     with grpc.insecure_channel(gateway.target) as channel:
         stub = reranker_pb2_grpc.RerankerStub(channel)
         future = stub.Rerank.future(reranker_pb2.RerankRequest(query=QUERIES[0], documents=documents), timeout=120)
-        deadline = time.monotonic() + 30
-        while executed() == start and time.monotonic() < deadline:  # cancel once Triton is at work
-            time.sleep(0.01)
-        cancelled_at = executed() - start
+        # Cancel once Triton is at work on the call and more of its chunks wait in Triton's queue.
+        at_work = lambda: (executed() - start, metric_sum(triton.metrics_url, "nv_inference_pending_request_count"))  # noqa: E731
+        cancelled_at, _ = wait_for(at_work, lambda now: now[0] > 0 and now[1] > 0, "(chunks computed, chunks queued) at Triton")
         assert future.cancel()
-    ran = settled(executed) - start
+    ran = at_rest(triton, gateway, executed) - start
     assert 0 < ran < len(documents), f"{ran} of {len(documents)} one-pair chunks ran although the call was cancelled (at {cancelled_at})"
     with RerankerClient(gateway.target, timeout=60) as client:
         assert len(client.rerank(QUERIES[0], documents[:3])) == 3
@@ -356,28 +369,17 @@ def test_an_expired_deadline_is_deadline_exceeded_and_stops_the_triton_work(one_
     count it as an error), and Triton stops computing the call's remaining chunks."""
     triton, gateway, executed = one_row_stack
     documents = [long_passage(rng) for _ in range(1000)]
-    start = settled(executed)
+    start = at_rest(triton, gateway, executed)
     before = {code: gateway_requests(gateway, code) for code in ("DEADLINE_EXCEEDED", "CANCELLED")}
     with RerankerClient(gateway.target, timeout=2.0, split_large_requests=False) as client:
         with pytest.raises(RerankerError) as err:
             client.rerank(QUERIES[0], documents)
     assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED, err.value
-    ran = settled(executed) - start
+    ran = at_rest(triton, gateway, executed) - start
     assert ran < len(documents), "Triton computed every chunk although the deadline had passed"
     recorded = lambda: {code: gateway_requests(gateway, code) - before[code] for code in before}  # noqa: E731
-    wait_until(lambda: recorded()["DEADLINE_EXCEEDED"] >= 1, 10.0, "a DEADLINE_EXCEEDED recorded", poll_s=0.05)
+    wait_for(recorded, lambda now: now["DEADLINE_EXCEEDED"] >= 1, "a DEADLINE_EXCEEDED recorded", 10.0)
     assert recorded() == {"DEADLINE_EXCEEDED": 1, "CANCELLED": 0}, gateway.log_tail()
-
-
-def metric_sum(url: str, name: str, **labels: str) -> float:
-    """The sum of a /metrics page's samples called ``name`` whose labels include ``labels``."""
-    import urllib.request
-
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    wanted = [f'{key}="{value}"' for key, value in labels.items()]
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + ("{" if labels else "")) and all(w in line for w in wanted))
 
 
 def gateway_requests(gateway: GatewayProcess, code: str) -> float:

@@ -50,14 +50,14 @@ async def _turns_while(coroutine) -> tuple[object, int]:
     """The coroutine's result, and how many times a task waiting its turn ran meanwhile."""
     turns, done = 0, False
 
-    async def ticker() -> None:
+    async def ticker() -> None:  # sleep(0): one event-loop turn, the thing counted (no time is waited)
         nonlocal turns
         while not done:
             await asyncio.sleep(0)
             turns += 1
 
     task = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the ticker's first turn, before the count starts
     turns = 0
     try:
         result = await coroutine

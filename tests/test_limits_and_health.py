@@ -4,7 +4,6 @@ checked at start, the shared admission bounds, and how Triton endpoint health is
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 
@@ -16,6 +15,7 @@ from ara_reranker_server.errors import Overloaded, StartupError
 from ara_reranker_server.models import load_tokenizer
 from ara_reranker_server.settings import Settings
 from ara_reranker_server.triton_client import ModelInfo, TritonScorer
+from tests.helpers import wait_for_async
 
 pytestmark = pytest.mark.unit  # starts no process: make test-unit
 
@@ -124,11 +124,7 @@ async def test_the_readiness_poll_survives_an_error():
 
     scorer.check_health = flaky_check
     scorer.start()
-    for _ in range(500):
-        if len(polls) >= 3:
-            break
-        await asyncio.sleep(0.01)
-    assert len(polls) >= 3
+    await wait_for_async(lambda: len(polls), lambda count: count >= 3, "three readiness polls, the first having failed", 5.0)
     await scorer.close()
 
 

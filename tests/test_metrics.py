@@ -34,6 +34,7 @@ from ara_reranker_server.chunking import chunks_of
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import free_port
 from ara_reranker_server.settings import Settings
+from tests.helpers import no_report_half_sent, wait_for, wait_triton_at_rest
 from tools.arabic_text import QUERIES, SENTENCES, long_passage, mixed_passages, very_long_passage
 
 MONITORING = Path(__file__).resolve().parent.parent / "deploy" / "monitoring"
@@ -99,30 +100,22 @@ def families(url: str) -> set[str]:
         return {family.name for family in text_string_to_metric_families(response.read().decode())}
 
 
-def wait_for(url: str, done: Callable[[Scrape], bool], timeout_s: float = 10.0) -> Scrape:
-    """Scrape until ``done`` holds (Triton updates its counters as each request is released, which can
-    come a moment after the client holds the response); return the last scrape either way."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        current = scrape(url)
-        if done(current) or time.monotonic() > deadline:
-            return current
-        time.sleep(0.1)
+def scrape_until(url: str, done: Callable[[Scrape], bool], what: str, shown: Callable[[Scrape], object],
+                 timeout_s: float = 30.0) -> Scrape:
+    """Scrape until ``done`` holds (Triton updates its counters as each request is released, which can come a moment
+    after the client holds the response): that scrape. TimeoutError naming ``what`` and ``shown`` of the last scrape
+    when it does not hold within ``timeout_s``."""
+    return wait_for(lambda: scrape(url), done, what, timeout_s, shown=shown)
+
+
+def model_samples(current: Scrape) -> dict[str, float]:
+    return {name: current.value(name, model=MODEL) for name in ("ara_reranker_forward_tokens_sum", "ara_reranker_padded_tokens_total")}
 
 
 def settled(url: str) -> Scrape:
-    """A Triton scrape once nothing is pending and the inference count holds still (earlier tests done)."""
-    previous = scrape(url)
-    for _ in range(50):
-        time.sleep(0.2)
-        current = scrape(url)
-        idle = current.value("nv_inference_pending_request_count", model=MODEL) == 0
-        # model.py reports its figures from a thread just after answering: they must hold still too
-        if idle and all(current.value(name, model=MODEL) == previous.value(name, model=MODEL)
-                        for name in ("nv_inference_count", "ara_reranker_real_tokens_total")):
-            return current
-        previous = current
-    raise AssertionError("Triton did not settle: another test's requests are still running")
+    """A Triton scrape once it is at rest (``wait_triton_at_rest``: earlier tests' calls computed and reported)."""
+    wait_triton_at_rest(url)
+    return scrape(url)
 
 
 # ---------------------------------------------------------------- the known load
@@ -199,10 +192,14 @@ def test_a_known_load_moves_every_counter_by_exactly_what_was_sent(gateway, trit
     sent = send_known_load(gateway.target, reference, rng, chunk_size)
     wall_s = time.perf_counter() - started
     rows, requests = sum(sent.ok_documents), len(sent.ok_documents)
-    tr1 = wait_for(triton.metrics_url, lambda s: s.value("nv_inference_count", model=MODEL) - tr0.value("nv_inference_count", model=MODEL) >= rows
-                   and s.value("nv_inference_request_success", model=MODEL) - tr0.value("nv_inference_request_success", model=MODEL) >= sent.chunks
-                   # model.py reports from a thread after answering, its token counters last
-                   and s.value("ara_reranker_real_tokens_total", model=MODEL) - tr0.value("ara_reranker_real_tokens_total", model=MODEL) >= sum(sent.ok_tokens))
+    moved = lambda s: {name: s.value(name, model=MODEL) - tr0.value(name, model=MODEL)  # noqa: E731
+                       for name in ("nv_inference_count", "nv_inference_request_success", "ara_reranker_real_tokens_total")}
+    tr1 = scrape_until(triton.metrics_url, lambda s: moved(s)["nv_inference_count"] >= rows
+                       and moved(s)["nv_inference_request_success"] >= sent.chunks
+                       # model.py reports from a thread after answering: all of it, none of it half sent
+                       and moved(s)["ara_reranker_real_tokens_total"] >= sum(sent.ok_tokens) and no_report_half_sent(model_samples(s)),
+                       f"Triton's and model.py's counters moved by {rows} rows, {sent.chunks} requests, {sum(sent.ok_tokens)} tokens",
+                       lambda s: (moved(s), model_samples(s)))
     gw1 = scrape(gateway.metrics_url)
 
     def gw(name: str, **labels: str) -> float:
@@ -484,11 +481,9 @@ def test_json_log_has_one_line_per_request_with_counts_and_no_text(json_gateway,
             except grpc.RpcError as exc:
                 assert exc.code().name == status
     ids = {request_id for request_id, _, _ in calls}
-    ours: list[dict] = []
-    deadline = time.monotonic() + 30  # each line is written before the call is answered; allow for buffering
-    while len(ours) < len(calls) and time.monotonic() < deadline:
-        ours = [e for e in request_lines(json_gateway.log_path) if e["request_id"] in ids]
-        time.sleep(0.1)
+    # Each line is written before the call is answered; allow for buffering.
+    ours = wait_for(lambda: [e for e in request_lines(json_gateway.log_path) if e["request_id"] in ids], lambda lines: len(lines) >= len(calls),
+                    f"a log line for each of the {len(calls)} requests", detail=json_gateway.log_tail)
     assert len(ours) == len(calls), f"want one whole-JSON line per request:\n{json_gateway.log_tail()}"
     entries = {e["request_id"]: e for e in ours}
     for request_id, request, status in calls:
@@ -520,7 +515,8 @@ def test_unauthenticated_calls_are_counted_by_code(json_gateway):
 
 
 def test_triton_health_is_exported_per_endpoint(json_gateway, triton, dead_endpoint):
-    current = wait_for(json_gateway.metrics_url, lambda s: s.value("reranker_triton_up", endpoint=triton.grpc_url) == 1)
+    up = lambda s: {endpoint: s.value("reranker_triton_up", endpoint=endpoint) for endpoint in (triton.grpc_url, dead_endpoint)}  # noqa: E731
+    current = scrape_until(json_gateway.metrics_url, lambda s: up(s)[triton.grpc_url] == 1, "reranker_triton_up 1 for the live Triton", up)
     assert current.value("reranker_triton_up", endpoint=triton.grpc_url) == 1
     assert current.labels_of()["reranker_triton_up"]["endpoint"] == {triton.grpc_url, dead_endpoint}
     assert current.value("reranker_triton_up", endpoint=dead_endpoint) == 0
@@ -541,5 +537,6 @@ def test_inflight_gauges_show_the_work_admitted_while_a_call_runs(gateway, rng):
         call.result()
     assert seen["reranker_inflight_pairs"] == len(documents)
     assert seen["reranker_inflight_tokens"] > 300 * 500  # ~1,000 tokens per pair
-    after = wait_for(gateway.metrics_url, lambda s: s.value("reranker_inflight_pairs") == 0)
+    inflight = lambda s: {name: s.value(name) for name in seen}  # noqa: E731
+    after = scrape_until(gateway.metrics_url, lambda s: s.value("reranker_inflight_pairs") == 0, "no pair in flight", inflight)
     assert after.value("reranker_inflight_pairs") == 0 and after.value("reranker_inflight_tokens") == 0

@@ -21,6 +21,7 @@ from ara_reranker_model.store import prepare
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 from client.evaluation import SAMPLE_DATA, evaluate_targets, load_dataset, parse_targets
+from tests.helpers import wait_for
 from tests.reference import InProcessReference
 from tools.arabic_text import QUERIES, long_passage, mixed_passages
 
@@ -59,14 +60,10 @@ def bert_reference(bert_tiny_model_dir) -> InProcessReference:
 
 
 def wait_serving(gateway: GatewayProcess, service: str, timeout_s: float = 60.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout_s
     with grpc.insecure_channel(gateway.target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status != health_pb2.HealthCheckResponse.SERVING:
-            assert time.monotonic() < deadline, f"{service} not SERVING after {timeout_s}s"
-            time.sleep(0.1)
+        wait_for(lambda: health_pb2.HealthCheckResponse.ServingStatus.Name(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status),
+                 lambda status: status == "SERVING", f"{service} SERVING", timeout_s, poll_s=0.1)
 
 
 def by_index(results) -> np.ndarray:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import grpc
@@ -26,7 +27,7 @@ from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, TritonOptions, TritonServer
 from bench.queued_wait import inputs as rows
 from bench.queued_wait import tries
-from tests.helpers import repository_copy
+from tests.helpers import metric_sum, repository_copy, triton_samples, wait_for, wait_for_async
 from tools.arabic_text import QUERIES, long_passage, mixed_passages
 
 
@@ -36,6 +37,21 @@ def test_a_request_queued_behind_the_busy_instance_is_taken_as_the_instance_free
     idle wait (bench.queued_wait). The shipped config declares neither: no try waits."""
     figures = tries(triton.grpc_url, busy_rows=8, busy_tokens=512, lag_s=0.02, count=12)
     assert figures["wait_after_free_ms"]["max"] < 250, figures
+
+
+def model_cpu_s(server: TritonServer) -> float:
+    """CPU seconds used so far by the server's model processes (the Python-backend stubs, where forward passes run)."""
+    ticks = 0
+    for pid in server.stub_pids():
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def dispatch_queued(gateway: GatewayProcess) -> float:
+    """Chunks waiting in the gateway's dispatch queue (every model)."""
+    return metric_sum(gateway.metrics_url, "reranker_dispatch_queued_chunks")
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +74,18 @@ async def test_triton_with_levels_takes_an_interactive_request_before_earlier_ba
         await client.infer(MODEL_NAME, inputs, outputs=[InferRequestedOutput("logits")], priority=priority, client_timeout=120)
         finished.append(label)
 
+    def queued() -> float:
+        return triton_samples(triton_with_levels.metrics_url).get("nv_inference_pending_request_count", 0.0)
+
     try:
+        cpu_before = model_cpu_s(triton_with_levels)
         blocker = asyncio.create_task(send("blocker", rows(64, 2048), 1))
-        await asyncio.sleep(0.05)  # the blocker reaches the instance first (it runs for seconds: the rest queue)
+        # The blocker reaches the instance first (it runs for seconds: the rest queue): Triton's queue is empty and
+        # the model's process computes (nothing else is sent to this Triton).
+        await wait_for_async(lambda: (queued(), model_cpu_s(triton_with_levels) - cpu_before),
+                             lambda now: now[0] == 0 and now[1] >= 0.2, "(Triton's queue, model CPU seconds) of the blocker at work")
         tasks = [asyncio.create_task(send(f"batch{i}", rows(200, 16), 2)) for i in range(3)]
-        await asyncio.sleep(0.05)
+        await wait_for_async(queued, lambda count: count == 3, "the three batch requests queued at Triton")
         tasks.append(asyncio.create_task(send("interactive", rows(200, 16), 1)))
         await asyncio.gather(blocker, *tasks)
     finally:
@@ -95,7 +118,8 @@ def test_a_small_interactive_call_overtakes_a_large_batch_call_with_the_same_sco
                 return results
 
             batch = asyncio.create_task(call("batch", big, "batch"))
-            await asyncio.sleep(0.3)  # the batch call's chunks are queued in the gateway by now
+            await wait_for_async(lambda: dispatch_queued(windowed), lambda chunks: chunks > 0,
+                                 "the batch call's chunks queued in the gateway", 60.0)
             interactive = await call("interactive", small, "interactive")
             batch_results = await batch
         for results, documents in ((interactive, small), (batch_results, big)):
@@ -120,13 +144,15 @@ def test_a_call_that_gives_up_has_its_waiting_chunks_dropped(windowed, triton, r
             client.rerank(QUERIES[1], documents)
     assert gave_up.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
     gave_up_at = rows_computed()
-    deadline, settled = time.monotonic() + 30, gave_up_at
-    while time.monotonic() < deadline:  # let whatever was already at Triton finish
-        time.sleep(0.5)
-        now = rows_computed()
-        if now == settled:
-            break
-        settled = now
+    # Let whatever was already at Triton finish: the gateway serves no call and has no chunk queued, Triton's queue
+    # is empty. Chunks sent after the call ended would show in one of the three; a chunk still computing then is
+    # not counted below, which can only lower ``settled`` (the bounds are upper ones).
+    quiet = {"gateway calls": 0, "gateway queue": 0, "Triton queue": 0}
+    wait_for(lambda: {"gateway calls": metric_sum(windowed.metrics_url, "reranker_requests_in_flight"),
+                      "gateway queue": dispatch_queued(windowed),
+                      "Triton queue": triton_samples(triton.metrics_url).get("nv_inference_pending_request_count", 0.0)},
+             lambda now: now == quiet, "the gateway and Triton at rest")
+    settled = rows_computed()
     # Once the call ended, Triton finished only what was already there (the window holds one chunk of 4 rows; two more
     # tolerated for the gateway's and this statistics call's timing), and the chunks still waiting were never sent.
     assert settled - gave_up_at <= 3 * 4, (before, gave_up_at, settled)

@@ -20,6 +20,7 @@ from ara_reranker_server.models import load_tokenizer
 from ara_reranker_server.ranking import sigmoid
 from ara_reranker_server.reranking import Reranker
 from ara_reranker_server.tokenization import PairTokenizer
+from tests.helpers import wait_for_async
 from tools.arabic_text import QUERIES, SENTENCES, long_passage, mixed_passages, passage
 
 pytestmark = pytest.mark.unit  # starts no process: make test-unit
@@ -120,10 +121,7 @@ async def test_admission_refuses_at_once_beyond_the_bound_and_frees_on_completio
     slow = SlowScorer()
     core = reranker(pair_tokenizer, slow, Limits(10, 5000, 100000, 4, max_inflight_pairs=10))
     first = asyncio.create_task(core.rerank(RerankJob("سؤال", ["نص"] * 8)))
-    for _ in range(200):  # until the first request is admitted (bounded)
-        if core.admission.in_flight:
-            break
-        await asyncio.sleep(0.01)
+    await wait_for_async(lambda: core.admission.in_flight, bool, "the first request admitted (pairs in flight)", 5.0)
     with pytest.raises(Overloaded, match="max_inflight_pairs=10"):
         await core.rerank(RerankJob("سؤال", ["نص"] * 3))
     slow.release.set()
@@ -225,10 +223,7 @@ async def test_admission_by_tokens_refuses_a_second_request_beyond_the_token_bou
     limits = Limits(10, 5000, 100000, 4, max_inflight_pairs=100, max_inflight_tokens=60)
     core = reranker(pair_tokenizer, slow, limits)
     first = asyncio.create_task(core.rerank(RerankJob("سؤال", [SENTENCES[0]] * 3)))  # ~3 x 25 tokens: over 60, alone
-    for _ in range(200):
-        if core.token_admission.in_flight:
-            break
-        await asyncio.sleep(0.01)
+    await wait_for_async(lambda: core.token_admission.in_flight, bool, "the first request admitted (tokens in flight)", 5.0)
     assert core.token_admission.in_flight > 60
     with pytest.raises(Overloaded, match="max_inflight_tokens=60"):
         await core.rerank(RerankJob("سؤال", ["نص"]))

@@ -20,10 +20,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ara_reranker_client import RerankerClient, RerankerError, RetryPolicy
 from ara_reranker_model.probe import probe
-from ara_reranker_server.launcher.child_process import wait_until
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
-from tests.helpers import rerank_until_served
+from tests.helpers import rerank_until_served, wait_for
 from tools.arabic_text import QUERIES
 
 DOCUMENTS = ["الرياض عاصمة المملكة العربية السعودية.", "القاهرة عاصمة مصر.", "الشاي الأخضر غني بمضادات الأكسدة."]
@@ -88,10 +87,8 @@ def test_without_explicit_model_control_the_endpoint_stays_out_and_says_why(tiny
             assert later.value.code == grpc.StatusCode.UNAVAILABLE and time.monotonic() - started < 2.0
             gateway.wait_status(health_pb2.HealthCheckResponse.NOT_SERVING, timeout_s=30)
             assert probe(f"http://{triton.http_url}") is not None and triton.is_ready()  # Triton: "ready"
-            deadline = time.monotonic() + 30
-            while "--model-control-mode=explicit" not in gateway.log_tail(200):
-                assert time.monotonic() < deadline, gateway.log_tail()
-                time.sleep(0.2)
+            wait_for(lambda: gateway.log_tail(200), lambda log: "--model-control-mode=explicit" in log,
+                     "the gateway's log naming --model-control-mode=explicit", shown=lambda log: log[-2000:])
 
 
 def test_the_clients_retry_policy_is_on_by_default_and_checked():
@@ -126,10 +123,10 @@ def test_killing_one_of_two_gateways_under_load_fails_no_call(triton, tiny_model
         threads = [threading.Thread(target=caller) for _ in range(4)]
         for thread in threads:
             thread.start()
-        wait_until(lambda: outcomes["OK"] >= 20, 60, "calls before the kill", poll_s=0.05)
+        wait_for(lambda: outcomes["OK"], lambda ok: ok >= 20, "20 calls answered before the kill", 60, detail=lambda: str(outcomes))
         a.process.kill()  # SIGKILL: no drain, connections reset
         before = outcomes["OK"]
-        wait_until(lambda: outcomes["OK"] >= before + 40, 60, "calls after the kill", poll_s=0.05)
+        wait_for(lambda: outcomes["OK"], lambda ok: ok >= before + 40, "40 calls answered after the kill", 60, detail=lambda: str(outcomes))
         stop.set()
         for thread in threads:
             thread.join(60)

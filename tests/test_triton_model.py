@@ -15,7 +15,6 @@ import os
 import re
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 from types import ModuleType
@@ -32,9 +31,16 @@ from tritonclient.utils import InferenceServerException
 # The partition the scorer cuts with, and how it then spreads it over its forward threads.
 from ara_reranker_model.batching import MIN_SHARE_TOKENS, ForwardPool, micro_batches, spread
 from ara_reranker_model.store import REAL_MODEL_MAX_LENGTH
-from ara_reranker_server.launcher.child_process import wait_until
 from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer
-from tests.helpers import padded, repository_copy
+from tests.helpers import (
+    no_report_half_sent,
+    padded,
+    repository_copy,
+    triton_samples,
+    wait_for,
+    wait_for_async,
+    wait_triton_at_rest,
+)
 from tools.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage
 
 ATOL = 1e-4  # float32 tolerance between batched/padded logits and the unpadded reference
@@ -80,13 +86,12 @@ async def statistics(client: aioclient.InferenceServerClient) -> dict[str, int]:
 async def statistics_since(client, before: dict[str, int], requests: int) -> dict[str, int]:
     """Counter deltas since ``before`` once ``requests`` more have been recorded (Triton records a
     request as it is released, which can come a moment after the client holds the response), waiting at
-    most 30 s (a loaded machine): the deltas as they are then, for the caller's assertions to judge."""
-    deadline = time.monotonic() + 30
-    while True:
-        counts = {key: value - before[key] for key, value in (await statistics(client)).items()}
-        if counts["requests"] >= requests or time.monotonic() > deadline:
-            return counts
-        await asyncio.sleep(0.1)
+    most 30 s (a loaded machine): the deltas then, for the caller's assertions to judge; TimeoutError if fewer came."""
+
+    async def counts() -> dict[str, int]:
+        return {key: value - before[key] for key, value in (await statistics(client)).items()}
+
+    return await wait_for_async(counts, lambda now: now["requests"] >= requests, f"{requests} more requests recorded")
 
 
 def metric(metrics_url: str, name: str) -> float:
@@ -100,17 +105,10 @@ def metric(metrics_url: str, name: str) -> float:
 
 
 def still(metrics_url: str, names: Sequence[str], timeout_s: float = 30.0) -> list[float]:
-    """``metric`` of each of ``names`` once they hold still for a second: model.py's reporter thread has handed over
-    what earlier calls left (it does so every REPORT_INTERVAL_S, a quarter of a second)."""
-    values = [metric(metrics_url, name) for name in names]
-    deadline = time.monotonic() + timeout_s
-    while True:
-        time.sleep(1.0)
-        now = [metric(metrics_url, name) for name in names]
-        if now == values:
-            return now
-        assert time.monotonic() < deadline, f"model.py's metrics still moving after {timeout_s}s: {dict(zip(names, now))}"
-        values = now
+    """``metric`` of each of ``names`` once Triton is at rest: model.py's reporter thread has handed over what earlier
+    calls left (it does so every REPORT_INTERVAL_S, a quarter of a second), and nothing is queued."""
+    wait_triton_at_rest(metrics_url, timeout_s)
+    return [metric(metrics_url, name) for name in names]
 
 
 def load_model_module() -> ModuleType:
@@ -501,7 +499,8 @@ async def test_rows_are_length_sorted_into_budgeted_micro_batches(triton, client
     logits = await infer(client, *padded([pairs[m] for m in members]))
     # model.py's reporter thread hands the figures to Triton within a quarter of a second of execute(), token counters
     # last: once the real tokens are all counted, the rest of that call's figures are in too.
-    wait_until(lambda: metric(triton.metrics_url, names[0]) - before[0] >= sum(lengths), 30, "model.py's metrics reported")
+    wait_for(lambda: triton_samples(triton.metrics_url), lambda now: now[names[0]] - before[0] >= sum(lengths) and no_report_half_sent(now),
+             "model.py's metrics reported, none half sent")
     real, computed, passes, within_budget = (metric(triton.metrics_url, n) - b for n, b in zip(names, before))
 
     np.testing.assert_allclose(logits, expected[members], atol=ATOL, rtol=0)

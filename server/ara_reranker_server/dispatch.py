@@ -51,8 +51,9 @@ class Dispatcher:
 
     @property
     def waiting(self) -> int:
-        """Chunks queued here."""
-        return sum(len(chunks) for queue in self._waiting.values() for chunks in queue.values())
+        """Chunks queued here. Also read from the metrics thread (``reranker_dispatch_queued_chunks``): ``list()`` copies
+        each queue in one step, so the event loop changing it meanwhile cannot break the count."""
+        return sum(len(chunks) for queue in list(self._waiting.values()) for chunks in list(queue.values()))
 
     async def run(self, tokens: int, priority: str, request: object, call: Callable[[], Awaitable[T]],
                   timeout_s: float | None = None, whole: bool = False) -> T:

@@ -62,6 +62,8 @@ class Gateway:
         metrics = GatewayMetrics([m.name for m in models])
         default = models.default
         metrics.watch_admission(default.reranker.admission, default.reranker.token_admission)
+        for model in models:
+            metrics.watch_dispatch(model.name, model.reranker.dispatcher)
         if default.reranker.cache is not None:
             metrics.watch_cache(default.reranker.cache)
         info = ServiceInfo(

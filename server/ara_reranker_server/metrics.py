@@ -67,6 +67,9 @@ class GatewayMetrics:
         self.in_flight = Gauge("reranker_requests_in_flight", "Rerank calls being served now (every API)", registry=r)
         self.inflight_pairs = Gauge("reranker_inflight_pairs", "Pairs admitted and not yet answered", registry=r)
         self.inflight_tokens = Gauge("reranker_inflight_tokens", "Tokens admitted to Triton and not yet answered", registry=r)
+        self.dispatch_queued = Gauge("reranker_dispatch_queued_chunks",
+                                     "Chunks waiting in the gateway's queue in front of Triton (dispatch_window_tokens), by model",
+                                     ["model"], registry=r)
         self.triton_up = Gauge("reranker_triton_up", "Whether a Triton endpoint has the model ready (1) or not (0)",
                                ["endpoint", "model"], registry=r)
         # Export every series the gateway can move at 0 from the start: a series that appears only with its
@@ -91,6 +94,11 @@ class GatewayMetrics:
         """Read the admission bounds' counts at scrape time (``Admission.in_flight``), so they are never stale."""
         self.inflight_pairs.set_function(lambda: pairs.in_flight)
         self.inflight_tokens.set_function(lambda: tokens.in_flight)
+
+    def watch_dispatch(self, model: str, dispatcher) -> None:
+        """Read a model's dispatch queue (``Dispatcher.waiting``) at scrape time: what waits for room at Triton, an
+        observable for tests and dashboards alike."""
+        self.dispatch_queued.labels(model).set_function(lambda: dispatcher.waiting)
 
     def watch_cache(self, cache) -> None:
         """Read the score cache's size at scrape time."""
