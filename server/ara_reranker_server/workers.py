@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from ara_reranker_server.ports import free_port
 from ara_reranker_server.settings import Settings
 
 __all__ = ["serve_workers", "worker_count", "WorkerMetrics"]
@@ -98,10 +99,8 @@ class WorkerMetrics:
 def serve_workers(settings: Settings, argv: list[str]) -> int:
     """Run ``worker_count(settings)`` gateways on ``settings``' ports until SIGTERM or SIGINT; ``argv``: this
     process's flags, given to each worker with its own. Returns the exit status."""
-    from ara_reranker_server.launcher.triton_launcher import free_port
-
     count = worker_count(settings)
-    ports = {"listen": _fixed(settings.listen, free_port), "http_listen": _fixed(settings.http_listen, free_port)}
+    ports = {"listen": _fixed(settings.listen), "http_listen": _fixed(settings.http_listen)}
     workers = [_Worker(k, free_port()) for k in range(count)]
 
     def command(worker: _Worker) -> list[str]:
@@ -133,7 +132,7 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
     return 0
 
 
-def _fixed(address: str, free_port) -> str:
+def _fixed(address: str) -> str:
     """``address`` with a port every worker can share: an empty address stays empty; port 0 becomes a free one."""
     if not address:
         return address

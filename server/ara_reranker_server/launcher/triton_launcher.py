@@ -32,7 +32,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -46,6 +45,7 @@ from typing import Mapping
 from ara_reranker_model.layout import MODEL_DIR_ENV, MODEL_REPOSITORY, PROJECT_ROOT, TRITON_MODEL
 from ara_reranker_server import triton_config
 from ara_reranker_server.launcher.child_process import ChildExited, ChildProcess
+from ara_reranker_server.ports import free_port
 from ara_reranker_server.tracing import otlp_traces_url
 
 __all__ = ["MODEL_NAME", "MODEL_REPOSITORY", "PROJECT_ROOT", "TritonOptions", "TritonServer", "TritonStartError", "free_port",
@@ -84,12 +84,6 @@ def trace_config(environ: Mapping[str, str]) -> tuple[str, ...]:
 class TritonStartError(RuntimeError):
     """tritonserver exited or did not get the model ready in time; the message holds its log tail."""
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def has_gpu() -> bool:
