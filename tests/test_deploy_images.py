@@ -166,6 +166,8 @@ def test_the_gateway_runs_on_the_two_distributions_its_image_installs():
     ours, _ = follow_imports([ROOT / "server/ara_reranker_server/gateway.py"], SOURCES)
     tops = {m.split(".")[0] for m in ours}
     assert "ara_reranker_server.api.cohere" in ours and "ara_reranker_client.v1.reranker_pb2" in ours  # the walk reaches submodules
+    assert {"ara_reranker_server.triton_scorer", "ara_reranker_server.triton_endpoint",
+            "ara_reranker_server.endpoint_health"} <= ours  # the Triton client, in its three rooms
     assert tops == {"ara_reranker_server", "ara_reranker_model", "ara_reranker_client"}, sorted(ours)
     assert not any(m.startswith("ara_reranker_server.launcher") for m in ours)  # runtime and tooling live apart
     assert copied("gateway.Dockerfile") == {"deploy/docker/requirements-gateway.txt", "client", "pyproject.toml", "server"}

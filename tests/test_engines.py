@@ -28,7 +28,7 @@ from ara_reranker_server.launcher.triton_launcher import (
     TritonServer,
     TritonStartError,
 )
-from ara_reranker_server.triton_client import ModelInfo
+from ara_reranker_server.triton_scorer import ModelInfo
 from tests.helpers import padded, repository_copy
 from tools.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage
 

@@ -1,6 +1,6 @@
 """Unit tests of one layer each: the max-input-length rule (server/ara_reranker_model/limits.py), the settings
 checked at start, the shared admission bounds, and how Triton endpoint health is tracked
-(server/ara_reranker_server/triton_client.py) — no Triton needed."""
+(server/ara_reranker_server/triton_scorer.py, over endpoint_health.py) — no Triton needed."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ara_reranker_server.admission import Admission
 from ara_reranker_server.errors import Overloaded, StartupError
 from ara_reranker_server.models import load_tokenizer
 from ara_reranker_server.settings import Settings
-from ara_reranker_server.triton_client import ModelInfo, TritonScorer
+from ara_reranker_server.triton_scorer import ModelInfo, TritonScorer
 from tests.helpers import wait_for_async
 
 pytestmark = pytest.mark.unit  # starts no process: make test-unit
@@ -92,23 +92,16 @@ def test_admission_is_shared_fairly_between_models():
     pairs.acquire(150, "a")  # larger than the bound: admitted alone
 
 
-async def test_one_failed_check_does_not_mark_an_endpoint_down_and_a_listener_error_does_not_stop_tracking():
+async def test_the_scorers_health_is_its_endpoint_health_with_listeners_and_failures_to_down():
+    """The policy itself is tests/test_endpoint_health.py's; here, that the scorer passes its settings and listeners on."""
     scorer = TritonScorer(("127.0.0.1:1",), "m", health_interval_s=0.01, failures_to_down=3)
     changes = []
-
-    def broken_listener(url, up):
-        raise RuntimeError("listener bug")
-
-    scorer.on_health_change(broken_listener)
     scorer.on_health_change(lambda url, up: changes.append(up))
-    scorer._record("127.0.0.1:1", True)
-    scorer._record("127.0.0.1:1", False)
-    scorer._record("127.0.0.1:1", False)
-    assert scorer.any_healthy and changes == [True]  # two failures in a row: still up
-    scorer._record("127.0.0.1:1", True)
-    scorer._record("127.0.0.1:1", False)
-    scorer._record("127.0.0.1:1", False)
-    scorer._record("127.0.0.1:1", False)
+    scorer.health.record("127.0.0.1:1", True)
+    scorer.health.record("127.0.0.1:1", False)
+    scorer.health.record("127.0.0.1:1", False)
+    assert scorer.any_healthy and scorer.healthy == {"127.0.0.1:1": True} and changes == [True]
+    scorer.health.record("127.0.0.1:1", False)
     assert not scorer.any_healthy and changes == [True, False]
     await scorer.close()
 

@@ -1,7 +1,7 @@
 """The gateway's exceptions and the one table that says how each API answers them.
 
 Lower layers (tritonclient, the tokenizer) are translated into these in exactly one place each
-(``triton_client.py``, ``tokenization.py``); every API module answers them through ``ANSWERS``: the
+(``triton_endpoint.py``, ``tokenization.py``); every API module answers them through ``ANSWERS``: the
 gRPC status (reranker.v1), the HTTP status of the Cohere/Jina dialect (JSON ``{"message"}``), and TEI's
 ``error_type`` with the HTTP and gRPC status TEI gives it. Anything that is not a ``RerankerError`` is a
 bug: answered INTERNAL / 500, its cause logged.

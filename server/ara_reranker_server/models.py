@@ -24,7 +24,7 @@ from ara_reranker_server.service_info import ModelDescription
 from ara_reranker_server.settings import Settings, model_entries
 from ara_reranker_server.tokenization import PairTokenizer
 from ara_reranker_server.tracing import NO_TRACING, Tracing
-from ara_reranker_server.triton_client import TritonScorer
+from ara_reranker_server.triton_scorer import TritonScorer
 
 __all__ = ["ServedModel", "ModelRegistry", "load_models", "load_tokenizer"]
 

@@ -2,7 +2,7 @@
 
 Triton writes its configs in protobuf text format. This reads the subset they use (fields, nested
 messages, lists, strings, numbers, enum names, ``#`` comments) into plain dicts and lists, without
-tritonclient (only server/ara_reranker_server/triton_client.py talks to Triton). ``fields`` flattens a config into
+tritonclient (only server/ara_reranker_server/triton_endpoint.py talks to Triton). ``fields`` flattens a config into
 ``dotted.path -> value`` so two configs can be compared field by field; the model's ``parameters`` come
 out by key (``parameters.max_batch_tokens``).
 
