@@ -190,6 +190,7 @@ def triton_check(model: str, documents: int, padded_length: int, padded_rows_cou
     from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
     from bench.memory import PeakRss
     from bench.systems import NO_CACHE, triton_metrics
+    from bench.triton_direct import token_inputs
     from tools.arabic_text import QUERIES, very_long_passage
 
     model_dir = prepare(model)
@@ -231,13 +232,8 @@ def triton_check(model: str, documents: int, padded_length: int, padded_rows_cou
         ids, mask = padded_rows(int(config["pad_token_id"]), int(config["vocab_size"]), padded_rows_count, padded_length)
 
         def infer() -> None:
-            inputs = []
-            for name, array in (("input_ids", ids), ("attention_mask", mask)):
-                tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
-                tensor.set_data_from_numpy(array)
-                inputs.append(tensor)
             with grpcclient.InferenceServerClient(triton.grpc_url) as client:
-                client.infer("ara_reranker", inputs, client_timeout=3600.0)
+                client.infer("ara_reranker", token_inputs(ids, mask), client_timeout=3600.0)
 
         measured(f"{padded_rows_count} rows of {padded_length - padded_rows_count + 1}-{padded_length} tokens straight to Triton", infer)
     return out

@@ -236,10 +236,10 @@ async def drive_gateway(spec: dict) -> list[dict]:
 async def drive_triton(spec: dict) -> list[dict]:
     """The same requests, tokenized and chunked as the gateway does, straight to Triton."""
     import tritonclient.grpc.aio as triton_aio
-    from tritonclient.grpc import InferInput, InferRequestedOutput
 
     from ara_reranker_model.inputs import padded_rows
     from ara_reranker_server.models import load_tokenizer
+    from bench.triton_direct import infer_chunks
 
     tokenizer = load_tokenizer(spec["model_dir"], 0, 1)
     probe = Probe(None, spec["triton_pid"], spec["triton_metrics"])
@@ -253,17 +253,7 @@ async def drive_triton(spec: dict) -> list[dict]:
         return [padded_rows([ids[i] for i in order[a : a + size]], tokenizer.pad_id) for a in range(0, len(order), size)]
 
     async def call(prepared) -> int:
-        rows_sent = 0
-        for input_ids, mask in prepared:
-            inputs = []
-            for name, array in (("input_ids", input_ids), ("attention_mask", mask)):
-                tensor = InferInput(name, list(array.shape), "INT64")
-                tensor.set_data_from_numpy(array)
-                inputs.append(tensor)
-            result = await client.infer(spec["triton_model"], inputs, outputs=[InferRequestedOutput("logits")])
-            result.as_numpy("logits")
-            rows_sent += input_ids.shape[0]
-        return rows_sent
+        return await infer_chunks(client, spec["triton_model"], prepared)
 
     try:
         for name, path in spec["workloads"].items():

@@ -280,23 +280,14 @@ def prepared_requests(model_dir: Path, workload, chunk_size: int) -> tuple[list,
 async def _triton_levels(url: str, model: str, prepared: list, concurrency: list[int], seconds: float, probe) -> list[dict]:
     """Closed loop straight to Triton (bench/gateway_capacity.py's), one row per concurrency."""
     import tritonclient.grpc.aio as triton_aio
-    from tritonclient.grpc import InferInput, InferRequestedOutput
 
     from bench.gateway_capacity import closed_loop
+    from bench.triton_direct import infer_chunks
 
     client = triton_aio.InferenceServerClient(url)
 
     async def call(chunks) -> int:
-        pairs = 0
-        for input_ids, mask in chunks:
-            inputs = []
-            for name, array in (("input_ids", input_ids), ("attention_mask", mask)):
-                tensor = InferInput(name, list(array.shape), "INT64")
-                tensor.set_data_from_numpy(array)
-                inputs.append(tensor)
-            await client.infer(model, inputs, outputs=[InferRequestedOutput("logits")])
-            pairs += input_ids.shape[0]
-        return pairs
+        return await infer_chunks(client, model, chunks)
 
     try:
         return [await closed_loop(call, prepared, c, min(seconds, 2.0), seconds, probe) for c in concurrency]

@@ -41,6 +41,7 @@ from ara_reranker_server.launcher.child_process import wait_until
 from ara_reranker_server.launcher.triton_launcher import TRITON_SERVICE_NAME
 from bench.run import machine_info, write_result
 from bench.systems import NO_CACHE, PlainTransformers, ServiceSystem, triton_metrics
+from bench.triton_direct import token_inputs
 from bench.worker import make_system
 from bench.workload import make_workload
 from tools.otlp_receiver import OtlpReceiver
@@ -102,10 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def direct(i: int, given=None):
             ids, mask = given if given is not None else tensors[i]
-            inputs = [tg.InferInput("input_ids", list(ids.shape), "INT64"), tg.InferInput("attention_mask", list(mask.shape), "INT64")]
-            inputs[0].set_data_from_numpy(ids)
-            inputs[1].set_data_from_numpy(mask)
-            return triton.infer("ara_reranker", inputs).as_numpy("logits")
+            return triton.infer("ara_reranker", token_inputs(ids, mask)).as_numpy("logits")
 
         timings: list = []
 

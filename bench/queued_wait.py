@@ -29,6 +29,7 @@ from ara_reranker_model.store import prepare
 from ara_reranker_server.launcher.triton_launcher import MODEL_NAME
 from bench.run import machine_info, write_result
 from bench.systems import edited_triton
+from bench.triton_direct import token_inputs
 
 # name -> fields set in the CPU config's dynamic_batching block (dotted paths for nested messages)
 CONFIGS: dict[str, dict[str, int]] = {
@@ -62,13 +63,7 @@ def pbtxt(fields: dict[str, int]) -> str:
 
 def inputs(rows: int, tokens: int) -> list:
     """Triton inputs of ``rows`` distinct rows of ``tokens`` tokens each (<s> ... </s>)."""
-    ids, mask = padded_rows([[0] + [5 + (i + j) % 1000 for j in range(tokens - 2)] + [2] for i in range(rows)], 1)
-    out = []
-    for name, array in (("input_ids", ids), ("attention_mask", mask)):
-        tensor = triton_grpc.InferInput(name, list(array.shape), "INT64")
-        tensor.set_data_from_numpy(array)
-        out.append(tensor)
-    return out
+    return token_inputs(*padded_rows([[0] + [5 + (i + j) % 1000 for j in range(tokens - 2)] + [2] for i in range(rows)], 1))
 
 
 def timed(client, request) -> float:
