@@ -47,6 +47,25 @@ def gateway(triton: TritonServer, tiny_model_dir: Path, tmp_path_factory) -> Gat
         yield process
 
 
+@pytest.fixture(scope="module")
+def make_gateway(triton: TritonServer, tiny_model_dir: Path, tmp_path_factory):
+    """A factory of gateway processes in front of the session Triton serving the tiny model, for a module's own
+    settings: ``make_gateway(api_keys=KEY, max_input_length=512)`` starts one (settings as the gateway's flags take
+    them, over these defaults), waits until it serves, and every one it started is stopped when the module ends."""
+    started: list[GatewayProcess] = []
+
+    def make(**settings: object) -> GatewayProcess:
+        args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir)} | {k: str(v) for k, v in settings.items()}
+        process = GatewayProcess(args, log_path=tmp_path_factory.mktemp("gateway") / "gateway.log")
+        started.append(process)
+        process.start()
+        return process
+
+    yield make
+    for process in reversed(started):
+        process.stop()
+
+
 @pytest.fixture(scope="session")
 def reference(tiny_model_dir: Path) -> InProcessReference:
     """transformers in-process, one pair at a time: the scores the service must reproduce."""

@@ -16,7 +16,6 @@ from llama_index.core.schema import NodeWithScore, TextNode
 from llama_index.postprocessor.tei_rerank import TextEmbeddingInference
 
 from ara_reranker_client import RerankerClient
-from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from tests.helpers import assert_same_ranking
 from tools.arabic_text import QUERIES, mixed_passages
 
@@ -29,11 +28,9 @@ TOP = 4
 
 
 @pytest.fixture(scope="module")
-def served(triton, tiny_model_dir, tmp_path_factory):
+def served(make_gateway):
     """A gateway with an API key: every client must send it as it does to the vendor."""
-    args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir), "api_keys": KEY, "model_id": MODEL}
-    with GatewayProcess(args, log_path=tmp_path_factory.mktemp("gw") / "gateway.log") as process:
-        yield process
+    return make_gateway(api_keys=KEY, model_id=MODEL)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from ara_reranker_client import AsyncRerankerClient, RerankerClient, RerankerError
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
 from ara_reranker_server.api.large_messages import INLINE_BYTES
-from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from tools.arabic_text import (
     MODEL_CARD_CANDIDATES,
     MODEL_CARD_QUERY,
@@ -43,11 +42,9 @@ def client(gateway):
 
 
 @pytest.fixture(scope="module")
-def short_gateway(triton, tiny_model_dir, tmp_path_factory):
+def short_gateway(make_gateway):
     """A second gateway on the same Triton with max_input_length 512."""
-    args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir), "max_input_length": str(SHORT)}
-    with GatewayProcess(args, log_path=tmp_path_factory.mktemp("short") / "gateway.log") as process:
-        yield process
+    return make_gateway(max_input_length=SHORT)
 
 
 @pytest.fixture(scope="module")

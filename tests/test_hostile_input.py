@@ -30,10 +30,8 @@ LIMITS = {"max_documents": "16", "max_query_chars": "200", "max_document_chars":
 
 
 @pytest.fixture(scope="module")
-def limited_gateway(triton, tiny_model_dir, tmp_path_factory):
-    args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir), "max_inflight_pairs": "64", **LIMITS}
-    with GatewayProcess(args, log_path=tmp_path_factory.mktemp("gw") / "gateway.log") as gateway:
-        yield gateway
+def limited_gateway(make_gateway):
+    return make_gateway(max_inflight_pairs=64, **LIMITS)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from referencing.jsonschema import DRAFT202012
 
 from ara_reranker_client import RerankerClient
 from ara_reranker_server.api.large_messages import INLINE_BYTES
-from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from tests.helpers import SAME_SCORE, assert_same_ranking
 from tools.arabic_text import QUERIES, long_passage, mixed_passages, passage
 
@@ -42,12 +41,9 @@ def grpc_client(gateway):
 
 
 @pytest.fixture(scope="module")
-def guarded(triton, tiny_model_dir, tmp_path_factory):
+def guarded(make_gateway):
     """A gateway with an API key, a 200 kB body limit and a 512-token max input length."""
-    args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir), "api_keys": KEY,
-            "max_message_bytes": str(200_000), "max_input_length": "512", "model_id": MODEL}
-    with GatewayProcess(args, log_path=tmp_path_factory.mktemp("gw") / "gateway.log") as process:
-        yield process
+    return make_gateway(api_keys=KEY, max_message_bytes=200_000, max_input_length=512, model_id=MODEL)
 
 
 def by_index(results, key: str) -> np.ndarray:

@@ -17,7 +17,6 @@ from referencing.jsonschema import DRAFT202012
 
 from ara_reranker_client import RerankerClient
 from ara_reranker_server.api.nim import RANKING_PATHS
-from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from tests.helpers import assert_same_ranking
 from tools.arabic_text import QUERIES, long_passage, mixed_passages, passage
 
@@ -45,12 +44,9 @@ def logits(gateway, documents):
 
 
 @pytest.fixture(scope="module")
-def guarded(triton, tiny_model_dir, tmp_path_factory):
+def guarded(make_gateway):
     """A gateway with an API key, a 512-token max input length and a served name with an underscore."""
-    args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir), "api_keys": KEY,
-            "max_input_length": "512", "model_name": UNDERSCORED, "model_id": MODEL}
-    with GatewayProcess(args, log_path=tmp_path_factory.mktemp("gw") / "gateway.log") as process:
-        yield process
+    return make_gateway(api_keys=KEY, max_input_length=512, model_name=UNDERSCORED, model_id=MODEL)
 
 
 def nim_body(query: str, documents: list[str], **fields) -> dict:

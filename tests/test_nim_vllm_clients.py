@@ -17,7 +17,6 @@ from llama_index.core.schema import NodeWithScore, TextNode
 from llama_index.postprocessor.nvidia_rerank import NVIDIARerank as LlamaIndexNVIDIARerank
 
 from ara_reranker_client import RerankerClient
-from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from tests.helpers import assert_same_ranking
 from tools.arabic_text import QUERIES, mixed_passages
 
@@ -31,12 +30,9 @@ TOP = 4
 
 
 @pytest.fixture(scope="module")
-def served(triton, tiny_model_dir, tmp_path_factory):
+def served(make_gateway):
     """A gateway with an API key: every client must send it as it does to NVIDIA or vLLM."""
-    args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir), "api_keys": KEY,
-            "model_name": MODEL, "model_id": MODEL_ID}
-    with GatewayProcess(args, log_path=tmp_path_factory.mktemp("gw") / "gateway.log") as process:
-        yield process
+    return make_gateway(api_keys=KEY, model_name=MODEL, model_id=MODEL_ID)
 
 
 @pytest.fixture(scope="module")

@@ -95,12 +95,9 @@ async def test_triton_with_levels_takes_an_interactive_request_before_earlier_ba
 
 
 @pytest.fixture(scope="module")
-def windowed(triton, tiny_model_dir, tmp_path_factory):
+def windowed(make_gateway):
     """A gateway whose dispatch window holds one small chunk at Triton: everything else waits in its queue."""
-    args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir), "chunk_size": "4",
-            "dispatch_window_tokens": "2048", "max_chunk_tokens": "4096"}
-    with GatewayProcess(args, log_path=tmp_path_factory.mktemp("windowed") / "gateway.log") as process:
-        yield process
+    return make_gateway(chunk_size=4, dispatch_window_tokens=2048, max_chunk_tokens=4096)
 
 
 def test_a_small_interactive_call_overtakes_a_large_batch_call_with_the_same_scores(windowed, reference, rng):

@@ -42,13 +42,10 @@ def children(gateway: GatewayProcess) -> list[psutil.Process]:
 
 
 @pytest.fixture(scope="module")
-def workers_gateway(triton, tiny_model_dir, tmp_path_factory):
-    log = tmp_path_factory.mktemp("workers") / "gateway.log"
-    args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir), "workers": str(WORKERS)}
-    with GatewayProcess(args, log_path=log) as gateway:
-        wait_until(lambda: workers_up(gateway) == WORKERS, 120, f"{WORKERS} gateway workers serving metrics",
-                   lambda: log.read_text()[-2000:])
-        yield gateway
+def workers_gateway(make_gateway):
+    gateway = make_gateway(workers=WORKERS)
+    wait_until(lambda: workers_up(gateway) == WORKERS, 120, f"{WORKERS} gateway workers serving metrics", gateway.log_tail)
+    return gateway
 
 
 def test_calls_spread_over_the_workers_and_scores_are_the_models(workers_gateway, reference, rng):
