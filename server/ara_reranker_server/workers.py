@@ -65,6 +65,7 @@ class _Worker:
     process: subprocess.Popen | None = None
     started: float = 0.0
     backoff_s: float = RESTART_BACKOFF_S[0]
+    restart_at: float | None = None  # when an exited worker is due to start again
 
 
 class WorkerMetrics:
@@ -124,7 +125,10 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
         while not stopping.wait(0.2):
             for worker in workers:
                 if worker.process is not None and worker.process.poll() is not None:
-                    _restart(worker, command(worker), stopping)
+                    _exited(worker)
+                if worker.restart_at is not None and time.monotonic() >= worker.restart_at:
+                    worker.restart_at = None
+                    _start(worker, command(worker))
     finally:
         _stop_all(workers, settings.drain_s + settings.grace_period_s + 10.0)
         if metrics_server is not None:
@@ -146,16 +150,16 @@ def _start(worker: _Worker, command: list[str]) -> None:
     log.info("gateway worker %d started (pid %d)", worker.index, worker.process.pid)
 
 
-def _restart(worker: _Worker, command: list[str], stopping: threading.Event) -> None:
-    """Start an exited worker again, after a backoff that grows while it keeps exiting soon after starting."""
+def _exited(worker: _Worker) -> None:
+    """Schedule an exited worker's restart, after a backoff that grows while it keeps exiting soon after starting
+    (the others are watched meanwhile)."""
     code = worker.process.returncode
     lived = time.monotonic() - worker.started
     worker.backoff_s = RESTART_BACKOFF_S[0] if lived > 60 else min(2 * worker.backoff_s, RESTART_BACKOFF_S[1])
     log.error("gateway worker %d (pid %d) exited with %s after %.0f s; starting it again in %.0f s",
               worker.index, worker.process.pid, code, lived, worker.backoff_s)
     worker.process = None
-    if not stopping.wait(worker.backoff_s):
-        _start(worker, command)
+    worker.restart_at = time.monotonic() + worker.backoff_s
 
 
 def _stop_all(workers: list[_Worker], grace_s: float) -> None:
