@@ -146,7 +146,7 @@ class PairTokenizer:
             return self.encode_windows(query_encoding, windows, documents, job.max_document_tokens)
         cap = room if job.max_document_tokens is None else min(room, job.max_document_tokens)
         encodings = self._document_encodings(documents, cap, job.from_start)
-        too_long = [i for i, e in enumerate(encodings) if len(e.ids) > cap]
+        too_long = [i for i, e in enumerate(encodings) if len(e) > cap]  # len(): no copy of the ids
         if too_long and not job.truncate:
             i = too_long[0]
             tokens = len(self._tok.encode(documents[i], add_special_tokens=False).ids)  # the whole count, for the message
@@ -173,7 +173,7 @@ class PairTokenizer:
         needed = windows.tokens_needed if max_document_tokens is None else min(windows.tokens_needed, max_document_tokens)
         parts_of_all = []
         for i, encoding in enumerate(self._document_encodings(documents, needed)):
-            cut = max_document_tokens is not None and len(encoding.ids) > max_document_tokens
+            cut = max_document_tokens is not None and len(encoding) > max_document_tokens
             if cut:
                 encoding.truncate(max_document_tokens)
             encoding.truncate(windows.room, stride=windows.overlap)
