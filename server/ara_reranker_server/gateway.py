@@ -26,7 +26,7 @@ from ara_reranker_server.api.calls import Calls
 from ara_reranker_server.api.http import HttpApi, start_http
 from ara_reranker_server.auth import ApiKeyInterceptor, ApiKeys
 from ara_reranker_server.errors import StartupError
-from ara_reranker_server.metrics import APIS, GatewayMetrics
+from ara_reranker_server.metrics import APIS, GatewayMetrics, serve_metrics
 from ara_reranker_server.models import ModelRegistry, ServedModel, load_models
 from ara_reranker_server.service_info import ServiceInfo, ServiceLimits
 from ara_reranker_server.settings import Settings
@@ -104,7 +104,7 @@ class Gateway:
         gateway = cls(settings, server, models, health_servicer, metrics, port, info, tracing=tracing)
         await gateway._track_health()
         if settings.metrics_listen:
-            gateway.metrics_server = _start_metrics(settings.metrics_listen, metrics)
+            gateway.metrics_server = serve_metrics(settings.metrics_listen, metrics.registry)
         if settings.http_listen:
             healthy = lambda: models.default.scorer.any_healthy  # noqa: E731
             # TEI's /rerank before vLLM's: a body with neither texts nor documents gets TEI's answer.
@@ -195,13 +195,6 @@ def _listen(server: grpc.aio.Server, settings: Settings) -> int:
     if port == 0:
         raise StartupError(f"cannot listen on {settings.listen} (listen)")
     return port
-
-def _start_metrics(listen: str, metrics: GatewayMetrics):
-    from prometheus_client import start_http_server
-
-    host, _, port = listen.rpartition(":")
-    server, _thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=metrics.registry)
-    return server
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, then the record's ``fields`` (request log) or its message."""

@@ -6,9 +6,9 @@ Triton's metrics port; deploy/monitoring/ scrapes both.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["GatewayMetrics", "APIS", "NO_MODEL"]
+__all__ = ["GatewayMetrics", "APIS", "NO_MODEL", "serve_metrics"]
 
 # ~100 us to ~40 s, x1.5 per bucket.
 DURATION_BUCKETS = tuple(round(0.0001 * 1.5**k, 6) for k in range(0, 33))
@@ -106,3 +106,11 @@ class GatewayMetrics:
 
     def set_triton_health(self, endpoint: str, model: str, up: bool) -> None:
         self.triton_up.labels(endpoint, model).set(1 if up else 0)
+
+
+def serve_metrics(listen: str, registry: CollectorRegistry):
+    """Serve ``registry`` as Prometheus ``/metrics`` on ``listen`` (host:port; an empty host is every interface) from a
+    thread of its own; returns the HTTP server (``shutdown()`` stops it)."""
+    host, _, port = listen.rpartition(":")
+    server, _thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
+    return server

@@ -26,10 +26,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from ara_reranker_server.metrics import serve_metrics
 from ara_reranker_server.ports import free_port
 from ara_reranker_server.settings import Settings
 
@@ -113,8 +114,7 @@ def serve_workers(settings: Settings, argv: list[str]) -> int:
     if settings.metrics_listen:
         registry = CollectorRegistry()
         registry.register(WorkerMetrics([f"http://127.0.0.1:{w.metrics_port}/metrics" for w in workers]))
-        host, _, port = settings.metrics_listen.rpartition(":")
-        metrics_server, _thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
+        metrics_server = serve_metrics(settings.metrics_listen, registry)
     stopping = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.set())
