@@ -179,7 +179,7 @@ def padded_rows(pad: int, vocab: int, rows: int, length: int) -> tuple[np.ndarra
 
 
 def triton_check(model: str, documents: int, padded_length: int, padded_rows_count: int) -> dict:
-    """Peak RSS of tritonserver + its stub (CPU configuration) under two loads: ``documents`` long documents
+    """Peak RSS of tritonserver + its stub (CPU configuration, one instance: the figures are per instance) under two loads: ``documents`` long documents
     through the gateway, each cut to the model's length (1-row micro-batches at the budget, no mask); then
     straight to Triton, ``padded_rows_count`` rows of about ``padded_length`` tokens (2-row padded ones)."""
     import tritonclient.grpc as grpcclient
@@ -187,9 +187,8 @@ def triton_check(model: str, documents: int, padded_length: int, padded_rows_cou
     from ara_reranker_client import RerankerClient
     from ara_reranker_model.store import prepare
     from ara_reranker_server.launcher.gateway_process import GatewayProcess
-    from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
     from bench.memory import PeakRss
-    from bench.systems import NO_CACHE, triton_metrics
+    from bench.systems import NO_CACHE, edited_triton, triton_metrics
     from bench.triton_direct import token_inputs
     from tools.arabic_text import QUERIES, very_long_passage
 
@@ -198,7 +197,7 @@ def triton_check(model: str, documents: int, padded_length: int, padded_rows_cou
     rng = np.random.default_rng(0)
     docs = [very_long_passage(rng) for _ in range(documents)]
     out: dict = {"model": model, "forward_workers": len(os.sched_getaffinity(0)), "loads": {}}
-    with TritonServer(TritonOptions(model_dir=model_dir, config_name="cpu")) as triton:
+    with edited_triton(model_dir, lambda config: setattr(config.instance_group[0], "count", 1)) as triton:
         (stub,) = triton.stub_pids()
         root = triton.process.pid
         out["idle"] = {"tritonserver_mib": round(status_mib("VmRSS", root), 1), "stub_mib": round(status_mib("VmRSS", stub), 1)}

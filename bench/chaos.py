@@ -128,13 +128,16 @@ def run(scenario: str, model_dir: Path, logs: Path, callers: int, warmup: int, a
         with Load(target, callers) as load:
             load.wait_ok(warmup)
             fault_at = time.monotonic()
-            if scenario == "stub-kill":
-                os.kill(servers[0].stub_pids()[0], signal.SIGKILL)
+            if scenario == "stub-kill":  # every instance's stub: the model's processes, as an OOM kill may
+                for pid in servers[0].stub_pids():
+                    os.kill(pid, signal.SIGKILL)
             elif scenario in ("stub-stop", "triton-stop"):
-                pid = servers[0].stub_pids()[0] if scenario == "stub-stop" else servers[0].process.pid
-                os.kill(pid, signal.SIGSTOP)
+                pids = servers[0].stub_pids() if scenario == "stub-stop" else [servers[0].process.pid]
+                for pid in pids:
+                    os.kill(pid, signal.SIGSTOP)
                 time.sleep(stop_s)
-                os.kill(pid, signal.SIGCONT)
+                for pid in pids:
+                    os.kill(pid, signal.SIGCONT)
             elif scenario == "triton-restart":
                 os.kill(servers[0].process.pid, signal.SIGKILL)
             elif scenario == "gateway-kill":

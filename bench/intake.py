@@ -1,4 +1,4 @@
-"""What one huge caller costs everyone else: ``python -m bench.intake`` (about thirteen minutes on 2 cores).
+"""What one huge caller costs everyone else: ``python -m bench.intake`` (about ten minutes on 2 cores).
 
 Small callers (``--clients`` threads, 10 short documents each, a fresh query per call so that no score is cached)
 are measured for ``--seconds`` in three phases on a real Triton + gateway serving the tiny offline model at its
@@ -9,12 +9,14 @@ whole 8,192-token context:
    characters) at the default, interactive, priority;
 3. beside the same caller at batch priority.
 
+4. the worst-case caller alone (two of its requests): what keeping an instance free costs it.
+
 Each phase reports the small calls' p50 / p99 and count, and the worst-case caller's completed requests and
-pairs per second. ``--gateways`` runs the phases against configurations side by side in the same run: ``dispatch`` (the defaults:
-the gateway's dispatcher and token-bounded chunks, one Triton instance), ``dispatch-2-instances`` (the same with two
-single-threaded Triton instances, so that a small request need not wait for the instance running a long row),
-``dispatch-2-instances-window-1-chunk`` (the same with a dispatch window of one chunk, so that a large request holds
-one instance at most and the other stays free for small ones) and ``all-at-once`` (no dispatcher, chunks cut by count only: every chunk of a request sent to Triton at once).
+pairs per second (over the time to its last answer). ``--gateways`` runs the phases against configurations side by
+side in the same run: ``defaults`` (what ships: two Triton instances, large requests' chunks on one of them at most,
+their micro-batches at a lower CPU priority), ``two-instances-same-priority`` (the same without the lower priority),
+``one-instance`` (nothing kept free: a small call may wait for a long forward pass to end) and ``all-at-once`` (no
+dispatcher, chunks cut by count only: every chunk of a request sent to Triton at once).
 
 Also, in-process: how long the gateway's tokenizer takes on the worst-case request at max length 512 and 8192.
 
@@ -41,24 +43,28 @@ from bench.run import machine_info, write_result
 from bench.systems import NO_CACHE, edited_triton
 from tools.arabic_text import QUERIES, SENTENCES, mixed_passages, passage
 
-# name -> (gateway settings, Triton CPU model instances); the instances each run single-threaded forward passes.
-GATEWAYS = {
-    "dispatch": ({}, 1),  # the defaults
-    "dispatch-2-instances": ({}, 2),
-    # A window of one chunk (max_chunk_tokens): a large request holds one instance at most, the other stays free.
-    "dispatch-2-instances-window-1-chunk": ({"dispatch_window_tokens": "16384"}, 2),
-    "all-at-once": ({"dispatch_window_tokens": "0", "dispatch_reserve_tokens": "0", "max_chunk_tokens": str(1 << 40)}, 1),
-}
 
-
-def single_threaded_instances(instances: int) -> Callable[[Any], None]:
-    """An edit of the CPU config: ``instances`` instances of the model, each with one forward worker when several."""
+# name -> (gateway settings, edit of Triton's CPU config or None for the shipped one).
+def cpu_config(instances: int, low_priority_batch_tokens: int) -> Callable[[Any], None]:
+    """An edit of the CPU config: ``instances`` model instances, bulk micro-batches at a lower CPU priority above
+    ``low_priority_batch_tokens`` padded tokens (0: none)."""
     def edit(config) -> None:
         config.instance_group[0].count = instances
-        if instances > 1:
-            config.parameters["forward_workers"].string_value = "1"
+        config.parameters["low_priority_batch_tokens"].string_value = str(low_priority_batch_tokens)
 
     return edit
+
+
+GATEWAYS = {
+    # The shipped defaults: two instances, large requests' chunks on one of them at most (dispatch_window_chunks
+    # auto), their micro-batches at a lower CPU priority.
+    "defaults": ({}, None),
+    "two-instances-same-priority": ({}, cpu_config(2, 0)),  # the same without the lower priority
+    "one-instance": ({}, cpu_config(1, 0)),  # one instance: nothing kept free
+    # No dispatcher: chunks cut by count only, every chunk of a request sent to Triton at once.
+    "all-at-once": ({"dispatch_window_tokens": "0", "dispatch_reserve_tokens": "0", "dispatch_window_chunks": "0",
+                     "max_chunk_tokens": str(1 << 40)}, cpu_config(1, 0)),
+}
 
 
 def worst_case_documents(count: int, chars: int) -> list[str]:
@@ -110,6 +116,7 @@ class WorstCaseCaller(threading.Thread):
         self.target, self.documents, self.priority = target, documents, priority
         self.stop = threading.Event()
         self.completed, self.errors, self.started_at = 0, [], time.monotonic()
+        self.last_done_at = self.started_at
 
     def run(self) -> None:
         with RerankerClient(self.target, timeout=300, max_message_bytes=64 << 20) as client:
@@ -117,13 +124,15 @@ class WorstCaseCaller(threading.Thread):
                 try:
                     client.rerank(SENTENCES[0], self.documents, top_k=1, priority=self.priority)
                     self.completed += 1
+                    self.last_done_at = time.monotonic()
                 except RerankerError as exc:
                     self.errors.append(exc.code.name)
 
     def figures(self) -> dict:
-        seconds = time.monotonic() - self.started_at
+        """Requests completed, and pairs per second over the time they took (to the last one's answer)."""
+        seconds = self.last_done_at - self.started_at
         return {"completed": self.completed, "errors": len(self.errors), "seconds": round(seconds, 1),
-                "pairs_per_s": round(self.completed * len(self.documents) / seconds, 2)}
+                "pairs_per_s": round(self.completed * len(self.documents) / seconds, 2) if self.completed else 0.0}
 
 
 def summary(latencies: list[float]) -> dict[str, float]:
@@ -142,6 +151,15 @@ def phases(target: str, documents: list[str], clients: int, seconds: float) -> d
         caller.stop.set()
         caller.join()
         out[f"beside_worst_case_{priority}"] = loaded | {"worst_case_caller": caller.figures()}
+    # The worst-case caller alone: what keeping an instance free costs it when nobody else calls.
+    caller = WorstCaseCaller(target, documents, "interactive")
+    caller.start()
+    deadline = time.monotonic() + 4 * seconds
+    while caller.completed < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    caller.stop.set()
+    caller.join()
+    out["worst_case_alone"] = {"worst_case_caller": caller.figures()}
     return out
 
 
@@ -162,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                     "document_chars": args.document_chars, "clients": args.clients, "seconds": args.seconds,
                     "tokenization": [tokenization(model_dir, documents, n) for n in (512, 8192)], "gateways": {}}
     for name in args.gateways.split(","):
-        gateway_settings, instances = GATEWAYS[name]
-        with edited_triton(model_dir, single_threaded_instances(instances)) as triton:
+        gateway_settings, edit = GATEWAYS[name]
+        with edited_triton(model_dir, edit or (lambda config: None)) as triton:
             settings = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir),
                         "max_message_bytes": str(64 << 20), **NO_CACHE, **gateway_settings}
             with GatewayProcess(settings) as gateway:
@@ -181,8 +199,9 @@ def markdown(result: dict) -> str:
         alone = figures["alone"]["p99_ms"]
         for phase, f in figures.items():
             caller = f.get("worst_case_caller", {})
-            rows.append(f"| {name} | {phase.replace('_', ' ')} | {f['p50_ms']} | {f['p99_ms']} | {f['calls']} | "
-                        f"{f['p99_ms'] / alone:.1f}x | {caller.get('completed', '')} | {caller.get('pairs_per_s', '')} |")
+            small = [f.get("p50_ms", ""), f.get("p99_ms", ""), f.get("calls", ""), f"{f['p99_ms'] / alone:.1f}x" if "p99_ms" in f else ""]
+            rows.append(f"| {name} | {phase.replace('_', ' ')} | {' | '.join(map(str, small))} | "
+                        f"{caller.get('completed', '')} | {caller.get('pairs_per_s', '')} |")
     return "\n".join(rows)
 
 

@@ -52,6 +52,9 @@ TRITON_KNOBS = [
      "tokens + this per pass (large: full batches, for GPUs; small: rows of unlike lengths kept apart, for CPUs)"),
     ("parameters.forward_workers", "micro-batches run side by side on this many threads (0 = one per core)"),
     ("parameters.num_threads", "intra-op threads of each forward pass (0 = framework default)"),
+    ("parameters.low_priority_batch_tokens",
+     "micro-batches of more padded tokens run on threads at nice +10 (Linux), so that a small request's pass on another "
+     "instance goes first on a busy CPU (0 = none)"),
 ]
 
 # Knobs of TRITON_KNOBS the shipped configs leave out on purpose (their rows say why).

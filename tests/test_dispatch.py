@@ -120,3 +120,33 @@ async def test_a_one_chunk_interactive_request_takes_its_own_lane_past_a_full_wi
     assert model.started == ["big", "small"]  # over the lane's room, or batch work: they wait their turn
     model.hold.set()
     await asyncio.gather(held, queued, over, batch)
+
+
+async def test_max_chunks_keeps_an_instance_free_for_the_reserve_lane():
+    """With max_chunks 1 (two instances), a large request holds one chunk at Triton; its next chunks wait even
+    though the token window has room, a one-chunk interactive call still goes at once, and raising the bound
+    (set_max_chunks, once Triton's instance count is known) lets the waiting chunks through."""
+    dispatcher, model = Dispatcher(window_tokens=1000, reserve_tokens=50, max_chunks=1), Model()
+    held = asyncio.create_task(dispatcher.run(100, "interactive", "big", model.call("big0", hold=True)))
+    await settle()
+    rest = [asyncio.create_task(dispatcher.run(100, "interactive", "big", model.call(f"big{i}"))) for i in (1, 2)]
+    await settle()
+    assert model.started == ["big0"] and dispatcher.waiting == 2 and dispatcher.chunks_in_flight == 1
+    assert await dispatcher.run(40, "interactive", "small", model.call("small"), whole=True) == "small"
+    assert model.started == ["big0", "small"]
+    dispatcher.set_max_chunks(0)  # no bound: the window's tokens alone decide
+    await settle()
+    assert model.started == ["big0", "small", "big1", "big2"]
+    model.hold.set()
+    await asyncio.gather(held, *rest)
+    assert dispatcher.chunks_in_flight == 0 and dispatcher.in_flight == 0
+
+
+async def test_max_chunks_alone_bounds_the_chunks_without_a_token_window():
+    dispatcher, model = Dispatcher(window_tokens=0, max_chunks=2), Model()
+    held = [asyncio.create_task(dispatcher.run(10, "batch", "job", model.call(f"c{i}", hold=True))) for i in range(3)]
+    await settle()
+    assert model.started == ["c0", "c1"] and dispatcher.waiting == 1
+    model.hold.set()
+    await asyncio.gather(*held)
+    assert model.started == ["c0", "c1", "c2"]

@@ -306,7 +306,8 @@ def test_tritons_bounded_queue_surfaces_as_resource_exhausted(tiny_model_dir, tm
     options = TritonOptions(model_dir=tiny_model_dir, model_repository=repository, log_path=tmp_path / "triton.log")
     documents = [long_passage(rng) for _ in range(64)]
     with TritonServer(options) as triton:
-        with gateway_for(tiny_model_dir, [triton.grpc_url], tmp_path, chunk_size="1") as gateway:
+        # Every chunk sent at once (no bound on the chunks at Triton), as a gateway of another make might.
+        with gateway_for(tiny_model_dir, [triton.grpc_url], tmp_path, chunk_size="1", dispatch_window_chunks="0") as gateway:
             with RerankerClient(gateway.target, timeout=60) as client:
                 with pytest.raises(RerankerError) as err:
                     client.rerank(QUERIES[0], documents)

@@ -44,6 +44,9 @@ def test_info_reports_the_precision_each_engine_runs_for_its_dtype():
     assert info("torch", "bf16", "KIND_CPU").dtype == "bfloat16"
     assert info("onnx", "qint8", "KIND_CPU").dtype == "int8"
     assert info("onnx", "fp16", "KIND_GPU").dtype == "float16"
+    # The instances the gateway's dispatch_window_chunks (auto) keeps one of free: every group's count.
+    assert info("torch", "auto", "KIND_CPU").instances == 1
+    assert ModelInfo.of_config({"instance_group": [{"kind": "KIND_CPU", "count": 2}]}).instances == 2
 
 def test_the_real_models_context_is_8192_tokens(tiny_model_dir):
     config = json.loads((tiny_model_dir / "config.json").read_text())

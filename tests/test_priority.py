@@ -56,9 +56,10 @@ def dispatch_queued(gateway: GatewayProcess) -> float:
 
 @pytest.fixture(scope="module")
 def triton_with_levels(tiny_model_dir, tmp_path_factory):
-    """A tritonserver whose config declares two priority levels, as an operator may."""
+    """A tritonserver whose config declares two priority levels, as an operator may, with one instance: what the
+    test below holds busy."""
     tmp = tmp_path_factory.mktemp("levels")
-    repository = repository_copy(tmp, priority_levels=2, default_priority_level=1)
+    repository = repository_copy(tmp, priority_levels=2, default_priority_level=1, count=1)
     with TritonServer(TritonOptions(model_dir=tiny_model_dir, model_repository=repository, log_path=tmp / "triton.log")) as server:
         yield server
 

@@ -48,8 +48,9 @@ def test_a_killed_model_process_is_reloaded_and_calls_get_unavailable_meanwhile(
     with GatewayProcess(args, log_path=tmp_path / "gateway.log") as gateway, \
             RerankerClient(gateway.target, timeout=30, retry=None) as client:
         client.rerank(QUERIES[0], DOCUMENTS)
-        (stub,) = own_triton.stub_pids()
-        os.kill(stub, signal.SIGKILL)
+        stubs = own_triton.stub_pids()  # one per model instance: all killed, as an OOM kill of the model's memory may
+        for stub in stubs:
+            os.kill(stub, signal.SIGKILL)
         statuses = Counter()
 
         def sample_health() -> None:
@@ -61,7 +62,7 @@ def test_a_killed_model_process_is_reloaded_and_calls_get_unavailable_meanwhile(
         assert set(codes) <= {"UNAVAILABLE"} and codes, codes  # never INTERNAL; the stub's death was seen
         assert statuses[health_pb2.HealthCheckResponse.NOT_SERVING] > 0, statuses  # health said so meanwhile
         assert health(gateway.target) == health_pb2.HealthCheckResponse.SERVING
-        assert own_triton.stub_pids() and stub not in own_triton.stub_pids()  # a new stub holds the model
+        assert own_triton.stub_pids() and not set(stubs) & set(own_triton.stub_pids())  # new stubs hold the model
         logits = [r.logit for r in sorted(results, key=lambda r: r.index)]
         np.testing.assert_allclose(logits, reference.logits(QUERIES[0], DOCUMENTS), atol=1e-4, rtol=0)
 
@@ -77,7 +78,8 @@ def test_without_explicit_model_control_the_endpoint_stays_out_and_says_why(tiny
                 RerankerClient(gateway.target, timeout=30, retry=None) as client:
             client.rerank(QUERIES[0], DOCUMENTS)
             assert probe(f"http://{triton.http_url}") is None
-            os.kill(triton.stub_pids()[0], signal.SIGKILL)
+            for stub in triton.stub_pids():
+                os.kill(stub, signal.SIGKILL)
             with pytest.raises(RerankerError) as first:
                 client.rerank(QUERIES[0], DOCUMENTS)
             assert first.value.code == grpc.StatusCode.UNAVAILABLE, first.value
@@ -148,8 +150,9 @@ def test_a_stopped_model_process_costs_calls_their_deadline_then_the_other_endpo
         with GatewayProcess(args, log_path=tmp_path / "gateway.log") as gateway, \
                 RerankerClient(gateway.target, timeout=2, retry=None) as client:
             client.rerank(QUERIES[0], DOCUMENTS)
-            (stub,) = tritons[0].stub_pids()
-            os.kill(stub, signal.SIGSTOP)
+            stubs = tritons[0].stub_pids()  # every instance of A hangs
+            for stub in stubs:
+                os.kill(stub, signal.SIGSTOP)
             try:
                 codes, slowest = Counter(), 0.0
                 ok_in_a_row, deadline = 0, time.monotonic() + 60
@@ -167,4 +170,5 @@ def test_a_stopped_model_process_costs_calls_their_deadline_then_the_other_endpo
                 assert set(codes) <= {"OK", "DEADLINE_EXCEEDED"}, codes
                 assert slowest < 2 + 1.0, slowest  # never past the call's deadline (plus scheduling slack)
             finally:
-                os.kill(stub, signal.SIGCONT)
+                for stub in stubs:
+                    os.kill(stub, signal.SIGCONT)

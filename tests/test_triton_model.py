@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from tritonclient.utils import InferenceServerException
 
 # The partition the scorer cuts with, and how it then spreads it over its forward threads.
-from ara_reranker_model.batching import MIN_SHARE_TOKENS, ForwardPool, micro_batches, spread
+from ara_reranker_model.batching import LOW_PRIORITY_NICE, MIN_SHARE_TOKENS, ForwardPool, micro_batches, spread
 from ara_reranker_model.store import REAL_MODEL_MAX_LENGTH
 from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer
 from tests.helpers import (
@@ -427,6 +427,28 @@ def test_forward_pool_runs_every_micro_batch_once_side_by_side_and_keeps_failure
         assert [i for i, _ in results] == list(range(8))  # smallest cost first: small requests are answered first
         assert sorted(finished) == list(range(8))  # each reported once, as it finished
         assert all(r == i * 10 for i, r in results if i != 3) and isinstance(dict(results)[3], MemoryError)
+    finally:
+        pool.close()
+
+
+def test_forward_pool_runs_micro_batches_above_the_low_priority_cost_at_a_lower_cpu_priority():
+    """Bulk micro-batches (cost above low_priority_cost) run on threads of their own at LOW_PRIORITY_NICE more than
+    the process; the others on the caller's threads at its own priority; every item once, failures kept apart."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    pool = ForwardPool(2, low_priority_cost=100)
+    try:
+        def nice(i: int) -> int:
+            if i == 150:
+                raise MemoryError("out of memory")
+            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        results = dict(pool.map(nice, [500, 10, 150, 20, 100, 300], cost=lambda i: i))
+        assert sorted(results) == [10, 20, 100, 150, 300, 500]
+        assert {results[i] for i in (10, 20, 100)} == {base}  # at or under the cost: the caller's priority
+        assert {results[i] for i in (300, 500)} == {min(19, base + LOW_PRIORITY_NICE)}
+        assert isinstance(results[150], MemoryError)
+        assert [i for i, _ in pool.map(lambda i: i, [9, 8], cost=lambda i: i)] == [8, 9]  # no bulk item: as before
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the caller's thread untouched
     finally:
         pool.close()
 

@@ -15,18 +15,42 @@ On CPU, single-threaded forward passes side by side beat one multi-threaded pass
 the threads of each operator, full speed at any batch size, and a thread preempted by the gateway or
 the tokenizer delays only its own micro-batch. The engines release the GIL while they compute.
 
+Micro-batches above ``low_priority_cost`` (bulk work: long rows, large requests) run on threads of their own at a
+lower CPU priority (``LOW_PRIORITY_NICE``, Linux, per thread). Where a second model instance serves a small request
+at the same time, the kernel then runs the small one's pass first on a busy CPU instead of sharing the cores
+evenly, and an idle CPU still runs the bulk work at full speed: the forward passes' share of the "fair by default"
+rule (docs/api.md, priorities).
+
 How the rows of a micro-batch are padded is inputs.py's rule, shared with the gateway.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import os
+import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
 import numpy as np
 
-__all__ = ["micro_batches", "spread", "plan", "ForwardPool"]
+__all__ = ["micro_batches", "spread", "plan", "ForwardPool", "LOW_PRIORITY_NICE", "lower_thread_priority"]
+
+# The nice value of bulk work's threads: the gateway's tokenizing of large requests and the model's large
+# micro-batches. +10 gives a thread about a tenth of a core's share beside one at nice 0 (CFS weights 110 : 1024).
+LOW_PRIORITY_NICE = 10
+
+
+def lower_thread_priority(nice: int = LOW_PRIORITY_NICE) -> None:
+    """This thread's nice value raised to ``nice`` (Linux: per thread; elsewhere left alone, since setpriority would
+    change the whole process). Raising needs no privilege; lowering it back would, so bulk work keeps threads of its own."""
+    if sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError:
+            pass
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -95,13 +119,17 @@ def plan(sorted_lengths: np.ndarray, max_batch_tokens: int, overhead_tokens: int
 class ForwardPool:
     """Runs one function over many micro-batches on ``workers`` threads: the caller's own and ``workers - 1``
     more (1: in the caller's thread alone). The caller works too rather than waiting: a lone micro-batch
-    (a small request) runs without a thread hop at all."""
+    (a small request) runs without a thread hop at all. With ``low_priority_cost``, items costing more run on
+    ``workers`` threads of their own at a lower CPU priority instead (see the module's doc)."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, low_priority_cost: float | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.workers = workers
+        self.low_priority_cost = low_priority_cost
         self._executor = ThreadPoolExecutor(workers - 1, thread_name_prefix="forward") if workers > 1 else None
+        self._low = None if low_priority_cost is None else ThreadPoolExecutor(
+            workers, thread_name_prefix="forward-low", initializer=lower_thread_priority)
 
     def map(self, fn: Callable[[T], R], items: Sequence[T], cost: Callable[[T], float],
             done: Callable[[T, R], None] | None = None) -> list[tuple[T, R]]:
@@ -114,10 +142,11 @@ class ForwardPool:
         bounds a chunk's tokens, so the last, largest item keeps the threads' finishing times close."""
         ordered = sorted(items, key=cost)
         results: list = [None] * len(ordered)
-        taken = itertools.count()  # next() is atomic under the GIL: each item goes to one thread
+        # ordered[:split] on the caller's threads, the rest (costlier than low_priority_cost) on the low ones.
+        split = len(ordered) if self._low is None else bisect.bisect_right([cost(item) for item in ordered], self.low_priority_cost)
 
-        def work() -> None:
-            while (i := next(taken)) < len(ordered):
+        def work(taken, end: int) -> None:
+            while (i := next(taken)) < end:  # next() is atomic under the GIL: each item goes to one thread
                 try:
                     results[i] = fn(ordered[i])
                 except Exception as exc:  # handed back to the caller, which fails only this micro-batch
@@ -125,12 +154,20 @@ class ForwardPool:
                 if done is not None:
                     done(ordered[i], results[i])
 
-        helpers = [] if self._executor is None else [self._executor.submit(work) for _ in range(min(self.workers, len(ordered)) - 1)]
-        work()
+        helpers = []
+        if split < len(ordered):
+            low_taken = itertools.count(split)
+            helpers += [self._low.submit(work, low_taken, len(ordered)) for _ in range(min(self.workers, len(ordered) - split))]
+        if split:
+            taken = itertools.count()
+            if self._executor is not None:
+                helpers += [self._executor.submit(work, taken, split) for _ in range(min(self.workers, split) - 1)]
+            work(taken, split)
         for helper in helpers:
             helper.result()
         return list(zip(ordered, results))
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        for executor in (self._executor, self._low):
+            if executor is not None:
+                executor.shutdown(wait=True)

@@ -41,6 +41,8 @@ class Batching:
     max_batch_tokens: int  # padded tokens (rows x longest row) one micro-batch may hold; a longer row goes alone
     overhead_tokens: int = 0  # ``batch_overhead_tokens``: the fixed cost of one forward pass, in tokens
     workers: int = 1  # ``forward_workers``: micro-batches run side by side (0: one per core)
+    # ``low_priority_batch_tokens``: micro-batches of more padded tokens run on lower-priority threads (0: none do)
+    low_priority_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.max_batch_tokens <= 0:
@@ -49,12 +51,14 @@ class Batching:
             raise ValueError(f"batch_overhead_tokens must be >= 0, got {self.overhead_tokens}")
         if self.workers < 0:
             raise ValueError(f"forward_workers must be >= 0 (0: one per core), got {self.workers}")
+        if self.low_priority_tokens < 0:
+            raise ValueError(f"low_priority_batch_tokens must be >= 0 (0: off), got {self.low_priority_tokens}")
 
     @classmethod
     def from_parameters(cls, max_batch_tokens: int, parameters: Mapping[str, str]) -> Batching:
         """The batching a Triton config's ``parameters`` ask for (``max_batch_tokens`` read by config.limits)."""
         return cls(max_batch_tokens, int(parameters.get("batch_overhead_tokens", "0")),
-                   int(parameters.get("forward_workers", "1")))
+                   int(parameters.get("forward_workers", "1")), int(parameters.get("low_priority_batch_tokens", "0")))
 
 
 @dataclass(frozen=True, eq=False)  # arrays: identity, not value, equality
@@ -96,7 +100,7 @@ class CrossEncoderScorer:
         self.pad_id = int(engine.config.pad_token_id if engine.config.pad_token_id is not None else 0)
         # The hard limit; the gateway picks its own (the tokenizer's, or lower) and never sends more.
         self.max_length = max_positions(config)
-        self.pool = ForwardPool(batching.workers or len(os.sched_getaffinity(0)))
+        self.pool = ForwardPool(batching.workers or len(os.sched_getaffinity(0)), batching.low_priority_tokens or None)
 
     @classmethod
     def load(cls, model_dir: Path | str, batching: Batching, *, engine: str = "torch", device: str = "cpu",

@@ -12,6 +12,8 @@ Triton per model (enough to keep its instances busy) and queues the rest here, w
 
 A request that fits in one chunk has a lane of its own beside the window (``reserve_tokens``): it does not wait
 for a large request's chunks to leave Triton, only for Triton to take it (with a second model instance, at once).
+``max_chunks`` bounds the chunks at Triton outside that lane: one fewer than the model's instances keeps an instance
+free for the lane, so a small call never waits for a large request's forward pass to end (fair by default).
 
 A chunk whose call is cancelled or whose deadline passes while it waits here is dropped before it reaches
 Triton (abandoned work is never computed). A chunk larger than the window runs when nothing else is at Triton.
@@ -39,12 +41,16 @@ class _Waiter:
 class Dispatcher:
     """Orders chunks of calls to one model (see the module's doc). ``window_tokens`` 0: no bound, no queue."""
 
-    def __init__(self, window_tokens: int, batch_share: int = 8, reserve_tokens: int = 0) -> None:
+    def __init__(self, window_tokens: int, batch_share: int = 8, reserve_tokens: int = 0, max_chunks: int = 0) -> None:
+        """``max_chunks``: chunks outside the reserve lane at Triton at once (0: no bound; settable later, e.g. once
+        Triton's instance count is known)."""
         self.window_tokens = window_tokens
         self.batch_share = batch_share
         self.reserve_tokens = reserve_tokens
-        self.in_flight = 0  # padded tokens of chunks at Triton
-        self.in_flight_reserved = 0  # of those, one-chunk requests' sent through their own lane
+        self.max_chunks = max_chunks
+        self.in_flight = 0  # padded tokens of chunks at Triton (outside the reserve lane)
+        self.chunks_in_flight = 0  # and how many chunks
+        self.in_flight_reserved = 0  # padded tokens of one-chunk interactive requests sent through their own lane
         # priority -> request key -> its waiting chunks (first come first); requests in turn order.
         self._waiting: dict[str, OrderedDict[object, deque[_Waiter]]] = {p: OrderedDict() for p in PRIORITIES}
         self._since_batch = 0  # interactive chunks dispatched since the last batch one
@@ -65,7 +71,7 @@ class Dispatcher:
                 return await call()
             finally:
                 self.in_flight_reserved -= tokens
-        if self.window_tokens and not self._fits(tokens, nobody_waiting=True):
+        if (self.window_tokens or self.max_chunks) and not self._fits(tokens, nobody_waiting=True):
             waiter = _Waiter(tokens, asyncio.get_running_loop().create_future())
             queue = self._waiting[priority]
             queue.setdefault(request, deque()).append(waiter)
@@ -79,19 +85,31 @@ class Dispatcher:
                     self._forget(priority, request, waiter)
                 raise
         else:
-            self.in_flight += tokens
+            self._take(tokens)
         try:
             return await call()
         finally:
             self._release(tokens)
 
+    def set_max_chunks(self, max_chunks: int) -> None:
+        """Bound the chunks at Triton outside the reserve lane (0: no bound) from now on."""
+        self.max_chunks = max_chunks
+        self._dispatch()
+
     def _fits(self, tokens: int, nobody_waiting: bool = False) -> bool:
         if nobody_waiting and any(self._waiting[p] for p in PRIORITIES):
             return False  # no overtaking the queue
-        return self.in_flight == 0 or self.in_flight + tokens <= self.window_tokens
+        if self.max_chunks and self.chunks_in_flight >= self.max_chunks:
+            return False
+        return self.in_flight == 0 or not self.window_tokens or self.in_flight + tokens <= self.window_tokens
+
+    def _take(self, tokens: int) -> None:
+        self.in_flight += tokens
+        self.chunks_in_flight += 1
 
     def _release(self, tokens: int) -> None:
         self.in_flight -= tokens
+        self.chunks_in_flight -= 1
         self._dispatch()
 
     def _dispatch(self) -> None:
@@ -110,7 +128,7 @@ class Dispatcher:
             if chunks:
                 queue[request] = chunks  # its next chunk waits for the other requests' turns
             self._since_batch = 0 if priority == "batch" else self._since_batch + 1
-            self.in_flight += waiter.tokens
+            self._take(waiter.tokens)
             waiter.ready.set_result(None)
 
     def _next_class(self) -> str | None:

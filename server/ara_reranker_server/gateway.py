@@ -152,6 +152,13 @@ class Gateway:
             log.warning("could not read Triton's config of model %s: %s", model.info.triton_model, exc)
             return
         model.info.dtype, model.info.engine = described.dtype, described.engine
+        if self.settings.dispatch_window_chunks == -1 and described.instances > 1:
+            # Fair by default: large requests' chunks may hold all instances but one; small interactive calls
+            # (the reserve lane) find that one free instead of waiting for a forward pass to end.
+            chunks = (described.instances - 1) * len(self.settings.triton_endpoints)
+            log.info("model %s has %d instances per endpoint: at most %d chunks outside the reserve lane at Triton",
+                     model.name, described.instances, chunks)
+            model.reranker.dispatcher.set_max_chunks(chunks)
         if described.max_batch_size and model.reranker.chunk_size > described.max_batch_size:
             # Triton refuses a request with more rows than max_batch_size: send smaller chunks instead.
             log.warning("chunk_size %d exceeds Triton's max_batch_size %d for model %s: using chunks of %d",

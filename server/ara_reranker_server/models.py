@@ -146,7 +146,7 @@ def load_models(settings: Settings, tracing: Tracing = NO_TRACING) -> ModelRegis
         reranker = Reranker(tokenizer, scorer, limits, settings.default_timeout_s, name=name,
                             admission=pairs, token_admission=tokens, cache=cache, tracing=tracing,
                             dispatcher=Dispatcher(settings.dispatch_window_tokens, settings.batch_share,
-                                                  settings.dispatch_reserve_tokens))
+                                                  settings.dispatch_reserve_tokens, max(settings.dispatch_window_chunks, 0)))
         aliases = tuple(a for a in {model_id} - {name})
         info = ModelDescription(
             name=name, model_id=model_id, aliases=aliases, triton_model=triton_model,

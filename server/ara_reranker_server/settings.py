@@ -64,6 +64,11 @@ class Settings:
         8192, "A lane beside dispatch_window_tokens for interactive requests that fit in one chunk, in padded tokens: they "
         "go to Triton at once rather than wait for large requests' chunks (0: none)"
     )
+    dispatch_window_chunks: int = _knob(
+        -1, "Chunks at Triton at once outside the reserve lane, per model and Triton endpoint: -1 (auto) one fewer than "
+        "the Triton model's instances, so that one instance stays free for small interactive calls and none waits for "
+        "a large request's forward pass (no bound when the model has one instance); 0: no bound"
+    )
     batch_share: int = _knob(8, "While batch requests wait, at least one chunk in every batch_share dispatched to the model is theirs")
     max_documents: int = _knob(1000, "Max documents per Rerank request")
     max_query_chars: int = _knob(8192, "Max characters of the query")
@@ -123,6 +128,7 @@ class Settings:
             "chunk_size": (self.chunk_size > 0, "> 0"),
             "max_chunk_tokens": (self.max_chunk_tokens > 0, "> 0"),
             "dispatch_window_tokens": (self.dispatch_window_tokens >= 0, ">= 0 (0: no bound)"),
+            "dispatch_window_chunks": (self.dispatch_window_chunks >= -1, ">= -1 (-1: auto, 0: no bound)"),
             "batch_share": (self.batch_share >= 1, ">= 1"),
             "dispatch_reserve_tokens": (self.dispatch_reserve_tokens >= 0, ">= 0 (0: none)"),
             "max_documents": (self.max_documents > 0, "> 0"),

@@ -4,13 +4,11 @@ its start or its end, or split into windows; a long document cut by characters f
 
 from __future__ import annotations
 
-import os
-import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ara_reranker_model.batching import LOW_PRIORITY_NICE, lower_thread_priority
 from ara_reranker_server.errors import InvalidRequest
 from ara_reranker_server.jobs import RerankJob
 from ara_reranker_server.windows import Window, Windows, span
@@ -22,7 +20,7 @@ __all__ = ["PairTokenizer", "PairTemplate", "Tokenized", "CHARS_PER_TOKEN"]
 CHARS_PER_TOKEN = 16
 # Nice value of the threads that tokenize large requests (``PairTokenizer.background``): on a busy node the event
 # loop, small requests and the model's own processes go first; an idle CPU still runs them at full speed.
-BACKGROUND_NICE = 10
+BACKGROUND_NICE = LOW_PRIORITY_NICE
 
 
 @dataclass
@@ -105,7 +103,7 @@ class PairTokenizer:
         # wait behind. Lower priority only works if the tokenizer encodes in the calling thread (no rayon pool of
         # its own): the gateway sets TOKENIZERS_PARALLELISM=false.
         self.background = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tokenize-large",
-                                             initializer=_lower_thread_priority)
+                                             initializer=lower_thread_priority)
 
     @staticmethod
     def reset(tokenizer):
@@ -222,16 +220,6 @@ class PairTokenizer:
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.background.shutdown(wait=False, cancel_futures=True)
-
-
-def _lower_thread_priority() -> None:
-    """This thread's nice value raised to BACKGROUND_NICE (Linux: per thread; elsewhere left alone, since
-    setpriority would change the whole process)."""
-    if sys.platform.startswith("linux"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
-        except OSError:
-            pass
 
 
 def _exact_prefix(encoding, room: int) -> bool:

@@ -30,6 +30,14 @@ CONFIGS = {"gpu": MODEL_DIR / "config.pbtxt", "cpu": MODEL_DIR / "configs" / "cp
 # The fields configs/cpu.pbtxt sets otherwise than config.pbtxt, and why. Every other field is the same.
 CPU_DIFFERENCES = {
     "instance_group.0.kind": "the instance runs on the CPU, not a GPU",
+    "instance_group.0.count": (
+        "two instances on CPU, so that one stays free for small calls beside a large request (the gateway's "
+        "dispatch_window_chunks); each instance's forward workers already use every core"
+    ),
+    "parameters.low_priority_batch_tokens": (
+        "on CPU, large micro-batches yield the cores to a small request's pass on the other instance; "
+        "a GPU's forward time is not the CPU threads'"
+    ),
     "parameters.max_batch_tokens": (
         "a CPU pass runs at the same tokens/s whatever its size, so a smaller budget costs nothing and gives the "
         "forward workers more micro-batches to share; a GPU wants larger batches"

@@ -71,6 +71,7 @@ class ModelInfo:
     max_batch_size: int
     dtype: str
     engine: str
+    instances: int = 1  # model instances per device (KIND_CPU: in all; KIND_GPU: on each GPU it uses)
 
     @classmethod
     def of_config(cls, config: dict) -> "ModelInfo":
@@ -78,8 +79,11 @@ class ModelInfo:
         for its ``dtype`` on the instances' device (``auto`` differs between engines on GPU)."""
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         engine = params.get("engine", "torch")
-        on_gpu = any(group.get("kind") == "KIND_GPU" for group in config.get("instance_group", []))
-        return cls(int(config.get("max_batch_size", 0)), served_precision(engine, params.get("dtype", "auto"), on_gpu), engine)
+        groups = config.get("instance_group", [])
+        on_gpu = any(group.get("kind") == "KIND_GPU" for group in groups)
+        instances = sum(int(group.get("count", 1)) for group in groups) or 1
+        return cls(int(config.get("max_batch_size", 0)), served_precision(engine, params.get("dtype", "auto"), on_gpu), engine,
+                   instances)
 
 
 class TritonScorer:
