@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -247,11 +248,11 @@ def main(argv: list[str] | None = None) -> int:
     stale = [path for path, text in files.items() if not path.exists() or path.read_text() != text]
     if args.check:
         for path in stale:
-            print(f"stale: {path.relative_to(HERE.parent.parent)} (run python -m deploy.k8s.generate_fleet)", file=sys.stderr)
+            print(f"stale: {os.path.relpath(path, HERE.parent.parent)} (run python -m deploy.k8s.generate_fleet)", file=sys.stderr)
         return 1 if stale else 0
     for path, text in files.items():
         path.write_text(text)
-        print(f"wrote {path.relative_to(HERE.parent.parent)}")
+        print(f"wrote {os.path.relpath(path, HERE.parent.parent)}")
     return 0
 
 
