@@ -20,7 +20,8 @@ import yaml
 from ara_reranker_model.limits import coupled_limit_problems
 from ara_reranker_server import triton_config
 from ara_reranker_server.launcher.triton_launcher import trace_config
-from ara_reranker_server.settings import ENV_PREFIX, Settings, model_entries, model_routes
+from ara_reranker_server.models import model_specs
+from ara_reranker_server.settings import ENV_PREFIX, Settings, model_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -71,11 +72,8 @@ def selecting(objects: list[dict], kind: str, pod_labels: dict) -> list[dict]:
 
 
 def served_endpoints(settings: Settings) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """Served model -> (its Triton model, the Triton endpoints the gateway sends it to), as models.load_models pairs them."""
-    if not settings.models:
-        return {settings.model_name: (settings.triton_model, settings.triton_endpoints)}
-    endpoints, triton_models = model_routes(settings)
-    return {name: (triton_models.get(name, name), endpoints.get(name, settings.triton_endpoints)) for name, _, _ in model_entries(settings)}
+    """Served model -> (its Triton model, the Triton endpoints the gateway sends it to), as the gateway pairs them."""
+    return {spec.name: (spec.triton_model, spec.endpoints) for spec in model_specs(settings)}
 
 
 def env_of(c: dict) -> dict[str, str]:

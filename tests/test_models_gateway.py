@@ -10,6 +10,8 @@ and evaluation see each model. Random weights: rankings mean nothing, tokenizati
 from __future__ import annotations
 
 import asyncio
+import re
+import urllib.request
 
 import grpc
 import numpy as np
@@ -177,6 +179,11 @@ def test_each_model_is_scored_on_its_own_triton(fleet_gateway, reference, bert_r
     np.testing.assert_allclose(by_index(bert_results), bert_reference.logits("what is the capital of france", ENGLISH), atol=TOL, rtol=0)
     assert [m.triton_model for m in info.models] == ["ara_reranker", "ara_reranker"]
     assert list(info.triton_endpoints) == [tiny.grpc_url, bert.grpc_url]
+    # Each model's readiness is watched on its own Triton only (reranker_triton_up{model, endpoint}).
+    with urllib.request.urlopen(process.metrics_url, timeout=5) as response:
+        up = [line for line in response.read().decode().splitlines() if line.startswith("reranker_triton_up{")]
+    pairs = {(re.search(r'model="([^"]+)"', line)[1], re.search(r'endpoint="([^"]+)"', line)[1]) for line in up}
+    assert pairs == {("tiny", tiny.grpc_url), ("bert-tiny", bert.grpc_url)}
 
 
 @pytest.mark.parametrize("knob", ["model_endpoints", "model_triton_models"])

@@ -26,7 +26,7 @@ from ara_reranker_server.tokenization import PairTokenizer
 from ara_reranker_server.tracing import NO_TRACING, Tracing
 from ara_reranker_server.triton_scorer import TritonScorer
 
-__all__ = ["ServedModel", "ModelRegistry", "load_models", "load_tokenizer"]
+__all__ = ["ModelSpec", "ServedModel", "ModelRegistry", "load_models", "load_tokenizer", "model_specs"]
 
 
 @dataclass
@@ -111,7 +111,7 @@ def _json(path: Path) -> dict:
 
 
 @dataclass(frozen=True)
-class _Spec:
+class ModelSpec:
     """What one served model is made of: its name, model directory, Triton model, model id and Triton endpoints."""
 
     name: str
@@ -121,18 +121,18 @@ class _Spec:
     endpoints: tuple[str, ...]
 
 
-def _specs(settings: Settings) -> list[_Spec]:
+def model_specs(settings: Settings) -> list[ModelSpec]:
     """Every served model's spec, the default first; StartupError when a per-model route names no served model."""
     if not settings.models:
         source = Path(settings.tokenizer)
         model_id = settings.model_id or (source.name if source.exists() else settings.tokenizer)
-        return [_Spec(settings.model_name or model_id, settings.tokenizer, settings.triton_model, model_id, settings.triton_endpoints)]
+        return [ModelSpec(settings.model_name or model_id, settings.tokenizer, settings.triton_model, model_id, settings.triton_endpoints)]
     endpoints, triton_models = model_routes(settings)
     names = [name for name, _, _ in model_entries(settings)]
     unknown = sorted((set(endpoints) | set(triton_models)) - set(names))
     if unknown:
         raise StartupError(f"model_endpoints / model_triton_models name models that are not served: {unknown} (served: {names})")
-    return [_Spec(name, path, triton_models.get(name, name), hub or name, endpoints.get(name, settings.triton_endpoints))
+    return [ModelSpec(name, path, triton_models.get(name, name), hub or name, endpoints.get(name, settings.triton_endpoints))
             for name, hub, path in model_entries(settings)]
 
 
@@ -144,7 +144,7 @@ def limits_of(settings: Settings) -> Limits:
 
 def load_models(settings: Settings, tracing: Tracing = NO_TRACING) -> ModelRegistry:
     """Every served model's tokenizer, core and Triton scorer, sharing the admission bounds (and ``tracing``)."""
-    specs = _specs(settings)
+    specs = model_specs(settings)
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise StartupError(f"model names must differ: {names}")
