@@ -10,6 +10,8 @@ and evaluation see each model. Random weights: rankings mean nothing, tokenizati
 from __future__ import annotations
 
 import asyncio
+import re
+import urllib.request
 
 import grpc
 import numpy as np
@@ -145,3 +147,53 @@ def test_make_eval_without_targets_evaluates_every_served_model(models_gateway):
     assert [r.target for r in reports] == [f"{models_gateway.target}/tiny", f"{models_gateway.target}/bert-tiny"]
     one = evaluate_targets(groups, parse_targets(f"{models_gateway.target}/bert-tiny"), progress=False)
     assert len(one) == 1 and one[0].means.mrr == pytest.approx(reports[1].means.mrr)
+
+
+# ---------------------------------------------------------------- one Triton per model (the Kubernetes fleet's shape)
+
+
+@pytest.fixture(scope="module")
+def fleet_gateway(tiny_model_dir, bert_tiny_model_dir, tmp_path_factory):
+    """deploy/k8s/overlays/multi-model on loopback: each model on its own tritonserver, served there as the one Triton
+    model ``ara_reranker`` (model_dir= form, as each model's Triton pod does), one gateway routing each model to its own."""
+    tmp = tmp_path_factory.mktemp("fleet")
+    with TritonServer(TritonOptions(model_dir=tiny_model_dir, log_path=tmp / "tiny.log")) as tiny, \
+            TritonServer(TritonOptions(model_dir=bert_tiny_model_dir, log_path=tmp / "bert.log")) as bert:
+        args = {"models": f"tiny={tiny_model_dir},bert-tiny={bert_tiny_model_dir}", "chunk_size": "4",
+                "model_endpoints": f"tiny={tiny.grpc_url},bert-tiny={bert.grpc_url}",
+                "model_triton_models": "tiny=ara_reranker,bert-tiny=ara_reranker"}
+        with GatewayProcess(args, log_path=tmp / "gateway.log") as process:
+            for name in ("tiny", "bert-tiny"):
+                wait_serving(process, f"reranker.v1.Reranker/{name}")
+            yield process, tiny, bert
+
+
+def test_each_model_is_scored_on_its_own_triton(fleet_gateway, reference, bert_reference, rng):
+    process, tiny, bert = fleet_gateway
+    arabic = mixed_passages(rng, 6)
+    with RerankerClient(process.target, timeout=60) as client:
+        tiny_results = client.rerank(QUERIES[0], arabic, raw_scores=True, model="tiny")
+        bert_results = client.rerank("what is the capital of france", ENGLISH, raw_scores=True, model="bert-tiny")
+        info = client.info()
+    np.testing.assert_allclose(by_index(tiny_results), reference.logits(QUERIES[0], arabic), atol=TOL, rtol=0)
+    np.testing.assert_allclose(by_index(bert_results), bert_reference.logits("what is the capital of france", ENGLISH), atol=TOL, rtol=0)
+    assert [m.triton_model for m in info.models] == ["ara_reranker", "ara_reranker"]
+    assert list(info.triton_endpoints) == [tiny.grpc_url, bert.grpc_url]
+    # Each model's readiness is watched on its own Triton only (reranker_triton_up{model, endpoint}).
+    with urllib.request.urlopen(process.metrics_url, timeout=5) as response:
+        up = [line for line in response.read().decode().splitlines() if line.startswith("reranker_triton_up{")]
+    pairs = {(re.search(r'model="([^"]+)"', line)[1], re.search(r'endpoint="([^"]+)"', line)[1]) for line in up}
+    assert pairs == {("tiny", tiny.grpc_url), ("bert-tiny", bert.grpc_url)}
+
+
+@pytest.mark.parametrize("knob", ["model_endpoints", "model_triton_models"])
+def test_a_route_for_a_model_not_served_or_malformed_is_refused_at_start(knob, tiny_model_dir):
+    from ara_reranker_server.errors import StartupError
+    from ara_reranker_server.models import load_models
+    from ara_reranker_server.settings import Settings
+
+    with pytest.raises(ValueError, match=knob):
+        Settings(models=(f"tiny={tiny_model_dir}",), **{knob: ("tiny",)})
+    settings = Settings(models=(f"tiny={tiny_model_dir}",), **{knob: ("bge=x",)})
+    with pytest.raises(StartupError, match="'bge'"):
+        load_models(settings)

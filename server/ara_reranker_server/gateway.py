@@ -67,7 +67,7 @@ class Gateway:
         if default.reranker.cache is not None:
             metrics.watch_cache(default.reranker.cache)
         info = ServiceInfo(
-            models=[m.info for m in models], triton_endpoints=tuple(settings.triton_endpoints),
+            models=[m.info for m in models], triton_endpoints=tuple(dict.fromkeys(e for m in models for e in m.scorer.endpoints)),
             limits=ServiceLimits(
                 max_documents_per_request=settings.max_documents, max_query_chars=settings.max_query_chars,
                 max_document_chars=settings.max_document_chars, max_message_bytes=settings.max_message_bytes,
@@ -117,7 +117,7 @@ class Gateway:
         for model in models:
             model.scorer.start()
         log.info("gateway listening on %s (port %d; HTTP %s), Triton %s, models %s (default %s), tracing %s", settings.listen,
-                 port, f"port {gateway.http_port}" if gateway.http_port else "off", ",".join(settings.triton_endpoints),
+                 port, f"port {gateway.http_port}" if gateway.http_port else "off", ",".join(info.triton_endpoints),
                  ",".join(m.name for m in models), default.name, tracing.describe())
         return gateway
 
@@ -141,7 +141,7 @@ class Gateway:
             return changed
 
         for model in self.models:
-            for endpoint in self.settings.triton_endpoints:
+            for endpoint in model.scorer.endpoints:
                 self.metrics.set_triton_health(endpoint, model.name, False)
             model.scorer.on_health_change(tracker(model))
 

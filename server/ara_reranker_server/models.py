@@ -21,12 +21,12 @@ from ara_reranker_server.jobs import Limits
 from ara_reranker_server.reranking import Reranker
 from ara_reranker_server.score_cache import ScoreCache
 from ara_reranker_server.service_info import ModelDescription
-from ara_reranker_server.settings import Settings, model_entries
+from ara_reranker_server.settings import Settings, model_entries, model_routes
 from ara_reranker_server.tokenization import PairTokenizer
 from ara_reranker_server.tracing import NO_TRACING, Tracing
 from ara_reranker_server.triton_scorer import TritonScorer
 
-__all__ = ["ServedModel", "ModelRegistry", "load_models", "load_tokenizer"]
+__all__ = ["ModelSpec", "ServedModel", "ModelRegistry", "load_models", "load_tokenizer", "model_specs"]
 
 
 @dataclass
@@ -110,14 +110,30 @@ def _json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def _specs(settings: Settings) -> list[tuple[str, str, str, str]]:
-    """(name, model directory, Triton model, model id) of each served model, the default first."""
-    if settings.models:
-        return [(name, path, name, hub or name) for name, hub, path in model_entries(settings)]
-    source = Path(settings.tokenizer)
-    model_id = settings.model_id or (source.name if source.exists() else settings.tokenizer)
-    return [(settings.model_name or model_id, settings.tokenizer, settings.triton_model, model_id)]
+@dataclass(frozen=True)
+class ModelSpec:
+    """What one served model is made of: its name, model directory, Triton model, model id and Triton endpoints."""
 
+    name: str
+    directory: str
+    triton_model: str
+    model_id: str
+    endpoints: tuple[str, ...]
+
+
+def model_specs(settings: Settings) -> list[ModelSpec]:
+    """Every served model's spec, the default first; StartupError when a per-model route names no served model."""
+    if not settings.models:
+        source = Path(settings.tokenizer)
+        model_id = settings.model_id or (source.name if source.exists() else settings.tokenizer)
+        return [ModelSpec(settings.model_name or model_id, settings.tokenizer, settings.triton_model, model_id, settings.triton_endpoints)]
+    endpoints, triton_models = model_routes(settings)
+    names = [name for name, _, _ in model_entries(settings)]
+    unknown = sorted((set(endpoints) | set(triton_models)) - set(names))
+    if unknown:
+        raise StartupError(f"model_endpoints / model_triton_models name models that are not served: {unknown} (served: {names})")
+    return [ModelSpec(name, path, triton_models.get(name, name), hub or name, endpoints.get(name, settings.triton_endpoints))
+            for name, hub, path in model_entries(settings)]
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -128,8 +144,8 @@ def limits_of(settings: Settings) -> Limits:
 
 def load_models(settings: Settings, tracing: Tracing = NO_TRACING) -> ModelRegistry:
     """Every served model's tokenizer, core and Triton scorer, sharing the admission bounds (and ``tracing``)."""
-    specs = _specs(settings)
-    names = [name for name, *_ in specs]
+    specs = model_specs(settings)
+    names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise StartupError(f"model names must differ: {names}")
     limits = limits_of(settings)
@@ -137,10 +153,11 @@ def load_models(settings: Settings, tracing: Tracing = NO_TRACING) -> ModelRegis
     tokens = Admission(limits.max_inflight_tokens, "max_inflight_tokens", "tokens", names)
     cache = ScoreCache(settings.score_cache_mb * 1024 * 1024, settings.score_cache_ttl_s)
     served = []
-    for position, (name, directory, triton_model, model_id) in enumerate(specs):
+    for position, spec in enumerate(specs):
+        name, directory, triton_model, model_id = spec.name, spec.directory, spec.triton_model, spec.model_id
         requested = settings.max_input_length if position == 0 else _capped(directory, settings.max_input_length)
         tokenizer = load_tokenizer(directory, requested, settings.tokenizer_threads)
-        scorer = TritonScorer(settings.triton_endpoints, triton_model, settings.health_interval_s,
+        scorer = TritonScorer(spec.endpoints, triton_model, settings.health_interval_s,
                               settings.health_failures, settings.max_message_bytes, settings.reload_failed_models,
                               tracing=tracing)
         reranker = Reranker(tokenizer, scorer, limits, settings.default_timeout_s, name=name,

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 from ara_reranker_model.layout import TRITON_MODEL
 from ara_reranker_model.limits import coupled_limit_problems
 
-__all__ = ["Settings", "ENV_PREFIX", "model_entries"]
+__all__ = ["Settings", "ENV_PREFIX", "model_entries", "model_routes"]
 
 ENV_PREFIX = "RERANKER_"
 
@@ -37,6 +37,15 @@ class Settings:
         (), "Served models as name=model_dir, or name:hub_id=model_dir to also answer to the hub id (Triton model = name), "
         "comma-separated; the first is the default and requests choose one by name. Empty: one model from tokenizer, "
         "triton_model and model_id"
+    )
+    model_endpoints: tuple[str, ...] = _knob(
+        (), "Triton gRPC endpoints of single served models, as name=endpoint entries (a name repeated for several "
+        "endpoints; ';'-separated when one is an ipv4:/ipv6: list): a model named here is scored only there, the others "
+        "on triton_endpoints. Kubernetes: each model's own headless Service (deploy/k8s/overlays/multi-model)"
+    )
+    model_triton_models: tuple[str, ...] = _knob(
+        (), "Triton model names of single served models, as name=triton_model entries; a model not named here is the "
+        "Triton model of its own name (several-model form). Kubernetes: each model's own Triton serves it as ara_reranker"
     )
     triton_model: str = _knob(TRITON_MODEL, "Triton model name (one-model form)")
     tokenizer: str = _knob("models/ara-reranker-v1", "Directory (or hub id) of the served model's tokenizer (one-model form)")
@@ -140,6 +149,8 @@ class Settings:
             "max_concurrent_rpcs": (self.max_concurrent_rpcs > 0, "> 0"),
             "max_input_length": (self.max_input_length >= 0, ">= 0 (0: the model's)"),
             "models": (all(_model_entry(m) for m in self.models), "name=model_dir entries"),
+            "model_endpoints": (all(_assignment(e) for e in self.model_endpoints), "name=endpoint entries"),
+            "model_triton_models": (all(_assignment(e) for e in self.model_triton_models), "name=triton_model entries"),
             "default_timeout_s": (self.default_timeout_s > 0, "> 0"),
             "score_cache_mb": (self.score_cache_mb >= 0, ">= 0 (0 disables)"),
             "score_cache_ttl_s": (self.score_cache_ttl_s > 0, "> 0"),
@@ -209,6 +220,20 @@ def _model_entry(entry: str) -> tuple[str, str, str] | None:
 def model_entries(settings: "Settings") -> list[tuple[str, str, str]]:
     """The served models' (name, hub id or "", model_dir), the default first."""
     return [_model_entry(m) for m in settings.models]  # type: ignore[misc]
+
+
+def _assignment(entry: str) -> tuple[str, str] | None:
+    """``name=value`` -> (name, value); None when either is empty."""
+    name, sep, value = entry.partition("=")
+    return (name.strip(), value.strip()) if sep and name.strip() and value.strip() else None
+
+
+def model_routes(settings: "Settings") -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    """Per served model named in model_endpoints / model_triton_models: its own endpoints (in order) and Triton model."""
+    endpoints: dict[str, tuple[str, ...]] = {}
+    for name, endpoint in map(_assignment, settings.model_endpoints):  # type: ignore[misc]
+        endpoints[name] = endpoints.get(name, ()) + (endpoint,)
+    return endpoints, dict(map(_assignment, settings.model_triton_models))  # type: ignore[arg-type]
 
 
 def _parse(default: Any, raw: str) -> Any:
