@@ -150,3 +150,22 @@ async def test_max_chunks_alone_bounds_the_chunks_without_a_token_window():
     model.hold.set()
     await asyncio.gather(*held)
     assert model.started == ["c0", "c1", "c2"]
+
+
+async def test_max_chunks_bounds_only_large_requests_and_others_go_past_their_held_chunks():
+    """One-chunk requests outside the reserve lane (a batch call, or one too large for the lane) are not bounded by
+    max_chunks and are not held behind a large request's chunk that it holds back; the token window still applies."""
+    dispatcher, model = Dispatcher(window_tokens=300, reserve_tokens=0, max_chunks=1), Model()
+    held = asyncio.create_task(dispatcher.run(100, "interactive", "big", model.call("big0", hold=True)))
+    await settle()
+    waiting = asyncio.create_task(dispatcher.run(100, "interactive", "big", model.call("big1")))
+    await settle()
+    # Bounded waits: held back, these would never start (the test holds big0 until the end).
+    assert await asyncio.wait_for(dispatcher.run(100, "batch", "job", model.call("job"), whole=True), 10) == "job"
+    assert await asyncio.wait_for(dispatcher.run(100, "interactive", "medium", model.call("medium"), whole=True), 10) == "medium"
+    over = asyncio.create_task(dispatcher.run(250, "interactive", "wide", model.call("wide"), whole=True))
+    await settle()
+    assert model.started == ["big0", "job", "medium"] and dispatcher.waiting == 2  # big1 (bounded), wide (tokens)
+    model.hold.set()
+    await asyncio.gather(held, waiting, over)
+    assert sorted(model.started[3:]) == ["big1", "wide"]

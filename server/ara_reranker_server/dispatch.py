@@ -12,8 +12,9 @@ Triton per model (enough to keep its instances busy) and queues the rest here, w
 
 A request that fits in one chunk has a lane of its own beside the window (``reserve_tokens``): it does not wait
 for a large request's chunks to leave Triton, only for Triton to take it (with a second model instance, at once).
-``max_chunks`` bounds the chunks at Triton outside that lane: one fewer than the model's instances keeps an instance
-free for the lane, so a small call never waits for a large request's forward pass to end (fair by default).
+``max_chunks`` bounds the chunks of large requests (those cut into several chunks) at Triton: one fewer than the
+model's instances keeps an instance free for everything else, so a small call never waits for a large request's
+forward pass to end (fair by default). A large request's chunk held back by it lets others' chunks go past.
 
 A chunk whose call is cancelled or whose deadline passes while it waits here is dropped before it reaches
 Triton (abandoned work is never computed). A chunk larger than the window runs when nothing else is at Triton.
@@ -35,6 +36,7 @@ PRIORITIES = ("interactive", "batch")  # served in this order
 @dataclass(eq=False)
 class _Waiter:
     tokens: int
+    whole: bool  # the request's only chunk: not bounded by max_chunks
     ready: asyncio.Future
 
 
@@ -42,14 +44,14 @@ class Dispatcher:
     """Orders chunks of calls to one model (see the module's doc). ``window_tokens`` 0: no bound, no queue."""
 
     def __init__(self, window_tokens: int, batch_share: int = 8, reserve_tokens: int = 0, max_chunks: int = 0) -> None:
-        """``max_chunks``: chunks outside the reserve lane at Triton at once (0: no bound; settable later, e.g. once
+        """``max_chunks``: chunks of requests cut into several at Triton at once (0: no bound; settable later, e.g. once
         Triton's instance count is known)."""
         self.window_tokens = window_tokens
         self.batch_share = batch_share
         self.reserve_tokens = reserve_tokens
         self.max_chunks = max_chunks
         self.in_flight = 0  # padded tokens of chunks at Triton (outside the reserve lane)
-        self.chunks_in_flight = 0  # and how many chunks
+        self.chunks_in_flight = 0  # chunks of requests cut into several (what max_chunks bounds)
         self.in_flight_reserved = 0  # padded tokens of one-chunk interactive requests sent through their own lane
         # priority -> request key -> its waiting chunks (first come first); requests in turn order.
         self._waiting: dict[str, OrderedDict[object, deque[_Waiter]]] = {p: OrderedDict() for p in PRIORITIES}
@@ -71,71 +73,84 @@ class Dispatcher:
                 return await call()
             finally:
                 self.in_flight_reserved -= tokens
-        if (self.window_tokens or self.max_chunks) and not self._fits(tokens, nobody_waiting=True):
-            waiter = _Waiter(tokens, asyncio.get_running_loop().create_future())
-            queue = self._waiting[priority]
-            queue.setdefault(request, deque()).append(waiter)
-            try:
-                await asyncio.wait_for(asyncio.shield(waiter.ready), timeout_s)
-            except BaseException:
-                if waiter.ready.done() and not waiter.ready.cancelled():
-                    self._release(tokens)  # it was let through as it gave up: hand its room on
-                else:
-                    waiter.ready.cancel()
-                    self._forget(priority, request, waiter)
-                raise
+        waiter = _Waiter(tokens, whole, asyncio.get_running_loop().create_future())
+        if not (self.window_tokens or self.max_chunks) or self._goes_now(waiter):
+            self._take(tokens, whole)
         else:
-            self._take(tokens)
+            self._waiting[priority].setdefault(request, deque()).append(waiter)
+            self._dispatch()  # goes at once if it is its turn and fits
+            if not waiter.ready.done():
+                try:
+                    await asyncio.wait_for(asyncio.shield(waiter.ready), timeout_s)
+                except BaseException:
+                    if waiter.ready.done() and not waiter.ready.cancelled():
+                        self._release(tokens, whole)  # it was let through as it gave up: hand its room on
+                    else:
+                        waiter.ready.cancel()
+                        self._forget(priority, request, waiter)
+                    raise
         try:
             return await call()
         finally:
-            self._release(tokens)
+            self._release(tokens, whole)
 
     def set_max_chunks(self, max_chunks: int) -> None:
         """Bound the chunks at Triton outside the reserve lane (0: no bound) from now on."""
         self.max_chunks = max_chunks
         self._dispatch()
 
-    def _fits(self, tokens: int, nobody_waiting: bool = False) -> bool:
-        if nobody_waiting and any(self._waiting[p] for p in PRIORITIES):
-            return False  # no overtaking the queue
-        if self.max_chunks and self.chunks_in_flight >= self.max_chunks:
-            return False
+    def _goes_now(self, waiter: _Waiter) -> bool:
+        """Whether a new chunk may go without queueing: it fits, max_chunks lets it, and no waiting chunk could go
+        first (no overtaking the queue; chunks that max_chunks holds back do not count)."""
+        return (self._fits(waiter.tokens) and not self._bounded(waiter)
+                and all(self._turn(priority) is None for priority in PRIORITIES))
+
+    def _fits(self, tokens: int) -> bool:
         return self.in_flight == 0 or not self.window_tokens or self.in_flight + tokens <= self.window_tokens
 
-    def _take(self, tokens: int) -> None:
-        self.in_flight += tokens
-        self.chunks_in_flight += 1
+    def _bounded(self, waiter: _Waiter) -> bool:
+        """Whether max_chunks holds this chunk back."""
+        return not waiter.whole and bool(self.max_chunks) and self.chunks_in_flight >= self.max_chunks
 
-    def _release(self, tokens: int) -> None:
+    def _take(self, tokens: int, whole: bool) -> None:
+        self.in_flight += tokens
+        self.chunks_in_flight += not whole
+
+    def _release(self, tokens: int, whole: bool) -> None:
         self.in_flight -= tokens
-        self.chunks_in_flight -= 1
+        self.chunks_in_flight -= not whole
         self._dispatch()
+
+    def _turn(self, priority: str) -> object | None:
+        """The request of ``priority`` whose chunk is next, in turn order, skipping those max_chunks holds back."""
+        for request, chunks in self._waiting[priority].items():
+            if not self._bounded(chunks[0]):
+                return request
+        return None
 
     def _dispatch(self) -> None:
         """Let waiting chunks through while they fit, in the order the module's doc states."""
         while True:
-            priority = self._next_class()
-            if priority is None:
+            turns = {priority: self._turn(priority) for priority in PRIORITIES}
+            interactive, batch = turns["interactive"], turns["batch"]
+            if batch is not None and (interactive is None or self._since_batch >= self.batch_share - 1):
+                priority = "batch"
+            elif interactive is not None:
+                priority = "interactive"
+            else:
                 return
-            queue = self._waiting[priority]
-            request, chunks = next(iter(queue.items()))
+            queue, request = self._waiting[priority], turns[priority]
+            chunks = queue[request]
             waiter = chunks[0]
             if not self._fits(waiter.tokens):
-                return
+                return  # no overtaking on tokens: a large chunk is not starved by smaller ones
             chunks.popleft()
             queue.pop(request)
             if chunks:
                 queue[request] = chunks  # its next chunk waits for the other requests' turns
             self._since_batch = 0 if priority == "batch" else self._since_batch + 1
-            self._take(waiter.tokens)
+            self._take(waiter.tokens, waiter.whole)
             waiter.ready.set_result(None)
-
-    def _next_class(self) -> str | None:
-        interactive, batch = self._waiting["interactive"], self._waiting["batch"]
-        if batch and (not interactive or self._since_batch >= self.batch_share - 1):
-            return "batch"
-        return "interactive" if interactive else None
 
     def _forget(self, priority: str, request: object, waiter: _Waiter) -> None:
         chunks = self._waiting[priority].get(request)

@@ -153,10 +153,10 @@ class Gateway:
             return
         model.info.dtype, model.info.engine = described.dtype, described.engine
         if self.settings.dispatch_window_chunks == -1 and described.instances > 1:
-            # Fair by default: large requests' chunks may hold all instances but one; small interactive calls
-            # (the reserve lane) find that one free instead of waiting for a forward pass to end.
+            # Fair by default: large requests' chunks may hold all instances but one; other calls find that one
+            # free instead of waiting for a forward pass to end.
             chunks = (described.instances - 1) * len(self.settings.triton_endpoints)
-            log.info("model %s has %d instances per endpoint: at most %d chunks outside the reserve lane at Triton",
+            log.info("model %s has %d instances per endpoint: at most %d chunks of large requests at Triton",
                      model.name, described.instances, chunks)
             model.reranker.dispatcher.set_max_chunks(chunks)
         if described.max_batch_size and model.reranker.chunk_size > described.max_batch_size:

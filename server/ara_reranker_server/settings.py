@@ -74,9 +74,9 @@ class Settings:
         "go to Triton at once rather than wait for large requests' chunks (0: none)"
     )
     dispatch_window_chunks: int = _knob(
-        -1, "Chunks at Triton at once outside the reserve lane, per model and Triton endpoint: -1 (auto) one fewer than "
-        "the Triton model's instances, so that one instance stays free for small interactive calls and none waits for "
-        "a large request's forward pass (no bound when the model has one instance); 0: no bound"
+        -1, "Chunks of large requests (those cut into several chunks) at Triton at once, per model and Triton endpoint: "
+        "-1 (auto) one fewer than the Triton model's instances, so that one instance stays free for other calls and no "
+        "small call waits for a large request's forward pass (no bound when the model has one instance); 0: no bound"
     )
     batch_share: int = _knob(8, "While batch requests wait, at least one chunk in every batch_share dispatched to the model is theirs")
     max_documents: int = _knob(1000, "Max documents per Rerank request")
