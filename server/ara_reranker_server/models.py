@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
-from ara_reranker_model.families import family_of
+from ara_reranker_model.families import CROSS_ENCODER, family_of
 from ara_reranker_model.limits import ModelLimitError, max_input_length, takes_token_type_ids
 from ara_reranker_server.admission import Admission
 from ara_reranker_server.dispatch import Dispatcher
@@ -165,6 +165,8 @@ def load_models(settings: Settings, tracing: Tracing = NO_TRACING) -> ModelRegis
         info = ModelDescription(
             name=name, model_id=model_id, aliases=aliases, triton_model=triton_model,
             max_input_length=tokenizer.max_length, is_default=position == 0, token_type_ids=tokenizer.token_type_ids,
+            family=tokenizer.prompt.family if tokenizer.prompt is not None else CROSS_ENCODER,
+            takes_instruction=tokenizer.takes_instruction,
         )
         served.append(ServedModel(name, reranker, scorer, info))
     return ModelRegistry(served)
