@@ -31,13 +31,14 @@ class Qwen3RerankerRecipe:
     SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
     DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
-    def __init__(self, model_dir: Path | str, max_length: int = 8192) -> None:
+    def __init__(self, model_dir: Path | str, max_length: int = 8192, *, load_model: bool = True) -> None:
+        """``load_model=False``: the prompts' tokens only (``encode``), e.g. for a benchmark feeding the served model."""
         import torch  # here, so that importing the evaluation package needs no torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval() if load_model else None
         self.max_length = max_length
         self.token_true_id = self.tokenizer.convert_tokens_to_ids("yes")
         self.token_false_id = self.tokenizer.convert_tokens_to_ids("no")
