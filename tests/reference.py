@@ -6,9 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ara_reranker_server.ranking import sigmoid
+from client.evaluation.recipes import Qwen3RerankerRecipe
+
+__all__ = ["InProcessReference", "Qwen3RerankerRecipe"]
 
 
 class InProcessReference:
@@ -65,56 +68,3 @@ class InProcessReference:
         """sigmoid(logit) in float32, the service's default score."""
         return sigmoid(self.logits(query, documents, max_length, side))
 
-
-class Qwen3RerankerRecipe:
-    """Qwen3-Reranker as its model card's transformers code runs it, the reference for the LLM reranker family:
-    the tokenizer with left padding; each pair formatted as ``<Instruct>: ...\n<Query>: ...\n<Document>: ...``,
-    tokenized with truncation to ``max_length`` less the prefix and suffix tokens, then framed by the chat prefix
-    and the suffix's tokens (the empty think block); ``AutoModelForCausalLM`` on the left-padded batch, whose
-    ``logits[:, -1, :]`` give logit("yes") - logit("no"); the card's score is softmax over (no, yes)'s "yes"."""
-
-    PREFIX = (
-        "<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the Instruct "
-        'provided. Note that the answer can only be "yes" or "no".<|im_end|>\n<|im_start|>user\n'
-    )
-    SUFFIX = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
-    DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
-
-    def __init__(self, model_dir: Path, max_length: int = 8192) -> None:
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-        self.max_length = max_length
-        self.token_true_id = self.tokenizer.convert_tokens_to_ids("yes")
-        self.token_false_id = self.tokenizer.convert_tokens_to_ids("no")
-        self.prefix_tokens = self.tokenizer.encode(self.PREFIX, add_special_tokens=False)
-        self.suffix_tokens = self.tokenizer.encode(self.SUFFIX, add_special_tokens=False)
-
-    def format_instruction(self, instruction: str | None, query: str, doc: str) -> str:
-        if instruction is None:
-            instruction = self.DEFAULT_INSTRUCTION
-        return f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}"
-
-    def process_inputs(self, pairs: list[str]):
-        """The card's ``process_inputs``: truncated pairs framed by prefix and suffix tokens, left-padded."""
-        inputs = self.tokenizer(pairs, padding=False, truncation="longest_first", return_attention_mask=False,
-                                max_length=self.max_length - len(self.prefix_tokens) - len(self.suffix_tokens))
-        for i, ele in enumerate(inputs["input_ids"]):
-            inputs["input_ids"][i] = self.prefix_tokens + ele + self.suffix_tokens
-        return self.tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=self.max_length)
-
-    def encode(self, query: str, document: str, instruction: str | None = None) -> list[int]:
-        """One pair's whole prompt as token ids (no padding): the row the gateway must send."""
-        return self.process_inputs([self.format_instruction(instruction, query, document)])["input_ids"][0].tolist()
-
-    def batch_logits(self, query: str, documents: list[str], instruction: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(logit("yes") - logit("no"), the card's score) of every document, all in one left-padded batch."""
-        inputs = self.process_inputs([self.format_instruction(instruction, query, d) for d in documents])
-        with torch.inference_mode():
-            batch_scores = self.model(**inputs).logits[:, -1, :]
-        true_vector, false_vector = batch_scores[:, self.token_true_id], batch_scores[:, self.token_false_id]
-        card = torch.nn.functional.log_softmax(torch.stack([false_vector, true_vector], dim=1), dim=1)[:, 1].exp()
-        return (true_vector - false_vector).numpy(), card.numpy()
-
-    def logits(self, query: str, documents: list[str], instruction: str | None = None) -> np.ndarray:
-        """logit("yes") - logit("no") of every document, the recipe's batch (left padding)."""
-        return self.batch_logits(query, documents, instruction)[0]

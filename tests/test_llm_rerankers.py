@@ -266,3 +266,19 @@ async def test_triton_refuses_a_bad_row_with_invalid_argument(triton, row, messa
         assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
     finally:
         await client.close()
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+def test_the_evaluation_s_in_process_row_for_qwen3_ranks_as_the_scorer_does(qwen_dir: Path, scorer, recipe):
+    """``make eval TARGETS=...,local:models/qwen3-tiny``: the in-process row is the card's recipe, batched its own
+    way (length-sorted, left-padded), and gives the logits the served model computes."""
+    from client.evaluation import SAMPLE_DATA, LocalQwen3Ranker, evaluate, load_dataset, local_ranker
+
+    groups = load_dataset(SAMPLE_DATA)[:3]
+    ranker = local_ranker(qwen_dir)
+    assert isinstance(ranker, LocalQwen3Ranker) and ranker.recipe.max_length == 8192
+    for group in groups:
+        served = _score(scorer, [[recipe.encode(group.query, d) for d in group.documents]])[0]
+        np.testing.assert_allclose(ranker(group.query, group.documents), served, atol=ATOL, rtol=0)
+    report = evaluate(groups, ranker, name="qwen3-tiny (in-process)", progress=False)
+    assert len(report.queries) == 3
