@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
@@ -55,6 +57,9 @@ def qwen_pairs(max_length: int) -> PairTokenizer:
     return PairTokenizer(raw, max_length, QWEN_PAD, threads=1, prompt=prompt_of(QWEN3_RERANKER, raw, max_length))
 
 
+QWEN_8192 = qwen_pairs(8192)
+
+
 def recipe_ids(hf, query: str, document: str, instruction: str | None, max_length: int) -> list[int]:
     """The card's ``format_instruction`` + ``process_inputs`` for one pair, before padding."""
     prefix = hf.encode(CARD_PREFIX, add_special_tokens=False)
@@ -85,6 +90,19 @@ def test_qwen3_rows_are_the_recipes_ids(hf_tokenizer, query, instruction, max_le
         assert got == want, f"document {i} {docs[i][:40]!r}"
     assert all(len(p) <= max_length for p in pairs)
     assert truncated == sum(len(recipe_ids(hf_tokenizer, query, d, instruction or None, 10**6)) > max_length for d in docs)
+
+
+# Text made of what could move the split: spaces, newlines, tabs, digits, punctuation, Latin and Arabic letters,
+# combining marks, the prompt's own markers and special tokens.
+PIECES = st.sampled_from([" ", "  ", "\n", "\r\n", "\t", "1", "42", "!", ":", ">", "<", "'s", "a", "word", "ال", "كتاب",
+                          "\u0301", "\u064b", "<Document>", "<|im_end|>", "<think>", "é", "\u200d", "😀"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.lists(PIECES, min_size=1, max_size=8).map("".join), document=st.lists(PIECES, max_size=12).map("".join))
+def test_qwen3_rows_are_the_recipes_ids_for_any_text(hf_tokenizer, query, document):
+    (row,), _ = QWEN_8192.encode(query, [document], truncate=True)
+    assert row == recipe_ids(hf_tokenizer, query, document, None, 8192)
 
 
 def test_qwen3_prompt_tokens_are_what_the_model_reads(hf_tokenizer):
