@@ -1,5 +1,6 @@
 """(query, document) pairs as the served model's own tokenizer makes them: the document cut (never the query),
 its start or its end, or split into windows; a long document cut by characters first without changing its tokens.
+For an LLM reranker each row is its prompt (prompts.py) around the document, cut or windowed the same way.
 """
 
 from __future__ import annotations
