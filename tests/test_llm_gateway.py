@@ -10,6 +10,7 @@ Rankings mean nothing (random weights); the tokens, truncation and compute are t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import grpc
@@ -218,3 +219,14 @@ def test_info_says_which_models_take_an_instruction(stack):
     assert (models[QWEN].family, models[QWEN].takes_instruction) == ("qwen3-reranker", True)
     assert (models["tiny"].family, models["tiny"].takes_instruction) == ("cross-encoder", False)
     assert models[QWEN].max_input_length == MAX_LENGTH
+
+
+def test_the_cli_takes_an_instruction(stack, recipe, documents, capsys):
+    from ara_reranker_client.cli import main
+
+    docs = documents[:4]
+    assert main([QUERIES[0], *docs, "--target", stack.target, "--instruction", INSTRUCTION, "--json", "--raw-scores"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    np.testing.assert_allclose(by_index(printed), recipe.logits(QUERIES[0], docs, INSTRUCTION), atol=ATOL, rtol=0)
+    assert main([QUERIES[0], "d", "--target", stack.target, "--model", "tiny", "--instruction", "x"]) == 1
+    assert "takes no instruction" in capsys.readouterr().err
