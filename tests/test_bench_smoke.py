@@ -176,3 +176,11 @@ def test_gpu_script_dry_run_runs_every_step_on_cpu(tmp_path, tiny_model_dir):
     assert isinstance(proposed["batch_overhead_tokens"], int)
     assert "CPU DRY RUN" in printed
     assert sorted(p.suffix for p in (tmp_path / "copy").iterdir()) == [".json", ".md"]
+
+
+def test_llm_rerankers_bench_measures_each_family_with_its_own_rows(tiny_model_dir):
+    # Each family through the Triton model's scorer: a Qwen3-Reranker fed its recipe's whole prompts.
+    printed = _run_module("bench.llm_rerankers", ["--models", "tiny,qwen3-tiny", "--concurrency", "1", "--duration", "1",
+                                                  "--requests", "4", "--no-write"]).stdout
+    assert "| `tiny` | cross-encoder | 2 x 64 | 1 |" in printed
+    assert "| `qwen3-tiny` | qwen3-reranker | 2 x 64 | 1 |" in printed

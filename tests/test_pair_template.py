@@ -63,7 +63,7 @@ def test_pair_tokenizer_pairs_and_windows_equal_the_post_processors(raw_tokenize
     assert got.pairs == [ids for ids, _ in expected]
     assert got.types == ([t for _, t in expected] if types else None)
 
-    windows = resolve(Split(overlap_tokens=8, max_windows=4), tok.max_length, tok.special_tokens, len(query_encoding.ids), 1000)
+    windows = resolve(Split(overlap_tokens=8, max_windows=4), tok.max_length, tok.special_tokens + len(query_encoding.ids), 1000)
     page = long_passage(rng)
     split = tok.encode_windows(query_encoding, windows, [page])
     whole = raw_tokenizer.encode(page, add_special_tokens=False)

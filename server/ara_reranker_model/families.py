@@ -16,12 +16,16 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-__all__ = ["CROSS_ENCODER", "QWEN3_RERANKER", "GEMMA_RERANKER", "FAMILIES", "family_of", "is_causal_lm"]
+__all__ = ["CROSS_ENCODER", "QWEN3_RERANKER", "GEMMA_RERANKER", "FAMILIES", "ANSWER_TOKENS", "family_of", "is_causal_lm"]
 
 CROSS_ENCODER = "cross-encoder"
 QWEN3_RERANKER = "qwen3-reranker"
 GEMMA_RERANKER = "gemma-reranker"
 FAMILIES = (CROSS_ENCODER, QWEN3_RERANKER, GEMMA_RERANKER)
+
+# The tokens whose logits at the last position make a causal-LM reranker's logit: the first's minus the second's
+# when there are two (Qwen3-Reranker: "yes" - "no"), else the first's (bge-reranker-v2-gemma: "Yes").
+ANSWER_TOKENS = {QWEN3_RERANKER: ("yes", "no"), GEMMA_RERANKER: ("Yes",)}
 
 # config.json's model_type -> family, for the causal LMs served as rerankers.
 _CAUSAL_LM_TYPES = {"qwen3": QWEN3_RERANKER, "gemma": GEMMA_RERANKER}

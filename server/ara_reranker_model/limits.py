@@ -6,6 +6,10 @@ and is used with; sentence-transformers' ``CrossEncoder`` truncates there). ARA-
 bge-reranker-v2-m3 fine-tune, has 8194 positions and ``model_max_length`` 8192: XLM-R style models
 reserve ``pad_token_id + 1`` position slots, so 8192 tokens are usable.
 
+The causal-LM rerankers (families.py) are used with their documented recipe's max length, the whole prompt
+included (:data:`RECIPE_MAX_LENGTH`): Qwen3-Reranker's card truncates at 8192 tokens, although its tokenizer says
+131072 (the base Qwen3's extrapolated context) and its config 40960 positions; bge-reranker-v2-gemma's at 1024.
+
 Also the one rule for whether a model reads token type ids (:func:`takes_token_type_ids`): BERT-style
 cross-encoders (ms-marco MiniLM) mark the document with token type 1; XLM-R / RoBERTa have one type.
 
@@ -26,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from ara_reranker_model.families import CROSS_ENCODER, GEMMA_RERANKER, QWEN3_RERANKER, family_of
+
 __all__ = [
     "ROBERTA_LIKE",
     "UNSET_MAX_LENGTH",
@@ -35,6 +41,8 @@ __all__ = [
     "coupled_limit_problems",
     "reserved_positions",
     "max_positions",
+    "RECIPE_MAX_LENGTH",
+    "max_row_length",
     "tokenizer_max_length",
     "max_input_length",
     "type_vocab_size",
@@ -61,6 +69,20 @@ def reserved_positions(model_type: str | None, pad_token_id: int | None = 1) -> 
 def max_positions(config: Mapping[str, Any]) -> int:
     """Longest sequence the position embeddings of ``config`` (config.json as a dict) allow."""
     return int(config["max_position_embeddings"]) - reserved_positions(config.get("model_type"), config.get("pad_token_id", 1))
+
+
+# The whole prompt's max tokens in each causal-LM family's documented recipe (its model card's transformers code:
+# prefix + truncated pair + suffix): what the service scores with, so that scores equal the recipe's.
+RECIPE_MAX_LENGTH = {QWEN3_RERANKER: 8192, GEMMA_RERANKER: 1024}
+
+
+def max_row_length(config: Mapping[str, Any]) -> int:
+    """Longest token row the model of ``config`` scores: its position embeddings' limit for a cross-encoder; for a
+    causal-LM reranker its recipe's max length (:data:`RECIPE_MAX_LENGTH`), or its positions if fewer."""
+    family = family_of(config)
+    if family == CROSS_ENCODER:
+        return max_positions(config)
+    return min(max_positions(config), RECIPE_MAX_LENGTH[family])
 
 
 def type_vocab_size(config: Mapping[str, Any]) -> int:
@@ -141,8 +163,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def max_input_length(model_dir: Path | str, requested: int = 0) -> int:
-    """The max tokens of a pair for the model in ``model_dir``: the tokenizer's ``model_max_length``,
-    lowered to ``requested`` when that is set (> 0).
+    """The max tokens of a pair for the model in ``model_dir``: the tokenizer's ``model_max_length`` (a causal-LM
+    reranker's: its recipe's, :func:`max_row_length`), lowered to ``requested`` when that is set (> 0).
 
     Raises ModelLimitError when the tokenizer allows more than the position embeddings hold (the model
     would fail or silently mis-score long pairs), when the directory says nothing usable, or when
@@ -152,6 +174,9 @@ def max_input_length(model_dir: Path | str, requested: int = 0) -> int:
     tokenizer_config = _read_json(model_dir / "tokenizer_config.json") or {}
     positions = max_positions(config) if config else None
     tokenizer = tokenizer_max_length(tokenizer_config)
+    if config and family_of(config) != CROSS_ENCODER:
+        # The recipe's length, not the tokenizer's (Qwen3's 131072 exceeds its 40960 positions by design).
+        tokenizer = positions = max_row_length(config)
     if tokenizer is not None and positions is not None and tokenizer > positions:
         raise ModelLimitError(
             f"{model_dir}: tokenizer_config.json model_max_length={tokenizer} exceeds the {positions} tokens the "

@@ -24,8 +24,9 @@ import numpy as np
 
 from ara_reranker_model.batching import ForwardPool, plan
 from ara_reranker_model.engines import Engine, load_engine
+from ara_reranker_model.families import is_causal_lm
 from ara_reranker_model.inputs import PAD_TOKEN_TYPE, padded_rows
-from ara_reranker_model.limits import max_input_length, max_positions, type_vocab_size
+from ara_reranker_model.limits import max_input_length, max_row_length, type_vocab_size
 
 __all__ = ["Batching", "CrossEncoderScorer", "MicroBatch", "RequestError", "RequestRows", "scatter"]
 
@@ -98,19 +99,20 @@ class CrossEncoderScorer:
         self.takes_token_types = engine.takes_token_type_ids
         self.vocab_size = int(engine.config.vocab_size)
         self.pad_id = int(engine.config.pad_token_id if engine.config.pad_token_id is not None else 0)
-        # The hard limit; the gateway picks its own (the tokenizer's, or lower) and never sends more.
-        self.max_length = max_positions(config)
+        # The hard limit; the gateway picks its own (the tokenizer's or the recipe's, or lower) and never sends more.
+        self.max_length = max_row_length(config)
         self.pool = ForwardPool(batching.workers or len(os.sched_getaffinity(0)), batching.low_priority_tokens or None)
 
     @classmethod
     def load(cls, model_dir: Path | str, batching: Batching, *, engine: str = "torch", device: str = "cpu",
              dtype: str = "auto", num_threads: int = 0, **engine_options) -> CrossEncoderScorer:
         """The model of ``model_dir`` on the named engine (engines.load_engine, ``engine_options`` included).
-        ValueError says what is wrong: the engine or dtype, a model that is not a one-logit cross-encoder, a
-        tokenizer that allows more tokens than the position embeddings hold (limits.ModelLimitError)."""
+        ValueError says what is wrong: the engine or dtype, a model that is neither a one-logit cross-encoder nor a
+        causal-LM reranker (families.py), a tokenizer that allows more tokens than the position embeddings hold
+        (limits.ModelLimitError)."""
         model_dir = Path(model_dir)
         loaded = load_engine(engine, model_dir, device, dtype, num_threads, **engine_options)
-        if loaded.config.num_labels != 1:
+        if not is_causal_lm(loaded.config.to_dict()) and loaded.config.num_labels != 1:
             raise ValueError(f"{model_dir} has num_labels={loaded.config.num_labels}; a cross-encoder reranker has 1")
         max_input_length(model_dir)  # refuses a tokenizer that allows more than the positions hold
         return cls(loaded, batching)

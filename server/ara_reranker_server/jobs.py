@@ -47,6 +47,7 @@ class RerankJob:
     from_start: bool = False  # cut a long document's start (keep its last tokens) instead of its end
     max_document_tokens: int | None = None  # cut each document to this many tokens (Cohere's max_tokens_per_doc)
     priority: str = "interactive"  # or "batch": served after interactive work, never starved (dispatch.py)
+    instruction: str | None = None  # a causal-LM reranker's task instruction (None or empty: the model's default)
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,13 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from ara_reranker_model.families import CROSS_ENCODER, family_of
 from ara_reranker_model.limits import ModelLimitError, max_input_length, takes_token_type_ids
 from ara_reranker_server.admission import Admission
 from ara_reranker_server.dispatch import Dispatcher
 from ara_reranker_server.errors import ModelNotFound, StartupError
 from ara_reranker_server.jobs import Limits
+from ara_reranker_server.prompts import prompt_of
 from ara_reranker_server.reranking import Reranker
 from ara_reranker_server.score_cache import ScoreCache
 from ara_reranker_server.service_info import ModelDescription
@@ -100,10 +102,22 @@ def load_tokenizer(source: str, requested_max_length: int, threads: int) -> Pair
         if not requested_max_length:
             raise StartupError(f"{source} is not a local model directory: pass --max-input-length")
         max_length = requested_max_length
-    pad = config.get("pad_token") or ("[PAD]" if tokenizer.token_to_id("<pad>") is None else "<pad>")
-    pad_id = tokenizer.token_to_id(pad["content"] if isinstance(pad, dict) else pad)
+    pad_id = _token_id(tokenizer, config.get("pad_token") or ("[PAD]" if tokenizer.token_to_id("<pad>") is None else "<pad>"))
     types = takes_token_type_ids(model_config)
-    return PairTokenizer(tokenizer, max_length, pad_id if pad_id is not None else 0, threads, token_type_ids=types)
+    try:
+        family = family_of(model_config)
+    except ValueError as exc:
+        raise StartupError(f"refusing to start: {path}: {exc}") from exc
+    prompt = prompt_of(family, tokenizer, max_length, _token_id(tokenizer, config.get("bos_token")))
+    return PairTokenizer(tokenizer, max_length, pad_id if pad_id is not None else 0, threads, token_type_ids=types,
+                         prompt=prompt)
+
+
+def _token_id(tokenizer: Tokenizer, token) -> int | None:
+    """The id of a token named in tokenizer_config.json (a string or an AddedToken's dict; None: none)."""
+    if not token:
+        return None
+    return tokenizer.token_to_id(token["content"] if isinstance(token, dict) else token)
 
 
 def _json(path: Path) -> dict:
@@ -168,6 +182,8 @@ def load_models(settings: Settings, tracing: Tracing = NO_TRACING) -> ModelRegis
         info = ModelDescription(
             name=name, model_id=model_id, aliases=aliases, triton_model=triton_model,
             max_input_length=tokenizer.max_length, is_default=position == 0, token_type_ids=tokenizer.token_type_ids,
+            family=tokenizer.prompt.family if tokenizer.prompt is not None else CROSS_ENCODER,
+            takes_instruction=tokenizer.takes_instruction,
         )
         served.append(ServedModel(name, reranker, scorer, info))
     return ModelRegistry(served)

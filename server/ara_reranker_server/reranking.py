@@ -70,6 +70,9 @@ class Reranker:
         """Score and rank; ``timeout_s`` (the caller's time left) bounds the work, a little inside it.
         Documents whose pair is in the score cache are not sent to the model again."""
         validate(job, self.limits)
+        if job.instruction and not self.tokenizer.takes_instruction:
+            raise InvalidRequest(f"model {self.name or 'served here'} takes no instruction: it is a cross-encoder, "
+                                 f"whose input is the query and the document only; send the request without one")
         budget = timeout_s if timeout_s is not None else self.default_timeout_s
         deadline = time.monotonic() + budget - min(DEADLINE_MARGIN_S, 0.1 * budget)
         n = len(job.documents)
@@ -163,7 +166,10 @@ class Reranker:
     def _cache_scope(self, job: RerankJob) -> str:
         """Everything besides the query and the document that the model's answer for a pair depends on."""
         split = (job.split.window_tokens, job.split.overlap_tokens, job.split.max_windows) if job.split else None
-        return f"{self.name}|{self.tokenizer.max_length}|{job.truncate}|{job.from_start}|{job.max_document_tokens}|{split}"
+        prompt = self.tokenizer.prompt
+        instruction = (job.instruction or prompt.default_instruction) if prompt is not None else ""
+        return (f"{self.name}|{self.tokenizer.max_length}|{job.truncate}|{job.from_start}|{job.max_document_tokens}|{split}"
+                f"|{len(instruction)}:{instruction}")
 
     async def _tokenize(self, job: RerankJob, todo: list[int], deadline: float) -> Tokenized:
         """Pairs of the documents ``todo`` (owners: positions in ``todo``), tokenized one slice of documents
@@ -204,7 +210,7 @@ class Reranker:
         """The query's encoding, the document tokens a pair has room for, and the windows (TRUNCATION_SPLIT)."""
         tok = self.tokenizer
         if job.split is None:
-            return *tok.room(job.query), None
-        query_encoding = tok.encode_query(job.query)
-        windows = resolve(job.split, tok.max_length, tok.special_tokens, len(query_encoding.ids), self.limits.max_windows)
-        return query_encoding, windows.room, windows
+            return *tok.room(job.query, job.instruction), None
+        query_side, fixed = tok.query_side(job.query, job.instruction)
+        windows = resolve(job.split, tok.max_length, fixed, self.limits.max_windows)
+        return query_side, windows.room, windows

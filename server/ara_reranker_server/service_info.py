@@ -22,6 +22,8 @@ class ModelDescription:
     aliases: tuple[str, ...] = ()  # other names it answers to (its hub id)
     dtype: str = ""
     engine: str = ""
+    family: str = "cross-encoder"  # ara_reranker_model.families: cross-encoder, qwen3-reranker, gemma-reranker
+    takes_instruction: bool = False  # the LLM rerankers: a request may carry an instruction
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """(query, document) pairs as the served model's own tokenizer makes them: the document cut (never the query),
 its start or its end, or split into windows; a long document cut by characters first without changing its tokens.
+For an LLM reranker each row is its prompt (prompts.py) around the document, cut or windowed the same way.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Sequence
 from ara_reranker_model.batching import LOW_PRIORITY_NICE, lower_thread_priority
 from ara_reranker_server.errors import InvalidRequest
 from ara_reranker_server.jobs import RerankJob
+from ara_reranker_server.prompts import Prompt
 from ara_reranker_server.windows import Window, Windows, span
 
 __all__ = ["PairTokenizer", "PairTemplate", "Tokenized", "CHARS_PER_TOKEN"]
@@ -74,6 +76,11 @@ class PairTemplate:
             return None
         return cls(ids[:start], ids[end:], types[:start], types[end:], types[start])
 
+    @classmethod
+    def around(cls, prefix: list[int], suffix: list[int]) -> "PairTemplate":
+        """Fixed tokens around every document (a causal-LM reranker's prompt; no token types)."""
+        return cls(prefix, suffix, [], [], 0)
+
     def ids(self, document_ids: list[int]) -> list[int]:
         return self.prefix + document_ids + self.suffix
 
@@ -90,8 +97,12 @@ class PairTokenizer:
     does on every call. A pair is the query and the document encoded separately and joined by the
     model's own post-processor, which is exactly what encoding the pair does."""
 
-    def __init__(self, tokenizer, max_length: int, pad_id: int, threads: int, token_type_ids: bool = False) -> None:
+    def __init__(self, tokenizer, max_length: int, pad_id: int, threads: int, token_type_ids: bool = False,
+                 prompt: Prompt | None = None) -> None:
+        """``prompt``: a causal-LM reranker's (prompts.py): each row is its prompt around the document; None: a
+        cross-encoder, whose pairs are its post-processor's."""
         self._tok = self.reset(tokenizer)
+        self.prompt = prompt
         self.max_length = max_length
         self.pad_id = pad_id
         self.token_type_ids = token_type_ids  # BERT-style models: send each pair's token types too
@@ -113,26 +124,50 @@ class PairTokenizer:
         tokenizer.no_truncation()
         return tokenizer
 
+    @property
+    def takes_instruction(self) -> bool:
+        """Whether a request may carry an instruction: a causal-LM reranker's prompt has a place for it."""
+        return self.prompt is not None
+
     def encode_query(self, query: str):
         """The query's own tokens (no special tokens), as every pair of the request starts with them."""
         return self._tok.encode(query, add_special_tokens=False)
 
-    def room(self, query: str) -> tuple[object, int]:
-        """The query's encoding and how many document tokens fit beside it."""
+    def query_side(self, query: str, instruction: str | None = None) -> tuple[object, int]:
+        """What every pair of a request shares, and how many tokens of a pair it takes: the query's encoding
+        (a cross-encoder: joined to each document by the post-processor) or the prompt's tokens around the
+        document (a causal-LM reranker; InvalidRequest when the instruction and the query leave no room)."""
+        if self.prompt is not None:
+            row = self.prompt.row(query, instruction)
+            return PairTemplate.around(row.prefix, row.suffix), self.max_length - row.room
         query_encoding = self.encode_query(query)
-        room = self.max_length - self.special_tokens - len(query_encoding.ids)
+        return query_encoding, self.special_tokens + len(query_encoding)
+
+    def room(self, query: str, instruction: str | None = None) -> tuple[object, int]:
+        """What every pair shares (``query_side``) and how many document tokens fit beside it."""
+        side, fixed = self.query_side(query, instruction)
+        room = self.max_length - fixed
         if room < 1:
+            query_tokens = fixed - self.special_tokens
             raise InvalidRequest(
-                f"query has {len(query_encoding.ids)} tokens; with a document it must have fewer than "
+                f"query has {query_tokens} tokens; with a document it must have fewer than "
                 f"{self.max_length - self.special_tokens} (max input length {self.max_length})"
             )
-        return query_encoding, room
+        return side, room
+
+    def document_texts(self, documents: Sequence[str]) -> Sequence[str]:
+        """The texts tokenized for the documents: a causal-LM prompt's lead written before each (prompts.py)."""
+        if self.prompt is None:
+            return documents
+        lead = self.prompt.lead
+        return [lead + d for d in documents]
 
     def encode(self, query: str, documents: Sequence[str], truncate: bool, from_start: bool = False,
-               max_document_tokens: int | None = None) -> tuple[list[list[int]], int]:
+               max_document_tokens: int | None = None, instruction: str | None = None) -> tuple[list[list[int]], int]:
         """Token ids of every (query, document) pair, and how many documents were truncated."""
-        query_encoding, room = self.room(query)
-        job = RerankJob(query, documents, truncate=truncate, from_start=from_start, max_document_tokens=max_document_tokens)
+        query_encoding, room = self.room(query, instruction)
+        job = RerankJob(query, documents, truncate=truncate, from_start=from_start, max_document_tokens=max_document_tokens,
+                        instruction=instruction)
         tokenized = self.encode_slice(query_encoding, room, None, documents, job, range(len(documents)))
         return tokenized.pairs, len(tokenized.truncated)
 
@@ -143,6 +178,7 @@ class PairTokenizer:
         if windows is not None:
             return self.encode_windows(query_encoding, windows, documents, job.max_document_tokens)
         cap = room if job.max_document_tokens is None else min(room, job.max_document_tokens)
+        documents = self.document_texts(documents)
         encodings = self._document_encodings(documents, cap, job.from_start)
         too_long = [i for i, e in enumerate(encodings) if len(e) > cap]  # len(): no copy of the ids
         if too_long and not job.truncate:
@@ -170,7 +206,8 @@ class PairTokenizer:
         out = Tokenized([], [], [], types=[] if self.token_type_ids else None)
         needed = windows.tokens_needed if max_document_tokens is None else min(windows.tokens_needed, max_document_tokens)
         parts_of_all = []
-        for i, encoding in enumerate(self._document_encodings(documents, needed)):
+        lead = len(self.prompt.lead) if self.prompt is not None else 0
+        for i, encoding in enumerate(self._document_encodings(self.document_texts(documents), needed)):
             cut = max_document_tokens is not None and len(encoding) > max_document_tokens
             if cut:
                 encoding.truncate(max_document_tokens)
@@ -183,13 +220,16 @@ class PairTokenizer:
                 # document's token type 0, where transformers gives the document type 1 in every window.
                 parts_of_all.append(part)
                 out.owners.append(i)
-                out.windows.append(span(part, w))
+                out.windows.append(span(part, w, lead))
         self._join(query_encoding, parts_of_all, out)
         return out
 
     def _join(self, query_encoding, documents: list, out: Tokenized) -> None:
         """Append each document encoding's pair with the query (ids, and types when the model reads them) to ``out``:
-        through the query's PairTemplate, or the post-processor itself where no template holds."""
+        through the prompt's or the query's PairTemplate, or the post-processor itself where no template holds."""
+        if isinstance(query_encoding, PairTemplate):
+            out.pairs += [query_encoding.ids(e.ids) for e in documents]
+            return
         template = PairTemplate.of(self._tok.post_process(query_encoding, self._probe, add_special_tokens=True), self._probe.ids)
         if template is None:
             joined = [self._tok.post_process(query_encoding, e, add_special_tokens=True) for e in documents]

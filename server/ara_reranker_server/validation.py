@@ -19,6 +19,8 @@ def validate(job: RerankJob, lim: Limits) -> None:
         raise InvalidRequest(f"{len(job.documents)} documents exceed max_documents={lim.max_documents}; split the request")
     if len(job.query) > lim.max_query_chars:
         raise InvalidRequest(f"query has {len(job.query)} characters; max_query_chars={lim.max_query_chars}")
+    if job.instruction is not None and len(job.instruction) > lim.max_query_chars:
+        raise InvalidRequest(f"instruction has {len(job.instruction)} characters; max_query_chars={lim.max_query_chars}")
     for i, doc in enumerate(job.documents):
         if len(doc) > lim.max_document_chars:
             raise InvalidRequest(f"document {i} has {len(doc)} characters; max_document_chars={lim.max_document_chars}")

@@ -64,20 +64,21 @@ class Window:
     end_char: int
 
 
-def resolve(split: Split, max_length: int, special_tokens: int, query_tokens: int, max_windows_limit: int) -> Windows:
-    """The request's windows, defaults filled in and checked against the model's ``max_length``, the
-    pair's ``special_tokens``, the query's length and the ``max_windows_per_request`` setting."""
+def resolve(split: Split, max_length: int, fixed_tokens: int, max_windows_limit: int) -> Windows:
+    """The request's windows, defaults filled in and checked against the model's ``max_length``, the tokens
+    every window has besides the document's (``fixed_tokens``: the query and the special tokens, or a causal-LM
+    reranker's whole prompt, whose suffix every window keeps) and the ``max_windows_per_request`` setting."""
     window_tokens = max_length if split.window_tokens is None else split.window_tokens
     if not 0 < window_tokens <= max_length:
         raise InvalidRequest(f"window_tokens={window_tokens} must be between 1 and the model's max input length {max_length}")
     max_windows = DEFAULT_MAX_WINDOWS if split.max_windows is None else split.max_windows
     if not 0 < max_windows <= max_windows_limit:
         raise InvalidRequest(f"max_windows={max_windows} must be between 1 and max_windows_per_request={max_windows_limit}")
-    room = window_tokens - special_tokens - query_tokens
+    room = window_tokens - fixed_tokens
     if room < 1:
         raise InvalidRequest(
-            f"query has {query_tokens} tokens; a window of window_tokens={window_tokens} must hold it, "
-            f"{special_tokens} special tokens and at least one document token"
+            f"the query and the special tokens (or the prompt) make {fixed_tokens} tokens; a window of "
+            f"window_tokens={window_tokens} must hold them and at least one document token"
         )
     overlap = min(DEFAULT_OVERLAP_TOKENS, room // 4) if split.overlap_tokens is None else split.overlap_tokens
     if overlap >= room:
@@ -88,10 +89,13 @@ def resolve(split: Split, max_length: int, special_tokens: int, query_tokens: in
     return Windows(window_tokens, room, overlap, max_windows)
 
 
-def span(part, index: int) -> Window:
-    """The window of a document's part (its encoding), with the characters its tokens cover."""
+def span(part, index: int, lead: int = 0) -> Window:
+    """The window of a document's part (its encoding), with the characters its tokens cover; ``lead``: characters
+    the tokenized text has before the document (a causal-LM prompt's, prompts.py), not the document's."""
     offsets = part.offsets
-    return Window(index, offsets[0][0], offsets[-1][1]) if offsets else Window(index, 0, 0)
+    if not offsets:
+        return Window(index, 0, 0)
+    return Window(index, max(0, offsets[0][0] - lead), max(0, offsets[-1][1] - lead))
 
 
 def best_rows(logits: np.ndarray, owners: np.ndarray, documents: int) -> np.ndarray:

@@ -24,37 +24,37 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%ara_reranker_client/v1/reranker.proto\x12\x0breranker.v1\"\xb2\x03\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tdocuments\x18\x02 \x03(\t\x12\x12\n\x05top_k\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x10return_documents\x18\x04 \x01(\x08\x12\x12\n\nraw_scores\x18\x05 \x01(\x08\x12+\n\ntruncation\x18\x06 \x01(\x0e\x32\x17.reranker.v1.Truncation\x12\r\n\x05model\x18\x07 \x01(\t\x12\x1a\n\rwindow_tokens\x18\x08 \x01(\rH\x01\x88\x01\x01\x12\"\n\x15window_overlap_tokens\x18\t \x01(\rH\x02\x88\x01\x01\x12\x18\n\x0bmax_windows\x18\n \x01(\rH\x03\x88\x01\x01\x12 \n\x13max_document_tokens\x18\x0b \x01(\rH\x04\x88\x01\x01\x12\'\n\x08priority\x18\x0c \x01(\x0e\x32\x15.reranker.v1.PriorityB\x08\n\x06_top_kB\x10\n\x0e_window_tokensB\x18\n\x16_window_overlap_tokensB\x0e\n\x0c_max_windowsB\x16\n\x14_max_document_tokens\"=\n\x06Window\x12\r\n\x05index\x18\x01 \x01(\r\x12\x12\n\nstart_char\x18\x02 \x01(\r\x12\x10\n\x08\x65nd_char\x18\x03 \x01(\r\"\xa0\x01\n\x0eRankedDocument\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x15\n\x08\x64ocument\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\r\n\x05logit\x18\x04 \x01(\x02\x12-\n\x0b\x62\x65st_window\x18\x05 \x01(\x0b\x32\x13.reranker.v1.WindowH\x01\x88\x01\x01\x42\x0b\n\t_documentB\x0e\n\x0c_best_window\"x\n\x05Usage\x12\x11\n\tdocuments\x18\x01 \x01(\r\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\x04\x12\x1b\n\x13truncated_documents\x18\x03 \x01(\r\x12\x0f\n\x07windows\x18\x04 \x01(\r\x12\x18\n\x10\x63\x61\x63hed_documents\x18\x05 \x01(\r\"J\n\x07Timings\x12\x17\n\x0ftokenization_ns\x18\x01 \x01(\x04\x12\x14\n\x0cinference_ns\x18\x02 \x01(\x04\x12\x10\n\x08total_ns\x18\x03 \x01(\x04\"\x9a\x01\n\x0eRerankResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.reranker.v1.RankedDocument\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.reranker.v1.Usage\x12%\n\x07timings\x18\x03 \x01(\x0b\x32\x14.reranker.v1.Timings\x12\x10\n\x08model_id\x18\x04 \x01(\t\"\r\n\x0bInfoRequest\"\xbb\x02\n\x06Limits\x12!\n\x19max_documents_per_request\x18\x01 \x01(\r\x12\x17\n\x0fmax_query_chars\x18\x02 \x01(\r\x12\x1a\n\x12max_document_chars\x18\x03 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\r\x12\x12\n\nchunk_size\x18\x05 \x01(\r\x12\x1a\n\x12max_inflight_pairs\x18\x06 \x01(\r\x12\x1b\n\x13max_inflight_tokens\x18\x07 \x01(\x04\x12\x1b\n\x13max_concurrent_rpcs\x18\x08 \x01(\r\x12\x1f\n\x17max_windows_per_request\x18\t \x01(\r\x12\x1e\n\x16\x64ispatch_window_tokens\x18\n \x01(\x04\x12\x13\n\x0b\x62\x61tch_share\x18\x0b \x01(\r\"\xb9\x01\n\x0bServedModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61liases\x18\x03 \x03(\t\x12\x14\n\x0ctriton_model\x18\x04 \x01(\t\x12\x18\n\x10max_input_length\x18\x05 \x01(\r\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x07 \x01(\t\x12\x12\n\nis_default\x18\x08 \x01(\x08\x12\x16\n\x0etoken_type_ids\x18\t \x01(\x08\"\x80\x02\n\x0cInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x14\n\x0ctriton_model\x18\x02 \x01(\t\x12\x18\n\x10triton_endpoints\x18\x03 \x03(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x05 \x01(\t\x12\x18\n\x10max_input_length\x18\x06 \x01(\r\x12#\n\x06limits\x18\x07 \x01(\x0b\x32\x13.reranker.v1.Limits\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x15\n\rauth_required\x18\t \x01(\x08\x12(\n\x06models\x18\n \x03(\x0b\x32\x18.reranker.v1.ServedModel*}\n\nTruncation\x12\x1a\n\x16TRUNCATION_UNSPECIFIED\x10\x00\x12\x12\n\x0eTRUNCATION_END\x10\x01\x12\x13\n\x0fTRUNCATION_NONE\x10\x02\x12\x14\n\x10TRUNCATION_SPLIT\x10\x03\x12\x14\n\x10TRUNCATION_START\x10\x04*R\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x18\n\x14PRIORITY_INTERACTIVE\x10\x01\x12\x12\n\x0ePRIORITY_BATCH\x10\x02\x32\x8a\x01\n\x08Reranker\x12\x41\n\x06Rerank\x12\x1a.reranker.v1.RerankRequest\x1a\x1b.reranker.v1.RerankResponse\x12;\n\x04Info\x12\x18.reranker.v1.InfoRequest\x1a\x19.reranker.v1.InfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%ara_reranker_client/v1/reranker.proto\x12\x0breranker.v1\"\xc7\x03\n\rRerankRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x11\n\tdocuments\x18\x02 \x03(\t\x12\x12\n\x05top_k\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x18\n\x10return_documents\x18\x04 \x01(\x08\x12\x12\n\nraw_scores\x18\x05 \x01(\x08\x12+\n\ntruncation\x18\x06 \x01(\x0e\x32\x17.reranker.v1.Truncation\x12\r\n\x05model\x18\x07 \x01(\t\x12\x1a\n\rwindow_tokens\x18\x08 \x01(\rH\x01\x88\x01\x01\x12\"\n\x15window_overlap_tokens\x18\t \x01(\rH\x02\x88\x01\x01\x12\x18\n\x0bmax_windows\x18\n \x01(\rH\x03\x88\x01\x01\x12 \n\x13max_document_tokens\x18\x0b \x01(\rH\x04\x88\x01\x01\x12\'\n\x08priority\x18\x0c \x01(\x0e\x32\x15.reranker.v1.Priority\x12\x13\n\x0binstruction\x18\r \x01(\tB\x08\n\x06_top_kB\x10\n\x0e_window_tokensB\x18\n\x16_window_overlap_tokensB\x0e\n\x0c_max_windowsB\x16\n\x14_max_document_tokens\"=\n\x06Window\x12\r\n\x05index\x18\x01 \x01(\r\x12\x12\n\nstart_char\x18\x02 \x01(\r\x12\x10\n\x08\x65nd_char\x18\x03 \x01(\r\"\xa0\x01\n\x0eRankedDocument\x12\r\n\x05index\x18\x01 \x01(\r\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x15\n\x08\x64ocument\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\r\n\x05logit\x18\x04 \x01(\x02\x12-\n\x0b\x62\x65st_window\x18\x05 \x01(\x0b\x32\x13.reranker.v1.WindowH\x01\x88\x01\x01\x42\x0b\n\t_documentB\x0e\n\x0c_best_window\"x\n\x05Usage\x12\x11\n\tdocuments\x18\x01 \x01(\r\x12\x14\n\x0cinput_tokens\x18\x02 \x01(\x04\x12\x1b\n\x13truncated_documents\x18\x03 \x01(\r\x12\x0f\n\x07windows\x18\x04 \x01(\r\x12\x18\n\x10\x63\x61\x63hed_documents\x18\x05 \x01(\r\"J\n\x07Timings\x12\x17\n\x0ftokenization_ns\x18\x01 \x01(\x04\x12\x14\n\x0cinference_ns\x18\x02 \x01(\x04\x12\x10\n\x08total_ns\x18\x03 \x01(\x04\"\x9a\x01\n\x0eRerankResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.reranker.v1.RankedDocument\x12!\n\x05usage\x18\x02 \x01(\x0b\x32\x12.reranker.v1.Usage\x12%\n\x07timings\x18\x03 \x01(\x0b\x32\x14.reranker.v1.Timings\x12\x10\n\x08model_id\x18\x04 \x01(\t\"\r\n\x0bInfoRequest\"\xbb\x02\n\x06Limits\x12!\n\x19max_documents_per_request\x18\x01 \x01(\r\x12\x17\n\x0fmax_query_chars\x18\x02 \x01(\r\x12\x1a\n\x12max_document_chars\x18\x03 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\r\x12\x12\n\nchunk_size\x18\x05 \x01(\r\x12\x1a\n\x12max_inflight_pairs\x18\x06 \x01(\r\x12\x1b\n\x13max_inflight_tokens\x18\x07 \x01(\x04\x12\x1b\n\x13max_concurrent_rpcs\x18\x08 \x01(\r\x12\x1f\n\x17max_windows_per_request\x18\t \x01(\r\x12\x1e\n\x16\x64ispatch_window_tokens\x18\n \x01(\x04\x12\x13\n\x0b\x62\x61tch_share\x18\x0b \x01(\r\"\xe4\x01\n\x0bServedModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x0f\n\x07\x61liases\x18\x03 \x03(\t\x12\x14\n\x0ctriton_model\x18\x04 \x01(\t\x12\x18\n\x10max_input_length\x18\x05 \x01(\r\x12\r\n\x05\x64type\x18\x06 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x07 \x01(\t\x12\x12\n\nis_default\x18\x08 \x01(\x08\x12\x16\n\x0etoken_type_ids\x18\t \x01(\x08\x12\x0e\n\x06\x66\x61mily\x18\n \x01(\t\x12\x19\n\x11takes_instruction\x18\x0b \x01(\x08\"\x80\x02\n\x0cInfoResponse\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x14\n\x0ctriton_model\x18\x02 \x01(\t\x12\x18\n\x10triton_endpoints\x18\x03 \x03(\t\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x05 \x01(\t\x12\x18\n\x10max_input_length\x18\x06 \x01(\r\x12#\n\x06limits\x18\x07 \x01(\x0b\x32\x13.reranker.v1.Limits\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x15\n\rauth_required\x18\t \x01(\x08\x12(\n\x06models\x18\n \x03(\x0b\x32\x18.reranker.v1.ServedModel*}\n\nTruncation\x12\x1a\n\x16TRUNCATION_UNSPECIFIED\x10\x00\x12\x12\n\x0eTRUNCATION_END\x10\x01\x12\x13\n\x0fTRUNCATION_NONE\x10\x02\x12\x14\n\x10TRUNCATION_SPLIT\x10\x03\x12\x14\n\x10TRUNCATION_START\x10\x04*R\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x18\n\x14PRIORITY_INTERACTIVE\x10\x01\x12\x12\n\x0ePRIORITY_BATCH\x10\x02\x32\x8a\x01\n\x08Reranker\x12\x41\n\x06Rerank\x12\x1a.reranker.v1.RerankRequest\x1a\x1b.reranker.v1.RerankResponse\x12;\n\x04Info\x12\x18.reranker.v1.InfoRequest\x1a\x19.reranker.v1.InfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ara_reranker_client.v1.reranker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRUNCATION']._serialized_start=1852
-  _globals['_TRUNCATION']._serialized_end=1977
-  _globals['_PRIORITY']._serialized_start=1979
-  _globals['_PRIORITY']._serialized_end=2061
+  _globals['_TRUNCATION']._serialized_start=1916
+  _globals['_TRUNCATION']._serialized_end=2041
+  _globals['_PRIORITY']._serialized_start=2043
+  _globals['_PRIORITY']._serialized_end=2125
   _globals['_RERANKREQUEST']._serialized_start=55
-  _globals['_RERANKREQUEST']._serialized_end=489
-  _globals['_WINDOW']._serialized_start=491
-  _globals['_WINDOW']._serialized_end=552
-  _globals['_RANKEDDOCUMENT']._serialized_start=555
-  _globals['_RANKEDDOCUMENT']._serialized_end=715
-  _globals['_USAGE']._serialized_start=717
-  _globals['_USAGE']._serialized_end=837
-  _globals['_TIMINGS']._serialized_start=839
-  _globals['_TIMINGS']._serialized_end=913
-  _globals['_RERANKRESPONSE']._serialized_start=916
-  _globals['_RERANKRESPONSE']._serialized_end=1070
-  _globals['_INFOREQUEST']._serialized_start=1072
-  _globals['_INFOREQUEST']._serialized_end=1085
-  _globals['_LIMITS']._serialized_start=1088
-  _globals['_LIMITS']._serialized_end=1403
-  _globals['_SERVEDMODEL']._serialized_start=1406
-  _globals['_SERVEDMODEL']._serialized_end=1591
-  _globals['_INFORESPONSE']._serialized_start=1594
-  _globals['_INFORESPONSE']._serialized_end=1850
-  _globals['_RERANKER']._serialized_start=2064
-  _globals['_RERANKER']._serialized_end=2202
+  _globals['_RERANKREQUEST']._serialized_end=510
+  _globals['_WINDOW']._serialized_start=512
+  _globals['_WINDOW']._serialized_end=573
+  _globals['_RANKEDDOCUMENT']._serialized_start=576
+  _globals['_RANKEDDOCUMENT']._serialized_end=736
+  _globals['_USAGE']._serialized_start=738
+  _globals['_USAGE']._serialized_end=858
+  _globals['_TIMINGS']._serialized_start=860
+  _globals['_TIMINGS']._serialized_end=934
+  _globals['_RERANKRESPONSE']._serialized_start=937
+  _globals['_RERANKRESPONSE']._serialized_end=1091
+  _globals['_INFOREQUEST']._serialized_start=1093
+  _globals['_INFOREQUEST']._serialized_end=1106
+  _globals['_LIMITS']._serialized_start=1109
+  _globals['_LIMITS']._serialized_end=1424
+  _globals['_SERVEDMODEL']._serialized_start=1427
+  _globals['_SERVEDMODEL']._serialized_end=1655
+  _globals['_INFORESPONSE']._serialized_start=1658
+  _globals['_INFORESPONSE']._serialized_end=1914
+  _globals['_RERANKER']._serialized_start=2128
+  _globals['_RERANKER']._serialized_end=2266
 # @@protoc_insertion_point(module_scope)

@@ -30,7 +30,7 @@ PRIORITY_INTERACTIVE: Priority
 PRIORITY_BATCH: Priority
 
 class RerankRequest(_message.Message):
-    __slots__ = ("query", "documents", "top_k", "return_documents", "raw_scores", "truncation", "model", "window_tokens", "window_overlap_tokens", "max_windows", "max_document_tokens", "priority")
+    __slots__ = ("query", "documents", "top_k", "return_documents", "raw_scores", "truncation", "model", "window_tokens", "window_overlap_tokens", "max_windows", "max_document_tokens", "priority", "instruction")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +43,7 @@ class RerankRequest(_message.Message):
     MAX_WINDOWS_FIELD_NUMBER: _ClassVar[int]
     MAX_DOCUMENT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     query: str
     documents: _containers.RepeatedScalarFieldContainer[str]
     top_k: int
@@ -55,7 +56,8 @@ class RerankRequest(_message.Message):
     max_windows: int
     max_document_tokens: int
     priority: Priority
-    def __init__(self, query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., return_documents: _Optional[bool] = ..., raw_scores: _Optional[bool] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., model: _Optional[str] = ..., window_tokens: _Optional[int] = ..., window_overlap_tokens: _Optional[int] = ..., max_windows: _Optional[int] = ..., max_document_tokens: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
+    instruction: str
+    def __init__(self, query: _Optional[str] = ..., documents: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., return_documents: _Optional[bool] = ..., raw_scores: _Optional[bool] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., model: _Optional[str] = ..., window_tokens: _Optional[int] = ..., window_overlap_tokens: _Optional[int] = ..., max_windows: _Optional[int] = ..., max_document_tokens: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ..., instruction: _Optional[str] = ...) -> None: ...
 
 class Window(_message.Message):
     __slots__ = ("index", "start_char", "end_char")
@@ -148,7 +150,7 @@ class Limits(_message.Message):
     def __init__(self, max_documents_per_request: _Optional[int] = ..., max_query_chars: _Optional[int] = ..., max_document_chars: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., chunk_size: _Optional[int] = ..., max_inflight_pairs: _Optional[int] = ..., max_inflight_tokens: _Optional[int] = ..., max_concurrent_rpcs: _Optional[int] = ..., max_windows_per_request: _Optional[int] = ..., dispatch_window_tokens: _Optional[int] = ..., batch_share: _Optional[int] = ...) -> None: ...
 
 class ServedModel(_message.Message):
-    __slots__ = ("name", "model_id", "aliases", "triton_model", "max_input_length", "dtype", "engine", "is_default", "token_type_ids")
+    __slots__ = ("name", "model_id", "aliases", "triton_model", "max_input_length", "dtype", "engine", "is_default", "token_type_ids", "family", "takes_instruction")
     NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +160,8 @@ class ServedModel(_message.Message):
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     TOKEN_TYPE_IDS_FIELD_NUMBER: _ClassVar[int]
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    TAKES_INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
     name: str
     model_id: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
@@ -167,7 +171,9 @@ class ServedModel(_message.Message):
     engine: str
     is_default: bool
     token_type_ids: bool
-    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., triton_model: _Optional[str] = ..., max_input_length: _Optional[int] = ..., dtype: _Optional[str] = ..., engine: _Optional[str] = ..., is_default: _Optional[bool] = ..., token_type_ids: _Optional[bool] = ...) -> None: ...
+    family: str
+    takes_instruction: bool
+    def __init__(self, name: _Optional[str] = ..., model_id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., triton_model: _Optional[str] = ..., max_input_length: _Optional[int] = ..., dtype: _Optional[str] = ..., engine: _Optional[str] = ..., is_default: _Optional[bool] = ..., token_type_ids: _Optional[bool] = ..., family: _Optional[str] = ..., takes_instruction: _Optional[bool] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
     __slots__ = ("model_id", "triton_model", "triton_endpoints", "dtype", "engine", "max_input_length", "limits", "version", "auth_required", "models")

@@ -1,9 +1,11 @@
-"""ARA-Reranker-V1 (or any HF sequence-classification cross-encoder) as a Triton Python-backend model.
+"""ARA-Reranker-V1 (or any HF sequence-classification cross-encoder, or an LLM reranker: Qwen3-Reranker,
+bge-reranker-v2-gemma) as a Triton Python-backend model.
 
 Inputs are tokens, not text: INT64 ``input_ids`` and ``attention_mask`` of shape [rows, length] per
 request (ragged across requests), right-padded, and ``token_type_ids`` of the same shape: optional,
 required by models that read token types (BERT-style, ``type_vocab_size > 1``: ms-marco MiniLM), ignored
-by the others (XLM-R). Output: FP32 ``logits`` [rows, 1].
+by the others (XLM-R). Output: FP32 ``logits`` [rows, 1]; for an LLM reranker each row is its whole prompt and
+its logit is the answer tokens' at the row's last position (ara_reranker_model.families, engines).
 
 The scoring is ara_reranker_model's ``CrossEncoderScorer``: ``execute`` hands it every request the dynamic
 batcher hands over, in one pass (validate each request, strip padding, sort all rows of all requests by length,

@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from ara_reranker_server.api.calls import Calls
-from ara_reranker_server.api.http import Dialect, Lenient, Route
+from ara_reranker_server.api.http import Dialect, Instructed, Route
 from ara_reranker_server.errors import InvalidRequest
 from ara_reranker_server.jobs import RerankJob
 from ara_reranker_server.windows import Split
@@ -39,7 +39,7 @@ DOCUMENTS_PER_SEARCH_UNIT = 100
 Document = str | dict[str, Any]
 
 
-class CohereV1Request(Lenient):
+class CohereV1Request(Instructed):
     """Cohere v1 / Jina rerank request."""
 
     model: str | None = Field(None, description="A served model's name or hub id (default: the default model)")
@@ -51,7 +51,7 @@ class CohereV1Request(Lenient):
     max_chunks_per_doc: int | None = Field(None, description="Windows scored per long document (default 10)")
 
 
-class CohereV2Request(Lenient):
+class CohereV2Request(Instructed):
     """Cohere v2 rerank request (older SDKs' fields accepted too)."""
 
     model: str = Field(description="A served model's name or hub id")
@@ -136,7 +136,8 @@ def routes(calls: Calls) -> list[Route]:
         def build() -> tuple[str, RerankJob]:
             chunks = _positive("max_chunks_per_doc", body.max_chunks_per_doc)
             return body.model or "", RerankJob(query=body.query, documents=texts_of(body.documents, body.rank_fields),
-                                               top_k=_positive("top_n", body.top_n), split=Split(max_windows=chunks))
+                                               top_k=_positive("top_n", body.top_n), split=Split(max_windows=chunks),
+                                               instruction=body.instruction)
 
         served = await calls.rerank("v1/rerank", request_id, build)
         outcome = served.outcome
@@ -154,7 +155,8 @@ def routes(calls: Calls) -> list[Route]:
             chunks = _positive("max_chunks_per_doc", body.max_chunks_per_doc)
             return body.model, RerankJob(query=body.query, documents=texts_of(body.documents, body.rank_fields),
                                          top_k=_positive("top_n", body.top_n), max_document_tokens=tokens,
-                                         split=Split(max_windows=chunks) if chunks is not None else None)
+                                         split=Split(max_windows=chunks) if chunks is not None else None,
+                                         instruction=body.instruction)
 
         served = await calls.rerank("v2/rerank", request_id, build)
         outcome = served.outcome

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ara_reranker_server.api.calls import PRIORITY, PRIORITY_HEADER, Calls, new_request_id, requested_priority
 from ara_reranker_server.api.large_messages import is_large, json_chunks, loads_object
@@ -66,6 +66,14 @@ class Lenient(BaseModel):
     @classmethod
     def _null_is_absent(cls, data: Any) -> Any:
         return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+
+class Instructed(Lenient):
+    """A rerank request body with this service's extra field ``instruction`` (every HTTP dialect takes it)."""
+
+    instruction: str | None = Field(
+        None, description="An LLM reranker's task instruction (Qwen3-Reranker's <Instruct>, bge-reranker-v2-gemma's "
+                          "prompt; default: the model's own). A cross-encoder refuses one.")
 
 
 @dataclass(frozen=True)

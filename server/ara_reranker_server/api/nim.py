@@ -23,7 +23,7 @@ from typing import Callable, Literal
 from pydantic import BaseModel, Field
 
 from ara_reranker_server.api.calls import Calls
-from ara_reranker_server.api.http import Dialect, Lenient, Route
+from ara_reranker_server.api.http import Dialect, Instructed, Lenient, Route
 from ara_reranker_server.errors import BackendUnavailable, EmptyRequest
 from ara_reranker_server.jobs import RerankJob
 
@@ -40,7 +40,7 @@ class Text(Lenient):
     text: str
 
 
-class NimRankingRequest(Lenient):
+class NimRankingRequest(Instructed):
     """NIM ranking request."""
 
     model: str | None = Field(None, description="A served model's name or hub id (null or absent: the default model)")
@@ -101,7 +101,8 @@ def routes(calls: Calls, healthy: Callable[[], bool]) -> list[Route]:
                 raise EmptyRequest("passages is empty: send at least one passage", field="passages")
             name = body.model or ""
             return respelled.get(name, name), RerankJob(query=body.query.text, documents=[p.text for p in body.passages],
-                                                        top_k=body.top_k, truncate=body.truncate == "END")
+                                                        top_k=body.top_k, truncate=body.truncate == "END",
+                                                        instruction=body.instruction)
 
         outcome = (await calls.rerank(API, request_id, build)).outcome
         return {

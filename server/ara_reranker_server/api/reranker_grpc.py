@@ -89,6 +89,7 @@ def job_of(request: reranker_pb2.RerankRequest, documents: Sequence[str] | None 
         from_start=request.truncation == reranker_pb2.TRUNCATION_START,
         max_document_tokens=request.max_document_tokens if request.HasField("max_document_tokens") else None,
         priority=_priority(request.priority),
+        instruction=request.instruction or None,
     )
 
 

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ara_reranker_server.api.calls import Calls
-from ara_reranker_server.api.http import Dialect, Lenient, Route
+from ara_reranker_server.api.http import Dialect, Instructed, Route
 from ara_reranker_server.errors import EmptyRequest
 from ara_reranker_server.jobs import RerankJob
 from ara_reranker_server.service_info import ServiceInfo
@@ -24,7 +24,7 @@ __all__ = ["routes", "API"]
 API = "tei"
 
 
-class TeiRerankRequest(Lenient):
+class TeiRerankRequest(Instructed):
     """TEI rerank request."""
 
     query: str
@@ -72,7 +72,8 @@ def routes(calls: Calls, info: ServiceInfo, tokenization_workers: int) -> list[R
                 raise EmptyRequest("`texts` cannot be empty")
             return body.model or "", RerankJob(query=body.query, documents=body.texts, raw_scores=body.raw_scores,
                                                truncate=body.truncate is not False,
-                                               from_start=body.truncation_direction.lower() == "left")
+                                               from_start=body.truncation_direction.lower() == "left",
+                                               instruction=body.instruction)
 
         served = await calls.rerank(API, request_id, build)
         outcome = served.outcome

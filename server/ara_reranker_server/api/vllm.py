@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from ara_reranker_server.api.calls import Calls, Served
 from ara_reranker_server.api.cohere import Document, texts_of
-from ara_reranker_server.api.http import Dialect, Lenient, Route
+from ara_reranker_server.api.http import Dialect, Instructed, Route
 from ara_reranker_server.errors import InvalidRequest, RerankerError
 from ara_reranker_server.jobs import RerankJob
 
@@ -41,7 +41,7 @@ T = TypeVar("T")
 Side = str | list[str]
 
 
-class VllmCommon(Lenient):
+class VllmCommon(Instructed):
     """Fields both vLLM requests take: the model, what to do with a pair over the max input length, the activation."""
 
     model: str | None = Field(None, description="A served model's name or hub id (absent: the default model)")
@@ -135,7 +135,8 @@ def job_of(calls: Calls, body: VllmCommon, query: str, documents: list[str], top
             raise InvalidRequest(f"truncate_prompt_tokens={cut}: pairs are cut to the model's max input length {limit}; "
                                  f"send -1 (or leave it out to refuse a longer pair)", field="truncate_prompt_tokens")
     return name, RerankJob(query=query, documents=documents, top_k=top_k, raw_scores=body.use_activation is False,
-                           truncate=cut is not None, from_start=body.truncation_side == "left")
+                           truncate=cut is not None, from_start=body.truncation_side == "left",
+                           instruction=body.instruction)
 
 
 async def all_of(awaitables: list[Awaitable[T]]) -> list[T]:
