@@ -478,10 +478,6 @@ def test_the_fleets_tritons_are_scraped_and_labelled_with_their_model(fleet_obje
         assert service["metadata"]["labels"]["app.kubernetes.io/instance"] == triton["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/instance"]
 
 
-# NEEDS THE MERGE of branch llm-model (Engineer A adds qwen3-0.6b and qwen3-l28 to ara_reranker_model.store). After
-# merging: remove this mark, run `python -m deploy.k8s.generate_fleet` (qwen3-0.6b's directory becomes the hub
-# model's, qwen3-reranker-0.6b, and the gateway answers to its hub id too) and commit what it rewrites.
-@pytest.mark.xfail(strict=True, reason="qwen3-0.6b / qwen3-l28 are not in ara_reranker_model.store before branch llm-model is merged")
 def test_every_fleet_model_and_stand_in_is_known_to_the_model_store():
     from ara_reranker_model.store import OFFLINE_MODELS, REAL_MODELS
 
