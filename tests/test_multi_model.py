@@ -44,7 +44,7 @@ from ara_reranker_server.launcher.triton_launcher import (
     TritonServer,
     generate_repository,
 )
-from tests.helpers import repository_copy
+from bench.repository import edited_copy
 from tests.reference import InProcessReference
 from tools.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages
 
@@ -140,7 +140,7 @@ def two_models(tiny_model_dir: Path, bert_dir: Path, tmp_path_factory) -> Triton
     batcher holds requests for HOLD_US, so that requests sent together are deterministically handed to
     one execute() of their model, however loaded the machine (requests sent alone wait that long)."""
     tmp = tmp_path_factory.mktemp("two-models")
-    template = repository_copy(tmp, max_queue_delay_microseconds=HOLD_US)
+    template = edited_copy(tmp, max_queue_delay_microseconds=HOLD_US)
     models = {"tiny": tiny_model_dir, "bert-tiny": bert_dir}
     with TritonServer(TritonOptions(models=models, model_repository=template, log_path=tmp / "triton.log")) as server:
         yield server
