@@ -32,7 +32,7 @@ from ara_reranker_server.api.large_messages import (
     strings,
 )
 from ara_reranker_server.api.reranker_grpc import job_of
-from ara_reranker_server.models import limits_of
+from ara_reranker_server.jobs import Limits
 from ara_reranker_server.settings import Settings
 from ara_reranker_server.validation import validate
 from bench import results
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     message = reranker_pb2.RerankRequest(query=query, documents=texts, return_documents=True).SerializeToString()
     body = json.dumps({"model": "ara", "query": query, "documents": texts, "return_documents": True},
                       ensure_ascii=False).encode()
-    limits = limits_of(settings)
+    limits = Limits.of(settings)
     ranked = [reranker_pb2.RankedDocument(index=i, score=0.5, logit=0.0, document=t) for i, t in enumerate(texts)]
     answer = {"id": "x", "results": [{"index": i, "relevance_score": 0.5, "document": {"text": t}} for i, t in enumerate(texts)],
               "meta": {"billed_units": {"search_units": 1}}}

@@ -120,19 +120,13 @@ def _specs(settings: Settings) -> list[tuple[str, str, str, str]]:
 
 
 
-def limits_of(settings: Settings) -> Limits:
-    """What one request may ask for, from the gateway's settings."""
-    return Limits(settings.max_documents, settings.max_query_chars, settings.max_document_chars,
-                  settings.chunk_size, settings.max_inflight_pairs, settings.max_inflight_tokens,
-                  settings.max_windows_per_request, settings.max_chunk_tokens)
-
 def load_models(settings: Settings, tracing: Tracing = NO_TRACING) -> ModelRegistry:
     """Every served model's tokenizer, core and Triton scorer, sharing the admission bounds (and ``tracing``)."""
     specs = _specs(settings)
     names = [name for name, *_ in specs]
     if len(set(names)) != len(names):
         raise StartupError(f"model names must differ: {names}")
-    limits = limits_of(settings)
+    limits = Limits.of(settings)
     pairs = Admission(limits.max_inflight_pairs, "max_inflight_pairs", "pairs", names)
     tokens = Admission(limits.max_inflight_tokens, "max_inflight_tokens", "tokens", names)
     cache = ScoreCache(settings.score_cache_mb * 1024 * 1024, settings.score_cache_ttl_s)
