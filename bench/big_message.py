@@ -32,7 +32,7 @@ from ara_reranker_server.api.large_messages import (
     strings,
 )
 from ara_reranker_server.api.reranker_grpc import job_of
-from ara_reranker_server.jobs import Limits
+from ara_reranker_server.core_types import Limits
 from ara_reranker_server.settings import Settings
 from ara_reranker_server.validation import validate
 from bench import results

@@ -15,9 +15,9 @@ from tokenizers import Tokenizer
 
 from ara_reranker_model.limits import ModelLimitError, max_input_length, takes_token_type_ids
 from ara_reranker_server.admission import Admission
+from ara_reranker_server.core_types import Limits
 from ara_reranker_server.dispatch import Dispatcher
 from ara_reranker_server.errors import ModelNotFound, StartupError
-from ara_reranker_server.jobs import Limits
 from ara_reranker_server.reranking import Reranker
 from ara_reranker_server.score_cache import ScoreCache
 from ara_reranker_server.service_info import ModelDescription

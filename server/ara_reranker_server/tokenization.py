@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ara_reranker_server.core_types import RerankJob
 from ara_reranker_server.errors import InvalidRequest
-from ara_reranker_server.jobs import RerankJob
 from ara_reranker_server.windows import Window, Windows, span
 
 __all__ = ["PairTokenizer", "PairTemplate", "Tokenized", "CHARS_PER_TOKEN"]
