@@ -205,11 +205,21 @@ def summarise(records, errors, concurrency: int, before: dict, after: dict) -> d
     return row
 
 
+async def levels(kind: str, workloads: dict[str, list], call, spec: dict, probe: Probe, shown) -> list[dict]:
+    """``closed_loop`` at each concurrency of ``spec`` on each workload, a row each, printed as it comes."""
+    rows = []
+    for name, requests in workloads.items():
+        for c in spec["concurrency"]:
+            row = {"workload": name, **await closed_loop(call, requests, c, spec["warmup_s"], spec["seconds"], probe)}
+            print(f"  {kind:8s} {name:5s} c={c:<3d} {row['pairs_per_s']:8.1f} pairs/s  {shown(row)}", flush=True)
+            rows.append(row)
+    return rows
+
+
 async def drive_gateway(spec: dict) -> list[dict]:
     from ara_reranker_client import AsyncRerankerClient
 
     probe = Probe(spec["gateway_pid"], spec["triton_pid"], spec["triton_metrics"])
-    rows = []
     # A connection stays with the gateway worker it reached: one channel per caller lets them spread over workers.
     clients = [AsyncRerankerClient(spec["target"], timeout=120) for _ in range(max(spec["concurrency"]))]
     turn = itertools.count()
@@ -218,16 +228,12 @@ async def drive_gateway(spec: dict) -> list[dict]:
             await clients[next(turn) % len(clients)].rerank(request.query, request.documents)
             return len(request.documents)
 
-        for name, path in spec["workloads"].items():
-            requests = Workload.load(Path(path)).requests
-            for c in spec["concurrency"]:
-                row = {"workload": name, **await closed_loop(call, requests, c, spec["warmup_s"], spec["seconds"], probe)}
-                print(f"  gateway  {name:5s} c={c:<3d} {row['pairs_per_s']:8.1f} pairs/s  gateway core {row['gateway_core_busy']:.2f}"
-                      f"  {row.get('pairs_per_gateway_cpu_s', 0):7.1f} pairs/CPU-s", flush=True)
-                rows.append(row)
+        workloads = {name: Workload.load(Path(path)).requests for name, path in spec["workloads"].items()}
+        return await levels("gateway", workloads, call, spec, probe,
+                            lambda row: f"gateway core {row['gateway_core_busy']:.2f}  "
+                                        f"{row.get('pairs_per_gateway_cpu_s', 0):7.1f} pairs/CPU-s")
     finally:
         await asyncio.gather(*(client.close() for client in clients))
-    return rows
 
 
 async def drive_triton(spec: dict) -> list[dict]:
@@ -241,7 +247,6 @@ async def drive_triton(spec: dict) -> list[dict]:
     tokenizer = load_tokenizer(spec["model_dir"], 0, 1)
     probe = Probe(None, spec["triton_pid"], spec["triton_metrics"])
     client = triton_aio.InferenceServerClient(spec["triton_url"])
-    rows = []
 
     def chunks(request) -> list[tuple[np.ndarray, np.ndarray]]:
         ids, _ = tokenizer.encode(request.query, request.documents, True)
@@ -253,13 +258,9 @@ async def drive_triton(spec: dict) -> list[dict]:
         return await infer_chunks(client, spec["triton_model"], prepared)
 
     try:
-        for name, path in spec["workloads"].items():
-            prepared = [chunks(r) for r in Workload.load(Path(path)).requests]
-            for c in spec["concurrency"]:
-                row = {"workload": name, **await closed_loop(call, prepared, c, spec["warmup_s"], spec["seconds"], probe)}
-                print(f"  triton   {name:5s} c={c:<3d} {row['pairs_per_s']:8.1f} pairs/s  Triton CPU {row['triton_cpu_busy']:.2f}"
-                      f"  compute {row['triton_compute_busy']:.2f}", flush=True)
-                rows.append(row)
+        workloads = {name: [chunks(r) for r in Workload.load(Path(path)).requests] for name, path in spec["workloads"].items()}
+        rows = await levels("triton", workloads, call, spec, probe,
+                            lambda row: f"Triton CPU {row['triton_cpu_busy']:.2f}  compute {row['triton_compute_busy']:.2f}")
     finally:
         await client.close()
     tokenizer.close()

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections import Counter
-from typing import Awaitable, Callable, Mapping, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Mapping, TypeVar
 
 import grpc
 import numpy as np
+import tritonclient.grpc.aio as aioclient
 
 from ara_reranker_client import RerankerError
 from ara_reranker_model.inputs import padded_rows
 from ara_reranker_server.launcher.child_process import wait_until
-from ara_reranker_server.launcher.triton_launcher import MODEL_NAME
+from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, TritonServer
 from bench import prometheus
 
 T = TypeVar("T")
@@ -98,6 +100,16 @@ def padded(rows: list[list[int]], width: int | None = None) -> tuple[np.ndarray,
     """Right-pad token rows to ``width`` (default: the longest row): INT64 (input_ids, attention_mask),
     as the gateway pads a chunk."""
     return padded_rows(rows, PAD_ID, width)
+
+
+@contextlib.asynccontextmanager
+async def triton_client(server: TritonServer) -> AsyncIterator[aioclient.InferenceServerClient]:
+    """tritonclient's asyncio gRPC client of ``server``, closed on the way out."""
+    client = aioclient.InferenceServerClient(server.grpc_url)
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 def code_of(call) -> grpc.StatusCode:

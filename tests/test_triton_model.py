@@ -36,6 +36,7 @@ from bench import prometheus
 from tests.helpers import (
     no_report_half_sent,
     padded,
+    triton_client,
     triton_samples,
     wait_for,
     wait_for_async,
@@ -129,9 +130,8 @@ def load_model_module() -> ModuleType:
 # --------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture
 async def client(triton):
-    client = aioclient.InferenceServerClient(triton.grpc_url)
-    yield client
-    await client.close()
+    async with triton_client(triton) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -143,9 +143,8 @@ def batching_triton(make_triton):
 
 @pytest.fixture
 async def batching_client(batching_triton):
-    client = aioclient.InferenceServerClient(batching_triton.grpc_url)
-    yield client
-    await client.close()
+    async with triton_client(batching_triton) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
