@@ -54,9 +54,7 @@ def cache_hits(metrics_url: str) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = results.parser(__doc__)
-    parser.add_argument("--model", default="small")
-    parser.add_argument("--engine", default="onnx")
+    parser = results.parser(__doc__, model="small", engine="onnx")
     parser.add_argument("--repeat-docs", type=int, default=200, help="documents of the repeated request")
     parser.add_argument("--corpus", type=int, default=2000)
     parser.add_argument("--queries", type=int, default=50)

@@ -112,7 +112,7 @@ def run(scenario: str, model_dir: Path, logs: Path, callers: int, warmup: int, a
 
 def main(argv: list[str] | None = None) -> int:
     parser = results.parser(__doc__)
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    results.add_names(parser, "--scenarios", SCENARIOS, "faults")
     parser.add_argument("--callers", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=40, help="successful calls before the fault")
     parser.add_argument("--after", type=float, default=45.0,
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     result = {"model": "tiny", "callers": args.callers, "after_s": args.after,
               "stop_s": args.stop_s, "logs": str(logs), "scenarios": {}}
-    for scenario in args.scenarios.split(","):
+    for scenario in args.scenarios:
         found = run(scenario, model_dir, logs, args.callers, args.warmup, args.after, args.stop_s)
         result["scenarios"][scenario] = found
         print(f"{scenario:15s} {found}", flush=True)

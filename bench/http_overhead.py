@@ -70,9 +70,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = results.parser(__doc__)
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--engine", default="onnx")
+    parser = results.parser(__doc__, model="tiny", engine="onnx")
     parser.add_argument("--count", type=int, default=300, help="calls per API")
     parser.add_argument("--documents", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--document-chars", type=int, default=14000)
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--gateways", default=",".join(GATEWAYS), help=f"comma-separated: {', '.join(GATEWAYS)}")
+    results.add_names(parser, "--gateways", list(GATEWAYS), "gateway configurations")
     args = parser.parse_args(argv)
     model_dir = prepare("tiny")
     documents = worst_case_documents(args.documents, args.document_chars)
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"model": "tiny", "request_mb": round(size_mb, 1), "documents": len(documents),
                     "document_chars": args.document_chars, "clients": args.clients, "seconds": args.seconds,
                     "tokenization": [tokenization(model_dir, documents, n) for n in (512, 8192)], "gateways": {}}
-    for name in args.gateways.split(","):
+    for name in args.gateways:
         gateway_settings, instances = GATEWAYS[name]
         with edited_triton(model_dir, single_threaded_instances(instances)) as triton:
             settings = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir),

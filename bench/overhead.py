@@ -69,9 +69,7 @@ def _all_reported(url: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = results.parser(__doc__)
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--engine", default="torch", help="the service's and the recipe's engine (torch: what make run serves)")
+    parser = results.parser(__doc__, model="tiny", engine="torch")  # torch: what make run serves
     parser.add_argument("--count", type=int, default=300, help="calls per path")
     parser.add_argument("--docs", type=int, default=10)
     parser.add_argument("--tracing", action="store_true", help="also a traced service (OpenTelemetry on, every call sampled)")

@@ -78,9 +78,7 @@ def summarize(collapsed: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = results.parser(__doc__)
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--engine", default="torch")
+    parser = results.parser(__doc__, model="tiny", engine="torch")
     parser.add_argument("--docs", type=int, default=10, help="documents per request (1: the smallest request)")
     parser.add_argument("--callers", type=int, default=1, help="concurrent callers, each on its own channel")
     parser.add_argument("--triton-model", choices=("model", "null"), default="model",

@@ -92,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--busy-tokens", type=int, default=512)
     parser.add_argument("--lag-ms", type=float, default=20.0)
     parser.add_argument("--tries", type=int, default=20)
-    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated: {', '.join(CONFIGS)}")
+    results.add_names(parser, "--configs", list(CONFIGS), "Triton configurations")
     args = parser.parse_args(argv)
     model_dir = prepare("tiny")
     result: dict = {"model": "tiny", "busy_rows": args.busy_rows, "busy_tokens": args.busy_tokens,
                     "lag_ms": args.lag_ms, "configs": {}}
-    for name in args.configs.split(","):
+    for name in args.configs:
         with edited_triton(model_dir, {f"dynamic_batching.{path}": value for path, value in CONFIGS[name].items()}) as triton:
             result["configs"][name] = tries(triton.grpc_url, args.busy_rows, args.busy_tokens, args.lag_ms / 1000, args.tries)
         print(name, result["configs"][name]["wait_after_free_ms"], flush=True)

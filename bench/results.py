@@ -28,11 +28,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from bench.markdown import table
 
-__all__ = ["EXPERIMENTS", "PROJECT_ROOT", "RESULTS", "Experiment", "Result", "command_line", "envelope", "finish", "git_commit", "machine_info", "newest", "parser", "read",
+__all__ = ["EXPERIMENTS", "PROJECT_ROOT", "RESULTS", "Experiment", "Result", "add_names", "command_line", "envelope", "finish", "git_commit", "machine_info", "newest", "parser", "read",
            "reproduce_table", "when", "write"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -156,13 +156,30 @@ def envelope(kind: str, command: str, data: dict, machine: dict | None = None) -
     return {"kind": kind, "command": command, "commit": git_commit(), "machine": machine or machine_info(), "data": data}
 
 
-def parser(doc: str | None) -> argparse.ArgumentParser:
+def parser(doc: str | None, model: str | None = None, engine: str | None = None) -> argparse.ArgumentParser:
     """An experiment's command line: ``doc`` (its module's docstring) as the help, and the options every experiment
-    takes: ``--no-write`` (print only) and ``--out-dir``."""
+    takes: ``--no-write`` (print only) and ``--out-dir``; given their defaults, ``--model`` (the offline model or
+    model directory it serves) and ``--engine`` (the Triton model's engine, torch or onnx)."""
     made = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     made.add_argument("--no-write", action="store_true", help="print only, write no result (tests)")
     made.add_argument("--out-dir", type=Path, default=None, help="where the result goes (default bench/results)")
+    if model is not None:
+        made.add_argument("--model", default=model, help=f"offline model (tiny, small, large) or model directory (default {model})")
+    if engine is not None:
+        made.add_argument("--engine", default=engine, choices=("torch", "onnx"), help=f"the model's engine (default {engine})")
     return made
+
+
+def add_names(parser: argparse.ArgumentParser, flag: str, names: Sequence[str], what: str) -> None:
+    """An option choosing some of ``names`` (``what`` they are), comma-separated, all by default; parsed to a list,
+    an unknown name refused with the known ones."""
+    def chosen(text: str) -> list[str]:
+        picked = [name for name in text.split(",") if name]
+        if unknown := [name for name in picked if name not in names]:
+            raise argparse.ArgumentTypeError(f"unknown {what} {unknown}; known: {', '.join(names)}")
+        return picked
+
+    parser.add_argument(flag, type=chosen, default=list(names), help=f"{what}, comma-separated: {', '.join(names)} (default all)")
 
 
 def finish(kind: str, module: str, argv: list[str] | None, args: argparse.Namespace, data: dict,
