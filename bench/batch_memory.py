@@ -1,4 +1,5 @@
-"""Memory of one micro-batch at the token budget: ``python -m bench.batch_memory`` (tiny and small: about
+"""Memory of one mifrom bench import results
+cro-batch at the token budget: ``python -m bench.batch_memory`` (tiny and small: about
 30 minutes on 2 cores; each ``large`` pass takes about 5 minutes there, so choose its shapes: ``--large-shapes``).
 
 1. Per model (``--models``, default tiny, small, large: offline random-weight models of the real shapes,
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from bench import results
 
 CPU_BUDGET, GPU_BUDGET = 8192, 16384
 # Micro-batches at each budget, rows x length; "p": the last row shorter, so the attention mask is not all ones
@@ -294,7 +296,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = results.parser(__doc__)
     parser.add_argument("--models", default="tiny,small,large", help="offline models to measure in-process")
     parser.add_argument("--shapes", default=f"{CPU_SHAPES},{GPU_SHAPES}", help="RxL (rows x length), RxLp: its last row shorter")
     parser.add_argument("--large-shapes", default=None, help="shapes for the large model (default: --shapes)")
@@ -304,16 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--documents", type=int, default=8, help="documents cut to the model's length, via the gateway")
     parser.add_argument("--padded-rows", type=int, default=16, help="rows of ~4,096 tokens sent straight to Triton")
     parser.add_argument("--one", nargs=2, metavar=("MODEL_DIR", "SHAPE"), help=argparse.SUPPRESS)
-    parser.add_argument("--no-write", action="store_true", help="print only (tests)")
     args = parser.parse_args(argv)
     if args.one:
         shape = Shape.parse(args.one[1])
         print(json.dumps(one_pass(args.one[0], shape.rows, shape.length, args.threads, shape.padded)))
         return 0
-    from bench.run import machine_info, write_result
-
-    command = "python -m bench.batch_memory " + shlex.join(sys.argv[1:] if argv is None else argv)
-    result: dict = {"meta": {"command": command.strip(), **machine_info()}, "threads": args.threads,
+    result: dict = {"threads": args.threads,
                     "budgets": {"cpu": CPU_BUDGET, "gpu": GPU_BUDGET}, "models": {}, "triton": {}}
     for model in [m for m in args.models.split(",") if m]:
         spec = args.large_shapes if model == "large" and args.large_shapes else args.shapes
@@ -321,9 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in [m for m in args.triton.split(",") if m]:
         result["triton"][model] = triton_check(model, args.documents, CPU_BUDGET // 2, args.padded_rows)
     result["sizing"] = sizing(result, len(os.sched_getaffinity(0)))
-    print(markdown(result), flush=True)
-    if not args.no_write:
-        write_result("batch-memory", result)
+    results.finish("batch-memory", "bench.batch_memory", argv, args, result, markdown)
     return 0
 
 

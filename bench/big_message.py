@@ -15,10 +15,8 @@ Writes ``bench/results/big-message-<timestamp>.json`` and prints a table.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import sys
 import time
 
 import numpy as np
@@ -34,10 +32,10 @@ from ara_reranker_server.api.large_messages import (
     strings,
 )
 from ara_reranker_server.api.reranker_grpc import job_of
-from ara_reranker_server.models import limits_of
+from ara_reranker_server.core_types import Limits
 from ara_reranker_server.settings import Settings
 from ara_reranker_server.validation import validate
-from bench.run import machine_info, write_result
+from bench import results
 from tools.arabic_text import QUERIES, SENTENCES
 
 
@@ -79,9 +77,8 @@ def sliced(make_coroutine, repeat: int) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = results.parser(__doc__)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--no-write", action="store_true", help="print only (tests)")
     args = parser.parse_args(argv)
 
     settings = Settings()
@@ -94,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     message = reranker_pb2.RerankRequest(query=query, documents=texts, return_documents=True).SerializeToString()
     body = json.dumps({"model": "ara", "query": query, "documents": texts, "return_documents": True},
                       ensure_ascii=False).encode()
-    limits = limits_of(settings)
-    results = [reranker_pb2.RankedDocument(index=i, score=0.5, logit=0.0, document=t) for i, t in enumerate(texts)]
+    limits = Limits.of(settings)
+    ranked = [reranker_pb2.RankedDocument(index=i, score=0.5, logit=0.0, document=t) for i, t in enumerate(texts)]
     answer = {"id": "x", "results": [{"index": i, "relevance_score": 0.5, "document": {"text": t}} for i, t in enumerate(texts)],
               "meta": {"billed_units": {"search_units": 1}}}
 
@@ -116,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         CohereV2Request.model_validate(await loads_object(body))
 
     def grpc_write() -> None:
-        reranker_pb2.RerankResponse(results=results, model_id="ara").SerializeToString()
+        reranker_pb2.RerankResponse(results=ranked, model_id="ara").SerializeToString()
 
     def http_write() -> None:
         dumps(answer).encode()
@@ -124,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = {
         "reranker.v1 request: parse, documents to strings, validate": (grpc_read, grpc_read_sliced),
         "reranker.v1 answer, documents echoed: serialize": (
-            grpc_write, lambda: serialize_proto(reranker_pb2.RerankResponse(model_id="ara"), "results", results, large=True)),
+            grpc_write, lambda: serialize_proto(reranker_pb2.RerankResponse(model_id="ara"), "results", ranked, large=True)),
         "Cohere v2 request: JSON, pydantic validation": (http_read, http_read_sliced),
         "Cohere v2 answer, documents echoed: JSON": (http_write, lambda: json_chunks(answer, dumps)),
     }
@@ -137,12 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         "documents": documents, "document_chars": chars,
         "bytes": {"reranker.v1 (protobuf)": len(message), "Cohere v2 (JSON)": len(body)},
         "slice_bytes": SLICE_BYTES, "event_loop_held": held,
-        "meta": {"command": " ".join(["python -m bench.big_message", *(argv if argv is not None else sys.argv[1:])]),
-                 **machine_info()},
     }
-    print(markdown(result), flush=True)
-    if not args.no_write:
-        write_result("big-message", result)
+    results.finish("big-message", "bench.big_message", argv, args, result, markdown)
     return 0
 
 

@@ -15,7 +15,6 @@ scores mean nothing; tokenization and compute are the real model's.
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import asdict
 
@@ -25,8 +24,9 @@ from ara_reranker_client import RerankerClient
 from ara_reranker_model.store import prepare
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
+from bench import results
 from bench.loadgen import run_level
-from bench.run import machine_info, write_result
+from bench.markdown import table
 from bench.systems import triton_metrics
 from bench.workload import Request
 from tools.arabic_text import QUERIES, mixed_passages
@@ -54,9 +54,7 @@ def cache_hits(metrics_url: str) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="small")
-    parser.add_argument("--engine", default="onnx")
+    parser = results.parser(__doc__, model="small", engine="onnx")
     parser.add_argument("--repeat-docs", type=int, default=200, help="documents of the repeated request")
     parser.add_argument("--corpus", type=int, default=2000)
     parser.add_argument("--queries", type=int, default=50)
@@ -67,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--cache-mb", default="128")
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--no-write", action="store_true", help="print only (tests)")
     args = parser.parse_args(argv)
 
     rng = np.random.default_rng(args.seed)
@@ -104,20 +101,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"hits {row['hit_share']:.1%}  errors {level.errors}", flush=True)
     off, on = result["zipf"]["cache off"], result["zipf"]["cache on"]
     result["zipf_speedup"] = round(on["pairs_per_s"] / off["pairs_per_s"], 3) if off["pairs_per_s"] else None
-    result["meta"] = {"command": "python -m bench.cache " + " ".join(argv or []), **machine_info()}
-    print(markdown(result), flush=True)
-    if not args.no_write:
-        write_result("cache", result)
+    results.finish("cache", "bench.cache", argv, args, result, markdown)
     return 0 if not (off["errors"] or on["errors"]) else 1
 
 
 def markdown(result: dict) -> str:
     r = result["repeated_request"]
     rows = [f"Repeated {r['documents']}-document request: first {r['first_ms']:.0f} ms, repeat {r['repeat_ms']:.0f} ms "
-            f"(ratio {r['ratio']:.3f}).", "",
-            "| Zipf workload | pairs/s | p50 ms | p99 ms | pairs from the cache |", "|---|---:|---:|---:|---:|"]
-    rows += [f"| {label} | {z['pairs_per_s']:.1f} | {z['p50_ms']:.1f} | {z['p99_ms']:.1f} | {z['hit_share']:.1%} |"
-             for label, z in result["zipf"].items()]
+            f"(ratio {r['ratio']:.3f}).", ""]
+    rows += table(["Zipf workload", "pairs/s", "p50 ms", "p99 ms", "pairs from the cache"],
+                  [(label, f"{z['pairs_per_s']:.1f}", f"{z['p50_ms']:.1f}", f"{z['p99_ms']:.1f}", f"{z['hit_share']:.1%}")
+                   for label, z in result["zipf"].items()], "lrrrr")
     return "\n".join(rows)
 
 

@@ -23,12 +23,10 @@ docs/architecture.md.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
 import signal
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -38,68 +36,33 @@ from ara_reranker_model.store import prepare
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer, free_port
 from ara_reranker_server.launcher.triton_supervisor import TritonSupervisor
-from bench.run import machine_info, write_result
+from bench import results
+from bench.loadgen import ClosedLoop, Outcome
+from bench.markdown import table
 from tools.arabic_text import QUERIES, SENTENCES
 
 SCENARIOS = ("stub-kill", "stub-stop", "triton-restart", "triton-stop", "gateway-kill", "triton-kill")
 DOCUMENTS = SENTENCES[:8]
 
 
-class Load:
-    """``callers`` threads calling until stopped; every call's outcome and end time recorded."""
+def status(outcome: Outcome) -> str:
+    """A call's status: OK, the gRPC code the client raised, or any other error's type (no call goes unaccounted)."""
+    if outcome.ok:
+        return "OK"
+    return outcome.error.code.name if isinstance(outcome.error, RerankerError) else type(outcome.error).__name__
 
-    def __init__(self, target: str, callers: int) -> None:
-        self.target, self.callers = target, callers
-        self.outcomes: list[tuple[float, str]] = []  # (time.monotonic() at the end, status name)
-        self.started = 0  # calls begun; each must end in ``outcomes``
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run) for _ in range(callers)]
 
-    def _run(self) -> None:
-        with RerankerClient(self.target, timeout=10) as client:
-            while not self._stop.is_set():
-                with self._lock:
-                    self.started += 1
-                try:
-                    client.rerank(QUERIES[0], DOCUMENTS)
-                    status = "OK"
-                except RerankerError as exc:
-                    status = exc.code.name
-                except Exception as exc:  # anything else is counted too, under its type: no call goes unaccounted
-                    status = type(exc).__name__
-                with self._lock:
-                    self.outcomes.append((time.monotonic(), status))
-
-    def __enter__(self) -> "Load":
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
-        if any(thread.is_alive() for thread in self._threads) or self.started != len(self.outcomes):
-            raise RuntimeError(f"calls unaccounted for: {self.started} started, {len(self.outcomes)} ended")
-
-    def wait_ok(self, count: int, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while sum(1 for _, s in self.outcomes if s == "OK") < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"fewer than {count} calls succeeded in {timeout_s:.0f}s")
-            time.sleep(0.05)
-
-    def figures(self, fault_at: float) -> dict:
-        statuses = Counter(status for _, status in self.outcomes)
-        after = sorted(self.outcomes)
-        failed_after = [t for t, s in after if s != "OK" and t >= fault_at]
-        recovered = None
-        if failed_after:
-            first_ok = next((t for t, s in after if s == "OK" and t > failed_after[-1]), None)
-            recovered = round(first_ok - fault_at, 2) if first_ok is not None else None
-        return {"sent": len(self.outcomes), "succeeded": statuses.pop("OK", 0), "failed": dict(statuses),
-                "serving_again_s": 0.0 if not failed_after else recovered}
+def figures(outcomes: list[Outcome], fault_at: float) -> dict:
+    """Calls sent, succeeded and failed (by status), and how long after the fault the service answered again."""
+    ended = sorted((o.ended, status(o)) for o in outcomes)
+    statuses = Counter(s for _, s in ended)
+    failed_after = [t for t, s in ended if s != "OK" and t >= fault_at]
+    recovered = None
+    if failed_after:
+        first_ok = next((t for t, s in ended if s == "OK" and t > failed_after[-1]), None)
+        recovered = round(first_ok - fault_at, 2) if first_ok is not None else None
+    return {"sent": len(ended), "succeeded": statuses.pop("OK", 0), "failed": dict(statuses),
+            "serving_again_s": 0.0 if not failed_after else recovered}
 
 
 def triton(model_dir: Path, logs: Path, name: str, **options) -> TritonServer:
@@ -125,9 +88,11 @@ def run(scenario: str, model_dir: Path, logs: Path, callers: int, warmup: int, a
             count = 2 if scenario == "gateway-kill" else 1
             gateways = [stack.enter_context(gateway(servers[0].grpc_url, model_dir, logs, f"gateway-{i}")) for i in range(count)]
         target = gateways[0].target if len(gateways) == 1 else "ipv4:" + ",".join(g.target for g in gateways)
-        with Load(target, callers) as load:
-            load.wait_ok(warmup)
-            fault_at = time.monotonic()
+        calls = ClosedLoop(lambda client, _: client.rerank(QUERIES[0], DOCUMENTS), callers,
+                           session=lambda: RerankerClient(target, timeout=10))
+        with calls:
+            calls.wait_ended(warmup, 60.0, ok_only=True)
+            fault_at = time.perf_counter()
             if scenario == "stub-kill":  # every instance's stub: the model's processes, as an OOM kill may
                 for pid in servers[0].stub_pids():
                     os.kill(pid, signal.SIGKILL)
@@ -145,47 +110,42 @@ def run(scenario: str, model_dir: Path, logs: Path, callers: int, warmup: int, a
             elif scenario == "triton-kill":
                 servers[0].kill()
             time.sleep(after_s)
-        figures = load.figures(fault_at)
-        figures["triton_restarts"] = None if supervisor is None else len(supervisor.restarts)
-        return figures
+        return figures(calls.outcomes, fault_at) | {"triton_restarts": None if supervisor is None else len(supervisor.restarts)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser = results.parser(__doc__)
+    results.add_names(parser, "--scenarios", SCENARIOS, "faults")
     parser.add_argument("--callers", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=40, help="successful calls before the fault")
     parser.add_argument("--after", type=float, default=45.0,
                         help="seconds of load after the fault (enough for a tritonserver restart on a busy CPU)")
     parser.add_argument("--stop-s", type=float, default=5.0, help="how long stub-stop and triton-stop keep the process stopped")
-    parser.add_argument("--out-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")  # the supervisor's
     model_dir = prepare("tiny")
     logs = Path(os.environ.get("TMPDIR", "/tmp")) / f"chaos-{os.getpid()}"
     logs.mkdir(parents=True, exist_ok=True)
-    result = {"machine": machine_info(), "model": "tiny", "callers": args.callers, "after_s": args.after,
+    result = {"model": "tiny", "callers": args.callers, "after_s": args.after,
               "stop_s": args.stop_s, "logs": str(logs), "scenarios": {}}
-    for scenario in args.scenarios.split(","):
-        figures = run(scenario, model_dir, logs, args.callers, args.warmup, args.after, args.stop_s)
-        result["scenarios"][scenario] = figures
-        print(f"{scenario:15s} {figures}", flush=True)
-    print(markdown(result))
-    write_result("chaos", result, *([args.out_dir] if args.out_dir else []))
+    for scenario in args.scenarios:
+        found = run(scenario, model_dir, logs, args.callers, args.warmup, args.after, args.stop_s)
+        result["scenarios"][scenario] = found
+        print(f"{scenario:15s} {found}", flush=True)
+    results.finish("chaos", "bench.chaos", argv, args, result, markdown)
     return 0
 
 
 def markdown(result: dict) -> str:
-    rows = ["| fault | calls | succeeded | failed (by status) | serving again after | tritonserver restarts |",
-            "|---|---:|---:|---|---:|---:|"]
+    rows = []
     for name, f in result["scenarios"].items():
         failed = ", ".join(f"{code} {n}" for code, n in sorted(f["failed"].items())) or "none"
         again = "no failure" if f["serving_again_s"] == 0.0 else (
             "not within the run" if f["serving_again_s"] is None else f"{f['serving_again_s']} s")
         restarts = f.get("triton_restarts")
-        rows.append(f"| {name} | {f['sent']} | {f['succeeded']} | {failed} | {again} | "
-                    f"{'unsupervised' if restarts is None else restarts} |")
-    return "\n".join(rows)
+        rows.append((name, f["sent"], f["succeeded"], failed, again, "unsupervised" if restarts is None else restarts))
+    return "\n".join(table(["fault", "calls", "succeeded", "failed (by status)", "serving again after", "tritonserver restarts"],
+                           rows, "lrrlrr"))
 
 
 if __name__ == "__main__":

@@ -45,12 +45,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-from bench.run import PROJECT_ROOT, git_commit, machine_info, package_versions, write_result
+from bench import prometheus, results
+from bench.repository import edited_copy
+from bench.results import PROJECT_ROOT
+from bench.stats import p50_p99_ms
 from bench.systems import NO_CACHE
 from bench.workload import Workload, make_workload
 
@@ -118,13 +120,8 @@ def tree_cpu_s(pid: int) -> float:
 
 def triton_counters(url: str) -> dict[str, float]:
     """Triton's cumulative per-model counters, summed over models and versions."""
-    out = dict.fromkeys(TRITON_COUNTERS, 0.0)
-    with urllib.request.urlopen(url, timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            name = line.split("{", 1)[0].split(" ", 1)[0]
-            if name in out:
-                out[name] += float(line.rsplit(" ", 1)[1])
-    return out
+    page = prometheus.scrape(url)
+    return {name: page.value(name) for name in TRITON_COUNTERS}
 
 
 class Probe:
@@ -192,7 +189,7 @@ def summarise(records, errors, concurrency: int, before: dict, after: dict) -> d
         "concurrency": concurrency, "window_s": round(window, 2), "requests": len(inside), "pairs": pairs,
         "requests_per_s": round(len(inside) / window, 2), "pairs_per_s": round(pairs / window, 1),
         "little_pairs_per_s": round(little_rps * pairs / max(len(inside), 1), 1),
-        "p50_ms": round(float(np.percentile(latencies, 50)), 2), "p99_ms": round(float(np.percentile(latencies, 99)), 2),
+        **p50_p99_ms(latencies, 2),
         "errors": len(errors), "first_error": errors[0] if errors else None,
         "gateway_cpu_s": round(gateway_cpu, 3), "gateway_core_busy": round(gateway_cpu / window, 3),
         "triton_cpu_busy": round(triton_cpu / window, 3), "driver_cpu_busy": round(driver_cpu / window, 3),
@@ -208,11 +205,21 @@ def summarise(records, errors, concurrency: int, before: dict, after: dict) -> d
     return row
 
 
+async def levels(kind: str, workloads: dict[str, list], call, spec: dict, probe: Probe, shown) -> list[dict]:
+    """``closed_loop`` at each concurrency of ``spec`` on each workload, a row each, printed as it comes."""
+    rows = []
+    for name, requests in workloads.items():
+        for c in spec["concurrency"]:
+            row = {"workload": name, **await closed_loop(call, requests, c, spec["warmup_s"], spec["seconds"], probe)}
+            print(f"  {kind:8s} {name:5s} c={c:<3d} {row['pairs_per_s']:8.1f} pairs/s  {shown(row)}", flush=True)
+            rows.append(row)
+    return rows
+
+
 async def drive_gateway(spec: dict) -> list[dict]:
     from ara_reranker_client import AsyncRerankerClient
 
     probe = Probe(spec["gateway_pid"], spec["triton_pid"], spec["triton_metrics"])
-    rows = []
     # A connection stays with the gateway worker it reached: one channel per caller lets them spread over workers.
     clients = [AsyncRerankerClient(spec["target"], timeout=120) for _ in range(max(spec["concurrency"]))]
     turn = itertools.count()
@@ -221,16 +228,12 @@ async def drive_gateway(spec: dict) -> list[dict]:
             await clients[next(turn) % len(clients)].rerank(request.query, request.documents)
             return len(request.documents)
 
-        for name, path in spec["workloads"].items():
-            requests = Workload.load(Path(path)).requests
-            for c in spec["concurrency"]:
-                row = {"workload": name, **await closed_loop(call, requests, c, spec["warmup_s"], spec["seconds"], probe)}
-                print(f"  gateway  {name:5s} c={c:<3d} {row['pairs_per_s']:8.1f} pairs/s  gateway core {row['gateway_core_busy']:.2f}"
-                      f"  {row.get('pairs_per_gateway_cpu_s', 0):7.1f} pairs/CPU-s", flush=True)
-                rows.append(row)
+        workloads = {name: Workload.load(Path(path)).requests for name, path in spec["workloads"].items()}
+        return await levels("gateway", workloads, call, spec, probe,
+                            lambda row: f"gateway core {row['gateway_core_busy']:.2f}  "
+                                        f"{row.get('pairs_per_gateway_cpu_s', 0):7.1f} pairs/CPU-s")
     finally:
         await asyncio.gather(*(client.close() for client in clients))
-    return rows
 
 
 async def drive_triton(spec: dict) -> list[dict]:
@@ -244,7 +247,6 @@ async def drive_triton(spec: dict) -> list[dict]:
     tokenizer = load_tokenizer(spec["model_dir"], 0, 1)
     probe = Probe(None, spec["triton_pid"], spec["triton_metrics"])
     client = triton_aio.InferenceServerClient(spec["triton_url"])
-    rows = []
 
     def chunks(request) -> list[tuple[np.ndarray, np.ndarray]]:
         ids, _ = tokenizer.encode(request.query, request.documents, True)
@@ -256,13 +258,9 @@ async def drive_triton(spec: dict) -> list[dict]:
         return await infer_chunks(client, spec["triton_model"], prepared)
 
     try:
-        for name, path in spec["workloads"].items():
-            prepared = [chunks(r) for r in Workload.load(Path(path)).requests]
-            for c in spec["concurrency"]:
-                row = {"workload": name, **await closed_loop(call, prepared, c, spec["warmup_s"], spec["seconds"], probe)}
-                print(f"  triton   {name:5s} c={c:<3d} {row['pairs_per_s']:8.1f} pairs/s  Triton CPU {row['triton_cpu_busy']:.2f}"
-                      f"  compute {row['triton_compute_busy']:.2f}", flush=True)
-                rows.append(row)
+        workloads = {name: [chunks(r) for r in Workload.load(Path(path)).requests] for name, path in spec["workloads"].items()}
+        rows = await levels("triton", workloads, call, spec, probe,
+                            lambda row: f"Triton CPU {row['triton_cpu_busy']:.2f}  compute {row['triton_compute_busy']:.2f}")
     finally:
         await client.close()
     tokenizer.close()
@@ -291,15 +289,7 @@ def run_driver(spec: dict, cores: str, tmp: Path) -> list[dict]:
 
 def null_repository(tmp: Path) -> Path:
     """A copy of the project's model repository whose model.py answers zeros (its configurations unchanged)."""
-    import shutil
-
-    from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, MODEL_REPOSITORY
-
-    model = tmp / "null_repository" / MODEL_NAME
-    shutil.copytree(MODEL_REPOSITORY / MODEL_NAME, model, ignore=shutil.ignore_patterns("1", "__pycache__"))
-    (model / "1").mkdir()
-    (model / "1" / "model.py").write_text(NULL_MODEL_PY)
-    return model.parent
+    return edited_copy(tmp / "null", model_py=NULL_MODEL_PY)
 
 
 def pair_tokens(model_dir: Path, workload: Workload) -> dict:
@@ -351,7 +341,7 @@ def pooled(rows: list[dict], workload: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = results.parser(__doc__)
     parser.add_argument("--model", default="tiny", help="model directory: its tokenizer (and weights with --triton-model tiny)")
     parser.add_argument("--triton-model", choices=("null", "tiny"), default="null",
                         help="null: the project's Triton configuration with a model.py that computes nothing; tiny: the real model")
@@ -365,7 +355,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="gateway worker processes (the workers setting); a list (1,2,4) measures each in turn, on the "
                              "first N of --gateway-core's cores, at N times each --concurrency level")
     parser.add_argument("--workloads", default="mixed,small,mixed-100", help="which workloads to measure")
-    parser.add_argument("--out-dir", type=Path, default=None, help="where the result goes (default bench/results)")
     parser.add_argument("--other-cores", default="1", help="Triton, this script and the load generator")
     parser.add_argument("--skip-triton-alone", action="store_true")
     parser.add_argument("--drive", help=argparse.SUPPRESS)  # internal: run a load generator from a spec file
@@ -395,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     workloads = {name: makers[name]() for name in args.workloads.split(",")}
     concurrency = [int(c) for c in args.concurrency.split(",")]
     result: dict = {
-        "machine": machine_info(), "versions": package_versions(), "commit": git_commit(), "model": args.model,
+        "model": args.model,
         "gateway_workers": worker_counts,
         "placement": {"gateway_core": args.gateway_core, "other_cores": args.other_cores,
                       "note": "gateway alone on gateway_core (taskset); Triton, the orchestrator and the load "
@@ -447,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     for workers, by_workload in result.get("scaling", {}).items():
         print(f"{workers} worker(s): " + "; ".join(f"{name} best {s['best_pairs_per_s']} pairs/s, {s['pairs_per_gateway_cpu_s']} "
                                                   f"pairs/CPU-s" for name, s in by_workload.items()))
-    write_result("gateway-capacity", result, *([args.out_dir] if args.out_dir else []))
+    results.finish("gateway-capacity", "bench.gateway_capacity", argv, args, result)
     return 0
 
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shlex
 import shutil
 import sys
 import tempfile
@@ -50,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.run import RESULTS, git_commit, machine_info, package_versions, write_result
+from bench import results
 
 # Peak dense float16 tensor-core rates (TFLOP/s), the vendors' datasheets; first match on the device name.
 PEAK_FP16_TFLOPS = (
@@ -355,13 +354,12 @@ def main(argv: list[str] | None = None) -> int:
         "meta": {"dry_run": args.dry_run, "model": args.model, "device": args.device,
                  "note": "CPU DRY RUN of the GPU script on the tiny model: proves every step runs; its figures are "
                          "not GPU figures" if args.dry_run else "GPU measurement (bench/gpu.py)",
-                 "command": "python -m bench.gpu " + shlex.join(argv if argv is not None else sys.argv[1:]),
-                 "git": git_commit(), "versions": package_versions(), **machine_info()},
+                 },
         "steps": {},
     }
     partial = args.copy_to / "gpu-partial.json" if args.copy_to is not None else None
     _measure(args, result, Step(result, partial))
-    return _finish(result, args.dry_run, args.out_dir, args.copy_to)
+    return _finish(result, results.command_line("bench.gpu", argv), args.dry_run, args.out_dir, args.copy_to)
 
 
 def _defaults(args: argparse.Namespace) -> argparse.Namespace:
@@ -469,10 +467,10 @@ def _systems(env: dict, onnx_cuda: bool, dry: bool) -> dict:
     return systems
 
 
-def _finish(result: dict, dry: bool, out_dir: Path | None, copy_to: Path | None) -> int:
-    path = write_result("gpu-dryrun-cpu" if dry else "gpu", result, out_dir or RESULTS)
+def _finish(result: dict, command: str, dry: bool, out_dir: Path | None, copy_to: Path | None) -> int:
+    path = results.write("gpu-dryrun-cpu" if dry else "gpu", command, result, out_dir)
     summary = path.with_suffix(".md")
-    summary.write_text(markdown_summary(result))
+    summary.write_text(markdown_summary(results.read(path)))
     print("\n" + summary.read_text())
     if copy_to is not None:
         copy_to.mkdir(parents=True, exist_ok=True)
@@ -484,13 +482,14 @@ def _finish(result: dict, dry: bool, out_dir: Path | None, copy_to: Path | None)
     return 0
 
 
-def markdown_summary(result: dict) -> str:
+def markdown_summary(found: results.Result) -> str:
     """What an operator reads first: the proposed config values, throughput and latency, drift."""
+    result = found.data
     meta, steps = result["meta"], result["steps"]
     env = steps.get("environment", {})
     lines = [f"# GPU measurement{' (CPU DRY RUN: not GPU figures)' if meta['dry_run'] else ''}", "",
-             f"{meta['note']}. Model {meta['model']} on {env.get('gpu', meta['device'])}; git {meta['git']}; "
-             f"`{meta['command']}`.", "", "## Proposed config.pbtxt values", ""]
+             f"{meta['note']}. Model {meta['model']} on {env.get('gpu', meta['device'])}; git {found.commit}; "
+             f"`{found.command}`.", "", "## Proposed config.pbtxt values", ""]
     lines += [f"- `{key}`: {value}" for key, value in result.get("proposed", {}).items()]
     for name, value in steps.items():
         if isinstance(value, dict) and "skipped" in value:

@@ -11,7 +11,6 @@ Writes ``bench/results/http-overhead-<timestamp>.json`` (``--out-dir`` to change
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import httpx
@@ -21,7 +20,9 @@ from ara_reranker_client import RerankerClient
 from ara_reranker_model.store import prepare
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
-from bench.run import machine_info, write_result
+from bench import results
+from bench.markdown import table
+from bench.stats import p50_p99_ms
 from bench.systems import NO_CACHE
 from tools.arabic_text import QUERIES, mixed_passages
 
@@ -55,7 +56,7 @@ def measure(model: str, engine: str, count: int, documents: int, seed: int) -> d
                     latencies[name].append((time.perf_counter() - started) * 1000)
     out: dict = {"model": model, "engine": engine, "documents": documents, "count": count, "apis": {}}
     for name, values in latencies.items():
-        out["apis"][name] = {"p50_ms": round(float(np.percentile(values, 50)), 3), "p99_ms": round(float(np.percentile(values, 99)), 3)}
+        out["apis"][name] = p50_p99_ms(values)
     base = out["apis"]["grpc reranker.v1"]["p50_ms"]
     for figures in out["apis"].values():
         figures["p50_minus_grpc_ms"] = round(figures["p50_ms"] - base, 3)
@@ -63,25 +64,19 @@ def measure(model: str, engine: str, count: int, documents: int, seed: int) -> d
 
 
 def markdown(result: dict) -> str:
-    rows = ["| API | p50 ms | p99 ms | p50 − gRPC ms |", "|---|---:|---:|---:|"]
-    rows += [f"| {name} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['p50_minus_grpc_ms']:+.2f} |" for name, f in result["apis"].items()]
-    return "\n".join(rows)
+    return "\n".join(table(["API", "p50 ms", "p99 ms", "p50 − gRPC ms"],
+                           [(name, f"{f['p50_ms']:.2f}", f"{f['p99_ms']:.2f}", f"{f['p50_minus_grpc_ms']:+.2f}")
+                            for name, f in result["apis"].items()], "lrrr"))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--engine", default="onnx")
+    parser = results.parser(__doc__, model="tiny", engine="onnx")
     parser.add_argument("--count", type=int, default=300, help="calls per API")
     parser.add_argument("--documents", type=int, default=10)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--no-write", action="store_true", help="print only (tests)")
     args = parser.parse_args(argv)
     result = measure(args.model, args.engine, args.count, args.documents, args.seed)
-    result["meta"] = {"command": "python -m bench.http_overhead " + " ".join(argv or []), **machine_info()}
-    print(markdown(result), flush=True)
-    if not args.no_write:
-        write_result("http-overhead", result)
+    results.finish("http-overhead", "bench.http_overhead", argv, args, result, markdown)
     return 0
 
 

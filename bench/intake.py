@@ -26,21 +26,22 @@ nothing; tokenization, truncation, batching and compute are the real model's.
 
 from __future__ import annotations
 
-import argparse
-import itertools
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ara_reranker_client import RerankerClient, RerankerError
+from ara_reranker_client import RerankerClient
 from ara_reranker_model.store import prepare
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.models import load_tokenizer
-from bench.run import machine_info, write_result
-from bench.systems import NO_CACHE, edited_triton
+from bench import results
+from bench.loadgen import ClosedLoop
+from bench.markdown import table
+from bench.repository import edited_triton
+from bench.stats import p50_p99_ms
+from bench.systems import NO_CACHE
 from tools.arabic_text import QUERIES, SENTENCES, mixed_passages, passage
 
 
@@ -85,60 +86,43 @@ def tokenization(model_dir: Path, documents: list[str], max_length: int) -> dict
 
 def small_calls(target: str, clients: int, seconds: float) -> list[float]:
     """Latencies (ms) of 10-document requests from ``clients`` callers for ``seconds``, a fresh query each call."""
-    latencies: list[float] = []
-    lock = threading.Lock()
     documents = mixed_passages(np.random.default_rng(1), 10, max_sentences=3)
-    counter = itertools.count()
-
-    def run() -> None:
-        deadline = time.monotonic() + seconds
-        with RerankerClient(target, timeout=120) as client:
-            while time.monotonic() < deadline:
-                query = f"{QUERIES[next(counter) % len(QUERIES)]} {next(counter)}"
-                started = time.perf_counter()
-                client.rerank(query, documents)
-                with lock:
-                    latencies.append((time.perf_counter() - started) * 1000)
-
-    threads = [threading.Thread(target=run) for _ in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    return latencies
+    calls = ClosedLoop(lambda client, n: client.rerank(f"{QUERIES[n % len(QUERIES)]} {n}", documents), clients,
+                       session=lambda: RerankerClient(target, timeout=120), seconds=seconds)
+    calls.start().join(timeout_s=seconds + 150)
+    outcomes = calls.outcomes
+    if failed := [o for o in outcomes if not o.ok]:
+        raise failed[0].error
+    return [(o.ended - o.started) * 1000 for o in outcomes]
 
 
-class WorstCaseCaller(threading.Thread):
+class WorstCaseCaller:
     """Repeats the worst-case request until stopped; counts what completes."""
 
     def __init__(self, target: str, documents: list[str], priority: str) -> None:
-        super().__init__()
-        self.target, self.documents, self.priority = target, documents, priority
-        self.stop = threading.Event()
-        self.completed, self.errors, self.started_at = 0, [], time.monotonic()
-        self.last_done_at = self.started_at
+        self.documents = documents
+        self.calls = ClosedLoop(lambda client, _: client.rerank(SENTENCES[0], documents, top_k=1, priority=priority), 1,
+                                session=lambda: RerankerClient(target, timeout=300, max_message_bytes=64 << 20))
+        self.started_at = time.perf_counter()
 
-    def run(self) -> None:
-        with RerankerClient(self.target, timeout=300, max_message_bytes=64 << 20) as client:
-            while not self.stop.is_set():
-                try:
-                    client.rerank(SENTENCES[0], self.documents, top_k=1, priority=self.priority)
-                    self.completed += 1
-                    self.last_done_at = time.monotonic()
-                except RerankerError as exc:
-                    self.errors.append(exc.code.name)
+    def start(self) -> None:
+        self.started_at = time.perf_counter()
+        self.calls.start()
+
+    def stop(self) -> None:
+        self.calls.stop(timeout_s=330)
 
     def figures(self) -> dict:
         """Requests completed, and pairs per second over the time they took (to the last one's answer)."""
-        seconds = self.last_done_at - self.started_at
-        return {"completed": self.completed, "errors": len(self.errors), "seconds": round(seconds, 1),
-                "pairs_per_s": round(self.completed * len(self.documents) / seconds, 2) if self.completed else 0.0}
+        done = [o.ended for o in self.calls.outcomes if o.ok]
+        seconds = (max(done) if done else time.perf_counter()) - self.started_at
+        return {"completed": len(done), "errors": self.calls.ended() - len(done), "seconds": round(seconds, 1),
+                "pairs_per_s": round(len(done) * len(self.documents) / seconds, 2) if done else 0.0}
 
 
 def summary(latencies: list[float]) -> dict[str, float]:
     values = np.array(latencies)
-    return {"calls": len(values), "p50_ms": round(float(np.percentile(values, 50)), 1),
-            "p99_ms": round(float(np.percentile(values, 99)), 1), "max_ms": round(float(values.max()), 1)}
+    return {"calls": len(values), **p50_p99_ms(values, 1), "max_ms": round(float(values.max()), 1)}
 
 
 def phases(target: str, documents: list[str], clients: int, seconds: float) -> dict:
@@ -148,61 +132,56 @@ def phases(target: str, documents: list[str], clients: int, seconds: float) -> d
         caller = WorstCaseCaller(target, documents, priority)
         caller.start()
         loaded = summary(small_calls(target, clients, seconds))
-        caller.stop.set()
-        caller.join()
+        caller.stop()
         out[f"beside_worst_case_{priority}"] = loaded | {"worst_case_caller": caller.figures()}
     # The worst-case caller alone: what keeping an instance free costs it when nobody else calls.
     caller = WorstCaseCaller(target, documents, "interactive")
     caller.start()
-    deadline = time.monotonic() + 4 * seconds
-    while caller.completed < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    caller.stop.set()
-    caller.join()
+    try:
+        caller.calls.wait_ended(2, 8 * seconds, ok_only=True)
+    finally:
+        caller.stop()
     out["worst_case_alone"] = {"worst_case_caller": caller.figures()}
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = results.parser(__doc__)
     parser.add_argument("--documents", type=int, default=120)
     parser.add_argument("--document-chars", type=int, default=14000)
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--gateways", default=",".join(GATEWAYS), help=f"comma-separated: {', '.join(GATEWAYS)}")
-    parser.add_argument("--no-write", action="store_true")
+    results.add_names(parser, "--gateways", list(GATEWAYS), "gateway configurations")
     args = parser.parse_args(argv)
     model_dir = prepare("tiny")
     documents = worst_case_documents(args.documents, args.document_chars)
     size_mb = sum(len(d.encode()) for d in documents) / 1e6
     print(f"worst-case request: {len(documents)} documents x {args.document_chars} characters ({size_mb:.1f} MB)")
-    result: dict = {"machine": machine_info(), "model": "tiny", "request_mb": round(size_mb, 1), "documents": len(documents),
+    result: dict = {"model": "tiny", "request_mb": round(size_mb, 1), "documents": len(documents),
                     "document_chars": args.document_chars, "clients": args.clients, "seconds": args.seconds,
                     "tokenization": [tokenization(model_dir, documents, n) for n in (512, 8192)], "gateways": {}}
-    for name in args.gateways.split(","):
+    for name in args.gateways:
         gateway_settings, edit = GATEWAYS[name]
-        with edited_triton(model_dir, edit or (lambda config: None)) as triton:
+        with edited_triton(model_dir, *([edit] if edit else [])) as triton:
             settings = {"triton_endpoints": triton.grpc_url, "tokenizer": str(model_dir),
                         "max_message_bytes": str(64 << 20), **NO_CACHE, **gateway_settings}
             with GatewayProcess(settings) as gateway:
                 result["gateways"][name] = phases(gateway.target, documents, args.clients, args.seconds)
-    print(markdown(result))
-    if not args.no_write:
-        write_result("intake", result)
+    results.finish("intake", "bench.intake", argv, args, result, markdown)
     return 0
 
 
 def markdown(result: dict) -> str:
-    rows = ["| gateway | phase | small p50 ms | small p99 ms | small calls | p99 / alone | worst-case requests done | its pairs/s |",
-            "|---|---|---:|---:|---:|---:|---:|---:|"]
+    rows = []
     for name, figures in result["gateways"].items():
         alone = figures["alone"]["p99_ms"]
         for phase, f in figures.items():
             caller = f.get("worst_case_caller", {})
-            small = [f.get("p50_ms", ""), f.get("p99_ms", ""), f.get("calls", ""), f"{f['p99_ms'] / alone:.1f}x" if "p99_ms" in f else ""]
-            rows.append(f"| {name} | {phase.replace('_', ' ')} | {' | '.join(map(str, small))} | "
-                        f"{caller.get('completed', '')} | {caller.get('pairs_per_s', '')} |")
-    return "\n".join(rows)
+            rows.append((name, phase.replace("_", " "), f.get("p50_ms", ""), f.get("p99_ms", ""), f.get("calls", ""),
+                         f"{f['p99_ms'] / alone:.1f}x" if "p99_ms" in f else "", caller.get("completed", ""),
+                         caller.get("pairs_per_s", "")))
+    return "\n".join(table(["gateway", "phase", "small p50 ms", "small p99 ms", "small calls", "p99 / alone",
+                            "worst-case requests done", "its pairs/s"], rows, "llrrrrrr"))
 
 
 if __name__ == "__main__":

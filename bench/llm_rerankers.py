@@ -14,13 +14,10 @@ scores mean nothing.
 
 from __future__ import annotations
 
-import argparse
 import json
-import shlex
-import sys
 
+from bench import results
 from bench.loadgen import run_level
-from bench.run import machine_info, write_result
 from bench.worker import config_parameters
 from bench.workload import make_workload
 
@@ -67,21 +64,17 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = results.parser(__doc__)
     parser.add_argument("--models", default="tiny,qwen3-tiny,small", help="offline models, comma-separated")
     parser.add_argument("--concurrency", default="1,4", help="closed-loop callers per level")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per level")
     parser.add_argument("--docs", type=int, default=10, help="documents per request")
     parser.add_argument("--requests", type=int, default=48, help="distinct requests in the workload")
-    parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     concurrency = [int(c) for c in args.concurrency.split(",")]
-    command = "python -m bench.llm_rerankers " + shlex.join(sys.argv[1:] if argv is None else argv)
-    result = {"meta": {"command": command.strip(), **machine_info()}, "system": "limit-torch (configs/cpu.pbtxt)",
+    result = {"system": "limit-torch (configs/cpu.pbtxt)",
               "models": {m: measure(m, concurrency, args.duration, args.docs, args.requests) for m in args.models.split(",") if m}}
-    print(markdown(result), flush=True)
-    if not args.no_write:
-        write_result("llm-rerankers", result)
+    results.finish("llm-rerankers", "bench.llm_rerankers", argv, args, result, markdown)
     return 0
 
 

@@ -1,5 +1,9 @@
 """Closed-loop load: ``concurrency`` clients, each sending its next request as soon as the last returns.
 
+``ClosedLoop`` is the one load generator of the tests and the benchmarks: caller threads, each with a session of
+its own (a client, a channel), calling until stopped or out of time, every call's outcome recorded and none left
+unaccounted for. ``run_level`` measures one concurrency level with it:
+
 A level runs in three phases: ramp (until every client has had one answer, so the queue is in its steady
 state), a measurement window, then a drain in which clients finish what they have in flight but send
 nothing new. Only calls that complete inside the window count. The window lasts ``duration_s``, or
@@ -16,15 +20,17 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
+from bench.stats import percentile
 from bench.workload import Request
 
-__all__ = ["LevelResult", "run_level", "run_count"]
+__all__ = ["ClosedLoop", "LevelResult", "Outcome", "run_level", "run_count"]
 
 Call = Callable[[str, list[str]], object]
 
@@ -45,55 +51,117 @@ class LevelResult:
     first_error: str | None = None
 
 
-class _Clients:
-    """The client threads of one level and what they recorded."""
+@dataclass(frozen=True)
+class Outcome:
+    """One call of a ClosedLoop: when it started and ended (``time.perf_counter()``), what it returned or raised."""
 
-    def __init__(self, call: Call, requests: Sequence[Request], concurrency: int, start_at: int) -> None:
-        self.call, self.requests, self.concurrency = call, requests, concurrency
-        self.next = itertools.count(start_at)  # shared: clients walk the workload in one order
-        self.records: list[tuple[float, float, int]] = []  # (sent, answered, pairs)
-        self.errors: list[str] = []
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(concurrency)]
+    started: float
+    ended: float
+    value: Any = None
+    error: Exception | None = None
 
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            with self.lock:
-                request = self.requests[next(self.next) % len(self.requests)]
-            sent = time.perf_counter()
-            try:
-                self.call(request.query, request.documents)
-            except Exception as exc:  # counted and reported; a benchmark must not hide failures
-                with self.lock:
-                    self.errors.append(f"{type(exc).__name__}: {exc}")
-                time.sleep(0.05)
-                continue
-            with self.lock:
-                self.records.append((sent, time.perf_counter(), len(request.documents)))
+    @property
+    def ok(self) -> bool:
+        return self.error is None
 
-    def start(self) -> None:
-        for t in self.threads:
-            t.start()
 
-    def done(self) -> int:
-        with self.lock:
-            return len(self.records) + len(self.errors)
+class ClosedLoop:
+    """``callers`` threads, each sending its next call as soon as its last has ended, until ``stop()`` (the end of a
+    ``with`` block) or ``seconds`` after the start. Each thread opens ``session()`` (a client, a channel; default
+    none) and calls ``call(session, n)``, ``n`` numbering the calls of all threads (to walk a workload in one
+    order). Every call's Outcome is kept; a call that raises is an outcome too (after an error a caller pauses
+    ``pause_after_error_s``), and ``stop()`` raises when a call is left unaccounted for."""
 
-    def finish(self, timeout_s: float) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout_s)
+    def __init__(self, call: Callable[[Any, int], Any], callers: int, *, session: Callable[[], AbstractContextManager] | None = None,
+                 seconds: float | None = None, pause_after_error_s: float = 0.0, first: int = 0) -> None:
+        self.call, self.callers, self.seconds, self.pause_after_error_s = call, callers, seconds, pause_after_error_s
+        self.session = session or nullcontext
+        self.started = 0  # calls begun; each ends in ``outcomes``
+        self._numbers = itertools.count(first)
+        self._outcomes: list[Outcome] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._caller, daemon=True) for _ in range(callers)]
+
+    def _caller(self) -> None:
+        deadline = None if self.seconds is None else time.perf_counter() + self.seconds
+        with self.session() as session:
+            while not self._stop.is_set() and (deadline is None or time.perf_counter() < deadline):
+                with self._lock:
+                    number = next(self._numbers)
+                    self.started += 1
+                started = time.perf_counter()
+                try:
+                    value = self.call(session, number)
+                    outcome = Outcome(started, time.perf_counter(), value)
+                except Exception as exc:  # counted and reported: a load must not hide failures
+                    outcome = Outcome(started, time.perf_counter(), error=exc)
+                with self._lock:
+                    self._outcomes.append(outcome)
+                if outcome.error is not None and self.pause_after_error_s:
+                    time.sleep(self.pause_after_error_s)
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        """The outcomes so far, in the order the calls ended."""
+        with self._lock:
+            return list(self._outcomes)
+
+    def ended(self, ok_only: bool = False) -> int:
+        """How many calls have ended (``ok_only``: succeeded)."""
+        with self._lock:
+            return sum(1 for o in self._outcomes if o.ok or not ok_only)
+
+    def wait_ended(self, count: int, timeout_s: float, ok_only: bool = False) -> None:
+        """Until ``count`` calls have ended (``ok_only``: succeeded); TimeoutError, with the errors so far, if not
+        within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while self.ended(ok_only) < count:
+            if time.monotonic() > deadline:
+                errors = sorted({f"{type(o.error).__name__}: {o.error}"[:200] for o in self.outcomes if not o.ok})
+                raise TimeoutError(f"{self.ended(ok_only)} of {count} calls {'succeeded' if ok_only else 'ended'} in "
+                                   f"{timeout_s:.0f} s; errors: {errors[:5]}")
+            if not any(t.is_alive() for t in self._threads):
+                raise RuntimeError(f"the callers ended after {self.ended(ok_only)} of {count} calls")
+            time.sleep(0.01)
+
+    def start(self) -> "ClosedLoop":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def join(self, timeout_s: float = 60.0) -> None:
+        """Wait for the callers to end by themselves (``seconds``), then check every call is accounted for."""
+        for thread in self._threads:
+            thread.join(timeout_s)
+        if any(thread.is_alive() for thread in self._threads) or self.started != len(self._outcomes):
+            raise RuntimeError(f"calls unaccounted for: {self.started} started, {len(self._outcomes)} ended")
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop sending; wait for the calls in flight to end."""
+        self._stop.set()
+        self.join(timeout_s)
+
+    def __enter__(self) -> "ClosedLoop":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
 def run_level(call: Call, requests: Sequence[Request], concurrency: int, duration_s: float, *,
               start_at: int = 0, ramp_timeout_s: float = 180.0, max_window_s: float = 60.0, label: str = "") -> LevelResult:
     """Measure one concurrency level (see the module docstring); shows a progress bar."""
-    clients = _Clients(call, requests, concurrency, start_at)
+    def send(_session, n: int) -> int:
+        request = requests[n % len(requests)]
+        call(request.query, request.documents)
+        return len(request.documents)
+
+    clients = ClosedLoop(send, concurrency, pause_after_error_s=0.05, first=start_at)
     started = time.perf_counter()
     clients.start()
     ramp_deadline = time.monotonic() + ramp_timeout_s
-    while clients.done() < concurrency and time.monotonic() < ramp_deadline:
+    while clients.ended() < concurrency and time.monotonic() < ramp_deadline:
         time.sleep(0.01)
     window_start = time.perf_counter()
     duration_s = min(max(duration_s, 3 * (window_start - started)), max(max_window_s, duration_s))
@@ -102,10 +170,10 @@ def run_level(call: Call, requests: Sequence[Request], concurrency: int, duratio
         while (elapsed := time.perf_counter() - window_start) < duration_s:
             time.sleep(min(0.5, duration_s - elapsed))
             bar.n = min(round(time.perf_counter() - window_start, 1), bar.total)
-            bar.set_postfix_str(f"{clients.done()} calls")
+            bar.set_postfix_str(f"{clients.ended()} calls")
     window_end = time.perf_counter()
-    clients.finish(timeout_s=ramp_timeout_s)
-    return _summarise(clients, concurrency, window_start, window_end)
+    clients.stop(timeout_s=ramp_timeout_s)
+    return _summarise(clients.outcomes, concurrency, window_start, window_end)
 
 
 def run_count(call: Call, requests: Sequence[Request], count: int, *, label: str = "") -> list[float]:
@@ -119,16 +187,17 @@ def run_count(call: Call, requests: Sequence[Request], count: int, *, label: str
     return latencies
 
 
-def _summarise(clients: _Clients, concurrency: int, start: float, end: float) -> LevelResult:
-    inside = [(s, e, n) for s, e, n in clients.records if start <= e <= end]
+def _summarise(outcomes: list[Outcome], concurrency: int, start: float, end: float) -> LevelResult:
+    inside = [o for o in outcomes if o.ok and start <= o.ended <= end]
+    errors = [f"{type(o.error).__name__}: {o.error}" for o in outcomes if not o.ok]
     window = end - start
-    latencies = np.array([(e - s) * 1000.0 for s, e, _ in inside]) if inside else np.array([np.nan])
-    pairs = sum(n for _, _, n in inside)
-    p50, p95, p99 = (float(np.percentile(latencies, q)) for q in (50, 95, 99))
+    latencies = np.array([(o.ended - o.started) * 1000.0 for o in inside]) if inside else np.array([np.nan])
+    pairs = sum(o.value for o in inside)
+    p50, p95, p99 = (percentile(latencies, q) for q in (50, 95, 99))
     requests_per_s = concurrency / (float(latencies.mean()) / 1000.0) if inside else 0.0
     return LevelResult(
         concurrency=concurrency, requests=len(inside), pairs=pairs, window_s=round(window, 3),
         pairs_per_s=requests_per_s * pairs / max(len(inside), 1), requests_per_s=requests_per_s,
         window_pairs_per_s=pairs / window, p50_ms=p50, p95_ms=p95, p99_ms=p99,
-        errors=len(clients.errors), first_error=clients.errors[0] if clients.errors else None,
+        errors=len(errors), first_error=errors[0] if errors else None,
     )

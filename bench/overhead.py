@@ -28,9 +28,7 @@ prints a table. Offline random-weight model.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import sys
 import time
 
 import numpy as np
@@ -39,7 +37,9 @@ from ara_reranker_client.v1 import reranker_pb2
 from ara_reranker_model.inputs import padded_rows
 from ara_reranker_server.launcher.child_process import wait_until
 from ara_reranker_server.launcher.triton_launcher import TRITON_SERVICE_NAME
-from bench.run import machine_info, write_result
+from bench import results
+from bench.markdown import table
+from bench.stats import percentile
 from bench.systems import NO_CACHE, PlainTransformers, ServiceSystem, triton_metrics
 from bench.triton_direct import token_inputs
 from bench.worker import make_system
@@ -69,13 +69,10 @@ def _all_reported(url: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--engine", default="torch", help="the service's and the recipe's engine (torch: what make run serves)")
+    parser = results.parser(__doc__, model="tiny", engine="torch")  # torch: what make run serves
     parser.add_argument("--count", type=int, default=300, help="calls per path")
     parser.add_argument("--docs", type=int, default=10)
     parser.add_argument("--tracing", action="store_true", help="also a traced service (OpenTelemetry on, every call sampled)")
-    parser.add_argument("--no-write", action="store_true", help="print only (tests)")
     args = parser.parse_args(argv)
 
     import tritonclient.grpc as tg
@@ -159,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
                 pass
             spans = receiver.snapshot()
 
-    p50 = {name: float(np.percentile(v, 50)) for name, v in latencies.items()}
+    p50 = {name: percentile(v, 50) for name, v in latencies.items()}
     calls = after["requests"] - before["requests"]  # Triton requests: the gateway's and the direct ones
     per = {k: (after[k] - before[k]) / calls for k in _TRITON if k != "requests"}
     gateway_total = np.mean([t.total_ns for t in timings]) / 1e6
@@ -168,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "model": args.model, "engine": args.engine, "docs": args.docs, "count": args.count,
         "p50_ms": {k: round(v, 3) for k, v in p50.items()},
-        "p99_ms": {k: round(float(np.percentile(v, 99)), 3) for k, v in latencies.items()},
+        "p99_ms": {k: percentile(v, 99, 3) for k, v in latencies.items()},
         "overhead_p50_ms": {  # the gateway over scoring in-process, for the 10-document requests and for one document
             f"{args.docs} documents over transformers": round(p50["gateway"] - p50["transformers"], 3),
             "1 short document over transformers": round(p50["gateway, 1 short document"] - p50["transformers, 1 short document"], 3),
@@ -199,7 +196,6 @@ def main(argv: list[str] | None = None) -> int:
             "forward passes in it": round(per["forward_s"] * 1000, 3),
             "compute output": round(per["compute_output_us"] / 1000, 3),
         },
-        "meta": {"command": " ".join(["python -m bench.overhead", *(argv if argv is not None else sys.argv[1:])]), **machine_info()},
     }
     if args.tracing:
         result["tracing"] = {  # the traced service against the untraced one, same calls interleaved
@@ -212,19 +208,15 @@ def main(argv: list[str] | None = None) -> int:
                                "triton": sum(s.service == TRITON_SERVICE_NAME for s in spans)},
             "triton_requests_traced": sum(s.name == "InferRequest" for s in spans),
         }
-    print(markdown(result), flush=True)
-    if not args.no_write:  # traced runs apart: docs/benchmarks.md's overhead figures stay those of the plain run
-        write_result("tracing-overhead" if args.tracing else "overhead", result)
+    # traced runs apart: docs/benchmarks.md's overhead figures stay those of the plain run
+    results.finish("tracing-overhead" if args.tracing else "overhead", "bench.overhead", argv, args, result, markdown)
     return 0
 
 
 def markdown(result: dict) -> str:
     p50, p99 = result["p50_ms"], result["p99_ms"]
-    rows = ["| path | p50 ms | p99 ms |", "|---|---:|---:|"]
-    rows += [f"| {name} | {p50[name]:.2f} | {p99[name]:.2f} |" for name in p50]
-    rows += ["", "| overhead (p50 − p50) | ms |", "|---|---:|"]
-    rows += [f"| {k} | {v:.2f} |" for k, v in result["overhead_p50_ms"].items()]
-    rows += [""]
+    rows = table(["path", "p50 ms", "p99 ms"], [(name, f"{p50[name]:.2f}", f"{p99[name]:.2f}") for name in p50], "lrr")
+    rows += ["", *_ms_table("overhead (p50 − p50)", result["overhead_p50_ms"]), ""]
     if "tracing" in result:
         tracing = result["tracing"]
         costs = ", ".join(f"{what} {ms:+.2f} ms" for what, ms in tracing["overhead_p50_ms"].items())
@@ -233,15 +225,14 @@ def markdown(result: dict) -> str:
                  f"{tracing['spans_received']['gateway']:,} from the gateway, {tracing['spans_received']['triton']:,} "
                  f"from Triton (its trace of {tracing['triton_requests_traced']:,} requests).", ""]
     if "floor_p50_ms" in result:
-        rows += ["| the floor: fixed cost per request (p50) | ms |", "|---|---:|"]
-        rows += [f"| {k} | {v:.2f} |" for k, v in result["floor_p50_ms"].items()]
-        rows += [""]
-    rows += [
-             "| the gateway call, taken apart (means) | ms |", "|---|---:|"]
-    rows += [f"| {k} | {v:.2f} |" for k, v in result["gateway_call_mean_ms"].items()]
-    rows += ["", "| Triton, per request (means) | ms |", "|---|---:|"]
-    rows += [f"| {k} | {v:.2f} |" for k, v in result["triton_per_request_mean_ms"].items()]
+        rows += [*_ms_table("the floor: fixed cost per request (p50)", result["floor_p50_ms"]), ""]
+    rows += _ms_table("the gateway call, taken apart (means)", result["gateway_call_mean_ms"])
+    rows += ["", *_ms_table("Triton, per request (means)", result["triton_per_request_mean_ms"])]
     return "\n".join(rows)
+
+
+def _ms_table(title: str, figures: dict[str, float]) -> list[str]:
+    return table([title, "ms"], [(k, f"{v:.2f}") for k, v in figures.items()], "lr")
 
 
 if __name__ == "__main__":

@@ -30,9 +30,7 @@ Writes ``bench/results/precision-<timestamp>.json`` and prints a markdown table.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -236,16 +234,15 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from ara_reranker_model.store import prepare
-    from bench.run import RESULTS, git_commit, machine_info, package_versions, write_result
+    from bench import results
     from bench.worker import config_parameters
     from client.evaluation import SAMPLE_DATA, load_dataset
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = results.parser(__doc__)
     parser.add_argument("--model", default=None, help="offline model or directory (default: small on CPU, large on GPU)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--options", default=None, help=f"engine:dtype,... (default CPU {CPU_OPTIONS}; GPU {GPU_OPTIONS})")
     parser.add_argument("--data", type=Path, default=SAMPLE_DATA, help="labelled query/document/label rows")
-    parser.add_argument("--out-dir", type=Path, default=None, help="where the result goes (default bench/results)")
     args = parser.parse_args(argv)
     on_gpu = args.device.startswith("cuda")
     model = args.model or ("large" if on_gpu else "small")
@@ -260,12 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         "meta": {"model": model, "model_dir": str(model_dir), "device": args.device, "data": str(args.data),
                  "model_note": "offline: random weights (rankings mean nothing as quality; agreement with float32 is "
                                "numerical drift)" if (model_dir / "OFFLINE_RANDOM_WEIGHTS.txt").exists() else "real weights",
-                 "command": "python -m bench.precision " + shlex.join(argv if argv is not None else sys.argv[1:]),
-                 "git": git_commit(), "versions": package_versions(), **machine_info(), **_gpu(args.device)},
+                 },
         **measure(model_dir, args.device, options, groups, parameters),
     }
-    print(markdown(result))
-    write_result("precision", result, args.out_dir or RESULTS)
+    results.finish("precision", "bench.precision", argv, args, result, markdown,
+                   machine=results.machine_info() | _gpu(args.device))
     return 0
 
 

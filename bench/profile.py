@@ -30,8 +30,9 @@ import threading
 import time
 from pathlib import Path
 
+from bench import results
 from bench.gateway_capacity import null_repository, tree_cpu_s
-from bench.run import git_commit, machine_info, prepare_model, write_result
+from bench.run import prepare_model
 from bench.systems import NO_CACHE, ServiceSystem
 from bench.workload import make_workload
 
@@ -77,9 +78,7 @@ def summarize(collapsed: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny")
-    parser.add_argument("--engine", default="torch")
+    parser = results.parser(__doc__, model="tiny", engine="torch")
     parser.add_argument("--docs", type=int, default=10, help="documents per request (1: the smallest request)")
     parser.add_argument("--callers", type=int, default=1, help="concurrent callers, each on its own channel")
     parser.add_argument("--triton-model", choices=("model", "null"), default="model",
@@ -88,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="how long each process is sampled")
     parser.add_argument("--rate", type=int, default=250, help="samples per second")
     parser.add_argument("--stacks", type=Path, help="also write the raw collapsed stacks here, one file per process")
-    parser.add_argument("--no-write", action="store_true", help="print only (tests)")
     args = parser.parse_args(argv)
 
     from transformers import AutoTokenizer
@@ -126,12 +124,8 @@ def main(argv: list[str] | None = None) -> int:
         "requests": requests_sampled, "requests_per_s": round(requests_sampled / elapsed, 1),
         "gateway_cpu_ms_per_request": round(1000 * gateway_cpu / max(requests_sampled, 1), 3),
         "processes": {name: summarize(text) for name, text in stacks.items()},
-        "meta": {"command": " ".join(["python -m bench.profile", *(argv if argv is not None else sys.argv[1:])]), "git": git_commit(),
-                 **machine_info()},
     }
-    print(markdown(result), flush=True)
-    if not args.no_write:
-        write_result("profile", result)
+    results.finish("profile", "bench.profile", argv, args, result, markdown)
     if args.stacks:
         args.stacks.mkdir(parents=True, exist_ok=True)
         for name, text in stacks.items():

@@ -16,10 +16,8 @@ Writes ``bench/results/queued-wait-<timestamp>.json`` and prints a table.
 
 from __future__ import annotations
 
-import argparse
 import threading
 import time
-from typing import Any, Callable
 
 import numpy as np
 import tritonclient.grpc as triton_grpc
@@ -27,8 +25,10 @@ import tritonclient.grpc as triton_grpc
 from ara_reranker_model.inputs import padded_rows
 from ara_reranker_model.store import prepare
 from ara_reranker_server.launcher.triton_launcher import MODEL_NAME
-from bench.run import machine_info, write_result
-from bench.systems import edited_triton
+from bench import results
+from bench.markdown import table
+from bench.repository import edited_triton
+from bench.stats import percentile
 from bench.triton_direct import token_inputs
 
 # name -> fields set in the CPU config's dynamic_batching block (dotted paths for nested messages)
@@ -37,19 +37,6 @@ CONFIGS: dict[str, dict[str, int]] = {
     "priority-levels": {"priority_levels": 2, "default_priority_level": 1},
     "bounded-queue": {"default_queue_policy.max_queue_size": 512},
 }
-
-
-def batcher_fields(fields: dict[str, int]) -> Callable[[Any], None]:
-    """An edit of the CPU config setting ``fields`` of its dynamic_batching."""
-    def edit(config) -> None:
-        for path, value in fields.items():
-            *parents, leaf = path.split(".")
-            message = config.dynamic_batching
-            for parent in parents:
-                message = getattr(message, parent)
-            setattr(message, leaf, value)
-
-    return edit
 
 
 def pbtxt(fields: dict[str, int]) -> str:
@@ -93,44 +80,41 @@ def tries(url: str, busy_rows: int, busy_tokens: int, lag_s: float, count: int) 
             runner.join()
             busy_s.append(ends["busy"] - t)
             waits.append(ends["small"] - ends["busy"] - small_s)
-    ms = lambda values, q: round(float(np.percentile(values, q)) * 1000, 1)  # noqa: E731
+    ms = lambda values, q: percentile([v * 1000 for v in values], q, 1)  # noqa: E731
     return {"busy_ms_p50": ms(busy_s, 50), "small_alone_ms_p50": ms(alone, 50), "tries": count,
             "wait_after_free_ms": {"p50": ms(waits, 50), "p90": ms(waits, 90), "max": ms(waits, 100)},
             "waits_ms": [round(w * 1000, 1) for w in waits]}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = results.parser(__doc__)
     parser.add_argument("--busy-rows", type=int, default=8)
     parser.add_argument("--busy-tokens", type=int, default=512)
     parser.add_argument("--lag-ms", type=float, default=20.0)
     parser.add_argument("--tries", type=int, default=20)
-    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated: {', '.join(CONFIGS)}")
-    parser.add_argument("--no-write", action="store_true")
+    results.add_names(parser, "--configs", list(CONFIGS), "Triton configurations")
     args = parser.parse_args(argv)
     model_dir = prepare("tiny")
-    result: dict = {"machine": machine_info(), "model": "tiny", "busy_rows": args.busy_rows, "busy_tokens": args.busy_tokens,
+    result: dict = {"model": "tiny", "busy_rows": args.busy_rows, "busy_tokens": args.busy_tokens,
                     "lag_ms": args.lag_ms, "configs": {}}
-    for name in args.configs.split(","):
-        with edited_triton(model_dir, batcher_fields(CONFIGS[name])) as triton:
+    for name in args.configs:
+        with edited_triton(model_dir, {f"dynamic_batching.{path}": value for path, value in CONFIGS[name].items()}) as triton:
             result["configs"][name] = tries(triton.grpc_url, args.busy_rows, args.busy_tokens, args.lag_ms / 1000, args.tries)
         print(name, result["configs"][name]["wait_after_free_ms"], flush=True)
-    print(markdown(result))
-    if not args.no_write:
-        write_result("queued-wait", result)
+    results.finish("queued-wait", "bench.queued_wait", argv, args, result, markdown)
     return 0
 
 
 def markdown(result: dict) -> str:
-    rows = ["| Triton config | busy request ms | tries | queued request waited > 100 ms after the instance freed | "
-            "its wait after the instance freed: p90 ms | max ms |", "|---|---:|---:|---:|---:|---:|"]
+    rows = []
     for name, f in result["configs"].items():
         w = f["wait_after_free_ms"]
         addition = pbtxt(CONFIGS.get(name, {}))
         label = f"{name} (`{addition}`)" if addition else f"{name} (configs/cpu.pbtxt)"
         stalled = sum(1 for x in f["waits_ms"] if x > 100)
-        rows.append(f"| {label} | {f['busy_ms_p50']} | {f['tries']} | {stalled} | {max(w['p90'], 0.0)} | {max(w['max'], 0.0)} |")
-    return "\n".join(rows)
+        rows.append((label, f["busy_ms_p50"], f["tries"], stalled, max(w["p90"], 0.0), max(w["max"], 0.0)))
+    return "\n".join(table(["Triton config", "busy request ms", "tries", "queued request waited > 100 ms after the instance freed",
+                            "its wait after the instance freed: p90 ms", "max ms"], rows, "lrrrrr"))
 
 
 if __name__ == "__main__":

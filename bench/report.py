@@ -1,4 +1,7 @@
-"""Turn one benchmark run (its JSON) into a markdown table, a PNG plot and the targets' verdicts."""
+"""Turn one benchmark run into a markdown table, a PNG plot and the targets' verdicts.
+
+``targets`` and ``results_table`` take the run's figures (a result's ``data``); ``markdown`` and ``plot`` the
+whole result (bench/results.py), since they also say which machine and command measured it."""
 
 from __future__ import annotations
 
@@ -58,17 +61,18 @@ def targets(run: dict) -> dict:
     return out
 
 
-def markdown(run: dict) -> str:
+def markdown(result: dict) -> str:
     """The results table (one row per system and concurrency) with the run's context and verdicts."""
+    run, machine = result["data"], result["machine"]
     meta, work = run["meta"], run["workload"]
     tokens = work["document_tokens"]
     lines = [
         f"Model `{meta['model']}` ({meta['model_note']}), max length {meta['max_length']}; "
-        f"machine: {meta['cpu']}, {meta['cores']} cores, {meta['memory_gib']} GiB; {meta['timestamp']}.",
+        f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB; {meta['timestamp']}.",
         f"Workload: {work['requests']} Arabic queries x {work['docs_per_request']} documents of {tokens['min']}-{tokens['max']} "
         f"tokens (median {tokens['p50']:.0f}, mean {tokens['mean']:.0f}), seed {work['seed']}; closed loop, "
         f"measured over a window of {meta['duration_s']:.0f} s (or three ramps, up to 60 s) per level after a ramp. "
-        f"Command: `{meta['command']}`.",
+        f"Command: `{result['command']}`.",
         "",
         results_table(run),
     ]
@@ -114,8 +118,9 @@ def _batch(level: dict) -> str:
     return f"{level['triton_batch_rows']:.1f} / {level['triton_batch_requests']:.1f}"
 
 
-def plot(run: dict, path: Path) -> None:
+def plot(result: dict, path: Path) -> None:
     """Throughput and p99 latency against client concurrency, one line per system."""
+    run, machine = result["data"], result["machine"]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,8 +147,7 @@ def plot(run: dict, path: Path) -> None:
     left.set_ylim(bottom=0)
     right.set_yscale("log")
     left.legend(fontsize=8)
-    meta = run["meta"]
-    fig.suptitle(f"{meta['model']} model, {meta['cpu']} ({meta['cores']} cores)", fontsize=10)
+    fig.suptitle(f"{run['meta']['model']} model, {machine['cpu']} ({machine['cores']} cores)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

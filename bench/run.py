@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
 import shutil
 import subprocess
 import sys
@@ -28,61 +25,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-from bench import report
+from bench import report, results
 from bench.infinity import DEFAULT_BATCH_SIZE as INFINITY_BATCH_SIZE
+from bench.results import PROJECT_ROOT, RESULTS
+from bench.stats import p50_p99_ms
 from bench.worker import SYSTEMS
 from bench.workload import SHAPES, make_workload
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-RESULTS = PROJECT_ROOT / "bench" / "results"
 DEFAULT_SYSTEMS = ("limit-torch", "limit-onnx", "sentence-transformers", "infinity-torch", "infinity-optimum", "service-onnx")
 OVERHEAD_DOCS = 10  # the overhead target is stated for one request of 10 documents
 SMOKE_SYSTEMS = ("limit-onnx", "sentence-transformers", "service-onnx")
-
-
-def write_result(prefix: str, result: dict, directory: Path = RESULTS) -> Path:
-    """Write one measurement's figures to ``<directory>/<prefix>-<timestamp>.json`` (``bench/results/`` by
-    default) and say where."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(result, indent=2))
-    print(f"wrote {path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path}")
-    return path
-
-
-def machine_info() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines():
-            if line.startswith("Model name:"):
-                cpu = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import psutil
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "gpu": "none"}
-
-
-def package_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in ("torch", "transformers", "onnxruntime", "tokenizers", "sentence-transformers", "nvidia-pytriton", "grpcio"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def git_commit() -> str:
-    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                           capture_output=True, text=True).stdout.strip()
-    return result.stdout.strip() + ("+changes" if dirty else "")
 
 
 def prepare_model(model: str, needs_onnx: bool) -> Path:
@@ -143,8 +95,7 @@ def _overhead(args, tmp: Path, options: dict, run: dict) -> dict:
         if not latencies:
             out[f"{key}_error"] = result.get("error", "no latencies")
             continue
-        out[f"{key}_p50_ms"] = round(float(np.percentile(latencies, 50)), 3)
-        out[f"{key}_p99_ms"] = round(float(np.percentile(latencies, 99)), 3)
+        out |= p50_p99_ms(latencies, prefix=f"{key}_")
     if "in_process_p50_ms" in out and "service_p50_ms" in out:
         out["p50_overhead_ms"] = round(out["service_p50_ms"] - out["in_process_p50_ms"], 3)
     return out
@@ -208,12 +159,11 @@ def main(argv: list[str] | None = None) -> int:
     workload = make_workload(tokenizer, seed=args.seed, requests=args.requests, docs_per_request=args.docs, **shape)
     side = args.side_run or args.workload != "mixed"
     stamp = f"workload-{args.workload}-{time.strftime('%Y%m%d-%H%M%S')}" if side else time.strftime("%Y%m%d-%H%M%S")
-    command = "make bench-smoke" if args.smoke and not argv else "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = results.command_line("bench.run", argv)
     run = {
         "meta": {"timestamp": stamp, "model": args.model, "model_dir": str(model_dir), "max_length": int(tokenizer.model_max_length),
                  "model_note": "offline: real XLM-R tokenizer and shapes, random weights" if (model_dir / "OFFLINE_RANDOM_WEIGHTS.txt").exists() else "real weights",
-                 "concurrency": [int(c) for c in args.concurrency.split(",")], "duration_s": args.duration,
-                 "command": command, "git": git_commit(), "versions": package_versions(), **machine_info()},
+                 "concurrency": [int(c) for c in args.concurrency.split(",")], "duration_s": args.duration},
         "workload": workload.summary() | {"name": args.workload, "side_run": side},
         "systems": [],
     }
@@ -231,19 +181,20 @@ def main(argv: list[str] | None = None) -> int:
         if args.overhead_count:
             run["overhead"] = _overhead(args, tmp, options, run)
     run["targets"] = report.targets(run)
-    paths = _write(run, out_dir, stamp)
-    print("\n" + report.markdown(run), flush=True)
+    result = results.envelope("workload-" + args.workload if side else "run", command, run)
+    paths = _write(result, out_dir, stamp)
+    print("\n" + report.markdown(result), flush=True)
     print("wrote " + ", ".join(str(p) for p in paths), flush=True)
     return 0 if all("error" not in s for s in run["systems"]) else 1
 
 
-def _write(run: dict, out_dir: Path, stamp: str) -> list[Path]:
+def _write(result: dict, out_dir: Path, stamp: str) -> list[Path]:
     """``<stamp>.json/.md/.png``; the main (mixed) workload's also as ``latest.*``."""
     json_path, md_path, png_path = (out_dir / f"{stamp}.{ext}" for ext in ("json", "md", "png"))
-    json_path.write_text(json.dumps(run, indent=1) + "\n")
-    md_path.write_text(report.markdown(run))
-    report.plot(run, png_path)
-    if not run["workload"].get("side_run"):
+    json_path.write_text(json.dumps(result, indent=1) + "\n")
+    md_path.write_text(report.markdown(result))
+    report.plot(result, png_path)
+    if result["kind"] == "run":
         for path in (json_path, md_path, png_path):
             shutil.copyfile(path, out_dir / f"latest{path.suffix}")
     return [json_path, md_path, png_path]

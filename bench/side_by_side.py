@@ -10,16 +10,14 @@ Writes ``bench/results/side-by-side-<timestamp>.json``. Random-weight offline mo
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
 from ara_reranker_client import RerankerClient
 from ara_reranker_model.store import prepare
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
+from bench import results
 from bench.loadgen import run_level
-from bench.run import machine_info, write_result
 from bench.systems import NO_CACHE
 from bench.workload import make_workload
 
@@ -40,7 +38,7 @@ def measure(models: dict, concurrency: int, duration_s: float, workload) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = results.parser(__doc__)
     parser.add_argument("--model", default="small")
     parser.add_argument("--beside", default="bert-l6")
     parser.add_argument("--concurrency", type=int, default=4)
@@ -58,12 +56,12 @@ def main(argv: list[str] | None = None) -> int:
             print(runs[-1], flush=True)
     alone = [r["pairs_per_s"] for r in runs if len(r["models"]) == 1]
     beside = [r["pairs_per_s"] for r in runs if len(r["models"]) == 2]
-    result = {"machine": machine_info(), "model": args.model, "beside_idle": args.beside, "concurrency": args.concurrency,
+    result = {"model": args.model, "beside_idle": args.beside, "concurrency": args.concurrency,
               "runs": runs, "alone_mean": round(float(np.mean(alone)), 2), "beside_mean": round(float(np.mean(beside)), 2),
               "ratio": round(float(np.mean(beside) / np.mean(alone)), 3)}
     print(f"{args.model} alone {result['alone_mean']} pairs/s, beside an idle {args.beside} {result['beside_mean']} "
           f"pairs/s: ratio {result['ratio']} (runs alone {alone}, beside {beside})")
-    write_result("side-by-side", result)
+    results.finish("side-by-side", "bench.side_by_side", argv, args, result)
     return 0
 
 

@@ -1,7 +1,7 @@
 """The figures the docs quote, as markdown, computed from the committed results in ``bench/results/``.
 
-Each benchmark writes its results there (``bench/run.py``: ``<timestamp>.json`` and ``latest.json``; the
-others ``<kind>-<timestamp>.json``). The docs never copy a figure by hand: ``make docs`` writes these
+Each benchmark writes its results there in one format (bench/results.py: ``<kind>-<timestamp>.json``; the
+main benchmark ``<timestamp>.json`` and ``latest.json``). The docs never copy a figure by hand: ``make docs`` writes these
 sections into docs/benchmarks.md and docs/deployment.md, and tests/test_docs.py fails when the docs
 differ from what the results say. Rerun a benchmark, commit its result, run ``make docs``.
 
@@ -12,42 +12,24 @@ differ from what the results say. Rerun a benchmark, commit its result, run ``ma
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 from typing import Callable
 
-from bench import report
+from bench import report, results
+from bench.markdown import table
 
-__all__ = ["RESULTS", "SECTIONS", "latest"]
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def latest(kind: str | None = None) -> Path:
-    """The newest result of ``kind`` (``intake``, ``side-by-side``, ...), by the timestamp in its name;
-    ``None``: the main benchmark's ``latest.json``."""
-    if kind is None:
-        return RESULTS / "latest.json"
-    found = sorted(RESULTS.glob(f"{kind}-*.json"))
-    if not found:
-        raise FileNotFoundError(f"no {kind}-*.json in {RESULTS}")
-    return found[-1]
+__all__ = ["SECTIONS"]
 
 
 def _load(kind: str | None = None) -> tuple[dict, str]:
-    path = latest(kind)
-    return json.loads(path.read_text()), path.relative_to(RESULTS.parent.parent).as_posix()
+    """The figures of the newest result of ``kind`` (None: the main benchmark's) and its file, as the docs cite it."""
+    result = results.newest(kind)
+    return result.data, result.file
 
 
 def _range(values, fmt: str = "{:,.0f}", unit: str = "") -> str:
     low, high = fmt.format(min(values)), fmt.format(max(values))
     return f"{low}{unit}" if low == high else f"{low}-{high}{unit}"
-
-
-def _when(stamp: str) -> str:
-    """``20261129-025800`` -> ``2026-11-29 02:58``."""
-    return f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:8]} {stamp[9:11]}:{stamp[11:13]}"
 
 
 def _levels(run: dict, system: str) -> dict[int, dict]:
@@ -56,14 +38,15 @@ def _levels(run: dict, system: str) -> dict[int, dict]:
 
 def run_context() -> str:
     """When and where the main benchmark ran, with what, and how long it took."""
-    run, _ = _load()
+    result = results.newest()
+    run, machine = result.data, result.machine
     meta, work = run["meta"], run["workload"]
-    versions = meta["versions"]
+    versions = machine["versions"]
     minutes = sum(s.get("wall_s", 0) for s in run["systems"]) / 60
     tokens = work["document_tokens"]
     return (
-        f"`{meta['command']}`, run {_when(meta['timestamp'])} (commit {meta['git']}) on {meta['cpu']}, "
-        f"{meta['cores']} cores, {meta['memory_gib']} GiB, GPU: {meta['gpu']}; torch {versions['torch']}, "
+        f"`{result.command}`, run {results.when(meta['timestamp'])} (commit {result.commit}) on {machine['cpu']}, "
+        f"{machine['cores']} cores, {machine['memory_gib']} GiB, GPU: {machine['gpu']}; torch {versions['torch']}, "
         f"onnxruntime {versions['onnxruntime']}, transformers {versions['transformers']}, nvidia-pytriton "
         f"{versions['nvidia-pytriton']}. Model `{meta['model']}` ({meta['model_note']}), max length {meta['max_length']}. "
         f"Workload: {work['requests']} requests of {work['docs_per_request']} documents of {tokens['min']}-{tokens['max']} "
@@ -160,12 +143,13 @@ def big_message() -> str:
 
 def windows() -> str:
     """TRUNCATION_END against TRUNCATION_SPLIT on long pages."""
-    result, path = _load("windows")
+    found = results.newest("windows")
+    result, path, machine = found.data, found.file, found.machine
     pages = result["page_chars"]
     rows = [
         f"`python -m bench.windows`: {result['documents_per_request']} Arabic pages of {pages['min']:,}-{pages['max']:,} "
         f"characters per request, {result['clients']} callers, `{result['model']}` model scoring at `--max-input-length "
-        f"{result['max_input_length']}`, default windows ({result['machine']['cpu']}, {result['machine']['cores']} cores; "
+        f"{result['max_input_length']}`, default windows ({machine['cpu']}, {machine['cores']} cores; "
         f"`{path}`):",
         "",
         "| truncation | documents/s | windows/s | tokens/s | windows per document | p50 | p99 |",
@@ -182,14 +166,14 @@ def llm_rerankers() -> str:
     """LLM rerankers beside cross-encoders: the in-process limit's pairs/s and latency per model (bench/llm_rerankers.py)."""
     from bench.llm_rerankers import markdown
 
-    result, path = _load("llm-rerankers")
-    meta = result["meta"]
+    found = results.newest("llm-rerankers")
+    result, path, machine = found.data, found.file, found.machine
     first = next(iter(result["models"].values()))["workload"]
     tokens = first["document_tokens"]
     return "\n".join([
-        f"`{meta['command']}`: {result['system']}, {first['docs_per_request']} documents per request "
+        f"`{found.command}`: {result['system']}, {first['docs_per_request']} documents per request "
         f"({tokens['min']}-{tokens['max']} tokens, median {tokens['p50']:.0f}, in `{next(iter(result['models']))}`'s "
-        f"tokenizer), closed-loop callers ({meta['cpu']}, {meta['cores']} cores; `{path}`):",
+        f"tokenizer), closed-loop callers ({machine['cpu']}, {machine['cores']} cores; `{path}`):",
         "",
         markdown(result),
     ])
@@ -309,9 +293,10 @@ def http_overhead() -> str:
     """What the HTTP APIs cost over gRPC for the same request."""
     result, path = _load("http-overhead")
     rows = [f"`python -m bench.http_overhead`: one {result['documents']}-document request at a time, `{result['model']}` "
-            f"model on {result['engine']}, {result['count']} calls per API interleaved (`{path}`):", "",
-            "| API | p50 ms | p99 ms | p50 − gRPC |", "|---|---:|---:|---:|"]
-    rows += [f"| {name} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['p50_minus_grpc_ms']:+.2f} ms |" for name, f in result["apis"].items()]
+            f"model on {result['engine']}, {result['count']} calls per API interleaved (`{path}`):", ""]
+    rows += table(["API", "p50 ms", "p99 ms", "p50 − gRPC"],
+                  [(name, f"{f['p50_ms']:.2f}", f"{f['p99_ms']:.2f}", f"{f['p50_minus_grpc_ms']:+.2f} ms")
+                   for name, f in result["apis"].items()], "lrrr")
     return "\n".join(rows)
 
 
@@ -323,10 +308,10 @@ def cache() -> str:
             f"{r['documents']}-document request took {r['repeat_ms']:,.0f} ms against {r['first_ms']:,.0f} ms the first time "
             f"(**{r['ratio']:.3f}x**). A workload with repetition ({work['queries']} queries and {work['corpus']:,} passages, "
             f"both Zipf-distributed with exponent {work['zipf_exponent']}, {work['docs_per_request']} passages per request, "
-            f"{work['clients']} callers, {work['seconds']:.0f} s each):", "",
-            "| | pairs/s | p50 ms | p99 ms | pairs from the cache |", "|---|---:|---:|---:|---:|"]
-    rows += [f"| {label} | {z['pairs_per_s']:.1f} | {z['p50_ms']:.0f} | {z['p99_ms']:.0f} | {z['hit_share']:.0%} |"
-             for label, z in result["zipf"].items()]
+            f"{work['clients']} callers, {work['seconds']:.0f} s each):", ""]
+    rows += table(["", "pairs/s", "p50 ms", "p99 ms", "pairs from the cache"],
+                  [(label, f"{z['pairs_per_s']:.1f}", f"{z['p50_ms']:.0f}", f"{z['p99_ms']:.0f}", f"{z['hit_share']:.0%}")
+                   for label, z in result["zipf"].items()], "lrrrr")
     return "\n".join(rows)
 
 
@@ -359,17 +344,18 @@ def overhead() -> str:
     """Where a small request's time goes."""
     from bench import overhead as measure
 
-    result, path = _load("overhead")
-    command = result.get("meta", {}).get("command", "python -m bench.overhead").strip()
-    return f"`{command}` (`{result['model']}` model, {result['engine']}, {result['docs']} documents, " \
+    found = results.newest("overhead")
+    result, path = found.data, found.file
+    return f"`{found.command}` (`{result['model']}` model, {result['engine']}, {result['docs']} documents, " \
            f"{result['count']} calls per path interleaved; `{path}`):\n\n" + measure.markdown(result)
 
 
 def tracing() -> str:
     """What OpenTelemetry tracing costs a call: the traced service against the untraced one, calls interleaved."""
-    result, path = _load("tracing-overhead")
+    found = results.newest("tracing-overhead")
+    result, path = found.data, found.file
     p50, p99, spans = result["p50_ms"], result["p99_ms"], result["tracing"]
-    rows = [f"`{result['meta']['command'].strip()}` (`{result['model']}` model, {result['engine']}, {result['count']} calls "
+    rows = [f"`{found.command}` (`{result['model']}` model, {result['engine']}, {result['count']} calls "
             f"per path interleaved; `{path}`):", "",
             "| call | untraced p50 / p99 ms | traced p50 / p99 ms | tracing costs (p50) |", "|---|---:|---:|---:|"]
     for label, name in ((f"{result['docs']} documents", "gateway"), ("1 short document", "gateway, 1 short document")):
@@ -440,7 +426,13 @@ def headline() -> str:
     return "\n".join(lines)
 
 
+def reproduce() -> str:
+    """The Reproduce table: every experiment (bench/results.py's EXPERIMENTS), what it writes, its newest result."""
+    return results.reproduce_table()
+
+
 SECTIONS: dict[str, Callable[[], str]] = {
+    "reproduce": reproduce,
     "run-context": run_context,
     "run": run_table,
     "targets": targets,

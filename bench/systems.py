@@ -22,15 +22,9 @@ from __future__ import annotations
 import json
 import os
 import queue
-import re
-import shutil
-import tempfile
 import threading
-import urllib.request
 from concurrent.futures import Future
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -39,6 +33,7 @@ from ara_reranker_model.limits import max_input_length
 from ara_reranker_model.scoring import Batching, CrossEncoderScorer, RequestRows, scatter
 from ara_reranker_server.ranking import sigmoid
 from client.evaluation.recipes import Qwen3RerankerRecipe
+from bench import prometheus
 
 # Benchmarks measure the model, not the score cache: their workloads repeat requests, which the cache would
 # answer without the model (bench/cache.py measures the cache itself).
@@ -327,31 +322,8 @@ _METRICS = {
 }
 
 
-@contextmanager
-def edited_triton(model_dir: Path, edit: Callable[[Any], None]) -> Iterator[Any]:
-    """A tritonserver serving ``model_dir`` from a temporary copy of the model repository whose CPU config
-    ``edit`` has changed (the ModelConfig message, changed in place)."""
-    from ara_reranker_server import triton_config
-    from ara_reranker_server.launcher.triton_launcher import MODEL_REPOSITORY, TritonOptions, TritonServer
-
-    with tempfile.TemporaryDirectory() as tmp:
-        repository = Path(tmp) / "repository"
-        shutil.copytree(MODEL_REPOSITORY, repository)
-        path = repository / "ara_reranker/configs/cpu.pbtxt"
-        config = triton_config.load(path)
-        edit(config)
-        path.write_text(triton_config.dump(config))
-        with TritonServer(TritonOptions(model_dir=model_dir, model_repository=repository)) as triton:
-            yield triton
-
-
 def triton_metrics(url: str, names: dict[str, str] | None = None) -> dict[str, float]:
     """Sum of each metric of ``names`` (key -> metric name; default: Triton's counters of interest) over its
     label sets, read from a Prometheus endpoint (Triton's, or the gateway's)."""
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    values = {}
-    for key, name in (names or _METRICS).items():
-        pattern = re.compile(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.eE+-]+)$", re.M)
-        values[key] = sum(float(v) for v in pattern.findall(text))
-    return values
+    page = prometheus.scrape(url, timeout_s=10)
+    return {key: page.value(name) for key, name in (names or _METRICS).items()}

@@ -13,8 +13,6 @@ scores mean nothing, tokenization and compute are the real model's.
 
 from __future__ import annotations
 
-import argparse
-import threading
 import time
 
 import grpc
@@ -24,7 +22,9 @@ from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
 from ara_reranker_model.store import prepare
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
-from bench.run import machine_info, write_result
+from bench import results
+from bench.loadgen import ClosedLoop
+from bench.stats import p50_p99_ms
 from bench.systems import NO_CACHE
 from tools.arabic_text import QUERIES, passage
 
@@ -42,44 +42,30 @@ def pages(rng: np.random.Generator, count: int) -> list[str]:
 
 def load(target: str, mode: int, requests: list[list[str]], clients: int, seconds: float) -> dict:
     """``clients`` callers sending the requests round robin for ``seconds``: throughput and latency."""
-    latencies, documents, windows, tokens = [], [0], [0], [0]
-    lock = threading.Lock()
+    def call(channel: grpc.Channel, n: int):
+        request = reranker_pb2.RerankRequest(query=QUERIES[n % len(QUERIES)], documents=requests[n % len(requests)],
+                                             truncation=mode, top_k=10)
+        return reranker_pb2_grpc.RerankerStub(channel).Rerank(request, timeout=300).usage
 
-    def run(first: int) -> None:
-        channel = grpc.insecure_channel(target, [("grpc.max_send_message_length", 64 << 20)])
-        stub = reranker_pb2_grpc.RerankerStub(channel)
-        deadline, i = time.monotonic() + seconds, first
-        while time.monotonic() < deadline:
-            request = reranker_pb2.RerankRequest(query=QUERIES[i % len(QUERIES)], documents=requests[i % len(requests)],
-                                                 truncation=mode, top_k=10)
-            started = time.perf_counter()
-            usage = stub.Rerank(request, timeout=300).usage
-            with lock:
-                latencies.append((time.perf_counter() - started) * 1000)
-                documents[0] += usage.documents
-                windows[0] += usage.windows
-                tokens[0] += usage.input_tokens
-            i += clients
-        channel.close()
-
+    calls = ClosedLoop(call, clients, seconds=seconds,
+                       session=lambda: grpc.insecure_channel(target, [("grpc.max_send_message_length", 64 << 20)]))
     started = time.perf_counter()
-    threads = [threading.Thread(target=run, args=(c,)) for c in range(clients)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    calls.start().join(timeout_s=seconds + 330)
     elapsed = time.perf_counter() - started
-    values = np.array(latencies)
+    outcomes = calls.outcomes
+    if failed := [o for o in outcomes if not o.ok]:
+        raise failed[0].error
+    documents, windows, tokens = (sum(getattr(o.value, field) for o in outcomes) for field in ("documents", "windows", "input_tokens"))
     return {
-        "requests": len(values), "pairs_per_s": round(documents[0] / elapsed, 1),
-        "windows_per_s": round(windows[0] / elapsed, 1), "tokens_per_s": round(tokens[0] / elapsed),
-        "windows_per_document": round(windows[0] / max(documents[0], 1), 2),
-        "p50_ms": round(float(np.percentile(values, 50)), 1), "p99_ms": round(float(np.percentile(values, 99)), 1),
+        "requests": len(outcomes), "pairs_per_s": round(documents / elapsed, 1),
+        "windows_per_s": round(windows / elapsed, 1), "tokens_per_s": round(tokens / elapsed),
+        "windows_per_document": round(windows / max(documents, 1), 2),
+        **p50_p99_ms([(o.ended - o.started) * 1000 for o in outcomes], 1),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = results.parser(__doc__)
     parser.add_argument("--model", default="tiny", help="offline model to serve (tiny, small, ...)")
     parser.add_argument("--max-input-length", type=int, default=512)
     parser.add_argument("--documents", type=int, default=20, help="pages per request")
@@ -91,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     requests = [pages(rng, args.documents) for _ in range(args.distinct)]
     chars = [len(d) for r in requests for d in r]
-    result: dict = {"machine": machine_info(), "model": args.model, "max_input_length": args.max_input_length,
+    result: dict = {"model": args.model, "max_input_length": args.max_input_length,
                     "documents_per_request": args.documents, "clients": args.clients,
                     "page_chars": {"min": min(chars), "mean": round(float(np.mean(chars))), "max": max(chars)}, "modes": {}}
     with TritonServer(TritonOptions(model_dir=model_dir)) as triton:
@@ -102,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, mode in MODES.items():
                 result["modes"][name] = load(gateway.target, mode, requests, args.clients, args.seconds)
                 print(f"{name:>5}: {result['modes'][name]}", flush=True)
-    write_result("windows", result)
+    results.finish("windows", "bench.windows", argv, args, result)
     return 0
 
 

@@ -162,6 +162,7 @@ SECTIONS: dict[tuple[str, str], Callable[[], str]] = {
     ("benchmarks.md", "other"): _bench("other"),
     ("benchmarks.md", "windows"): _bench("windows"),
     ("benchmarks.md", "llm-rerankers"): _bench("llm-rerankers"),
+    ("benchmarks.md", "reproduce"): _bench("reproduce"),
     ("benchmarks.md", "workloads"): _bench("workloads"),
     ("benchmarks.md", "overhead"): _bench("overhead"),
     ("benchmarks.md", "tracing"): _bench("tracing"),

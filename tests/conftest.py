@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable, Iterator, TypeVar
 
 import numpy as np
 import pytest
@@ -12,12 +13,15 @@ import pytest
 from ara_reranker_model.store import prepare
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
+from bench.repository import edited_copy
 from tests.reference import InProcessReference
 
 # Test gateways run without the score cache unless a test turns it on (tests/test_score_cache.py): many
 # tests send a request again on purpose (after killing Triton, to count Triton's executions, ...), and a
 # cache answering the repeat would hide what they check. Flags override this (flags > env > default).
 os.environ["RERANKER_SCORE_CACHE_MB"] = "0"
+
+Process = TypeVar("Process", GatewayProcess, TritonServer)
 
 
 @pytest.fixture(scope="session")
@@ -47,23 +51,47 @@ def gateway(triton: TritonServer, tiny_model_dir: Path, tmp_path_factory) -> Gat
         yield process
 
 
+def _started_until_the_end(build: Callable[..., Process]) -> Iterator[Callable[..., Process]]:
+    """Yields a factory that builds a process (``build(*args, **kwargs)``), starts it and waits until it serves
+    (``start=False``: returns it unstarted), then stops every one it made, last first."""
+    made: list[Process] = []
+
+    def make(*args, start: bool = True, **kwargs) -> Process:
+        process = build(*args, **kwargs)
+        made.append(process)
+        if start:
+            process.start()
+        return process
+
+    yield make
+    for process in reversed(made):
+        process.stop()
+
+
 @pytest.fixture(scope="module")
 def make_gateway(triton: TritonServer, tiny_model_dir: Path, tmp_path_factory):
     """A factory of gateway processes in front of the session Triton serving the tiny model, for a module's own
     settings: ``make_gateway(api_keys=KEY, max_input_length=512)`` starts one (settings as the gateway's flags take
     them, over these defaults), waits until it serves, and every one it started is stopped when the module ends."""
-    started: list[GatewayProcess] = []
-
-    def make(**settings: object) -> GatewayProcess:
+    def build(**settings: object) -> GatewayProcess:
         args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir)} | {k: str(v) for k, v in settings.items()}
-        process = GatewayProcess(args, log_path=tmp_path_factory.mktemp("gateway") / "gateway.log")
-        started.append(process)
-        process.start()
-        return process
+        return GatewayProcess(args, log_path=tmp_path_factory.mktemp("gateway") / "gateway.log")
 
-    yield make
-    for process in reversed(started):
-        process.stop()
+    yield from _started_until_the_end(build)
+
+
+@pytest.fixture(scope="module")
+def make_triton(tiny_model_dir: Path, tmp_path_factory):
+    """A factory of tritonservers serving the tiny model from an edited copy of the model repository, for a module
+    whose test changes Triton: ``make_triton(max_queue_size=2)`` (arguments as ``bench.repository.edited_copy`` takes
+    them) starts one and waits until it serves; ``start=False`` returns it unstarted, for a test that starts, kills or
+    restarts it itself. Every one it made is stopped when the module ends."""
+    def build(*edits, **fields) -> TritonServer:
+        tmp = tmp_path_factory.mktemp("triton")
+        return TritonServer(TritonOptions(model_dir=tiny_model_dir, model_repository=edited_copy(tmp, *edits, **fields),
+                                          log_path=tmp / "tritonserver.log"))
+
+    yield from _started_until_the_end(build)
 
 
 @pytest.fixture(scope="session")

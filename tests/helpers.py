@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
-import re
-import shutil
 import time
-import urllib.request
 from collections import Counter
-from pathlib import Path
-from typing import Awaitable, Callable, Mapping, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Mapping, TypeVar
 
 import grpc
 import numpy as np
+import tritonclient.grpc.aio as aioclient
 
 from ara_reranker_client import RerankerError
 from ara_reranker_model.inputs import padded_rows
 from ara_reranker_server.launcher.child_process import wait_until
-from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, MODEL_REPOSITORY
+from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, TritonServer
+from bench import prometheus
 
 T = TypeVar("T")
 PAD_ID = 1  # XLM-R <pad>; padding ids are never read by the model, only the mask decides
@@ -60,23 +59,13 @@ async def wait_for_async(observe: Callable[[], T | Awaitable[T]], holds: Callabl
 
 def metric_sum(url: str, name: str, **labels: str) -> float:
     """The sum of a /metrics page's samples called ``name`` whose labels include ``labels``."""
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    wanted = [f'{key}="{value}"' for key, value in labels.items()]
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name + ("{" if labels else "")) and all(w in line for w in wanted))
+    return prometheus.scrape(url).value(name, **labels)
 
 
 def triton_samples(metrics_url: str, model: str = MODEL_NAME) -> dict[str, float]:
     """One scrape of Triton's metrics port: the samples labelled with ``model``, by name, summed over their other
     labels (histogram buckets left out)."""
-    with urllib.request.urlopen(metrics_url, timeout=5) as response:
-        text = response.read().decode()
-    samples: dict[str, float] = {}
-    for name, labels, value in re.findall(r"^([A-Za-z_:][\w:]*)\{([^}]*)\} (\S+)$", text, re.MULTILINE):
-        if f'model="{model}"' in labels and not name.endswith("_bucket"):
-            samples[name] = samples.get(name, 0.0) + float(value)
-    return samples
+    return prometheus.scrape(metrics_url).totals(model=model)
 
 
 def no_report_half_sent(samples: Mapping[str, float]) -> bool:
@@ -113,6 +102,16 @@ def padded(rows: list[list[int]], width: int | None = None) -> tuple[np.ndarray,
     return padded_rows(rows, PAD_ID, width)
 
 
+@contextlib.asynccontextmanager
+async def triton_client(server: TritonServer) -> AsyncIterator[aioclient.InferenceServerClient]:
+    """tritonclient's asyncio gRPC client of ``server``, closed on the way out."""
+    client = aioclient.InferenceServerClient(server.grpc_url)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
 def code_of(call) -> grpc.StatusCode:
     """The gRPC status a client call ends with (OK when it returns)."""
     try:
@@ -146,31 +145,6 @@ def rerank_until_served(client, query: str, documents: list[str], within_s: floa
 
 
 # Dynamic-batcher settings the shipped configs leave out (docs/api.md "Priorities"), as a test adds them.
-_BATCHER_ADDITIONS = {
-    "max_queue_size": "default_queue_policy {{ max_queue_size: {} }}",
-    "priority_levels": "priority_levels: {}",
-    "default_priority_level": "default_priority_level: {}",
-}
-
-
-def repository_copy(target: Path, **settings: int) -> Path:
-    """A copy of the model repository whose CPU config sets e.g. max_batch_size or max_queue_delay_microseconds to
-    the given values, or adds a dynamic-batcher setting the config leaves out (max_queue_size, priority_levels,
-    default_priority_level)."""
-    repository = target / "repository"
-    shutil.copytree(MODEL_REPOSITORY, repository)
-    config = repository / "ara_reranker/configs/cpu.pbtxt"
-    text = config.read_text()
-    for key, value in settings.items():
-        text, count = re.subn(rf"\b{key}: \d+", f"{key}: {value}", text)
-        if count == 0 and key in _BATCHER_ADDITIONS:
-            line = "  " + _BATCHER_ADDITIONS[key].format(value) + "\n"
-            text, count = re.subn(r"dynamic_batching \{\n", lambda m, line=line: m.group(0) + line, text)
-        assert count == 1, key
-    config.write_text(text)
-    return repository
-
-
 # Scores of the same pair from two calls may differ by float noise: Triton batches the calls' chunks
 # differently (other padding widths, other kernels), ~1e-7 on scores, ~1e-6 on logits.
 SAME_SCORE = 1e-5

@@ -7,13 +7,13 @@ each holds every system that ran, with figures for every concurrency level and n
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from bench import results
 from bench.run import SMOKE_SYSTEMS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,10 @@ def test_smoke_writes_json_table_and_plot(smoke):
 
 
 def test_every_system_that_ran_is_in_every_output(smoke):
-    run = json.loads((smoke / "latest.json").read_text())
+    found = results.read(smoke / "latest.json")
+    assert found.kind == "run" and found.command == "python -m bench.run --smoke --out-dir " + str(smoke)
+    assert found.commit and found.machine["cores"] > 0
+    run = found.data
     table = (smoke / "latest.md").read_text()
     names = [s["system"] for s in run["systems"]]
     assert names == list(SMOKE_SYSTEMS)
@@ -54,7 +57,7 @@ def test_every_system_that_ran_is_in_every_output(smoke):
 
 
 def test_service_reports_padding_and_triton_batches(smoke):
-    run = json.loads((smoke / "latest.json").read_text())
+    run = results.read(smoke / "latest.json").data
     service = next(s for s in run["systems"] if s["system"].startswith("service-"))
     for level in service["levels"]:
         assert 0 < level["padding_ratio"] <= 1
@@ -134,9 +137,12 @@ def _run_module(module: str, args: list[str], timeout_s: int = 300) -> subproces
     return result
 
 
-def _only_result(directory: Path, prefix: str) -> dict:
-    (path,) = directory.glob(f"{prefix}-*.json")
-    return json.loads(path.read_text())
+def _only_result(directory: Path, kind: str) -> dict:
+    """The figures of the one result of ``kind`` in ``directory``, checked to carry the format's envelope."""
+    (path,) = directory.glob(f"{kind}-*.json")
+    found = results.read(path)
+    assert found.kind == kind and found.command.startswith("python -m bench.") and found.commit and found.machine["cores"] > 0
+    return found.data
 
 
 def test_precision_bench_reports_drift_in_ranking_terms(tmp_path, tiny_model_dir):

@@ -22,6 +22,7 @@ import ara_reranker_model.engines as engines
 import ara_reranker_model.onnx_export as onnx_export
 from ara_reranker_model.files import graph_path, onnx_path
 from ara_reranker_model.onnx_export import OnnxExportError, export_onnx
+from ara_reranker_server import triton_config
 from ara_reranker_server.launcher.triton_launcher import (
     MODEL_NAME,
     TritonOptions,
@@ -29,7 +30,8 @@ from ara_reranker_server.launcher.triton_launcher import (
     TritonStartError,
 )
 from ara_reranker_server.triton_scorer import ModelInfo
-from tests.helpers import padded, repository_copy
+from bench.repository import edited_copy
+from tests.helpers import padded
 from tools.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages, passage
 
 ATOL = 1e-4  # the parity bound every engine is held to (float32 on CPU)
@@ -253,11 +255,8 @@ def test_derived_graphs_record_their_drift_and_are_kept_while_current(onnx_model
 
 def test_triton_serves_the_int8_graph_when_its_config_says_dtype_int8(onnx_model_dir: Path, tmp_path: Path, drift_lists, torch_engine):
     # The dtype is chosen the way engine and dtype always were: the model config's parameters.
-    repository = repository_copy(tmp_path)
-    config = repository / MODEL_NAME / "configs/cpu.pbtxt"
-    auto, int8 = ('{ key: "dtype", value: { string_value: "%s" } }' % dtype for dtype in ("auto", "int8"))
-    assert config.read_text().count(auto) == 1
-    config.write_text(config.read_text().replace(auto, int8))
+    assert triton_config.load(triton_config.CONFIGS["cpu"]).parameters["dtype"].string_value == "auto"
+    repository = edited_copy(tmp_path, {"parameters.dtype": "int8"})
     export_onnx(onnx_model_dir, dtype="int8")
     int8_engine = engines.load_engine("onnx", onnx_model_dir, dtype="int8", num_threads=1)
     options = TritonOptions(model_dir=onnx_model_dir, engine="onnx", model_repository=repository, log_path=tmp_path / "tritonserver.log")

@@ -20,7 +20,9 @@ from ara_reranker_client import RerankerClient, RerankerError
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer, free_port
-from tests.helpers import code_of, metric_sum, repository_copy, wait_for
+from bench.loadgen import ClosedLoop, Outcome
+from bench.repository import edited_copy
+from tests.helpers import code_of, metric_sum, wait_for
 from tools.arabic_text import QUERIES, long_passage, mixed_passages
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -45,56 +47,54 @@ def assert_same_scores(got, expected) -> None:
 
 
 class Load:
-    """Bounded background load: ``threads`` clients sending requests until stopped (or ``max_s``)."""
+    """Bounded background load (the benchmarks' ClosedLoop): ``threads`` clients sending requests until stopped (or
+    ``max_s``), and a kill timed to hit calls in flight."""
 
     def __init__(self, target: str, documents: list[str], threads: int = 4, max_s: float = 60.0) -> None:
-        self.target, self.documents, self.threads, self.max_s = target, documents, threads, max_s
-        self.codes: list[grpc.StatusCode] = []
-        self.durations: list[float] = []
-        self.spans: list[tuple[float, float, grpc.StatusCode]] = []  # (started, ended, code) of each call
+        self.calls = ClosedLoop(lambda client, _: client.rerank(QUERIES[0], documents), threads,
+                                session=lambda: RerankerClient(target, timeout=30), seconds=max_s)
         self.killed_at: float | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(threads)
 
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.max_s
-        with RerankerClient(self.target, timeout=30) as client:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                started = time.monotonic()
-                code = code_of(lambda: client.rerank(QUERIES[0], self.documents))
-                ended = time.monotonic()
-                with self._lock:
-                    self.codes.append(code)
-                    self.durations.append(ended - started)
-                    self.spans.append((started, ended, code))
+    @property
+    def codes(self) -> list[grpc.StatusCode]:
+        return [status(o) for o in self.calls.outcomes]
+
+    @property
+    def durations(self) -> list[float]:
+        return [o.ended - o.started for o in self.calls.outcomes]
 
     def __enter__(self) -> "Load":
-        self._futures = [self._pool.submit(self._run) for _ in range(self.threads)]
+        self.calls.start()
         return self
 
     def wait_for(self, count: int, timeout_s: float = 30.0) -> None:
-        """Until ``count`` calls have ended; TimeoutError (with the codes so far) when they have not within ``timeout_s``."""
-        wait_for(lambda: len(self.codes), lambda ended: ended >= count, f"{count} calls of the load ended", timeout_s,
-                 detail=lambda: f"codes: {sorted(set(self.codes))}")
+        """Until ``count`` calls have ended; TimeoutError (with the errors so far) when they have not within ``timeout_s``."""
+        self.calls.wait_ended(count, timeout_s)
 
     def kill_mid_call(self, kill: Callable[[], None], gateway: GatewayProcess) -> None:
         """``kill()`` (a Triton) once the gateway is serving a call of the load, so that the kill hits calls in flight."""
         wait_for(lambda: metric_sum(gateway.metrics_url, "reranker_requests_in_flight"), lambda calls: calls >= 1,
                  "a call in flight at the gateway")
-        self.killed_at = time.monotonic()
+        self.killed_at = time.perf_counter()
         kill()
 
     def in_flight_at_kill(self) -> list[grpc.StatusCode]:
         """The codes of the calls that had started before the kill and ended after it."""
-        with self._lock:
-            return [code for started, ended, code in self.spans if started < self.killed_at < ended]
+        return [status(o) for o in self.calls.outcomes if o.started < self.killed_at < o.ended]
 
     def __exit__(self, *exc) -> None:
-        self._stop.set()
-        for future in self._futures:
-            future.result()
-        self._pool.shutdown()
+        self.calls.stop()
+
+
+def status(outcome: Outcome) -> grpc.StatusCode:
+    """The gRPC status a call of the load ended with; an error that is not one is raised (a bug, not a status)."""
+    if outcome.ok:
+        return grpc.StatusCode.OK
+    if isinstance(outcome.error, RerankerError):
+        return outcome.error.code
+    if isinstance(outcome.error, grpc.RpcError):
+        return outcome.error.code()
+    raise outcome.error
 
 
 def test_health_and_unavailable_follow_triton_and_the_gateway_recovers_by_itself(tiny_model_dir, tmp_path, rng):
@@ -241,7 +241,7 @@ def test_a_forward_pass_failing_on_one_endpoint_is_retried_on_another(tiny_model
     succeeds with the model's scores, and the failing endpoint stays in rotation (it is up, not down)."""
     broken = tmp_path / "broken"
     broken.mkdir()
-    repository = repository_copy(broken)
+    repository = edited_copy(broken)
     failing = repository / "ara_reranker/1/model.py"
     failing.write_text(failing.read_text() + '''
 
@@ -302,7 +302,7 @@ def test_sigterm_finishes_calls_in_flight_reports_not_serving_and_exits_0(triton
 
 def test_tritons_bounded_queue_surfaces_as_resource_exhausted(tiny_model_dir, tmp_path, rng):
     # The batcher's queue holds 2 requests; one-pair chunks overflow it.
-    repository = repository_copy(tmp_path, max_queue_size=2)
+    repository = edited_copy(tmp_path, max_queue_size=2)
     options = TritonOptions(model_dir=tiny_model_dir, model_repository=repository, log_path=tmp_path / "triton.log")
     documents = [long_passage(rng) for _ in range(64)]
     with TritonServer(options) as triton:
@@ -319,15 +319,14 @@ def test_tritons_bounded_queue_surfaces_as_resource_exhausted(tiny_model_dir, tm
 
 
 @pytest.fixture(scope="module")
-def one_row_stack(tiny_model_dir, tmp_path_factory):
+def one_row_stack(tiny_model_dir, tmp_path_factory, make_triton):
     """Triton computing one row per execution, behind a gateway sending one-pair chunks: 1000 documents
     queue as 1000 executions, whatever the machine's speed. Yields (triton, gateway, executed())."""
     import tritonclient.grpc as triton_grpc
 
     tmp = tmp_path_factory.mktemp("one-row")
-    repository = repository_copy(tmp, max_batch_size=1, max_queue_size=1000)
-    options = TritonOptions(model_dir=tiny_model_dir, model_repository=repository, log_path=tmp / "triton.log")
-    with TritonServer(options) as triton, gateway_for(tiny_model_dir, [triton.grpc_url], tmp, chunk_size="1") as gateway:
+    triton = make_triton(max_batch_size=1, max_queue_size=1000)
+    with gateway_for(tiny_model_dir, [triton.grpc_url], tmp, chunk_size="1") as gateway:
         stats = triton_grpc.InferenceServerClient(triton.grpc_url)
 
         def executed() -> int:  # requests the model computed (cancelled ones are answered as failures)

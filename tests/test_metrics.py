@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +26,13 @@ import numpy as np
 import promql_parser
 import pytest
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
 from ara_reranker_server.chunking import chunks_of
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import free_port
 from ara_reranker_server.settings import Settings
+from bench.prometheus import Scrape, families, scrape
 from tests.helpers import no_report_half_sent, wait_for, wait_triton_at_rest
 from tools.arabic_text import QUERIES, SENTENCES, long_passage, mixed_passages, very_long_passage
 
@@ -54,50 +53,6 @@ GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": 
 
 
 # ---------------------------------------------------------------- scraping
-
-
-@dataclass(frozen=True)
-class Scrape:
-    """Every sample of one /metrics page, keyed by (name as exposed, labels)."""
-
-    samples: dict[tuple[str, frozenset], float]
-
-    def value(self, name: str, **labels: str) -> float:
-        """Sum of the samples called ``name`` whose labels include ``labels`` (0 when there is none)."""
-        wanted = set(labels.items())
-        return sum(v for (n, ls), v in self.samples.items() if n == name and wanted <= ls)
-
-    def labels_of(self) -> dict[str, dict[str, set[str]]]:
-        """name -> label -> the values seen."""
-        out: dict[str, dict[str, set[str]]] = {}
-        for name, labels in self.samples:
-            entry = out.setdefault(name, {})
-            for label, value in labels:
-                entry.setdefault(label, set()).add(value)
-        return out
-
-    def buckets(self, name: str) -> dict[float, float]:
-        """le -> cumulative count of a histogram without other labels."""
-        return {float(dict(ls)["le"]): v for (n, ls), v in self.samples.items() if n == name + "_bucket"}
-
-
-def scrape(url: str) -> Scrape:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        text = response.read().decode()
-    # Without the # TYPE lines every sample keeps its exposed name: with them, prometheus_client renames
-    # counter samples that lack "_total" (Triton's nv_inference_count), which Prometheus does not.
-    body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
-    samples = {}
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return Scrape(samples)
-
-
-def families(url: str) -> set[str]:
-    """Metric family names (counters without _total, histograms without _bucket/_sum/_count)."""
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return {family.name for family in text_string_to_metric_families(response.read().decode())}
 
 
 def scrape_until(url: str, done: Callable[[Scrape], bool], what: str, shown: Callable[[Scrape], object],

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
 from ara_reranker_model import engines
@@ -44,7 +43,8 @@ from ara_reranker_server.launcher.triton_launcher import (
     TritonServer,
     generate_repository,
 )
-from tests.helpers import repository_copy
+from bench.repository import edited_copy
+from tests.helpers import triton_client
 from tests.reference import InProcessReference
 from tools.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages
 
@@ -140,7 +140,7 @@ def two_models(tiny_model_dir: Path, bert_dir: Path, tmp_path_factory) -> Triton
     batcher holds requests for HOLD_US, so that requests sent together are deterministically handed to
     one execute() of their model, however loaded the machine (requests sent alone wait that long)."""
     tmp = tmp_path_factory.mktemp("two-models")
-    template = repository_copy(tmp, max_queue_delay_microseconds=HOLD_US)
+    template = edited_copy(tmp, max_queue_delay_microseconds=HOLD_US)
     models = {"tiny": tiny_model_dir, "bert-tiny": bert_dir}
     with TritonServer(TritonOptions(models=models, model_repository=template, log_path=tmp / "triton.log")) as server:
         yield server
@@ -148,9 +148,8 @@ def two_models(tiny_model_dir: Path, bert_dir: Path, tmp_path_factory) -> Triton
 
 @pytest.fixture
 async def client(two_models):
-    client = aioclient.InferenceServerClient(two_models.grpc_url)
-    yield client
-    await client.close()
+    async with triton_client(two_models) as client:
+        yield client
 
 
 # ---------------------------------------------------------------------------------- bert-tiny, the model
@@ -369,9 +368,6 @@ async def test_onnx_engine_through_triton_equals_the_reference(bert_dir, bert_pa
     export_onnx(bert_dir)
     options = TritonOptions(model_dir=bert_dir, engine="onnx", log_path=tmp_path / "tritonserver.log")
     with TritonServer(options) as triton:
-        client = aioclient.InferenceServerClient(triton.grpc_url)
-        try:
+        async with triton_client(triton) as client:
             logits = await infer(client, MODEL_NAME, padded(bert_pairs, 0, width=LIMIT + 9))
-        finally:
-            await client.close()
     np.testing.assert_allclose(logits, bert_expected, atol=ATOL, rtol=0)

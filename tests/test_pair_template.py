@@ -10,7 +10,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from ara_reranker_model.bert_vocab import bert_uncased_tokenizer_json
-from ara_reranker_server.jobs import RerankJob
+from ara_reranker_server.core_types import RerankJob
 from ara_reranker_server.tokenization import PairTemplate, PairTokenizer
 from ara_reranker_server.windows import Split, resolve
 from tools.arabic_text import QUERIES, long_passage, mixed_passages

@@ -24,10 +24,10 @@ from tritonclient.grpc import InferRequestedOutput
 from ara_reranker_client import RerankerClient, RerankerError
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
-from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, TritonOptions, TritonServer
+from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, TritonServer
 from bench.queued_wait import inputs as rows
 from bench.queued_wait import tries
-from tests.helpers import metric_sum, repository_copy, triton_samples, wait_for, wait_for_async
+from tests.helpers import metric_sum, triton_samples, wait_for, wait_for_async
 from tools.arabic_text import QUERIES, long_passage, mixed_passages
 
 
@@ -55,13 +55,10 @@ def dispatch_queued(gateway: GatewayProcess) -> float:
 
 
 @pytest.fixture(scope="module")
-def triton_with_levels(tiny_model_dir, tmp_path_factory):
+def triton_with_levels(make_triton):
     """A tritonserver whose config declares two priority levels, as an operator may, with one instance: what the
     test below holds busy."""
-    tmp = tmp_path_factory.mktemp("levels")
-    repository = repository_copy(tmp, priority_levels=2, default_priority_level=1, count=1)
-    with TritonServer(TritonOptions(model_dir=tiny_model_dir, model_repository=repository, log_path=tmp / "triton.log")) as server:
-        yield server
+    return make_triton(priority_levels=2, default_priority_level=1, instances=1)
 
 
 async def test_triton_with_levels_takes_an_interactive_request_before_earlier_batch_ones(triton_with_levels):

@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
+from ara_reranker_server.core_types import Limits, RerankJob
 from ara_reranker_server.errors import InvalidRequest, Overloaded
-from ara_reranker_server.jobs import Limits, RerankJob
 from ara_reranker_server.models import load_tokenizer
 from ara_reranker_server.ranking import sigmoid
 from ara_reranker_server.reranking import Reranker

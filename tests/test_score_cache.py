@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 
 from ara_reranker_client import RerankerClient
 from ara_reranker_client.v1 import reranker_pb2
-from ara_reranker_server.jobs import Limits, RerankJob
+from ara_reranker_server.core_types import Limits, RerankJob
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.reranking import Reranker
 from ara_reranker_server.score_cache import ENTRY_BYTES, ScoreCache

@@ -15,7 +15,6 @@ import os
 import re
 import sys
 import threading
-import urllib.request
 from pathlib import Path
 from types import ModuleType
 from typing import Sequence
@@ -31,11 +30,14 @@ from tritonclient.utils import InferenceServerException
 # The partition the scorer cuts with, and how it then spreads it over its forward threads.
 from ara_reranker_model.batching import LOW_PRIORITY_NICE, MIN_SHARE_TOKENS, ForwardPool, micro_batches, spread
 from ara_reranker_model.store import REAL_MODEL_MAX_LENGTH
-from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, MODEL_REPOSITORY, TritonOptions, TritonServer
+from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, MODEL_REPOSITORY
+
+# The partition the scorer cuts with, and how it then spreads it over its forward threads.
+from bench import prometheus
 from tests.helpers import (
     no_report_half_sent,
     padded,
-    repository_copy,
+    triton_client,
     triton_samples,
     wait_for,
     wait_for_async,
@@ -94,14 +96,13 @@ async def statistics_since(client, before: dict[str, int], requests: int) -> dic
     return await wait_for_async(counts, lambda now: now["requests"] >= requests, f"{requests} more requests recorded")
 
 
-def metric(metrics_url: str, name: str) -> float:
-    """One sample of model.py's own metrics (labelled with the model name) from Triton's metrics port."""
-    with urllib.request.urlopen(metrics_url, timeout=5) as response:
-        text = response.read().decode()
-    series = name if "{" in name else f'{name}{{model="{MODEL_NAME}"}}'
-    match = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
-    assert match, f"{name} not exported on {metrics_url}"
-    return float(match.group(1))
+def metric(metrics_url: str, series: str) -> float:
+    """One series of model.py's own metrics from Triton's metrics port: a name (the series labelled with the model's name)
+    or a whole series as exposed, ``name{label="value",...}``."""
+    ((name, labels),) = prometheus.parse(f"{series} 0").samples if "{" in series else [(series, {("model", MODEL_NAME)})]
+    page = prometheus.scrape(metrics_url)
+    assert page.has(name, **dict(labels)), f"{series} not exported on {metrics_url}"
+    return page.value(name, **dict(labels))
 
 
 def still(metrics_url: str, names: Sequence[str], timeout_s: float = 30.0) -> list[float]:
@@ -130,27 +131,21 @@ def load_model_module() -> ModuleType:
 # --------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture
 async def client(triton):
-    client = aioclient.InferenceServerClient(triton.grpc_url)
-    yield client
-    await client.close()
+    async with triton_client(triton) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
-def batching_triton(tiny_model_dir, tmp_path_factory):
+def batching_triton(make_triton):
     """A tritonserver whose batcher holds requests for up to 3 s before executing, so that requests sent
     together are deterministically handed to one execute(), however loaded the machine."""
-    tmp = tmp_path_factory.mktemp("batching")
-    repository = repository_copy(tmp, max_queue_delay_microseconds=3_000_000)
-    options = TritonOptions(model_dir=tiny_model_dir, model_repository=repository, log_path=tmp / "triton.log")
-    with TritonServer(options) as server:
-        yield server
+    return make_triton(max_queue_delay_microseconds=3_000_000)
 
 
 @pytest.fixture
 async def batching_client(batching_triton):
-    client = aioclient.InferenceServerClient(batching_triton.grpc_url)
-    yield client
-    await client.close()
+    async with triton_client(batching_triton) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ import pytest
 from ara_reranker_client import RerankerClient, RerankerError
 from ara_reranker_client.cli import main as cli_main
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
+from ara_reranker_server.core_types import Limits, RerankJob
 from ara_reranker_server.errors import InvalidRequest
-from ara_reranker_server.jobs import Limits, RerankJob
 from ara_reranker_server.models import load_tokenizer
 from ara_reranker_server.reranking import Reranker
 from ara_reranker_server.windows import Split, best_rows

@@ -5,9 +5,7 @@ is started again; SIGTERM stops them all. Real tritonserver, real gateway proces
 from __future__ import annotations
 
 import os
-import re
 import signal
-import urllib.request
 
 import numpy as np
 import psutil
@@ -17,24 +15,22 @@ import requests
 from ara_reranker_client import RerankerClient
 from ara_reranker_server.launcher.child_process import wait_until
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
+from bench import prometheus
 from tools.arabic_text import QUERIES, mixed_passages
 
 WORKERS = 2
 
 
-def metrics(gateway: GatewayProcess) -> str:
-    with urllib.request.urlopen(gateway.metrics_url, timeout=10) as reply:
-        return reply.read().decode()
-
-
 def workers_up(gateway: GatewayProcess) -> int:
-    found = re.search(r"^reranker_gateway_workers_up (\S+)$", metrics(gateway), re.M)
-    return int(float(found.group(1))) if found else -1
+    page = prometheus.scrape(gateway.metrics_url, timeout_s=10)
+    return int(page.value("reranker_gateway_workers_up")) if page.has("reranker_gateway_workers_up") else -1
 
 
 def ok_calls_by_worker(gateway: GatewayProcess) -> dict[str, float]:
-    pattern = r'^reranker_requests_total\{api="reranker\.v1",code="OK",method="Rerank",model="tiny",worker="(\d+)"\} (\S+)$'
-    return {worker: float(value) for worker, value in re.findall(pattern, metrics(gateway), re.M)}
+    wanted = {("api", "reranker.v1"), ("code", "OK"), ("method", "Rerank"), ("model", "tiny")}
+    samples = prometheus.scrape(gateway.metrics_url, timeout_s=10).samples
+    return {dict(labels)["worker"]: value for (name, labels), value in samples.items()
+            if name == "reranker_requests_total" and wanted <= labels and "worker" in dict(labels)}
 
 
 def children(gateway: GatewayProcess) -> list[psutil.Process]:

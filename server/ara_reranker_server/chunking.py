@@ -13,9 +13,9 @@ from typing import Sequence
 import numpy as np
 
 from ara_reranker_model.inputs import PAD_TOKEN_TYPE, padded_rows
+from ara_reranker_server.core_types import Scorer
 from ara_reranker_server.dispatch import Dispatcher
 from ara_reranker_server.errors import DeadlineExceeded
-from ara_reranker_server.jobs import Scorer
 
 __all__ = ["score_in_chunks", "chunks_of"]
 

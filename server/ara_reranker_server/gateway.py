@@ -68,14 +68,7 @@ class Gateway:
             metrics.watch_cache(default.reranker.cache)
         info = ServiceInfo(
             models=[m.info for m in models], triton_endpoints=tuple(dict.fromkeys(e for m in models for e in m.scorer.endpoints)),
-            limits=ServiceLimits(
-                max_documents_per_request=settings.max_documents, max_query_chars=settings.max_query_chars,
-                max_document_chars=settings.max_document_chars, max_message_bytes=settings.max_message_bytes,
-                chunk_size=settings.chunk_size, max_inflight_pairs=settings.max_inflight_pairs,
-                max_inflight_tokens=settings.max_inflight_tokens, max_concurrent_rpcs=settings.max_concurrent_rpcs,
-                max_windows_per_request=settings.max_windows_per_request,
-                dispatch_window_tokens=settings.dispatch_window_tokens, batch_share=settings.batch_share,
-            ),
+            limits=ServiceLimits.of(settings),
             version=VERSION, auth_required=bool(settings.api_keys),
         )
         calls = Calls(models, metrics, settings.log_documents, tracing)

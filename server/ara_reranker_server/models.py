@@ -16,9 +16,9 @@ from tokenizers import Tokenizer
 from ara_reranker_model.families import CROSS_ENCODER, family_of
 from ara_reranker_model.limits import ModelLimitError, max_input_length, takes_token_type_ids
 from ara_reranker_server.admission import Admission
+from ara_reranker_server.core_types import Limits
 from ara_reranker_server.dispatch import Dispatcher
 from ara_reranker_server.errors import ModelNotFound, StartupError
-from ara_reranker_server.jobs import Limits
 from ara_reranker_server.prompts import prompt_of
 from ara_reranker_server.reranking import Reranker
 from ara_reranker_server.score_cache import ScoreCache
@@ -150,19 +150,13 @@ def model_specs(settings: Settings) -> list[ModelSpec]:
             for name, hub, path in model_entries(settings)]
 
 
-def limits_of(settings: Settings) -> Limits:
-    """What one request may ask for, from the gateway's settings."""
-    return Limits(settings.max_documents, settings.max_query_chars, settings.max_document_chars,
-                  settings.chunk_size, settings.max_inflight_pairs, settings.max_inflight_tokens,
-                  settings.max_windows_per_request, settings.max_chunk_tokens)
-
 def load_models(settings: Settings, tracing: Tracing = NO_TRACING) -> ModelRegistry:
     """Every served model's tokenizer, core and Triton scorer, sharing the admission bounds (and ``tracing``)."""
     specs = model_specs(settings)
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise StartupError(f"model names must differ: {names}")
-    limits = limits_of(settings)
+    limits = Limits.of(settings)
     pairs = Admission(limits.max_inflight_pairs, "max_inflight_pairs", "pairs", names)
     tokens = Admission(limits.max_inflight_tokens, "max_inflight_tokens", "tokens", names)
     cache = ScoreCache(settings.score_cache_mb * 1024 * 1024, settings.score_cache_ttl_s)

@@ -2,7 +2,7 @@
 validate (``validation``) -> score-cache lookup -> admit -> tokenize (off the event loop, slice by slice) -> score in length-sorted
 chunks -> rank by logit -> score-cache fill.
 
-``Reranker.rerank`` takes a ``RerankJob`` and returns a ``RerankOutcome`` (jobs.py); it reaches the model only
+``Reranker.rerank`` takes a ``RerankJob`` and returns a ``RerankOutcome`` (core_types.py); it reaches the model only
 through the ``Scorer`` protocol. Its parts each live in their own module: ``validation``, ``admission``, ``chunking``, ``tokenization``, ``windows``, ``score_cache``, ``ranking``.
 """
 
@@ -15,9 +15,9 @@ import numpy as np
 
 from ara_reranker_server.admission import Admission
 from ara_reranker_server.chunking import score_in_chunks
+from ara_reranker_server.core_types import Limits, Ranked, RerankJob, RerankOutcome, Scorer
 from ara_reranker_server.dispatch import Dispatcher
 from ara_reranker_server.errors import DeadlineExceeded, InvalidRequest
-from ara_reranker_server.jobs import Limits, Ranked, RerankJob, RerankOutcome, Scorer
 from ara_reranker_server.ranking import rank_by_logits, sigmoid
 from ara_reranker_server.score_cache import ScoreCache
 from ara_reranker_server.tokenization import PairTokenizer, Tokenized

@@ -4,7 +4,9 @@ answers with its configuration of the model (until then empty)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+
+from ara_reranker_server.settings import Settings
 
 __all__ = ["ModelDescription", "ServiceLimits", "ServiceInfo"]
 
@@ -28,7 +30,8 @@ class ModelDescription:
 
 @dataclass
 class ServiceLimits:
-    """What one request may ask for, and the gateway's bounds (Info shows them)."""
+    """What one request may ask for, and the gateway's bounds (Info shows them): the settings of these names
+    (``of``), under the names of reranker.v1's Limits message."""
 
     max_documents_per_request: int
     max_query_chars: int
@@ -41,6 +44,12 @@ class ServiceLimits:
     max_windows_per_request: int
     dispatch_window_tokens: int
     batch_share: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> "ServiceLimits":
+        """The limits ``settings`` set (chunk_size as set; lowered once Triton's max_batch_size is known)."""
+        return cls(**{f.name: getattr(settings, "max_documents" if f.name == "max_documents_per_request" else f.name)
+                      for f in fields(cls)})
 
 
 @dataclass

@@ -14,13 +14,18 @@ from typing import Any, Mapping, Sequence
 from ara_reranker_model.layout import TRITON_MODEL
 from ara_reranker_model.limits import coupled_limit_problems
 
-__all__ = ["Settings", "ENV_PREFIX", "model_entries", "model_routes"]
+__all__ = ["Settings", "ENV_PREFIX", "model_entries", "model_routes", "setting_default"]
 
 ENV_PREFIX = "RERANKER_"
 
 
 def _knob(default: Any, doc: str) -> Any:
     return field(default=default, metadata={"doc": doc})
+
+
+def setting_default(name: str) -> Any:
+    """The default of the setting ``name``: the one place each is stated is its field below."""
+    return Settings.__dataclass_fields__[name].default
 
 
 @dataclass(frozen=True)

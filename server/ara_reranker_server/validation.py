@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from ara_reranker_server.core_types import Limits, RerankJob
 from ara_reranker_server.dispatch import PRIORITIES
 from ara_reranker_server.errors import EmptyRequest, InvalidRequest
-from ara_reranker_server.jobs import Limits, RerankJob
 
 __all__ = ["validate"]
 

@@ -13,9 +13,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Awaitable, Callable
 
+from ara_reranker_server.core_types import RerankJob, RerankOutcome
 from ara_reranker_server.dispatch import PRIORITIES
 from ara_reranker_server.errors import Internal, InvalidRequest, RerankerError, answer_of
-from ara_reranker_server.jobs import RerankJob, RerankOutcome
 from ara_reranker_server.metrics import NO_MODEL, GatewayMetrics
 from ara_reranker_server.models import ModelRegistry, ServedModel
 from ara_reranker_server.tracing import NO_TRACING, Tracing, start_ns_of

@@ -25,8 +25,8 @@ from pydantic import BaseModel, Field
 
 from ara_reranker_server.api.calls import Calls
 from ara_reranker_server.api.http import Dialect, Instructed, Route
+from ara_reranker_server.core_types import RerankJob
 from ara_reranker_server.errors import InvalidRequest
-from ara_reranker_server.jobs import RerankJob
 from ara_reranker_server.windows import Split
 
 __all__ = ["routes", "DEFAULT_MAX_TOKENS_PER_DOC"]

@@ -24,8 +24,8 @@ from pydantic import BaseModel, Field
 
 from ara_reranker_server.api.calls import Calls
 from ara_reranker_server.api.http import Dialect, Instructed, Lenient, Route
+from ara_reranker_server.core_types import RerankJob
 from ara_reranker_server.errors import BackendUnavailable, EmptyRequest
-from ara_reranker_server.jobs import RerankJob
 
 __all__ = ["routes", "API", "RANKING_PATHS"]
 

@@ -9,8 +9,8 @@ import grpc
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
 from ara_reranker_server.api.calls import Calls, Served, new_request_id
 from ara_reranker_server.api.large_messages import add_handlers, is_large, parse_proto, serialize_proto, strings
+from ara_reranker_server.core_types import RerankJob
 from ara_reranker_server.errors import InvalidRequest, RerankerError, status_of
-from ara_reranker_server.jobs import RerankJob
 from ara_reranker_server.service_info import ServiceInfo
 from ara_reranker_server.windows import Split
 

@@ -18,8 +18,8 @@ import numpy as np
 from ara_reranker_server.api.calls import PRIORITY, PRIORITY_HEADER, Calls, Served, requested_priority
 from ara_reranker_server.api.large_messages import add_handlers, is_large, parse_proto, serialize_proto, strings
 from ara_reranker_server.api.reranker_grpc import metadata_value, request_id_of
+from ara_reranker_server.core_types import RerankJob
 from ara_reranker_server.errors import EmptyRequest, InvalidRequest, RerankerError, answer_of
-from ara_reranker_server.jobs import RerankJob
 from ara_reranker_server.ranking import rank_by_logits
 from ara_reranker_server.service_info import ServiceInfo
 from ara_reranker_server.tei.v1 import tei_pb2, tei_pb2_grpc

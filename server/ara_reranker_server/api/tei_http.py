@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field
 
 from ara_reranker_server.api.calls import Calls
 from ara_reranker_server.api.http import Dialect, Instructed, Route
+from ara_reranker_server.core_types import RerankJob
 from ara_reranker_server.errors import EmptyRequest
-from ara_reranker_server.jobs import RerankJob
 from ara_reranker_server.service_info import ServiceInfo
 
 __all__ = ["routes", "API"]

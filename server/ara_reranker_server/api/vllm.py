@@ -28,8 +28,8 @@ from pydantic import BaseModel, Field
 from ara_reranker_server.api.calls import Calls, Served
 from ara_reranker_server.api.cohere import Document, texts_of
 from ara_reranker_server.api.http import Dialect, Instructed, Route
+from ara_reranker_server.core_types import RerankJob
 from ara_reranker_server.errors import InvalidRequest, RerankerError
-from ara_reranker_server.jobs import RerankJob
 
 __all__ = ["routes", "API"]
 

@@ -4,11 +4,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Protocol, Sequence
 
 import numpy as np
 
+from ara_reranker_server.settings import Settings, setting_default
 from ara_reranker_server.windows import Split, Window
 
 __all__ = ["Scorer", "Limits", "RerankJob", "Ranked", "RerankOutcome"]
@@ -24,16 +25,22 @@ class Scorer(Protocol):
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for (shown by Info)."""
+    """What one request may ask for: the gateway's settings of these names (``of``), whose defaults are Settings'."""
 
     max_documents: int
     max_query_chars: int
     max_document_chars: int
     chunk_size: int
     max_inflight_pairs: int
-    max_inflight_tokens: int = 1 << 21
-    max_windows: int = 10000  # windows of one TRUNCATION_SPLIT request, all documents together
-    max_chunk_tokens: int = 16384  # padded tokens of one chunk (a chunk of long pairs holds fewer than chunk_size)
+    max_inflight_tokens: int = setting_default("max_inflight_tokens")
+    max_windows: int = setting_default("max_windows_per_request")  # of one TRUNCATION_SPLIT request, all documents together
+    max_chunk_tokens: int = setting_default("max_chunk_tokens")  # a chunk of long pairs holds fewer than chunk_size
+
+    @classmethod
+    def of(cls, settings: Settings) -> "Limits":
+        """The limits ``settings`` set."""
+        return cls(**{f.name: getattr(settings, "max_windows_per_request" if f.name == "max_windows" else f.name)
+                      for f in fields(cls)})
 
 
 @dataclass(frozen=True)

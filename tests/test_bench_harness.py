@@ -1,0 +1,87 @@
+"""The harness the tests and the benchmarks share (bench/): the closed-loop load generator, the Prometheus parser
+and the model-repository editor. Unit tests: no process is started."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from ara_reranker_server import triton_config
+from bench import prometheus
+from bench.loadgen import ClosedLoop
+from bench.repository import edited_copy
+
+pytestmark = pytest.mark.unit  # starts no process: make test-unit
+
+PAGE = """# HELP nv_inference_count Number of inferences performed
+# TYPE nv_inference_count counter
+nv_inference_count{model="ara_reranker",version="1"} 12
+nv_inference_count{model="other",version="1"} 5
+ara_reranker_forward_tokens_bucket{model="ara_reranker",le="8192"} 3
+ara_reranker_forward_tokens_bucket{model="ara_reranker",le="+Inf"} 4
+ara_reranker_forward_tokens_sum{model="ara_reranker"} 9000
+reranker_gateway_workers_up 2
+"""
+
+
+def test_the_parser_keeps_exposed_names_and_sums_over_the_labels_not_asked_for():
+    page = prometheus.parse(PAGE)
+    assert page.value("nv_inference_count") == 17  # not renamed: the # TYPE line would make it nv_inference
+    assert page.value("nv_inference_count", model="ara_reranker") == 12
+    assert page.value("nv_inference_count", model="absent") == 0 and not page.has("nv_inference_count", model="absent")
+    assert page.value("ara_reranker_forward_tokens_bucket", le="8192") == 3
+    assert page.buckets("ara_reranker_forward_tokens") == {8192.0: 3, float("inf"): 4}
+    assert page.totals(model="ara_reranker") == {"nv_inference_count": 12, "ara_reranker_forward_tokens_sum": 9000}
+    assert page.value("reranker_gateway_workers_up") == 2
+
+
+def test_the_closed_loop_accounts_for_every_call_errors_included():
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def call(_session, n: int) -> int:
+        with lock:
+            seen.append(n)
+        time.sleep(0.002)
+        if n % 3 == 2:
+            raise ValueError(f"call {n}")
+        return n
+
+    with ClosedLoop(call, 3, first=10) as calls:
+        calls.wait_ended(30, timeout_s=30)
+    outcomes = calls.outcomes
+    assert len(outcomes) == calls.started == len(seen) >= 30
+    assert sorted(seen) == list(range(10, 10 + len(seen)))  # the callers walk one order
+    assert all(o.ended - o.started >= 0.002 for o in outcomes)  # each call's own time, from its start to its end
+    assert {o.value for o in outcomes if o.ok} == {n for n in seen if n % 3 != 2}
+    assert all(isinstance(o.error, ValueError) for o in outcomes if not o.ok) and calls.ended(ok_only=True) < len(outcomes)
+
+
+def test_waiting_for_calls_that_do_not_come_times_out():
+    release = threading.Event()
+    calls = ClosedLoop(lambda _session, _n: release.wait(), 1)
+    with calls:
+        with pytest.raises(TimeoutError, match="0 of 1 calls ended"):
+            calls.wait_ended(1, timeout_s=0.2)
+        release.set()
+
+
+def test_a_calls_own_deadline_ends_the_loop():
+    calls = ClosedLoop(lambda _session, n: n, 2, seconds=0.1)
+    calls.start().join(timeout_s=10)
+    assert calls.ended() == calls.started > 0
+
+
+def test_the_repository_editor_changes_the_cpu_config_through_the_model_config_message(tmp_path):
+    repository = edited_copy(tmp_path, {"parameters.dtype": "int8"}, lambda config: config.instance_group[0].__setattr__("count", 3),
+                             max_queue_size=7, priority_levels=2, model_py="# replaced\n")
+    config = triton_config.load(repository / "ara_reranker/configs/cpu.pbtxt")
+    original = triton_config.load(triton_config.CONFIGS["cpu"])
+    assert config.dynamic_batching.default_queue_policy.max_queue_size == 7 and config.dynamic_batching.priority_levels == 2
+    assert config.parameters["dtype"].string_value == "int8" and config.instance_group[0].count == 3
+    assert config.max_batch_size == original.max_batch_size  # what was not asked for is unchanged
+    assert (repository / "ara_reranker/1/model.py").read_text() == "# replaced\n"
+    with pytest.raises(TypeError, match="unknown config fields"):
+        edited_copy(tmp_path / "other", max_batch=4)
