@@ -32,8 +32,8 @@ from ara_reranker_model.families import QWEN3_RERANKER, family_of
 from ara_reranker_model.limits import max_input_length
 from ara_reranker_model.scoring import Batching, CrossEncoderScorer, RequestRows, scatter
 from ara_reranker_server.ranking import sigmoid
-from client.evaluation.recipes import Qwen3RerankerRecipe
 from bench import prometheus
+from client.evaluation.recipes import Qwen3RerankerRecipe
 
 # Benchmarks measure the model, not the score cache: their workloads repeat requests, which the cache would
 # answer without the model (bench/cache.py measures the cache itself).

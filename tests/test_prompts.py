@@ -18,8 +18,8 @@ from tokenizers import Tokenizer
 from transformers import AutoTokenizer
 
 from ara_reranker_model.families import GEMMA_RERANKER, QWEN3_RERANKER
-from ara_reranker_server.errors import InvalidRequest
 from ara_reranker_server.core_types import Limits, RerankJob
+from ara_reranker_server.errors import InvalidRequest
 from ara_reranker_server.prompts import prompt_of
 from ara_reranker_server.reranking import Reranker
 from ara_reranker_server.tokenization import PairTokenizer

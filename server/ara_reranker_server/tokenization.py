@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from ara_reranker_model.batching import LOW_PRIORITY_NICE, lower_thread_priority
-from ara_reranker_server.errors import InvalidRequest
 from ara_reranker_server.core_types import RerankJob
+from ara_reranker_server.errors import InvalidRequest
 from ara_reranker_server.prompts import Prompt
 from ara_reranker_server.windows import Window, Windows, span
 
