@@ -131,6 +131,9 @@ def test_scorer_logits_equal_the_recipe_in_one_padded_batch_and_row_by_row(score
 def test_padding_never_changes_a_row_s_logit(qwen_dir: Path, cases):
     """One forward pass over every row right-padded to the longest (a short row padded by ~1,000 tokens)."""
     engine = engines.load_engine("torch", qwen_dir, num_threads=1)
+    # Only the answer tokens' lm_head rows are kept: nothing computes logits over the 151,669-id vocabulary.
+    assert engine.answer_ids == [9693, 2152] and tuple(engine.head_weight.shape) == (2, 64)
+    assert not any(getattr(m, "out_features", 0) == 151669 for m in engine.body.modules())
     rows = [row for row, _ in cases]
     ids, mask = padded_rows(rows, engine.config.pad_token_id)
     assert ids.shape[1] - min(map(len, rows)) > 900
