@@ -199,14 +199,14 @@ def test_gemma_rule_is_the_yes_logit_at_the_last_position_whatever_the_padding(g
     tokenizer = AutoTokenizer.from_pretrained(gemma_dir, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(gemma_dir).eval()
     yes = tokenizer.convert_tokens_to_ids("Yes")
-    rows = [row for row, _ in cases if len(row) <= 1024][:12]  # the gemma recipe's 1024 tokens
+    rows = [row for row, _ in cases if len(row) <= 1024][:12]  # within the gemma recipe's 1024 tokens (+ its prompt)
     inputs = tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt")
     with torch.inference_mode():
         expected = model(**inputs).logits[:, -1, yes].numpy()
     assert np.ptp(expected) > 0.5
-    s = CrossEncoderScorer.load(gemma_dir, Batching(1024, workers=1), num_threads=1)
+    s = CrossEncoderScorer.load(gemma_dir, Batching(2048, workers=1), num_threads=1)
     try:
-        assert s.max_length == 1024
+        assert s.max_length == 1024 + 64  # the recipe's A/B part, then room for its "\n" + instruction prompt
         [together] = _score(s, [rows])
         alone = np.concatenate(_score(s, [[row] for row in rows]))
     finally:
