@@ -253,6 +253,8 @@ async def test_triton_serves_the_recipe_s_logits_under_concurrent_mixed_requests
         np.testing.assert_allclose(np.concatenate(qwen), expected, atol=ATOL, rtol=0)
         np.testing.assert_allclose(padded_more, expected[:5], atol=ATOL, rtol=0)
         assert tiny.shape == (2,) and np.abs(tiny[:, None] - expected[None, :]).min() > 0  # its own model's logits
+        # The answer tokens found in the model directory's tokenizer are in Triton's log.
+        assert "qwen3-reranker: its logit is logit('yes', id 9693) - logit('no', id 2152)" in triton.log_path.read_text()
     finally:
         await client.close()
 
