@@ -131,6 +131,9 @@ def test_scorer_logits_equal_the_recipe_in_one_padded_batch_and_row_by_row(score
 def test_padding_never_changes_a_row_s_logit(qwen_dir: Path, cases):
     """One forward pass over every row right-padded to the longest (a short row padded by ~1,000 tokens)."""
     engine = engines.load_engine("torch", qwen_dir, num_threads=1)
+    # Only the answer tokens' lm_head rows are kept: nothing computes logits over the 151,669-id vocabulary.
+    assert engine.answer_ids == [9693, 2152] and tuple(engine.head_weight.shape) == (2, 64)
+    assert not any(getattr(m, "out_features", 0) == 151669 for m in engine.body.modules())
     rows = [row for row, _ in cases]
     ids, mask = padded_rows(rows, engine.config.pad_token_id)
     assert ids.shape[1] - min(map(len, rows)) > 900
@@ -196,14 +199,14 @@ def test_gemma_rule_is_the_yes_logit_at_the_last_position_whatever_the_padding(g
     tokenizer = AutoTokenizer.from_pretrained(gemma_dir, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(gemma_dir).eval()
     yes = tokenizer.convert_tokens_to_ids("Yes")
-    rows = [row for row, _ in cases if len(row) <= 1024][:12]  # the gemma recipe's 1024 tokens
+    rows = [row for row, _ in cases if len(row) <= 1024][:12]  # within the gemma recipe's 1024 tokens (+ its prompt)
     inputs = tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt")
     with torch.inference_mode():
-        expected = model(**inputs).logits[:, -1, yes].numpy()
+        expected = model(**inputs, logits_to_keep=1).logits[:, -1, yes].numpy()  # the last position's logits only
     assert np.ptp(expected) > 0.5
-    s = CrossEncoderScorer.load(gemma_dir, Batching(1024, workers=1), num_threads=1)
+    s = CrossEncoderScorer.load(gemma_dir, Batching(2048, workers=1), num_threads=1)
     try:
-        assert s.max_length == 1024
+        assert s.max_length == 1024 + 64  # the recipe's A/B part, then room for its "\n" + instruction prompt
         [together] = _score(s, [rows])
         alone = np.concatenate(_score(s, [[row] for row in rows]))
     finally:
@@ -250,6 +253,8 @@ async def test_triton_serves_the_recipe_s_logits_under_concurrent_mixed_requests
         np.testing.assert_allclose(np.concatenate(qwen), expected, atol=ATOL, rtol=0)
         np.testing.assert_allclose(padded_more, expected[:5], atol=ATOL, rtol=0)
         assert tiny.shape == (2,) and np.abs(tiny[:, None] - expected[None, :]).min() > 0  # its own model's logits
+        # The answer tokens found in the model directory's tokenizer are in Triton's log.
+        assert "qwen3-reranker: its logit is logit('yes', id 9693) - logit('no', id 2152)" in triton.log_path.read_text()
     finally:
         await client.close()
 

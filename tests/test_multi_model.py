@@ -201,6 +201,8 @@ def test_model_names_and_hub_ids():
     assert all(hub_id(name) is None for name in OFFLINE_MODELS)
     assert hub_id("/srv/models/mine") is None
     assert {"tiny", "small", "large", "bert-tiny", "bert-l6", "bert-l12", "qwen3-tiny", "qwen3-l28"} == set(OFFLINE_MODELS)
+    assert hub_id("qwen3-8b") == "Qwen/Qwen3-Reranker-8B" and served_name("qwen3-0.6b") == "qwen3-0.6b"
+    assert resolve_model_dir("qwen3-0.6b", Path("/m")) == Path("/m/qwen3-reranker-0.6b")
     assert served_name("bert-l6") == "bert-l6" and served_name("BAAI/bge-reranker-base") == "bge-reranker-base"
     assert resolve_model_dir("minilm-l6", Path("/m")) == Path("/m/ms-marco-minilm-l-6-v2")
     assert resolve_model_dir("bert-l12", Path("/m")) == Path("/m/bert-l12")

@@ -68,7 +68,9 @@ class Qwen3RerankerRecipe:
         torch = self._torch
         inputs = self.process_inputs([self.format_instruction(instruction, query, d) for d in documents])
         with torch.inference_mode():
-            batch_scores = self.model(**inputs).logits[:, -1, :]
+            # The card's model(**inputs).logits[:, -1, :], with the lm_head applied at the last position only
+            # (logits_to_keep=1): the same values, without rows x length x 151,669 logits in memory.
+            batch_scores = self.model(**inputs, logits_to_keep=1).logits[:, -1, :]
         true_vector, false_vector = batch_scores[:, self.token_true_id], batch_scores[:, self.token_false_id]
         card = torch.nn.functional.log_softmax(torch.stack([false_vector, true_vector], dim=1), dim=1)[:, 1].exp()
         return (true_vector - false_vector).float().numpy(), card.float().numpy()

@@ -22,9 +22,10 @@ plus its float32 weights, its activation that of the measured stand-in named, ti
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+
+from bench.results import read as read_result
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
@@ -47,7 +48,7 @@ def latest_measurements(results: Path = RESULTS) -> tuple[dict[str, dict], dict[
     shapes: dict[str, dict] = {}
     sources: dict[str, str] = {}
     for path in sorted(results.glob("batch-memory-*.json")):  # timestamped names: the newest last, and it wins
-        result = json.loads(path.read_text())
+        result = read_result(path).data
         for model, measured in result.get("models", {}).items():
             done = [s for s in measured["shapes"] if "activation_mib" in s]
             if done:

@@ -141,8 +141,9 @@ class TorchCausalLMEngine:
         self.answer_ids = answer_token_ids(tokenizer, self.family, self.config.vocab_size)
         if self.config.pad_token_id is None:
             self.config.pad_token_id = tokenizer.pad_token_id
-        _log.info("%s (%s): logit from the lm_head rows of %s", model_dir.name, self.family,
-                  ", ".join(f"{t!r}={i}" for t, i in zip(ANSWER_TOKENS[self.family], self.answer_ids)))
+        answers = " - ".join(f"logit({t!r}, id {i})" for t, i in zip(ANSWER_TOKENS[self.family], self.answer_ids))
+        self.scoring_rule = f"{model_dir.name} is a {self.family}: its logit is {answers} at each row's last position"
+        _log.info(self.scoring_rule)
         head = model.get_output_embeddings()
         index = self._torch.tensor(self.answer_ids, device=self.device)
         self.head_weight = head.weight.detach().index_select(0, index).float()

@@ -6,9 +6,11 @@ and is used with; sentence-transformers' ``CrossEncoder`` truncates there). ARA-
 bge-reranker-v2-m3 fine-tune, has 8194 positions and ``model_max_length`` 8192: XLM-R style models
 reserve ``pad_token_id + 1`` position slots, so 8192 tokens are usable.
 
-The causal-LM rerankers (families.py) are used with their documented recipe's max length, the whole prompt
-included (:data:`RECIPE_MAX_LENGTH`): Qwen3-Reranker's card truncates at 8192 tokens, although its tokenizer says
-131072 (the base Qwen3's extrapolated context) and its config 40960 positions; bge-reranker-v2-gemma's at 1024.
+The causal-LM rerankers (families.py) are used with their documented recipe's ``max_length``
+(:data:`RECIPE_MAX_LENGTH`): Qwen3-Reranker's card truncates the whole prompt at 8192 tokens, although its tokenizer
+says 131072 (the base Qwen3's extrapolated context) and its config 40960 positions; bge-reranker-v2-gemma's card cuts
+the "A: query" / "B: passage" part at 1024 and then appends a newline and its instruction prompt, so its rows may
+be longer by that (:data:`RECIPE_SUFFIX_ROOM`).
 
 Also the one rule for whether a model reads token type ids (:func:`takes_token_type_ids`): BERT-style
 cross-encoders (ms-marco MiniLM) mark the document with token type 1; XLM-R / RoBERTa have one type.
@@ -42,6 +44,7 @@ __all__ = [
     "reserved_positions",
     "max_positions",
     "RECIPE_MAX_LENGTH",
+    "RECIPE_SUFFIX_ROOM",
     "max_row_length",
     "tokenizer_max_length",
     "max_input_length",
@@ -74,15 +77,19 @@ def max_positions(config: Mapping[str, Any]) -> int:
 # The whole prompt's max tokens in each causal-LM family's documented recipe (its model card's transformers code:
 # prefix + truncated pair + suffix): what the service scores with, so that scores equal the recipe's.
 RECIPE_MAX_LENGTH = {QWEN3_RERANKER: 8192, GEMMA_RERANKER: 1024}
+# Tokens a row may hold beyond RECIPE_MAX_LENGTH: bge-reranker-v2-gemma's recipe appends "\n" and its instruction
+# prompt (about 30 Gemma tokens by default) after the part it cuts at 1024; Qwen3's recipe length is the whole row.
+RECIPE_SUFFIX_ROOM = {QWEN3_RERANKER: 0, GEMMA_RERANKER: 64}
 
 
 def max_row_length(config: Mapping[str, Any]) -> int:
     """Longest token row the model of ``config`` scores: its position embeddings' limit for a cross-encoder; for a
-    causal-LM reranker its recipe's max length (:data:`RECIPE_MAX_LENGTH`), or its positions if fewer."""
+    causal-LM reranker the longest its recipe makes (:data:`RECIPE_MAX_LENGTH` + :data:`RECIPE_SUFFIX_ROOM`), or its
+    positions if fewer."""
     family = family_of(config)
     if family == CROSS_ENCODER:
         return max_positions(config)
-    return min(max_positions(config), RECIPE_MAX_LENGTH[family])
+    return min(max_positions(config), RECIPE_MAX_LENGTH[family] + RECIPE_SUFFIX_ROOM[family])
 
 
 def type_vocab_size(config: Mapping[str, Any]) -> int:

@@ -76,6 +76,9 @@ class TritonPythonModel:
                                            "max_input_length": self.scorer.max_length})
         if problems:
             raise pb_utils.TritonModelException("; ".join(problems))
+        rule = getattr(self.scorer.engine, "scoring_rule", None)  # an LLM reranker's answer tokens, found at load
+        if rule:
+            pb_utils.Logger.log_info(f"ara_reranker: {rule}")
         self.metrics = _ModelMetrics(args["model_name"])
         self.scorer.warm_up()  # Triton reports READY only once the model has really run
 
