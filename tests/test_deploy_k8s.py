@@ -454,7 +454,7 @@ def test_the_sizing_comes_from_the_newest_batch_memory_result_of_each_stand_in()
     table = json.loads((K8S / "model-sizing.json").read_text())
     newest = {}
     for path in sorted((ROOT / "bench" / "results").glob("batch-memory-*.json")):
-        for model, measured in json.loads(path.read_text())["models"].items():
+        for model, measured in json.loads(path.read_text())["data"]["models"].items():
             if any("activation_mib" in s for s in measured["shapes"]):
                 newest[model] = (path, measured["shapes"])
     for name, size in table["models"].items():
