@@ -31,6 +31,12 @@ def tiny_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def qwen_dir() -> Path:
+    """models/qwen3-tiny: a Qwen3-Reranker stand-in, real Qwen3 tokenizer, random weights."""
+    return prepare("qwen3-tiny")
+
+
+@pytest.fixture(scope="session")
 def triton(tiny_model_dir: Path, tmp_path_factory) -> TritonServer:
     """One tritonserver (the bundled CPU binary) serving the tiny model for the whole session.
 

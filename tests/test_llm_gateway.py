@@ -20,7 +20,6 @@ import pytest
 import torch
 
 from ara_reranker_client import AsyncRerankerClient, RerankerClient, RerankerError
-from ara_reranker_model.store import prepare
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 from ara_reranker_server.models import load_tokenizer
@@ -32,11 +31,6 @@ ATOL = 1e-4
 MAX_LENGTH = 512  # the gateway's (and the recipe's) max input length: long documents are cut
 INSTRUCTION = "Given an Arabic question, retrieve Arabic passages that answer it"
 QWEN = "qwen3-tiny"
-
-
-@pytest.fixture(scope="module")
-def qwen_dir() -> Path:
-    return prepare(QWEN)
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from ara_reranker_model.families import GEMMA_RERANKER, QWEN3_RERANKER, family_o
 from ara_reranker_model.inputs import padded_rows
 from ara_reranker_model.limits import max_input_length
 from ara_reranker_model.scoring import Batching, CrossEncoderScorer, RequestRows, scatter
-from ara_reranker_model.store import QWEN3_SHAPES, REAL_MODELS, hub_id, prepare
+from ara_reranker_model.store import QWEN3_SHAPES, REAL_MODELS, hub_id
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 from tests.reference import Qwen3RerankerRecipe
 from tools.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages
@@ -45,11 +45,6 @@ ENGLISH = [
 
 
 # --------------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def qwen_dir() -> Path:
-    return prepare("qwen3-tiny")
-
-
 @pytest.fixture(scope="module")
 def recipe(qwen_dir: Path) -> Qwen3RerankerRecipe:
     return Qwen3RerankerRecipe(qwen_dir)
