@@ -18,6 +18,7 @@ import json
 
 from bench import results
 from bench.loadgen import run_level
+from bench.markdown import table
 from bench.worker import config_parameters
 from bench.workload import make_workload
 
@@ -53,14 +54,10 @@ def measure(model: str, concurrency: list[int], duration_s: float, docs: int, re
 
 def markdown(result: dict) -> str:
     """The table docs/benchmarks.md shows."""
-    lines = ["| model | family | layers x hidden | callers | pairs/s | p50 | p99 | tokens per pair |",
-             "|---|---|---|---|---|---|---|---|"]
-    for model, m in result["models"].items():
-        for level in m["levels"]:
-            lines.append(f"| `{model}` | {m['family']} | {m['layers']} x {m['hidden']} | {level['concurrency']} | "
-                         f"{level['pairs_per_s']:,.1f} | {level['p50_ms']:,.0f} ms | {level['p99_ms']:,.0f} ms | "
-                         f"{level['tokens_per_pair']:,.0f} |")
-    return "\n".join(lines)
+    rows = [(f"`{model}`", m["family"], f"{m['layers']} x {m['hidden']}", level["concurrency"], f"{level['pairs_per_s']:,.1f}",
+             f"{level['p50_ms']:,.0f} ms", f"{level['p99_ms']:,.0f} ms", f"{level['tokens_per_pair']:,.0f}")
+            for model, m in result["models"].items() for level in m["levels"]]
+    return "\n".join(table(["model", "family", "layers x hidden", "callers", "pairs/s", "p50", "p99", "tokens per pair"], rows))
 
 
 def main(argv: list[str] | None = None) -> int:
