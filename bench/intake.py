@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
 
 import numpy as np
 
@@ -46,14 +45,10 @@ from tools.arabic_text import QUERIES, SENTENCES, mixed_passages, passage
 
 
 # name -> (gateway settings, edit of Triton's CPU config or None for the shipped one).
-def cpu_config(instances: int, low_priority_batch_tokens: int) -> Callable[[Any], None]:
-    """An edit of the CPU config: ``instances`` model instances, bulk micro-batches at a lower CPU priority above
-    ``low_priority_batch_tokens`` padded tokens (0: none)."""
-    def edit(config) -> None:
-        config.instance_group[0].count = instances
-        config.parameters["low_priority_batch_tokens"].string_value = str(low_priority_batch_tokens)
-
-    return edit
+def cpu_config(instances: int, low_priority_batch_tokens: int) -> dict[str, object]:
+    """An edit of the CPU config (bench.repository's field paths): ``instances`` model instances, bulk micro-batches at
+    a lower CPU priority above ``low_priority_batch_tokens`` padded tokens (0: none)."""
+    return {"instance_group.0.count": instances, "parameters.low_priority_batch_tokens": str(low_priority_batch_tokens)}
 
 
 GATEWAYS = {
