@@ -218,6 +218,21 @@ def test_documents_cut_by_characters_at_their_start_give_the_whole_documents_las
     assert got == raw.encode(document, add_special_tokens=False).ids[-room:]
 
 
+@pytest.mark.parametrize("from_start", [False, True])
+def test_a_batch_of_short_and_cut_documents_gives_each_its_own_tokens(pair_tokenizer, from_start):
+    """Documents short enough to encode whole (encoded without offsets) and long ones cut by characters (encoded
+    with word ids, for the exactness check) in one batch: each gets the tokens of its own whole encoding, in order."""
+    tokenizer, raw = pair_tokenizer, pair_tokenizer._tok
+    rng = np.random.default_rng(7)
+    room = 40
+    documents = [passage(rng, 2), passage(rng, 60), "", passage(rng, 1), "كلمةطويلةجدا" * 80, passage(rng, 90)]
+    assert sum(len(d) > room * 16 for d in documents) == 3  # both kinds in the batch
+    got = tokenizer._document_encodings(documents, room, from_start=from_start)
+    for document, encoding in zip(documents, got):
+        whole = raw.encode(document, add_special_tokens=False).ids
+        assert (encoding.ids[-room:] if from_start else encoding.ids[:room]) == (whole[-room:] if from_start else whole[:room])
+
+
 async def test_admission_by_tokens_refuses_a_second_request_beyond_the_token_bound(pair_tokenizer):
     slow = SlowScorer()
     limits = Limits(10, 5000, 100000, 4, max_inflight_pairs=100, max_inflight_tokens=60)

@@ -207,7 +207,7 @@ class PairTokenizer:
         needed = windows.tokens_needed if max_document_tokens is None else min(windows.tokens_needed, max_document_tokens)
         parts_of_all = []
         lead = len(self.prompt.lead) if self.prompt is not None else 0
-        for i, encoding in enumerate(self._document_encodings(self.document_texts(documents), needed)):
+        for i, encoding in enumerate(self._document_encodings(self.document_texts(documents), needed, offsets=True)):
             cut = max_document_tokens is not None and len(encoding) > max_document_tokens
             if cut:
                 encoding.truncate(max_document_tokens)
@@ -242,19 +242,28 @@ class PairTokenizer:
         if out.types is not None:
             out.types += [template.types(len(document)) for document in ids]
 
-    def _document_encodings(self, documents: Sequence[str], room: int, from_start: bool = False) -> list:
+    def _document_encodings(self, documents: Sequence[str], room: int, from_start: bool = False,
+                            offsets: bool = False) -> list:
         """Each document's encoding, exact in its first ``room`` tokens (its last ones, ``from_start``),
         without tokenizing far more than the model can use: a long document is cut by characters first,
         keeping its start (its end). The cut is kept only when the kept tokens all come from words whole
         in the cut text (so tokenizing the whole document gives the same ones); otherwise the whole
-        document is tokenized."""
+        document is tokenized. Without ``offsets`` (only windows read them) the documents that were not cut are
+        encoded without character offsets and word ids (``encode_batch_fast``: the same ids, a fifth less work)."""
         cut = room * CHARS_PER_TOKEN
         texts = [d[-cut:] if from_start else d[:cut] for d in documents]
-        encodings = self._tok.encode_batch(texts, add_special_tokens=False)
+        long = [i for i, d in enumerate(documents) if len(d) > cut]
+        if offsets or len(long) == len(texts):
+            encodings = self._tok.encode_batch(texts, add_special_tokens=False)
+        else:
+            encodings = self._tok.encode_batch_fast(texts, add_special_tokens=False)
+            if long:  # the exactness check below reads their word ids
+                for i, encoding in zip(long, self._tok.encode_batch([texts[i] for i in long], add_special_tokens=False)):
+                    encodings[i] = encoding
         exact = _exact_suffix if from_start else _exact_prefix
-        for i, (document, encoding) in enumerate(zip(documents, encodings)):
-            if len(document) > cut and not exact(encoding, room):
-                encodings[i] = self._tok.encode(document, add_special_tokens=False)
+        for i in long:
+            if not exact(encodings[i], room):
+                encodings[i] = self._tok.encode(documents[i], add_special_tokens=False)
         return encodings
 
     def close(self) -> None:
