@@ -1,10 +1,11 @@
-"""One Triton endpoint over gRPC: the gateway's only code that imports tritonclient's client or grpc for Triton.
+"""One Triton endpoint over gRPC: the gateway's only code that talks to Triton.
 
-A ``TritonEndpoint`` owns, for one URL, a tritonclient aio client (health, configuration, model control) and a
-channel of its own with Triton's generated stub for ``ModelInfer`` (the request built once from the arrays, the
-logits read from the raw reply: none of tritonclient's per-call wrappers on the hot path). Every failure comes out
-as an ``ara_reranker_server.errors`` exception, translated by its gRPC status code in ``_translate_status``, the
-one place that mapping lives.
+A ``TritonEndpoint`` owns, for one URL, one channel and Triton's generated stub (tritonclient's ``service_pb2``) on
+it, for inference, health, configuration and model control alike: the inference request is built once from the
+arrays and the logits read in place from the raw reply (none of tritonclient's per-call wrappers on the hot path),
+and the readiness polls share the inference's connection. Every failure comes out as an
+``ara_reranker_server.errors`` exception, translated by its gRPC status code in ``_translate_status``, the one place
+that mapping lives.
 
 A URL is ``host:port`` or a gRPC target that names several servers (``dns:///triton-headless:8001``,
 ``ipv4:10.0.0.1:8001,10.0.0.2:8001``): gRPC balances those per request (``round_robin``) and re-resolves DNS as
@@ -17,9 +18,8 @@ import asyncio
 
 import grpc
 import numpy as np
-import tritonclient.grpc.aio as triton_aio
+from google.protobuf.json_format import MessageToDict
 from tritonclient.grpc import service_pb2, service_pb2_grpc
-from tritonclient.utils import InferenceServerException
 
 from ara_reranker_server.errors import (
     BackendError,
@@ -45,12 +45,11 @@ TRITON_QUEUE_REFUSALS = ("Exceeds maximum queue size", "Request timeout expired"
 
 
 class TritonEndpoint:
-    """One Triton URL: its clients, and its calls with their errors translated."""
+    """One Triton URL: its channel, and its calls with their errors translated."""
 
     def __init__(self, url: str, max_message_bytes: int = 1 << 30) -> None:
-        """Channels open lazily: nothing is dialled until the first call."""
+        """The channel opens lazily: nothing is dialled until the first call."""
         self.url = url
-        self._client = triton_aio.InferenceServerClient(url, channel_args=channel_args(url, max_message_bytes))
         self._channel = grpc.aio.insecure_channel(url, options=channel_args(url, max_message_bytes))
         self._stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channel)
 
@@ -62,50 +61,46 @@ class TritonEndpoint:
     async def infer(self, request: InferRequest, timeout: float,
                     metadata: tuple[tuple[str, str], ...] | None = None) -> InferReply:
         """Triton's reply to ``request`` within ``timeout`` seconds; a RerankerError for its gRPC status if none."""
-        try:
-            return await self._stub.ModelInfer(request, metadata=metadata, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise _translate_status(exc.code().name, exc.details() or "", self.url) from exc
+        return await self._call(self._stub.ModelInfer, request, timeout, metadata)
 
     async def is_live(self, timeout: float) -> bool:
         """Whether tritonserver answers that it is live; any failure to answer means not."""
         try:
-            return bool(await self._client.is_server_live(client_timeout=timeout))
-        except Exception:  # any failure to answer means not live
+            return (await self._call(self._stub.ServerLive, service_pb2.ServerLiveRequest(), timeout)).live
+        except RerankerError:
             return False
 
     async def is_ready(self, model: str, timeout: float) -> bool:
         """Whether Triton answers that ``model`` is ready; any failure to answer means not."""
         try:
-            return bool(await self._client.is_model_ready(model, client_timeout=timeout))
-        except Exception:  # any failure to answer means not ready
+            return (await self._call(self._stub.ModelReady, service_pb2.ModelReadyRequest(name=model), timeout)).ready
+        except RerankerError:
             return False
 
     async def model_config(self, model: str, timeout: float) -> dict:
-        """``model``'s configuration as JSON (Triton's ``config``), or a RerankerError."""
-        try:
-            response = await self._client.get_model_config(model, as_json=True, client_timeout=timeout)
-        except InferenceServerException as exc:
-            raise _translated(exc, self.url) from exc
-        return response["config"]
+        """``model``'s configuration as JSON (Triton's ``config``, its field names as in model_config.proto), or a
+        RerankerError."""
+        response = await self._call(self._stub.ModelConfig, service_pb2.ModelConfigRequest(name=model), timeout)
+        return MessageToDict(response.config, preserving_proto_field_name=True)
 
     async def unload(self, model: str, timeout: float) -> None:
         """Ask Triton to unload ``model`` (explicit model control only), or a RerankerError."""
-        try:
-            await self._client.unload_model(model, client_timeout=timeout)
-        except InferenceServerException as exc:
-            raise _translated(exc, self.url) from exc
+        await self._call(self._stub.RepositoryModelUnload, service_pb2.RepositoryModelUnloadRequest(model_name=model), timeout)
 
     async def load(self, model: str, timeout: float) -> None:
         """Ask Triton to load ``model`` (explicit model control only), or a RerankerError."""
-        try:
-            await self._client.load_model(model, client_timeout=timeout)
-        except InferenceServerException as exc:
-            raise _translated(exc, self.url) from exc
+        await self._call(self._stub.RepositoryModelLoad, service_pb2.RepositoryModelLoadRequest(model_name=model), timeout)
 
     async def close(self) -> None:
-        """Close both channels; errors closing are of no interest."""
-        await asyncio.gather(self._client.close(), self._channel.close(), return_exceptions=True)
+        """Close the channel; errors closing are of no interest."""
+        await asyncio.gather(self._channel.close(), return_exceptions=True)
+
+    async def _call(self, method, request, timeout: float, metadata: tuple[tuple[str, str], ...] | None = None):
+        """``method(request)`` on Triton within ``timeout`` seconds; a RerankerError for its gRPC status if it fails."""
+        try:
+            return await method(request, metadata=metadata, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise _translate_status(exc.code().name, exc.details() or "", self.url) from exc
 
 
 def infer_request(model: str, tensors: list[tuple[str, np.ndarray]], priority: str) -> InferRequest:
@@ -130,8 +125,7 @@ def logits_of(reply: InferReply, rows: int, url: str) -> np.ndarray:
 
 
 def channel_args(url: str, max_message_bytes: int) -> list[tuple[str, object]]:
-    """gRPC channel options for a Triton endpoint. tritonclient drops its own defaults (message size,
-    keepalive) when given any, so they are all here; a target naming several servers is balanced per
+    """gRPC channel options for a Triton endpoint: message size and keepalive; a target naming several servers is balanced per
     request, and DNS is re-resolved when a connection closes (Triton's --grpc-max-connection-age). A Triton that
     comes back (restarted on its ports) is reconnected to within a second: gRPC's default reconnect backoff grows
     to two minutes, which kept a restarted one idle for seconds."""
@@ -149,13 +143,6 @@ def channel_args(url: str, max_message_bytes: int) -> list[tuple[str, object]]:
     if url.startswith(BALANCED_SCHEMES):
         args.append(("grpc.lb_policy_name", "round_robin"))
     return args
-
-
-def _translated(exc: InferenceServerException, url: str) -> RerankerError:
-    """A tritonclient error -> the gateway's, through the same table as the stub's (its status name, e.g.
-    "StatusCode.UNAVAILABLE" -> "UNAVAILABLE"; none at all counts as UNAVAILABLE: tritonclient gave no answer)."""
-    code = str(exc.status() or "").rsplit(".", 1)[-1] or "UNAVAILABLE"
-    return _translate_status(code, exc.message() or "", url)
 
 
 def _translate_status(code: str, message: str, url: str) -> RerankerError:
