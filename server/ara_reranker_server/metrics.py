@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["GatewayMetrics", "APIS", "NO_MODEL", "serve_metrics"]
+__all__ = ["GatewayMetrics", "CallSeries", "APIS", "NO_MODEL", "serve_metrics"]
 
 # ~100 us to ~40 s, x1.5 per bucket.
 DURATION_BUCKETS = tuple(round(0.0001 * 1.5**k, 6) for k in range(0, 33))
@@ -33,6 +33,24 @@ _INFO_APIS = ("reranker.v1", "tei.v1", "tei", "nim")
 NO_MODEL = ""
 
 
+class CallSeries:
+    """The series one Rerank call of a model through an API moves, looked up once (``GatewayMetrics.call_series``):
+    a call then only counts, with no label lookups of its own."""
+
+    def __init__(self, metrics: "GatewayMetrics", model: str, api: str) -> None:
+        self.codes = {code: metrics.requests.labels("Rerank", code, model, api) for code in ANSWERED_CODES["Rerank"]}
+        self.duration = metrics.request_duration.labels("Rerank", model, api)
+        self.tokenization, self.inference, self.total = (metrics.stage_duration.labels(stage, model)
+                                                         for stage in ("tokenization", "inference", "total"))
+        self.documents = metrics.documents.labels(model)
+        self.documents_total = metrics.documents_total.labels(model)
+        self.input_tokens = metrics.input_tokens.labels(model)
+        self.input_tokens_total = metrics.input_tokens_total.labels(model)
+        self.truncated = metrics.truncated.labels(model)
+        self.cache_hits = metrics.cache_hits.labels(model)
+        self.cache_misses = metrics.cache_misses.labels(model)
+
+
 class GatewayMetrics:
     """The gateway's metrics, registered on their own registry (one per gateway, so tests can run several).
     Per-request series carry the ``model`` that served the call (the name it is served under)."""
@@ -40,6 +58,7 @@ class GatewayMetrics:
     def __init__(self, models: list[str] | None = None, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         self.models = list(models or [NO_MODEL])
+        self._calls: dict[tuple[str, str], CallSeries] = {}
         r = self.registry
         self.requests = Counter("reranker_requests", "Calls answered, by method, status code (gRPC's names), model and API",
                                 ["method", "code", "model", "api"], registry=r)
@@ -89,6 +108,13 @@ class GatewayMetrics:
                 if method == "Rerank" or api in _INFO_APIS:
                     for code in codes:
                         self.requests.labels(method, code, NO_MODEL, api)
+
+    def call_series(self, model: str, api: str) -> CallSeries:
+        """The series of a Rerank call of ``model`` (a served model's name, or NO_MODEL) through ``api`` (one of APIS)."""
+        series = self._calls.get((model, api))
+        if series is None:
+            series = self._calls[model, api] = CallSeries(self, model, api)
+        return series
 
     def watch_admission(self, pairs, tokens) -> None:
         """Read the admission bounds' counts at scrape time (``Admission.in_flight``), so they are never stale."""

@@ -22,4 +22,4 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 def rank_by_logits(logits: np.ndarray) -> np.ndarray:
     """Indices best first: higher logit first, equal logits keep the lower index first."""
     logits = np.asarray(logits).astype(np.float64)  # upcast before anything else (fp16 from GPUs)
-    return np.lexsort((np.arange(len(logits)), -logits))
+    return np.argsort(-logits, kind="stable")  # stable: equal logits stay in index order

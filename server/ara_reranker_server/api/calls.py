@@ -16,7 +16,7 @@ from typing import Awaitable, Callable
 from ara_reranker_server.core_types import RerankJob, RerankOutcome
 from ara_reranker_server.dispatch import PRIORITIES
 from ara_reranker_server.errors import Internal, InvalidRequest, RerankerError, answer_of
-from ara_reranker_server.metrics import NO_MODEL, GatewayMetrics
+from ara_reranker_server.metrics import ANSWERED_CODES, NO_MODEL, GatewayMetrics
 from ara_reranker_server.models import ModelRegistry, ServedModel
 from ara_reranker_server.tracing import NO_TRACING, Tracing, start_ns_of
 
@@ -32,6 +32,7 @@ log = logging.getLogger("ara_reranker_server.requests")
 # clock runs ahead of ours by the time its call took to reach us, and a loaded machine adds to that.
 DEADLINE_SKEW_S = 1.0
 _OK = "OK"
+_COUNTED = frozenset(ANSWERED_CODES["Rerank"])
 # Codes logged at INFO: the caller's doing (or nothing wrong); the rest at WARNING.
 _CALLERS_CODES = {"OK", "INVALID_ARGUMENT", "NOT_FOUND", "CANCELLED", "UNAUTHENTICATED"}
 
@@ -125,21 +126,25 @@ class Calls:
     def _record(self, api: str, method: str, code: str, started: float, request_id: str, job: RerankJob | None,
                 model: ServedModel | None, outcome: RerankOutcome | None, error: str, span) -> None:
         duration = time.perf_counter() - started
-        m = self.metrics
         name = model.name if model is not None else NO_MODEL
-        m.requests.labels(method, code, name, api).inc()
-        m.request_duration.labels(method, name, api).observe(duration)
-        if outcome is not None:
-            m.stage_duration.labels("tokenization", name).observe(outcome.tokenization_s)
-            m.stage_duration.labels("inference", name).observe(outcome.inference_s)
-            m.stage_duration.labels("total", name).observe(duration)
-            m.documents.labels(name).observe(outcome.documents)
-            m.documents_total.labels(name).inc(outcome.documents)
-            m.input_tokens.labels(name).observe(outcome.input_tokens)
-            m.input_tokens_total.labels(name).inc(outcome.input_tokens)
-            m.truncated.labels(name).inc(outcome.truncated)
-            m.cache_hits.labels(name).inc(outcome.cached)
-            m.cache_misses.labels(name).inc(outcome.documents - outcome.cached)
+        if method == "Rerank" and code in _COUNTED:
+            series = self.metrics.call_series(name, api)
+            series.codes[code].inc()
+            series.duration.observe(duration)
+            if outcome is not None:
+                series.tokenization.observe(outcome.tokenization_s)
+                series.inference.observe(outcome.inference_s)
+                series.total.observe(duration)
+                series.documents.observe(outcome.documents)
+                series.documents_total.inc(outcome.documents)
+                series.input_tokens.observe(outcome.input_tokens)
+                series.input_tokens_total.inc(outcome.input_tokens)
+                series.truncated.inc(outcome.truncated)
+                series.cache_hits.inc(outcome.cached)
+                series.cache_misses.inc(outcome.documents - outcome.cached)
+        else:
+            self.metrics.requests.labels(method, code, name, api).inc()
+            self.metrics.request_duration.labels(method, name, api).observe(duration)
         entry = {
             "request_id": request_id,
             "api": api,
