@@ -173,7 +173,7 @@ def llm_rerankers() -> str:
     systems = "; ".join(f"`{name}`: {what}" for name, what in result["systems"].items())
     checks = [m["score_check"] for m in result["models"].values() if "score_check" in m]
     checked = (f" The service's scores equal the limit's within {checks[0]['atol']:g} on each served model's first "
-               f"{checks[0]['requests']} requests (largest difference {max(c['max_abs_diff'] for c in checks):.1e})."
+               f"{checks[0]['requests']} requests (largest difference {max(c['max_abs_diff'] for c in checks):.2g})."
                if checks else "")
     return "\n".join([
         f"`{found.command}`: {systems}; one system after the other per model, on the same requests, "
