@@ -82,7 +82,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                "`--models`, `--shapes`, `--triton`; [configuration.md](configuration.md#memory-max_batch_tokens-and-forward_workers)"),
     Experiment("precision", "python -m bench.precision --model small", "[precision.md](precision.md)"),
     Experiment("llm-rerankers", "python -m bench.llm_rerankers",
-               "`--models tiny,qwen3-tiny,small`, `--concurrency`, `--duration`, `--docs`"),
+               "`--models tiny,qwen3-tiny,small`, `--limit-only qwen3-l28`, `--concurrency`, `--duration`, `--docs`"),
     Experiment("gpu", "bash bench/gpu.sh", "on a GPU node; [gpu.md](gpu.md)", "{json,md}"),
     Experiment("gpu-dryrun-cpu", "make bench-gpu-dry-run", "= `python -m bench.gpu --dry-run`: the GPU measurement on "
                "the CPU with the tiny model, not GPU figures", "{json,md}"),

@@ -163,17 +163,23 @@ def windows() -> str:
 
 
 def llm_rerankers() -> str:
-    """LLM rerankers beside cross-encoders: the in-process limit's pairs/s and latency per model (bench/llm_rerankers.py)."""
+    """LLM rerankers beside cross-encoders: pairs/s and latency per model, in-process and served (bench/llm_rerankers.py)."""
     from bench.llm_rerankers import markdown
 
     found = results.newest("llm-rerankers")
     result, path, machine = found.data, found.file, found.machine
     first = next(iter(result["models"].values()))["workload"]
     tokens = first["document_tokens"]
+    systems = "; ".join(f"`{name}`: {what}" for name, what in result["systems"].items())
+    checks = [m["score_check"] for m in result["models"].values() if "score_check" in m]
+    checked = (f" The service's scores equal the limit's within {checks[0]['atol']:g} on each served model's first "
+               f"{checks[0]['requests']} requests (largest difference {max(c['max_abs_diff'] for c in checks):.2g})."
+               if checks else "")
     return "\n".join([
-        f"`{found.command}`: {result['system']}, {first['docs_per_request']} documents per request "
-        f"({tokens['min']}-{tokens['max']} tokens, median {tokens['p50']:.0f}, in `{next(iter(result['models']))}`'s "
-        f"tokenizer), closed-loop callers ({machine['cpu']}, {machine['cores']} cores; `{path}`):",
+        f"`{found.command}`: {systems}; one system after the other per model, on the same requests, "
+        f"{first['docs_per_request']} documents per request ({tokens['min']}-{tokens['max']} tokens, median "
+        f"{tokens['p50']:.0f}, in `{next(iter(result['models']))}`'s tokenizer), closed-loop callers "
+        f"({machine['cpu']}, {machine['cores']} cores; `{path}`).{checked}",
         "",
         markdown(result),
     ])

@@ -1,15 +1,19 @@
-"""The harness the tests and the benchmarks share (bench/): the closed-loop load generator, the Prometheus parser
-and the model-repository editor. Unit tests: no process is started."""
+"""The harness the tests and the benchmarks share (bench/): the closed-loop load generator, the Prometheus parser,
+the model-repository editor, and the check that a served model scores as the in-process one. Unit tests: no process
+is started."""
 
 from __future__ import annotations
 
 import threading
 import time
 
+import numpy as np
 import pytest
 
+from ara_reranker_client import RerankResult
 from ara_reranker_server import triton_config
 from bench import prometheus
+from bench.llm_rerankers import ScoreMismatch, check_scores, scores_by_document
 from bench.loadgen import ClosedLoop
 from bench.repository import edited_copy
 
@@ -85,3 +89,14 @@ def test_the_repository_editor_changes_the_cpu_config_through_the_model_config_m
     assert (repository / "ara_reranker/1/model.py").read_text() == "# replaced\n"
     with pytest.raises(TypeError, match="unknown config fields"):
         edited_copy(tmp_path / "other", max_batch=4)
+
+
+def test_the_llm_benchmark_refuses_a_service_that_scores_otherwise_than_the_limit():
+    reference = [np.array([0.25, 0.75]), np.array([0.5])]
+    served = [[RerankResult(index=1, score=0.75 + 5e-5), RerankResult(index=0, score=0.25)], [RerankResult(index=0, score=0.5)]]
+    answers = [scores_by_document(answer) for answer in served]  # ranked results back in their documents' order
+    assert check_scores(reference, answers, "service") == pytest.approx(5e-5, abs=1e-9)
+    with pytest.raises(ScoreMismatch, match="request 1's scores differ"):
+        check_scores(reference, [answers[0], np.array([0.5 + 2e-4])], "service")
+    with pytest.raises(ScoreMismatch, match="request 0 answered 1 scores for 2 documents"):
+        check_scores(reference, [np.array([0.25]), answers[1]], "service")

@@ -184,9 +184,20 @@ def test_gpu_script_dry_run_runs_every_step_on_cpu(tmp_path, tiny_model_dir):
     assert sorted(p.suffix for p in (tmp_path / "copy").iterdir()) == [".json", ".md"]
 
 
-def test_llm_rerankers_bench_measures_each_family_with_its_own_rows(tiny_model_dir):
-    # Each family through the Triton model's scorer: a Qwen3-Reranker fed its recipe's whole prompts.
-    printed = _run_module("bench.llm_rerankers", ["--models", "tiny,qwen3-tiny", "--concurrency", "1", "--duration", "1",
-                                                  "--requests", "4", "--no-write"]).stdout
-    assert "| `tiny` | cross-encoder | 2 x 64 | 1 |" in printed
-    assert "| `qwen3-tiny` | qwen3-reranker | 2 x 64 | 1 |" in printed
+def test_llm_rerankers_bench_measures_each_family_in_process_and_served(tmp_path, tiny_model_dir):
+    # Each family through the Triton model's scorer, a Qwen3-Reranker fed its recipe's whole prompts; the LLM also
+    # through the gateway and tritonserver, on the same requests, scoring as the in-process limit does.
+    args = ["--models", "tiny,qwen3-tiny", "--limit-only", "tiny", "--concurrency", "1", "--duration", "1",
+            "--requests", "4", "--out-dir", str(tmp_path)]
+    printed = _run_module("bench.llm_rerankers", args).stdout
+    assert "| `tiny` | cross-encoder | 2 x 64 | limit-torch | 1 |" in printed
+    assert "| `qwen3-tiny` | qwen3-reranker | 2 x 64 | limit-torch | 1 |" in printed
+    assert "| `qwen3-tiny` | qwen3-reranker | 2 x 64 | service-torch | 1 |" in printed
+    models = _only_result(tmp_path, "llm-rerankers")["models"]
+    assert [level["system"] for level in models["tiny"]["levels"]] == ["limit-torch"] and "score_check" not in models["tiny"]
+    limit, served = models["qwen3-tiny"]["levels"]
+    assert (limit["system"], served["system"]) == ("limit-torch", "service-torch")
+    assert all(level["errors"] == 0 and level["pairs_per_s"] > 0 for level in (limit, served))
+    assert served["tokens_per_pair"] == pytest.approx(limit["tokens_per_pair"], rel=0.05)  # the same prompts
+    check = models["qwen3-tiny"]["score_check"]
+    assert check["requests"] == 4 and 0 <= check["max_abs_diff"] <= check["atol"] == 1e-4
