@@ -1,8 +1,8 @@
 """Closed-loop load: ``concurrency`` clients, each sending its next request as soon as the last returns.
 
-``ClosedLoop`` is the one load generator of the tests and the benchmarks: caller threads, each with a session of
-its own (a client, a channel), calling until stopped or out of time, every call's outcome recorded and none left
-unaccounted for. ``run_level`` measures one concurrency level with it:
+``ClosedLoop`` is the one load generator of the tests and the benchmarks: callers (threads, or asyncio tasks for
+many callers at little CPU), each with a session of its own (a client, a channel) or one they share, calling until
+stopped or out of time, every call's outcome recorded and none left unaccounted for. ``run_level`` measures one concurrency level with it:
 
 A level runs in three phases: ramp (until every client has had one answer, so the queue is in its steady
 state), a measurement window, then a drain in which clients finish what they have in flight but send
