@@ -1,5 +1,5 @@
-"""Shared fixtures: the offline tiny model, a real tritonserver on free loopback ports, and the
-in-process reference that every score the service returns must equal."""
+"""Shared fixtures: the offline tiny model, a real tritonserver and gateway on free loopback ports (and a client of
+the gateway), and the in-process reference that every score the service returns must equal."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Callable, Iterator, TypeVar
 import numpy as np
 import pytest
 
+from ara_reranker_client import RerankerClient
 from ara_reranker_model.store import prepare
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
@@ -55,6 +56,13 @@ def gateway(triton: TritonServer, tiny_model_dir: Path, tmp_path_factory) -> Gat
     args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir), "chunk_size": "8", "model_id": "offline-tiny"}
     with GatewayProcess(args, log_path=log) as process:
         yield process
+
+
+@pytest.fixture(scope="module")
+def client(gateway: GatewayProcess) -> Iterator[RerankerClient]:
+    """reranker.v1's client (the project's sync RerankerClient) on the session gateway, one channel per module."""
+    with RerankerClient(gateway.target, timeout=60) as c:
+        yield c
 
 
 def _started_until_the_end(build: Callable[..., Process]) -> Iterator[Callable[..., Process]]:
