@@ -136,18 +136,18 @@ class Probe:
 
 # ---------------------------------------------------------------- the closed loop (driver process)
 
-def level(call, requests: list, concurrency: int, spec: dict, probe: Probe, **sessions) -> dict:
+def level(call, requests: list, concurrency: int, warmup_s: float, seconds: float, probe: Probe, **sessions) -> dict:
     """``concurrency`` asyncio callers (bench.loadgen's ClosedLoop; ``sessions``: its ``session`` and
     ``shared_session``), each sending the next request (``call(session, request)``: its pairs) as soon as its last is
-    answered: after the warm-up, one window's row."""
+    answered: after the warm-up (every caller answered, ``warmup_s`` at least), one window of ``seconds``: its row."""
     async def send(session, n: int) -> int:
         return await call(session, requests[n % len(requests)])
 
     calls = ClosedLoop(send, concurrency, pause_after_error_s=0.05, **sessions).start()
     try:
-        calls.wait_warm(timeout_s=120, min_s=spec["warmup_s"])
+        calls.wait_warm(timeout_s=120, min_s=warmup_s)
         before = probe.read()
-        time.sleep(spec["seconds"])
+        time.sleep(seconds)
         after = probe.read()
     finally:
         calls.stop(timeout_s=180)  # the calls in flight end within the clients' timeout (120 s)
@@ -184,12 +184,28 @@ def summarise(outcomes: list[Outcome], concurrency: int, before: dict, after: di
     return row
 
 
-def levels(kind: str, workloads: dict[str, list], call, spec: dict, probe: Probe, shown, **sessions) -> list[dict]:
-    """``level`` at each concurrency of ``spec`` on each workload, a row each, printed as it comes."""
+def triton_level(url: str, model: str, prepared: list, concurrency: int, warmup_s: float, seconds: float,
+                 probe: Probe) -> dict:
+    """``level`` straight to Triton: requests prepared as the gateway sends them (each a list of its chunks' token
+    arrays), sent by one tritonclient aio client that the callers share, as the gateway's calls share its channel."""
+    import tritonclient.grpc.aio as triton_aio
+
+    from bench.triton_direct import infer_chunks
+
+    async def call(client, chunks) -> int:
+        return await infer_chunks(client, model, chunks)
+
+    return level(call, prepared, concurrency, warmup_s, seconds, probe,
+                 session=lambda: triton_aio.InferenceServerClient(url), shared_session=True)
+
+
+def levels(kind: str, workloads: dict[str, list], spec: dict, shown, measure) -> list[dict]:
+    """``measure(requests, concurrency)`` (a ``level``) at each concurrency of ``spec`` on each workload, a row each,
+    printed as it comes."""
     rows = []
     for name, requests in workloads.items():
         for c in spec["concurrency"]:
-            row = {"workload": name, **level(call, requests, c, spec, probe, **sessions)}
+            row = {"workload": name, **measure(requests, c)}
             print(f"  {kind:8s} {name:5s} c={c:<3d} {row['pairs_per_s']:8.1f} pairs/s  {shown(row)}", flush=True)
             rows.append(row)
     return rows
@@ -206,19 +222,17 @@ def drive_gateway(spec: dict) -> list[dict]:
 
     workloads = {name: Workload.load(Path(path)).requests for name, path in spec["workloads"].items()}
     # A connection stays with the gateway worker it reached: one channel per caller lets them spread over workers.
-    return levels("gateway", workloads, call, spec, probe,
+    return levels("gateway", workloads, spec,
                   lambda row: f"gateway core {row['gateway_core_busy']:.2f}  "
                               f"{row.get('pairs_per_gateway_cpu_s', 0):7.1f} pairs/CPU-s",
-                  session=lambda: AsyncRerankerClient(spec["target"], timeout=120))
+                  lambda requests, c: level(call, requests, c, spec["warmup_s"], spec["seconds"], probe,
+                                            session=lambda: AsyncRerankerClient(spec["target"], timeout=120)))
 
 
 def drive_triton(spec: dict) -> list[dict]:
-    """The same requests, tokenized and chunked as the gateway does, straight to Triton (one client, as the gateway's)."""
-    import tritonclient.grpc.aio as triton_aio
-
+    """The same requests, tokenized and chunked as the gateway does, straight to Triton (``triton_level``)."""
     from ara_reranker_model.inputs import padded_rows
     from ara_reranker_server.models import load_tokenizer
-    from bench.triton_direct import infer_chunks
 
     tokenizer = load_tokenizer(spec["model_dir"], 0, 1)
     probe = Probe(None, spec["triton_pid"], spec["triton_metrics"])
@@ -229,14 +243,12 @@ def drive_triton(spec: dict) -> list[dict]:
         size = spec["chunk_size"]
         return [padded_rows([ids[i] for i in order[a : a + size]], tokenizer.pad_id) for a in range(0, len(order), size)]
 
-    async def call(client, prepared) -> int:
-        return await infer_chunks(client, spec["triton_model"], prepared)
-
     workloads = {name: [chunks(r) for r in Workload.load(Path(path)).requests] for name, path in spec["workloads"].items()}
     tokenizer.close()
-    return levels("triton", workloads, call, spec, probe,
+    return levels("triton", workloads, spec,
                   lambda row: f"Triton CPU {row['triton_cpu_busy']:.2f}  compute {row['triton_compute_busy']:.2f}",
-                  session=lambda: triton_aio.InferenceServerClient(spec["triton_url"]), shared_session=True)
+                  lambda prepared, c: triton_level(spec["triton_url"], spec["triton_model"], prepared, c, spec["warmup_s"],
+                                                   spec["seconds"], probe))
 
 
 def drive(spec_path: str) -> int:
