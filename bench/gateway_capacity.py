@@ -14,8 +14,8 @@ its real work and Triton costs only its own request handling. ``--triton-model t
 tiny model instead.
 
 Placement: the gateway is pinned to ``--gateway-core`` (``taskset -c``); Triton, this script and the
-load generator share ``--other-cores``. The load generator is a separate process (asyncio,
-AsyncRerankerClient, ``c`` concurrent callers in a closed loop).
+load generator share ``--other-cores``. The load generator is a separate process
+(bench/loadgen.py's ClosedLoop: ``c`` asyncio callers in a closed loop, each on its own AsyncRerankerClient channel).
 
 Per level (workload x concurrency): after a warm-up in which every caller has had an answer, a window
 of ``--seconds`` in which are read
@@ -37,8 +37,6 @@ about 128 tokens). Writes ``bench/results/gateway-capacity-<timestamp>.json`` an
 from __future__ import annotations
 
 import argparse
-import asyncio
-import itertools
 import json
 import os
 import subprocess
@@ -49,10 +47,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import prometheus, results
+from bench import loadgen, prometheus, results
+from bench.loadgen import ClosedLoop, Outcome
 from bench.repository import edited_copy
 from bench.results import PROJECT_ROOT
-from bench.stats import p50_p99_ms
 from bench.systems import NO_CACHE
 from bench.workload import Workload, make_workload
 
@@ -138,45 +136,28 @@ class Probe:
 
 # ---------------------------------------------------------------- the closed loop (driver process)
 
-async def closed_loop(call, requests: list, concurrency: int, warmup_s: float, seconds: float, probe: Probe) -> dict:
-    """``concurrency`` callers, each sending the next request as soon as its last is answered."""
-    order = itertools.count()
-    records: list[tuple[float, float, int]] = []
-    errors: list[str] = []
-    answered: set[int] = set()
-    stop = False
+def level(call, requests: list, concurrency: int, warmup_s: float, seconds: float, probe: Probe, **sessions) -> dict:
+    """``concurrency`` asyncio callers (bench.loadgen's ClosedLoop; ``sessions``: its ``session`` and
+    ``shared_session``), each sending the next request (``call(session, request)``: its pairs) as soon as its last is
+    answered: after the warm-up (every caller answered, ``warmup_s`` at least), one window of ``seconds``: its row."""
+    async def send(session, n: int) -> int:
+        return await call(session, requests[n % len(requests)])
 
-    async def caller(k: int) -> None:
-        while not stop:
-            request = requests[next(order) % len(requests)]
-            sent = time.perf_counter()
-            try:
-                pairs = await call(request)
-            except Exception as exc:  # counted and reported
-                errors.append(f"{type(exc).__name__}: {exc}")
-                await asyncio.sleep(0.05)
-                continue
-            records.append((sent, time.perf_counter(), pairs))
-            answered.add(k)
-
-    tasks = [asyncio.create_task(caller(k)) for k in range(concurrency)]
-    started = time.perf_counter()
-    while (len(answered) < concurrency or time.perf_counter() - started < warmup_s) and time.perf_counter() - started < 120:
-        await asyncio.sleep(0.05)
-    before = probe.read()
-    await asyncio.sleep(seconds)
-    after = probe.read()
-    stop = True
-    await asyncio.gather(*tasks)
-    return summarise(records, errors, concurrency, before, after)
+    calls = ClosedLoop(send, concurrency, pause_after_error_s=0.05, **sessions).start()
+    try:
+        calls.wait_warm(timeout_s=120, min_s=warmup_s)
+        before = probe.read()
+        time.sleep(seconds)
+        after = probe.read()
+    finally:
+        calls.stop(timeout_s=180)  # the calls in flight end within the clients' timeout (120 s)
+    return summarise(calls.outcomes, concurrency, before, after)
 
 
-def summarise(records, errors, concurrency: int, before: dict, after: dict) -> dict:
+def summarise(outcomes: list[Outcome], concurrency: int, before: dict, after: dict) -> dict:
     start, end = before["t"], after["t"]
     window = end - start
-    inside = [(s, e, n) for s, e, n in records if start <= e <= end]
-    latencies = np.array([(e - s) * 1000 for s, e, _ in inside]) if inside else np.array([np.nan])
-    pairs = sum(n for *_, n in inside)
+    calls = loadgen.summarise(outcomes, concurrency, start, end)
     gateway_cpu = after["gateway_cpu_s"] - before["gateway_cpu_s"]
     triton_cpu = after["triton_cpu_s"] - before["triton_cpu_s"]
     driver_cpu = after["driver_cpu_s"] - before["driver_cpu_s"]
@@ -184,13 +165,11 @@ def summarise(records, errors, concurrency: int, before: dict, after: dict) -> d
     # Triton adds an execution's compute time to every request in it: per execution it is counted once.
     per_request_compute_us = d["nv_inference_compute_infer_duration_us"] / max(d["nv_inference_request_success"], 1)
     compute_busy_s = per_request_compute_us * d["nv_inference_exec_count"] / 1e6
-    little_rps = concurrency / (float(latencies.mean()) / 1000) if inside else 0.0
     row = {
-        "concurrency": concurrency, "window_s": round(window, 2), "requests": len(inside), "pairs": pairs,
-        "requests_per_s": round(len(inside) / window, 2), "pairs_per_s": round(pairs / window, 1),
-        "little_pairs_per_s": round(little_rps * pairs / max(len(inside), 1), 1),
-        **p50_p99_ms(latencies, 2),
-        "errors": len(errors), "first_error": errors[0] if errors else None,
+        "concurrency": concurrency, "window_s": round(window, 2), "requests": calls.requests, "pairs": calls.pairs,
+        "requests_per_s": round(calls.requests / window, 2), "pairs_per_s": round(calls.window_pairs_per_s, 1),
+        "little_pairs_per_s": round(calls.pairs_per_s, 1), "p50_ms": round(calls.p50_ms, 2), "p99_ms": round(calls.p99_ms, 2),
+        "errors": calls.errors, "first_error": calls.first_error,
         "gateway_cpu_s": round(gateway_cpu, 3), "gateway_core_busy": round(gateway_cpu / window, 3),
         "triton_cpu_busy": round(triton_cpu / window, 3), "driver_cpu_busy": round(driver_cpu / window, 3),
         "triton_requests": int(d["nv_inference_request_success"]), "triton_executions": int(d["nv_inference_exec_count"]),
@@ -198,55 +177,65 @@ def summarise(records, errors, concurrency: int, before: dict, after: dict) -> d
         "triton_compute_ms_per_request": round(per_request_compute_us / 1000, 3),
         "triton_queue_ms_per_request": round(d["nv_inference_queue_duration_us"] / max(d["nv_inference_request_success"], 1) / 1000, 3),
     }
-    if gateway_cpu > 0 and pairs:
-        row.update({"pairs_per_gateway_cpu_s": round(pairs / gateway_cpu, 1),
-                    "requests_per_gateway_cpu_s": round(len(inside) / gateway_cpu, 2),
-                    "gateway_cpu_s_per_1000_pairs": round(1000 * gateway_cpu / pairs, 3)})
+    if gateway_cpu > 0 and calls.pairs:
+        row.update({"pairs_per_gateway_cpu_s": round(calls.pairs / gateway_cpu, 1),
+                    "requests_per_gateway_cpu_s": round(calls.requests / gateway_cpu, 2),
+                    "gateway_cpu_s_per_1000_pairs": round(1000 * gateway_cpu / calls.pairs, 3)})
     return row
 
 
-async def levels(kind: str, workloads: dict[str, list], call, spec: dict, probe: Probe, shown) -> list[dict]:
-    """``closed_loop`` at each concurrency of ``spec`` on each workload, a row each, printed as it comes."""
+def triton_level(url: str, model: str, prepared: list, concurrency: int, warmup_s: float, seconds: float,
+                 probe: Probe) -> dict:
+    """``level`` straight to Triton: requests prepared as the gateway sends them (each a list of its chunks' token
+    arrays), sent by one tritonclient aio client that the callers share, as the gateway's calls share its channel."""
+    import tritonclient.grpc.aio as triton_aio
+
+    from bench.triton_direct import infer_chunks
+
+    async def call(client, chunks) -> int:
+        return await infer_chunks(client, model, chunks)
+
+    return level(call, prepared, concurrency, warmup_s, seconds, probe,
+                 session=lambda: triton_aio.InferenceServerClient(url), shared_session=True)
+
+
+def levels(kind: str, workloads: dict[str, list], spec: dict, shown, measure) -> list[dict]:
+    """``measure(requests, concurrency)`` (a ``level``) at each concurrency of ``spec`` on each workload, a row each,
+    printed as it comes."""
     rows = []
     for name, requests in workloads.items():
         for c in spec["concurrency"]:
-            row = {"workload": name, **await closed_loop(call, requests, c, spec["warmup_s"], spec["seconds"], probe)}
+            row = {"workload": name, **measure(requests, c)}
             print(f"  {kind:8s} {name:5s} c={c:<3d} {row['pairs_per_s']:8.1f} pairs/s  {shown(row)}", flush=True)
             rows.append(row)
     return rows
 
 
-async def drive_gateway(spec: dict) -> list[dict]:
+def drive_gateway(spec: dict) -> list[dict]:
     from ara_reranker_client import AsyncRerankerClient
 
     probe = Probe(spec["gateway_pid"], spec["triton_pid"], spec["triton_metrics"])
+
+    async def call(client, request) -> int:
+        await client.rerank(request.query, request.documents)
+        return len(request.documents)
+
+    workloads = {name: Workload.load(Path(path)).requests for name, path in spec["workloads"].items()}
     # A connection stays with the gateway worker it reached: one channel per caller lets them spread over workers.
-    clients = [AsyncRerankerClient(spec["target"], timeout=120) for _ in range(max(spec["concurrency"]))]
-    turn = itertools.count()
-    try:
-        async def call(request) -> int:
-            await clients[next(turn) % len(clients)].rerank(request.query, request.documents)
-            return len(request.documents)
-
-        workloads = {name: Workload.load(Path(path)).requests for name, path in spec["workloads"].items()}
-        return await levels("gateway", workloads, call, spec, probe,
-                            lambda row: f"gateway core {row['gateway_core_busy']:.2f}  "
-                                        f"{row.get('pairs_per_gateway_cpu_s', 0):7.1f} pairs/CPU-s")
-    finally:
-        await asyncio.gather(*(client.close() for client in clients))
+    return levels("gateway", workloads, spec,
+                  lambda row: f"gateway core {row['gateway_core_busy']:.2f}  "
+                              f"{row.get('pairs_per_gateway_cpu_s', 0):7.1f} pairs/CPU-s",
+                  lambda requests, c: level(call, requests, c, spec["warmup_s"], spec["seconds"], probe,
+                                            session=lambda: AsyncRerankerClient(spec["target"], timeout=120)))
 
 
-async def drive_triton(spec: dict) -> list[dict]:
-    """The same requests, tokenized and chunked as the gateway does, straight to Triton."""
-    import tritonclient.grpc.aio as triton_aio
-
+def drive_triton(spec: dict) -> list[dict]:
+    """The same requests, tokenized and chunked as the gateway does, straight to Triton (``triton_level``)."""
     from ara_reranker_model.inputs import padded_rows
     from ara_reranker_server.models import load_tokenizer
-    from bench.triton_direct import infer_chunks
 
     tokenizer = load_tokenizer(spec["model_dir"], 0, 1)
     probe = Probe(None, spec["triton_pid"], spec["triton_metrics"])
-    client = triton_aio.InferenceServerClient(spec["triton_url"])
 
     def chunks(request) -> list[tuple[np.ndarray, np.ndarray]]:
         ids, _ = tokenizer.encode(request.query, request.documents, True)
@@ -254,22 +243,17 @@ async def drive_triton(spec: dict) -> list[dict]:
         size = spec["chunk_size"]
         return [padded_rows([ids[i] for i in order[a : a + size]], tokenizer.pad_id) for a in range(0, len(order), size)]
 
-    async def call(prepared) -> int:
-        return await infer_chunks(client, spec["triton_model"], prepared)
-
-    try:
-        workloads = {name: [chunks(r) for r in Workload.load(Path(path)).requests] for name, path in spec["workloads"].items()}
-        rows = await levels("triton", workloads, call, spec, probe,
-                            lambda row: f"Triton CPU {row['triton_cpu_busy']:.2f}  compute {row['triton_compute_busy']:.2f}")
-    finally:
-        await client.close()
+    workloads = {name: [chunks(r) for r in Workload.load(Path(path)).requests] for name, path in spec["workloads"].items()}
     tokenizer.close()
-    return rows
+    return levels("triton", workloads, spec,
+                  lambda row: f"Triton CPU {row['triton_cpu_busy']:.2f}  compute {row['triton_compute_busy']:.2f}",
+                  lambda prepared, c: triton_level(spec["triton_url"], spec["triton_model"], prepared, c, spec["warmup_s"],
+                                                   spec["seconds"], probe))
 
 
 def drive(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
-    rows = asyncio.run(drive_gateway(spec) if spec["kind"] == "gateway" else drive_triton(spec))
+    rows = drive_gateway(spec) if spec["kind"] == "gateway" else drive_triton(spec)
     Path(spec["out"]).write_text(json.dumps(rows))
     return 0
 

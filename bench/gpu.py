@@ -38,7 +38,6 @@ there (on a lent machine: the folder whose files come back).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 import sys
@@ -276,29 +275,11 @@ def prepared_requests(model_dir: Path, workload, chunk_size: int) -> tuple[list,
     return prepared, np.array(lengths)
 
 
-async def _triton_levels(url: str, model: str, prepared: list, concurrency: list[int], seconds: float, probe) -> list[dict]:
-    """Closed loop straight to Triton (bench/gateway_capacity.py's), one row per concurrency."""
-    import tritonclient.grpc.aio as triton_aio
-
-    from bench.gateway_capacity import closed_loop
-    from bench.triton_direct import infer_chunks
-
-    client = triton_aio.InferenceServerClient(url)
-
-    async def call(chunks) -> int:
-        return await infer_chunks(client, model, chunks)
-
-    try:
-        return [await closed_loop(call, prepared, c, min(seconds, 2.0), seconds, probe) for c in concurrency]
-    finally:
-        await client.close()
-
-
 def triton(model_dir: Path, queue_delays: list[int], parameters: dict, prepared: list, concurrency: list[int],
            seconds: float, flops_per_pair: float, peak: float | None, tmp: Path) -> dict:
     """The Triton model with dynamic batching, once per queue delay."""
     from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
-    from bench.gateway_capacity import Probe
+    from bench.gateway_capacity import Probe, triton_level
 
     # The config's engine and dtype: torch, auto (float16 on a GPU, float32 in a CPU dry run).
     out: dict = {"parameters": parameters, "by_queue_delay_us": {}}
@@ -310,7 +291,9 @@ def triton(model_dir: Path, queue_delays: list[int], parameters: dict, prepared:
         with TritonServer(options) as server:
             load_s = time.perf_counter() - started
             probe = Probe(None, server.process.pid, server.metrics_url)
-            rows = asyncio.run(_triton_levels(server.grpc_url, server.model_names[0], prepared, concurrency, seconds, probe))
+            # A closed loop straight to Triton (bench/gateway_capacity.py's), one row per concurrency.
+            rows = [triton_level(server.grpc_url, server.model_names[0], prepared, c, min(seconds, 2.0), seconds, probe)
+                    for c in concurrency]
         levels = [_level_row(r["concurrency"], r["little_pairs_per_s"], r["p50_ms"], r["p99_ms"], r["errors"], flops_per_pair, peak,
                              window_pairs_per_s=r["pairs_per_s"], triton_compute_busy=r["triton_compute_busy"],
                              triton_batch_requests=round(r["triton_requests"] / max(r["triton_executions"], 1), 2),

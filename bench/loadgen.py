@@ -1,8 +1,8 @@
 """Closed-loop load: ``concurrency`` clients, each sending its next request as soon as the last returns.
 
-``ClosedLoop`` is the one load generator of the tests and the benchmarks: caller threads, each with a session of
-its own (a client, a channel), calling until stopped or out of time, every call's outcome recorded and none left
-unaccounted for. ``run_level`` measures one concurrency level with it:
+``ClosedLoop`` is the one load generator of the tests and the benchmarks: callers (threads, or asyncio tasks for
+many callers at little CPU), each with a session of its own (a client, a channel) or one they share, calling until
+stopped or out of time, every call's outcome recorded and none left unaccounted for. ``run_level`` measures one concurrency level with it:
 
 A level runs in three phases: ramp (until every client has had one answer, so the queue is in its steady
 state), a measurement window, then a drain in which clients finish what they have in flight but send
@@ -17,12 +17,14 @@ three bursts is a matter of phase (the count is kept as ``window_pairs_per_s`` a
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import itertools
 import threading
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -30,7 +32,7 @@ from tqdm import tqdm
 from bench.stats import percentile
 from bench.workload import Request
 
-__all__ = ["ClosedLoop", "LevelResult", "Outcome", "run_level", "run_count"]
+__all__ = ["ClosedLoop", "LevelResult", "Outcome", "run_level", "run_count", "summarise"]
 
 Call = Callable[[str, list[str]], object]
 
@@ -53,12 +55,14 @@ class LevelResult:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One call of a ClosedLoop: when it started and ended (``time.perf_counter()``), what it returned or raised."""
+    """One call of a ClosedLoop: when it started and ended (``time.perf_counter()``), what it returned or raised, and
+    which caller made it."""
 
     started: float
     ended: float
     value: Any = None
     error: Exception | None = None
+    caller: int = 0
 
     @property
     def ok(self) -> bool:
@@ -66,41 +70,91 @@ class Outcome:
 
 
 class ClosedLoop:
-    """``callers`` threads, each sending its next call as soon as its last has ended, until ``stop()`` (the end of a
-    ``with`` block) or ``seconds`` after the start. Each thread opens ``session()`` (a client, a channel; default
-    none) and calls ``call(session, n)``, ``n`` numbering the calls of all threads (to walk a workload in one
-    order). Every call's Outcome is kept; a call that raises is an outcome too (after an error a caller pauses
-    ``pause_after_error_s``), and ``stop()`` raises when a call is left unaccounted for."""
+    """``callers`` callers, each sending its next call as soon as its last has ended, until ``stop()`` (the end of a
+    ``with`` block) or ``seconds`` after the start. Each caller opens ``session()`` (a client, a channel; default
+    none) and calls ``call(session, n)``, ``n`` numbering the calls of all callers (to walk a workload in one
+    order); ``shared_session``: one session, opened once, for all callers (one channel they share) instead of one each.
 
-    def __init__(self, call: Callable[[Any, int], Any], callers: int, *, session: Callable[[], AbstractContextManager] | None = None,
-                 seconds: float | None = None, pause_after_error_s: float = 0.0, first: int = 0) -> None:
+    A plain ``call`` runs on a thread per caller. A coroutine function (``async def call``) runs its callers as tasks
+    of one asyncio event loop on a thread of its own, for many callers at little CPU; ``session()`` is then an async
+    context manager, made on that loop. Every call's Outcome is kept; a call that raises is an outcome too (after an
+    error a caller pauses ``pause_after_error_s``), and ``stop()`` raises when a call is left unaccounted for."""
+
+    def __init__(self, call: Callable[[Any, int], Any], callers: int, *, session: Callable[[], Any] | None = None,
+                 shared_session: bool = False, seconds: float | None = None, pause_after_error_s: float = 0.0,
+                 first: int = 0) -> None:
         self.call, self.callers, self.seconds, self.pause_after_error_s = call, callers, seconds, pause_after_error_s
-        self.session = session or nullcontext
+        self.session, self.shared_session = session or nullcontext, shared_session
         self.started = 0  # calls begun; each ends in ``outcomes``
+        self.started_at = 0.0  # time.perf_counter() at start()
         self._numbers = itertools.count(first)
         self._outcomes: list[Outcome] = []
+        self._answered: set[int] = set()  # the callers that have had an answer
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._caller, daemon=True) for _ in range(callers)]
+        runner = self._run_tasks if inspect.iscoroutinefunction(call) else self._run_threads
+        self._runner = threading.Thread(target=runner, daemon=True)
 
-    def _caller(self) -> None:
+    # -------------------------------------------------------------------------------- what each caller does
+    def _turns(self) -> Iterator[int]:
+        """A caller's call numbers, until stopped or out of time."""
         deadline = None if self.seconds is None else time.perf_counter() + self.seconds
-        with self.session() as session:
-            while not self._stop.is_set() and (deadline is None or time.perf_counter() < deadline):
-                with self._lock:
-                    number = next(self._numbers)
-                    self.started += 1
+        while not self._stop.is_set() and (deadline is None or time.perf_counter() < deadline):
+            with self._lock:
+                number = next(self._numbers)
+                self.started += 1
+            yield number
+
+    def _record(self, outcome: Outcome) -> float:
+        """Keep ``outcome``; the seconds its caller pauses before its next call."""
+        with self._lock:
+            self._outcomes.append(outcome)
+            if outcome.ok:
+                self._answered.add(outcome.caller)
+        return 0.0 if outcome.ok else self.pause_after_error_s
+
+    def _run_threads(self) -> None:
+        with self._opened_if(self.shared_session) as shared:
+            threads = [threading.Thread(target=self._caller, args=(k, shared), daemon=True) for k in range(self.callers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
+    def _caller(self, k: int, shared: Any) -> None:
+        with self._opened_if(not self.shared_session, shared) as session:
+            for number in self._turns():
                 started = time.perf_counter()
                 try:
-                    value = self.call(session, number)
-                    outcome = Outcome(started, time.perf_counter(), value)
+                    value, error = self.call(session, number), None
                 except Exception as exc:  # counted and reported: a load must not hide failures
-                    outcome = Outcome(started, time.perf_counter(), error=exc)
-                with self._lock:
-                    self._outcomes.append(outcome)
-                if outcome.error is not None and self.pause_after_error_s:
-                    time.sleep(self.pause_after_error_s)
+                    value, error = None, exc
+                if pause := self._record(Outcome(started, time.perf_counter(), value, error, k)):
+                    time.sleep(pause)
 
+    def _run_tasks(self) -> None:
+        async def caller(k: int, shared: Any) -> None:
+            async with self._opened_if(not self.shared_session, shared) as session:
+                for number in self._turns():
+                    started = time.perf_counter()
+                    try:
+                        value, error = await self.call(session, number), None
+                    except Exception as exc:  # counted and reported, as on threads
+                        value, error = None, exc
+                    if pause := self._record(Outcome(started, time.perf_counter(), value, error, k)):
+                        await asyncio.sleep(pause)
+
+        async def run() -> None:
+            async with self._opened_if(self.shared_session) as shared:
+                await asyncio.gather(*(caller(k, shared) for k in range(self.callers)))
+
+        asyncio.run(run())
+
+    def _opened_if(self, opened: bool, otherwise: Any = None) -> Any:
+        """A new session if ``opened``, else ``otherwise`` (the shared one, or none) as a context manager."""
+        return self.session() if opened else nullcontext(otherwise)
+
+    # -------------------------------------------------------------------------------- what its user sees
     @property
     def outcomes(self) -> list[Outcome]:
         """The outcomes so far, in the order the calls ended."""
@@ -121,20 +175,30 @@ class ClosedLoop:
                 errors = sorted({f"{type(o.error).__name__}: {o.error}"[:200] for o in self.outcomes if not o.ok})
                 raise TimeoutError(f"{self.ended(ok_only)} of {count} calls {'succeeded' if ok_only else 'ended'} in "
                                    f"{timeout_s:.0f} s; errors: {errors[:5]}")
-            if not any(t.is_alive() for t in self._threads):
+            if not self._runner.is_alive():
                 raise RuntimeError(f"the callers ended after {self.ended(ok_only)} of {count} calls")
             time.sleep(0.01)
 
+    def wait_warm(self, timeout_s: float, min_s: float = 0.0) -> bool:
+        """Until every caller has had an answer (a call that succeeded) and ``min_s`` have passed since the start (a
+        warm-up), for at most ``timeout_s`` from the start: whether it came to that."""
+        def warm() -> bool:
+            with self._lock:
+                return len(self._answered) == self.callers and time.perf_counter() - self.started_at >= min_s
+
+        while not warm() and time.perf_counter() - self.started_at < timeout_s and self._runner.is_alive():
+            time.sleep(0.01)
+        return warm()
+
     def start(self) -> "ClosedLoop":
-        for thread in self._threads:
-            thread.start()
+        self.started_at = time.perf_counter()
+        self._runner.start()
         return self
 
     def join(self, timeout_s: float = 60.0) -> None:
         """Wait for the callers to end by themselves (``seconds``), then check every call is accounted for."""
-        for thread in self._threads:
-            thread.join(timeout_s)
-        if any(thread.is_alive() for thread in self._threads) or self.started != len(self._outcomes):
+        self._runner.join(timeout_s)
+        if self._runner.is_alive() or self.started != len(self._outcomes):
             raise RuntimeError(f"calls unaccounted for: {self.started} started, {len(self._outcomes)} ended")
 
     def stop(self, timeout_s: float = 60.0) -> None:
@@ -173,7 +237,7 @@ def run_level(call: Call, requests: Sequence[Request], concurrency: int, duratio
             bar.set_postfix_str(f"{clients.ended()} calls")
     window_end = time.perf_counter()
     clients.stop(timeout_s=ramp_timeout_s)
-    return _summarise(clients.outcomes, concurrency, window_start, window_end)
+    return summarise(clients.outcomes, concurrency, window_start, window_end)
 
 
 def run_count(call: Call, requests: Sequence[Request], count: int, *, label: str = "") -> list[float]:
@@ -187,7 +251,9 @@ def run_count(call: Call, requests: Sequence[Request], count: int, *, label: str
     return latencies
 
 
-def _summarise(outcomes: list[Outcome], concurrency: int, start: float, end: float) -> LevelResult:
+def summarise(outcomes: list[Outcome], concurrency: int, start: float, end: float) -> LevelResult:
+    """A level's figures from its outcomes: the calls that succeeded between ``start`` and ``end`` (the window), the
+    errors of all of them."""
     inside = [o for o in outcomes if o.ok and start <= o.ended <= end]
     errors = [f"{type(o.error).__name__}: {o.error}" for o in outcomes if not o.ok]
     window = end - start

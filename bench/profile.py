@@ -19,19 +19,19 @@ shares, not CPU time.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import contextlib
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+from ara_reranker_client import AsyncRerankerClient
 from bench import results
 from bench.gateway_capacity import null_repository, tree_cpu_s
+from bench.loadgen import ClosedLoop
 from bench.run import prepare_model
 from bench.systems import NO_CACHE, ServiceSystem
 from bench.workload import make_workload
@@ -98,11 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         processes = {"gateway": gateway_pid}
         if stub_pid is not None:
             processes["model (python backend stub)"] = stub_pid
-        load = _Load(target, requests, args.callers)
-        load.start()
-        load.wait_warm()  # every code path taken at least once before sampling
+        load = _load(target, requests, args.callers).start()
+        load.wait_ended(4 * args.callers + 20, timeout_s=120, ok_only=True)  # every code path taken before sampling
         outputs = {name: Path(tmp) / f"{i}.txt" for i, name in enumerate(processes)}
-        first, cpu_before = load.sent, tree_cpu_s(gateway_pid)
+        first, cpu_before = load.ended(ok_only=True), tree_cpu_s(gateway_pid)
         started = time.perf_counter()
         spies = [subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(args.seconds)), "--rate",
                                    str(args.rate), "--format", "raw", "--nonblocking", *(["--gil"] if args.gil else []),
@@ -114,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             if spy_process.returncode != 0:
                 raise SystemExit(f"py-spy failed: {err.strip()[-2000:]}")
         elapsed = time.perf_counter() - started
-        requests_sampled, gateway_cpu = load.sent - first, tree_cpu_s(gateway_pid) - cpu_before
+        requests_sampled, gateway_cpu = load.ended(ok_only=True) - first, tree_cpu_s(gateway_pid) - cpu_before
         load.stop()
+        if failed := [o for o in load.outcomes if not o.ok]:  # a failing load would profile a gateway at rest
+            raise failed[0].error
         stacks = {name: path.read_text() for name, path in outputs.items()}
 
     result = {
@@ -151,42 +152,13 @@ def _service(model_dir: Path, args: argparse.Namespace):
             yield gateway.process.pid, None, gateway.target
 
 
-class _Load:
-    """``callers`` closed-loop callers on a thread of their own, each on its own channel, fresh queries (no cache)."""
+def _load(target: str, requests: list, callers: int) -> ClosedLoop:
+    """``callers`` closed-loop asyncio callers, each on its own channel, a fresh query each call (no cache)."""
+    async def rerank(client: AsyncRerankerClient, n: int) -> None:
+        request = requests[n % len(requests)]
+        await client.rerank(f"{request.query} {n}", request.documents)
 
-    def __init__(self, target: str, requests: list, callers: int) -> None:
-        self.target, self.requests, self.callers = target, requests, callers
-        self.sent = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def wait_warm(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while self.sent < 4 * self.callers + 20:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise SystemExit(f"the load did not start: {self.sent} calls answered")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(60)
-
-    async def _run(self) -> None:
-        from ara_reranker_client import AsyncRerankerClient
-
-        async def caller(k: int) -> None:
-            async with AsyncRerankerClient(self.target, timeout=60) as client:
-                i = k
-                while not self._stop.is_set():
-                    request = self.requests[i % len(self.requests)]
-                    await client.rerank(f"{request.query} {i}", request.documents)
-                    i += self.callers
-                    self.sent += 1
-
-        await asyncio.gather(*(caller(k) for k in range(self.callers)))
+    return ClosedLoop(rerank, callers, session=lambda: AsyncRerankerClient(target, timeout=60))
 
 
 def markdown(result: dict) -> str:

@@ -1,5 +1,5 @@
-"""Shared fixtures: the offline tiny model, a real tritonserver on free loopback ports, and the
-in-process reference that every score the service returns must equal."""
+"""Shared fixtures: the offline tiny model, a real tritonserver and gateway on free loopback ports (and a client of
+the gateway), and the in-process reference that every score the service returns must equal."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from typing import Callable, Iterator, TypeVar
 import numpy as np
 import pytest
 
+from ara_reranker_client import RerankerClient
 from ara_reranker_model.store import prepare
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
 from bench.repository import edited_copy
-from tests.reference import InProcessReference
+from tests.reference import InProcessReference, Qwen3RerankerRecipe
+from tools.arabic_text import MODEL_CARD_CANDIDATES, long_passage, mixed_passages
 
 # Test gateways run without the score cache unless a test turns it on (tests/test_score_cache.py): many
 # tests send a request again on purpose (after killing Triton, to count Triton's executions, ...), and a
@@ -37,6 +39,30 @@ def qwen_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def qwen_recipe(qwen_dir: Path) -> Qwen3RerankerRecipe:
+    """The Qwen3-Reranker model card's transformers recipe on qwen3-tiny, the whole prompt: the logits an LLM
+    reranker must reproduce."""
+    return Qwen3RerankerRecipe(qwen_dir)
+
+
+@pytest.fixture(scope="session")
+def qwen_recipe_512(qwen_dir: Path) -> Qwen3RerankerRecipe:
+    """The same recipe cutting the whole prompt at 512 tokens (as a gateway with max_input_length 512 does)."""
+    return Qwen3RerankerRecipe(qwen_dir, max_length=512)
+
+
+@pytest.fixture(scope="session")
+def llm_documents() -> list[str]:
+    """Documents for the LLM rerankers' tests: the model card's candidates, Arabic passages, English, an empty one,
+    leading spaces and newlines, and last a long page (~1,000 tokens, cut at 512): rows of very different lengths."""
+    rng = np.random.default_rng(37)
+    return MODEL_CARD_CANDIDATES + mixed_passages(rng, 10) + [
+        "The capital of China is Beijing.", "Gravity is a force that attracts two bodies towards each other.",
+        "",  # an empty document: the prompt's frame alone
+        " leading space", "\nnewline first", "42"] + [long_passage(rng)]
+
+
+@pytest.fixture(scope="session")
 def triton(tiny_model_dir: Path, tmp_path_factory) -> TritonServer:
     """One tritonserver (the bundled CPU binary) serving the tiny model for the whole session.
 
@@ -55,6 +81,13 @@ def gateway(triton: TritonServer, tiny_model_dir: Path, tmp_path_factory) -> Gat
     args = {"triton_endpoints": triton.grpc_url, "tokenizer": str(tiny_model_dir), "chunk_size": "8", "model_id": "offline-tiny"}
     with GatewayProcess(args, log_path=log) as process:
         yield process
+
+
+@pytest.fixture(scope="module")
+def client(gateway: GatewayProcess) -> Iterator[RerankerClient]:
+    """reranker.v1's client (the project's sync RerankerClient) on the session gateway, one channel per module."""
+    with RerankerClient(gateway.target, timeout=60) as c:
+        yield c
 
 
 def _started_until_the_end(build: Callable[..., Process]) -> Iterator[Callable[..., Process]]:

@@ -7,13 +7,13 @@ import contextlib
 import inspect
 import time
 from collections import Counter
-from typing import AsyncIterator, Awaitable, Callable, Mapping, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, Mapping, Sequence, TypeVar
 
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as aioclient
 
-from ara_reranker_client import RerankerError
+from ara_reranker_client import RerankerClient, RerankerError
 from ara_reranker_model.inputs import padded_rows
 from ara_reranker_server.launcher.child_process import wait_until
 from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, TritonServer
@@ -148,6 +148,21 @@ def rerank_until_served(client, query: str, documents: list[str], within_s: floa
 # Scores of the same pair from two calls may differ by float noise: Triton batches the calls' chunks
 # differently (other padding widths, other kernels), ~1e-7 on scores, ~1e-6 on logits.
 SAME_SCORE = 1e-5
+
+
+def v1_ranking(target: str, query: str, documents: Sequence[str], api_key: str | None = None,
+               **options) -> list[tuple[int, float]]:
+    """reranker.v1's answer from the gateway at ``target`` (on a channel of its own): (index, score) best first, as
+    ``assert_same_ranking`` takes it; ``options`` as ``RerankerClient.rerank`` takes them (``raw_scores=True``: the
+    logits)."""
+    with RerankerClient(target, api_key=api_key, timeout=60) as client:
+        return [(r.index, r.score) for r in client.rerank(query, documents, **options)]
+
+
+def v1_scores(client: RerankerClient, query: str, documents: Sequence[str], **options) -> np.ndarray:
+    """reranker.v1's scores (``raw_scores=True``: logits) in the documents' order, float32."""
+    return np.array([r.score for r in sorted(client.rerank(query, documents, **options), key=lambda r: r.index)],
+                    dtype=np.float32)
 
 
 def assert_same_ranking(got: list[tuple[int, float]], expected: list[tuple[int, float]], top: int | None = None) -> None:

@@ -15,8 +15,7 @@ from haystack_integrations.components.rankers.huggingface_api import HuggingFace
 from llama_index.core.schema import NodeWithScore, TextNode
 from llama_index.postprocessor.tei_rerank import TextEmbeddingInference
 
-from ara_reranker_client import RerankerClient
-from tests.helpers import assert_same_ranking
+from tests.helpers import assert_same_ranking, v1_ranking
 from tools.arabic_text import QUERIES, mixed_passages
 
 # LiteLLM's pydantic models warn about their own TypedDicts on import.
@@ -41,8 +40,7 @@ def documents(rng):
 @pytest.fixture(scope="module")
 def expected(served, documents):
     """reranker.v1's answer: (index, score) best first, for QUERIES[0] and every document."""
-    with RerankerClient(served.target, api_key=KEY, timeout=60) as client:
-        return [(r.index, r.score) for r in client.rerank(QUERIES[0], documents)]
+    return v1_ranking(served.target, QUERIES[0], documents, KEY)
 
 
 def test_cohere_sdk_v1_client(served, documents, expected):

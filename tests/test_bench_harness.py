@@ -4,6 +4,8 @@ is started."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 
@@ -76,6 +78,72 @@ def test_a_calls_own_deadline_ends_the_loop():
     calls = ClosedLoop(lambda _session, n: n, 2, seconds=0.1)
     calls.start().join(timeout_s=10)
     assert calls.ended() == calls.started > 0
+
+
+def test_async_callers_share_one_event_loop_and_their_sessions_are_made_on_it():
+    loops, sessions = set(), []
+
+    @contextlib.asynccontextmanager
+    async def session():
+        sessions.append(asyncio.get_running_loop())
+        yield len(sessions)
+
+    async def call(session_number: int, n: int) -> tuple[int, int]:
+        loops.add(asyncio.get_running_loop())
+        await asyncio.sleep(0.002)
+        if n % 4 == 3:
+            raise ValueError(f"call {n}")
+        return session_number, n
+
+    with ClosedLoop(call, 5, session=session) as calls:
+        assert calls.wait_warm(timeout_s=30, min_s=0.05)
+        calls.wait_ended(40, timeout_s=30)
+    outcomes = calls.outcomes
+    assert len(outcomes) == calls.started >= 40 and len(loops) == 1 and set(sessions) == loops and len(sessions) == 5
+    assert sorted(o.value[1] if o.ok else int(str(o.error).split()[1]) for o in outcomes) == list(range(len(outcomes)))
+    assert {o.caller for o in outcomes if o.ok} == set(range(5))  # warm: every caller had an answer
+    assert {o.value[0] for o in outcomes if o.ok} == set(range(1, 6))  # each caller on a session of its own
+    assert all(o.ended - o.started >= 0.002 for o in outcomes) and calls.ended(ok_only=True) < len(outcomes)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["threads", "tasks"])
+def test_a_shared_session_is_opened_once_for_all_callers(asynchronous):
+    opened: list[object] = []
+
+    class Session:
+        def __enter__(self) -> object:
+            opened.append(object())
+            return opened[-1]
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+        async def __aenter__(self) -> object:
+            return self.__enter__()
+
+        async def __aexit__(self, *exc) -> None:
+            pass
+
+    def call(session, _n: int) -> object:
+        time.sleep(0.001)
+        return session
+
+    async def acall(session, _n: int) -> object:
+        await asyncio.sleep(0.001)
+        return session
+
+    with ClosedLoop(acall if asynchronous else call, 4, session=Session, shared_session=True) as calls:
+        calls.wait_ended(20, timeout_s=30)
+    assert len(opened) == 1 and {o.value for o in calls.outcomes} == {opened[0]}
+
+
+def test_waiting_for_a_warm_up_that_does_not_come_says_so():
+    release = threading.Event()
+    calls = ClosedLoop(lambda _session, n: n if n < 1 else release.wait(), 2)
+    with calls:
+        assert not calls.wait_warm(timeout_s=0.2)  # one caller answered, the other not
+        release.set()
+        assert calls.wait_warm(timeout_s=30)
 
 
 def test_the_repository_editor_changes_the_cpu_config_through_the_model_config_message(tmp_path):

@@ -6,12 +6,15 @@ in which their calls start."""
 from __future__ import annotations
 
 import asyncio
+from typing import Awaitable, TypeVar
 
 import pytest
 
 from ara_reranker_server.dispatch import Dispatcher
 
 pytestmark = pytest.mark.unit  # starts no process: make test-unit
+
+T = TypeVar("T")
 
 
 class Model:
@@ -37,14 +40,19 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+async def started(run: Awaitable[T]) -> asyncio.Task[T]:
+    """``run`` (a chunk's ``dispatcher.run(...)``) as a task, the loop turned until it blocks (``settle``): the chunk is
+    at the model or waiting in the dispatcher's queue when this returns."""
+    task = asyncio.create_task(run)
+    await settle()
+    return task
+
+
 async def test_interactive_chunks_overtake_waiting_batch_chunks():
     dispatcher, model = Dispatcher(window_tokens=100, batch_share=100), Model()
-    blocker = asyncio.create_task(dispatcher.run(100, "interactive", "blocker", model.call("blocker", hold=True)))
-    await settle()
-    batch = [asyncio.create_task(dispatcher.run(100, "batch", "job", model.call(f"batch{i}"))) for i in range(3)]
-    await settle()
-    interactive = asyncio.create_task(dispatcher.run(100, "interactive", "search", model.call("search")))
-    await settle()
+    blocker = await started(dispatcher.run(100, "interactive", "blocker", model.call("blocker", hold=True)))
+    batch = [await started(dispatcher.run(100, "batch", "job", model.call(f"batch{i}"))) for i in range(3)]
+    interactive = await started(dispatcher.run(100, "interactive", "search", model.call("search")))
     assert dispatcher.waiting == 4 and model.started == ["blocker"]
     model.hold.set()
     await asyncio.gather(blocker, interactive, *batch)
@@ -53,12 +61,9 @@ async def test_interactive_chunks_overtake_waiting_batch_chunks():
 
 async def test_a_small_request_waits_for_one_chunk_of_a_large_one_not_all():
     dispatcher, model = Dispatcher(window_tokens=100), Model()
-    blocker = asyncio.create_task(dispatcher.run(100, "interactive", "big", model.call("big-held", hold=True)))
-    await settle()
-    big = [asyncio.create_task(dispatcher.run(100, "interactive", "big", model.call(f"big{i}"))) for i in range(10)]
-    await settle()
-    small = asyncio.create_task(dispatcher.run(10, "interactive", "small", model.call("small")))
-    await settle()
+    blocker = await started(dispatcher.run(100, "interactive", "big", model.call("big-held", hold=True)))
+    big = [await started(dispatcher.run(100, "interactive", "big", model.call(f"big{i}"))) for i in range(10)]
+    small = await started(dispatcher.run(10, "interactive", "small", model.call("small")))
     model.hold.set()
     await asyncio.gather(blocker, small, *big)
     assert model.started.index("small") == 2, model.started  # after the held chunk and one more of the big request
@@ -66,8 +71,7 @@ async def test_a_small_request_waits_for_one_chunk_of_a_large_one_not_all():
 
 async def test_batch_work_gets_its_share_under_a_steady_interactive_flood():
     dispatcher, model = Dispatcher(window_tokens=100, batch_share=4), Model()
-    blocker = asyncio.create_task(dispatcher.run(100, "interactive", "held", model.call("held", hold=True)))
-    await settle()
+    blocker = await started(dispatcher.run(100, "interactive", "held", model.call("held", hold=True)))
     tasks = [asyncio.create_task(dispatcher.run(100, "batch", "job", model.call(f"batch{i}"))) for i in range(3)]
     tasks += [asyncio.create_task(dispatcher.run(100, "interactive", f"user{i}", model.call(f"user{i}"))) for i in range(12)]
     await settle()
@@ -80,10 +84,8 @@ async def test_batch_work_gets_its_share_under_a_steady_interactive_flood():
 
 async def test_a_cancelled_or_expired_chunk_never_reaches_the_model():
     dispatcher, model = Dispatcher(window_tokens=100), Model()
-    blocker = asyncio.create_task(dispatcher.run(100, "interactive", "held", model.call("held", hold=True)))
-    await settle()
-    cancelled = asyncio.create_task(dispatcher.run(100, "interactive", "gone", model.call("gone")))
-    await settle()
+    blocker = await started(dispatcher.run(100, "interactive", "held", model.call("held", hold=True)))
+    cancelled = await started(dispatcher.run(100, "interactive", "gone", model.call("gone")))
     cancelled.cancel()
     with pytest.raises(TimeoutError):
         await dispatcher.run(100, "batch", "late", model.call("late"), timeout_s=0.05)
@@ -100,8 +102,7 @@ async def test_a_chunk_larger_than_the_window_runs_when_the_model_is_free_and_no
     dispatcher, model = Dispatcher(window_tokens=100), Model()
     assert await dispatcher.run(1000, "interactive", "huge", model.call("huge")) == "huge"
     unbounded = Dispatcher(window_tokens=0)
-    held = asyncio.create_task(unbounded.run(10**9, "batch", "a", model.call("a", hold=True)))
-    await settle()
+    held = await started(unbounded.run(10**9, "batch", "a", model.call("a", hold=True)))
     assert await unbounded.run(10**9, "batch", "b", model.call("b")) == "b" and unbounded.waiting == 0
     model.hold.set()
     await held
@@ -109,14 +110,12 @@ async def test_a_chunk_larger_than_the_window_runs_when_the_model_is_free_and_no
 
 async def test_a_one_chunk_interactive_request_takes_its_own_lane_past_a_full_window():
     dispatcher, model = Dispatcher(window_tokens=100, reserve_tokens=50), Model()
-    held = asyncio.create_task(dispatcher.run(100, "interactive", "big", model.call("big", hold=True)))
-    await settle()
+    held = await started(dispatcher.run(100, "interactive", "big", model.call("big", hold=True)))
     queued = asyncio.create_task(dispatcher.run(100, "interactive", "big", model.call("big-next")))
     assert await dispatcher.run(40, "interactive", "small", model.call("small"), whole=True) == "small"
     assert model.started == ["big", "small"]  # past the window, and past the big request's waiting chunk
     over = asyncio.create_task(dispatcher.run(60, "interactive", "other", model.call("too-big-for-the-lane"), whole=True))
-    batch = asyncio.create_task(dispatcher.run(10, "batch", "job", model.call("batch-whole"), whole=True))
-    await settle()
+    batch = await started(dispatcher.run(10, "batch", "job", model.call("batch-whole"), whole=True))
     assert model.started == ["big", "small"]  # over the lane's room, or batch work: they wait their turn
     model.hold.set()
     await asyncio.gather(held, queued, over, batch)
@@ -127,10 +126,8 @@ async def test_max_chunks_keeps_an_instance_free_for_the_reserve_lane():
     though the token window has room, a one-chunk interactive call still goes at once, and raising the bound
     (set_max_chunks, once Triton's instance count is known) lets the waiting chunks through."""
     dispatcher, model = Dispatcher(window_tokens=1000, reserve_tokens=50, max_chunks=1), Model()
-    held = asyncio.create_task(dispatcher.run(100, "interactive", "big", model.call("big0", hold=True)))
-    await settle()
-    rest = [asyncio.create_task(dispatcher.run(100, "interactive", "big", model.call(f"big{i}"))) for i in (1, 2)]
-    await settle()
+    held = await started(dispatcher.run(100, "interactive", "big", model.call("big0", hold=True)))
+    rest = [await started(dispatcher.run(100, "interactive", "big", model.call(f"big{i}"))) for i in (1, 2)]
     assert model.started == ["big0"] and dispatcher.waiting == 2 and dispatcher.chunks_in_flight == 1
     assert await dispatcher.run(40, "interactive", "small", model.call("small"), whole=True) == "small"
     assert model.started == ["big0", "small"]
@@ -144,8 +141,7 @@ async def test_max_chunks_keeps_an_instance_free_for_the_reserve_lane():
 
 async def test_max_chunks_alone_bounds_the_chunks_without_a_token_window():
     dispatcher, model = Dispatcher(window_tokens=0, max_chunks=2), Model()
-    held = [asyncio.create_task(dispatcher.run(10, "batch", "job", model.call(f"c{i}", hold=True))) for i in range(3)]
-    await settle()
+    held = [await started(dispatcher.run(10, "batch", "job", model.call(f"c{i}", hold=True))) for i in range(3)]
     assert model.started == ["c0", "c1"] and dispatcher.waiting == 1
     model.hold.set()
     await asyncio.gather(*held)
@@ -156,15 +152,12 @@ async def test_max_chunks_bounds_only_large_requests_and_others_go_past_their_he
     """One-chunk requests outside the reserve lane (a batch call, or one too large for the lane) are not bounded by
     max_chunks and are not held behind a large request's chunk that it holds back; the token window still applies."""
     dispatcher, model = Dispatcher(window_tokens=300, reserve_tokens=0, max_chunks=1), Model()
-    held = asyncio.create_task(dispatcher.run(100, "interactive", "big", model.call("big0", hold=True)))
-    await settle()
-    waiting = asyncio.create_task(dispatcher.run(100, "interactive", "big", model.call("big1")))
-    await settle()
+    held = await started(dispatcher.run(100, "interactive", "big", model.call("big0", hold=True)))
+    waiting = await started(dispatcher.run(100, "interactive", "big", model.call("big1")))
     # Bounded waits: held back, these would never start (the test holds big0 until the end).
     assert await asyncio.wait_for(dispatcher.run(100, "batch", "job", model.call("job"), whole=True), 10) == "job"
     assert await asyncio.wait_for(dispatcher.run(100, "interactive", "medium", model.call("medium"), whole=True), 10) == "medium"
-    over = asyncio.create_task(dispatcher.run(250, "interactive", "wide", model.call("wide"), whole=True))
-    await settle()
+    over = await started(dispatcher.run(250, "interactive", "wide", model.call("wide"), whole=True))
     assert model.started == ["big0", "job", "medium"] and dispatcher.waiting == 2  # big1 (bounded), wide (tokens)
     model.hold.set()
     await asyncio.gather(held, waiting, over)

@@ -36,12 +36,6 @@ def expected_order(scores: np.ndarray) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def client(gateway):
-    with RerankerClient(gateway.target, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def short_gateway(make_gateway):
     """A second gateway on the same Triton with max_input_length 512."""
     return make_gateway(max_input_length=SHORT)

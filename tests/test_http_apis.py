@@ -16,7 +16,7 @@ from referencing.jsonschema import DRAFT202012
 
 from ara_reranker_client import RerankerClient
 from ara_reranker_server.api.large_messages import INLINE_BYTES
-from tests.helpers import SAME_SCORE, assert_same_ranking
+from tests.helpers import SAME_SCORE, assert_same_ranking, v1_scores
 from tools.arabic_text import QUERIES, long_passage, mixed_passages, passage
 
 KEY = "http-test-key"
@@ -35,12 +35,6 @@ def http(gateway):
 
 
 @pytest.fixture(scope="module")
-def grpc_client(gateway):
-    with RerankerClient(gateway.target, timeout=60) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def guarded(make_gateway):
     """A gateway with an API key, a 200 kB body limit and a 512-token max input length."""
     return make_gateway(api_keys=KEY, max_message_bytes=200_000, max_input_length=512, model_id=MODEL)
@@ -50,14 +44,9 @@ def by_index(results, key: str) -> np.ndarray:
     return np.array([r[key] for r in sorted(results, key=lambda r: r["index"])], dtype=np.float32)
 
 
-def grpc_scores(client, query, documents, **options) -> np.ndarray:
-    return np.array([r.score for r in sorted(client.rerank(query, documents, **options), key=lambda r: r.index)],
-                    dtype=np.float32)
-
-
-def test_every_http_api_returns_reranker_v1s_scores_and_order(http, grpc_client, reference, documents):
+def test_every_http_api_returns_reranker_v1s_scores_and_order(http, client, reference, documents):
     query = QUERIES[0]
-    ranking = [(r.index, r.score) for r in grpc_client.rerank(query, documents)]
+    ranking = [(r.index, r.score) for r in client.rerank(query, documents)]
     np.testing.assert_allclose([s for _, s in sorted(ranking)], reference.scores(query, documents), atol=1e-4, rtol=0)
 
     v1 = http.post("/v1/rerank", json={"query": query, "documents": documents})
@@ -69,16 +58,16 @@ def test_every_http_api_returns_reranker_v1s_scores_and_order(http, grpc_client,
         assert_same_ranking([(r["index"], r[key]) for r in results], ranking)
 
 
-def test_raw_scores_are_the_logits(http, grpc_client, reference, documents):
-    logits = grpc_scores(grpc_client, QUERIES[1], documents, raw_scores=True)
+def test_raw_scores_are_the_logits(http, client, reference, documents):
+    logits = v1_scores(client, QUERIES[1], documents, raw_scores=True)
     tei = http.post("/rerank", json={"query": QUERIES[1], "texts": documents, "raw_scores": True}).json()
     np.testing.assert_allclose(by_index(tei, "score"), logits, atol=SAME_SCORE, rtol=0)
     np.testing.assert_allclose(logits, reference.logits(QUERIES[1], documents), atol=1e-4, rtol=0)
 
 
-def test_cohere_v1_and_jina_response_shape_top_n_and_documents(http, grpc_client, documents):
+def test_cohere_v1_and_jina_response_shape_top_n_and_documents(http, client, documents):
     body = http.post("/v1/rerank", json={"model": MODEL, "query": QUERIES[2], "documents": documents, "top_n": 3}).json()
-    ranking = [(r.index, r.score) for r in grpc_client.rerank(QUERIES[2], documents)]
+    ranking = [(r.index, r.score) for r in client.rerank(QUERIES[2], documents)]
     assert_same_ranking([(r["index"], r["relevance_score"]) for r in body["results"]], ranking, top=3)
     assert all(r["document"] == {"text": documents[r["index"]]} for r in body["results"])  # Jina's default: returned
     assert body["meta"] == {"api_version": {"version": "1"}, "billed_units": {"search_units": 1}}
@@ -98,22 +87,22 @@ def test_cohere_v2_shape_model_required_and_documents_on_request(http, documents
     assert missing.status_code == 400 and "model" in missing.json()["message"]
 
 
-def test_object_documents_are_ranked_on_their_rank_fields_and_echoed(http, grpc_client, documents):
+def test_object_documents_are_ranked_on_their_rank_fields_and_echoed(http, client, documents):
     objects = [{"title": f"عنوان {i}", "text": d, "id": i} for i, d in enumerate(documents[:5])]
     plain = http.post("/v1/rerank", json={"query": QUERIES[3], "documents": objects}).json()
-    np.testing.assert_allclose(by_index(plain["results"], "relevance_score"), grpc_scores(grpc_client, QUERIES[3], documents[:5]), atol=SAME_SCORE, rtol=0)
+    np.testing.assert_allclose(by_index(plain["results"], "relevance_score"), v1_scores(client, QUERIES[3], documents[:5]), atol=SAME_SCORE, rtol=0)
     assert all(r["document"] == objects[r["index"]] for r in plain["results"])
     both = http.post("/v1/rerank", json={"query": QUERIES[3], "documents": objects, "rank_fields": ["title", "text"]}).json()
     texts = [f"title: {o['title']}\ntext: {o['text']}" for o in objects]
-    np.testing.assert_allclose(by_index(both["results"], "relevance_score"), grpc_scores(grpc_client, QUERIES[3], texts), atol=SAME_SCORE, rtol=0)
+    np.testing.assert_allclose(by_index(both["results"], "relevance_score"), v1_scores(client, QUERIES[3], texts), atol=SAME_SCORE, rtol=0)
     missing = http.post("/v1/rerank", json={"query": QUERIES[3], "documents": objects, "rank_fields": ["body"]})
     assert missing.status_code == 400 and "documents.0 has no field 'body'" in missing.json()["message"]
 
 
-def test_max_tokens_per_doc_cuts_documents_as_reranker_v1s_max_document_tokens(http, grpc_client, reference, rng):
+def test_max_tokens_per_doc_cuts_documents_as_reranker_v1s_max_document_tokens(http, client, reference, rng):
     documents = [passage(rng, 30), passage(rng, 3), passage(rng, 60)]
     body = http.post("/v2/rerank", json={"model": MODEL, "query": QUERIES[0], "documents": documents, "max_tokens_per_doc": 40}).json()
-    expected = grpc_scores(grpc_client, QUERIES[0], documents, max_document_tokens=40)
+    expected = v1_scores(client, QUERIES[0], documents, max_document_tokens=40)
     np.testing.assert_allclose(by_index(body["results"], "relevance_score"), expected, atol=SAME_SCORE, rtol=0)
     capped = reference.logits_of_ids([reference.capped(QUERIES[0], d, 40) for d in documents])
     np.testing.assert_allclose(expected, 1 / (1 + np.exp(-capped)), atol=1e-4, rtol=0)
@@ -128,7 +117,7 @@ def test_max_chunks_per_doc_scores_windows_like_truncation_split(guarded, rng):
         for chunks in (1, 3):
             body = http.post("/v1/rerank", json={"query": QUERIES[1], "documents": documents, "max_chunks_per_doc": chunks})
             assert body.status_code == 200, body.text
-            expected = grpc_scores(client, QUERIES[1], documents, split=True, max_windows=chunks)
+            expected = v1_scores(client, QUERIES[1], documents, split=True, max_windows=chunks)
             np.testing.assert_allclose(by_index(body.json()["results"], "relevance_score"), expected, atol=SAME_SCORE, rtol=0)
         assert body.json()["meta"]["billed_units"]["search_units"] == 1
 
@@ -140,10 +129,10 @@ def test_tei_truncation_direction_and_truncate(guarded, reference, rng):
     with httpx.Client(base_url=guarded.http_url, timeout=60, headers={"authorization": f"Bearer {KEY}"}) as http, \
             RerankerClient(guarded.target, timeout=60, api_key=KEY) as client:
         left = http.post("/rerank", json={"query": QUERIES[0], "texts": documents, "truncation_direction": "Left"}).json()
-        expected = grpc_scores(client, QUERIES[0], documents, truncation="start")
+        expected = v1_scores(client, QUERIES[0], documents, truncation="start")
         np.testing.assert_allclose(by_index(left, "score"), expected, atol=SAME_SCORE, rtol=0)
         np.testing.assert_allclose(expected, reference.scores(QUERIES[0], documents, 512, side="left"), atol=1e-4, rtol=0)
-        assert not np.allclose(expected, grpc_scores(client, QUERIES[0], documents), atol=1e-4)  # the other end was kept
+        assert not np.allclose(expected, v1_scores(client, QUERIES[0], documents), atol=1e-4)  # the other end was kept
         refused = http.post("/rerank", json={"query": QUERIES[0], "texts": documents, "truncate": False})
         assert refused.status_code == 422 and refused.json()["error_type"] == "Validation"
         assert "document 0" in refused.json()["error"] and "512" in refused.json()["error"]
@@ -280,11 +269,11 @@ def test_http_calls_are_counted_per_api_with_grpc_status_names(gateway, http):
     assert count("tei", "INVALID_ARGUMENT") == before[("tei", "INVALID_ARGUMENT")] + 2
 
 
-def test_a_large_body_is_ranked_and_echoed_like_a_small_one(http, grpc_client, rng):
+def test_a_large_body_is_ranked_and_echoed_like_a_small_one(http, client, rng):
     """Over INLINE_BYTES the gateway reads the JSON body and writes the answer a slice at a time (large_messages.py):
     Cohere's object answer and TEI's bare array, the same ranking as reranker.v1 and the documents echoed."""
     documents = [passage(rng, 80) for _ in range(130)]
-    ranking = [(r.index, r.score) for r in grpc_client.rerank(QUERIES[0], documents)]
+    ranking = [(r.index, r.score) for r in client.rerank(QUERIES[0], documents)]
     v2 = http.post("/v2/rerank", json={"model": MODEL, "query": QUERIES[0], "documents": documents, "return_documents": True},
                    timeout=300)
     tei = http.post("/rerank", json={"query": QUERIES[0], "texts": documents, "return_text": True}, timeout=300)

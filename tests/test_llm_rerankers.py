@@ -31,46 +31,23 @@ from ara_reranker_model.limits import max_input_length
 from ara_reranker_model.scoring import Batching, CrossEncoderScorer, RequestRows, scatter
 from ara_reranker_model.store import QWEN3_SHAPES, REAL_MODELS, hub_id
 from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
-from tests.reference import Qwen3RerankerRecipe
-from tools.arabic_text import MODEL_CARD_CANDIDATES, MODEL_CARD_QUERY, QUERIES, long_passage, mixed_passages
+from tools.arabic_text import MODEL_CARD_QUERY, QUERIES
 
 ATOL = 1e-4
-SHORT = 512  # a recipe (and a gateway) cutting the whole prompt at 512 tokens
+SHORT = 512  # qwen_recipe_512 (and a gateway) cutting the whole prompt at 512 tokens
 INSTRUCTION = "Given an Arabic question, retrieve Arabic passages that answer it"
-ENGLISH = [
-    "The capital of China is Beijing.",
-    "Gravity is a force that attracts two bodies towards each other.",
-    "",  # an empty document: the prompt's frame alone
-]
 
 
 # --------------------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def recipe(qwen_dir: Path) -> Qwen3RerankerRecipe:
-    return Qwen3RerankerRecipe(qwen_dir)
-
-
-@pytest.fixture(scope="module")
-def short_recipe(qwen_dir: Path) -> Qwen3RerankerRecipe:
-    return Qwen3RerankerRecipe(qwen_dir, max_length=SHORT)
-
-
-@pytest.fixture(scope="module")
-def documents() -> list[str]:
-    """Arabic and English documents from empty to ~1,000 tokens (over SHORT): rows of very different lengths."""
-    rng = np.random.default_rng(37)
-    return MODEL_CARD_CANDIDATES + mixed_passages(rng, 10) + ENGLISH + [long_passage(rng)]
-
-
-@pytest.fixture(scope="module")
-def cases(recipe, short_recipe, documents) -> list[tuple[list[int], float]]:
+def cases(qwen_recipe, qwen_recipe_512, llm_documents) -> list[tuple[list[int], float]]:
     """(the row the gateway sends, the recipe's logit): the default instruction, a per-request one, and the
     prompts cut at SHORT tokens by the recipe's truncation; each group's logits from one left-padded batch."""
-    groups = [(recipe, MODEL_CARD_QUERY, None), (recipe, QUERIES[0], INSTRUCTION), (short_recipe, QUERIES[1], None)]
+    groups = [(qwen_recipe, MODEL_CARD_QUERY, None), (qwen_recipe, QUERIES[0], INSTRUCTION), (qwen_recipe_512, QUERIES[1], None)]
     out = []
     for r, query, instruction in groups:
-        logits = r.logits(query, documents, instruction)
-        out += [(r.encode(query, d, instruction), float(x)) for d, x in zip(documents, logits)]
+        logits = r.logits(query, llm_documents, instruction)
+        out += [(r.encode(query, d, instruction), float(x)) for d, x in zip(llm_documents, logits)]
     return out
 
 
@@ -87,14 +64,14 @@ def _score(scorer: CrossEncoderScorer, requests: list[list[list[int]]]) -> list[
 
 
 # ------------------------------------------------------------------------------------ the stand-in itself
-def test_qwen3_stand_ins_have_the_real_tokenizer_and_shapes(qwen_dir: Path, recipe):
+def test_qwen3_stand_ins_have_the_real_tokenizer_and_shapes(qwen_dir: Path, qwen_recipe):
     config = json.loads((qwen_dir / "config.json").read_text())
     assert family_of(config) == QWEN3_RERANKER and config["architectures"] == ["Qwen3ForCausalLM"]
     assert (config["vocab_size"], config["max_position_embeddings"], config["tie_word_embeddings"]) == (151669, 40960, True)
-    tokenizer = recipe.tokenizer
+    tokenizer = qwen_recipe.tokenizer
     # Qwen3's ids: the answer tokens, padding, and the think block of the suffix.
-    assert (recipe.token_true_id, recipe.token_false_id, tokenizer.pad_token_id) == (9693, 2152, 151643)
-    assert recipe.suffix_tokens == [151645, 198, 151644, 77091, 198, 151667, 271, 151668, 271]
+    assert (qwen_recipe.token_true_id, qwen_recipe.token_false_id, tokenizer.pad_token_id) == (9693, 2152, 151643)
+    assert qwen_recipe.suffix_tokens == [151645, 198, 151644, 77091, 198, 151667, 271, 151668, 271]
     assert tokenizer.model_max_length == 131072 and max_input_length(qwen_dir) == 8192
     # Qwen3-Reranker-0.6B's shape (its config.json).
     l28 = QWEN3_SHAPES["qwen3-l28"]
@@ -102,16 +79,16 @@ def test_qwen3_stand_ins_have_the_real_tokenizer_and_shapes(qwen_dir: Path, reci
     assert hub_id("qwen3-0.6b") == "Qwen/Qwen3-Reranker-0.6B" and REAL_MODELS["bge-gemma"] == "BAAI/bge-reranker-v2-gemma"
 
 
-def test_the_recipe_rows_are_real_prompts_and_the_parity_tests_can_fail(cases, recipe, short_recipe, documents):
+def test_the_recipe_rows_are_real_prompts_and_the_parity_tests_can_fail(cases, qwen_recipe, qwen_recipe_512, llm_documents):
     lengths = sorted(len(row) for row, _ in cases)
     assert lengths[0] < 100 and lengths[-1] > 1000 and lengths.count(SHORT) >= 1  # one cut at SHORT, keeping its suffix
-    assert all(row[-9:] == recipe.suffix_tokens and row[: len(recipe.prefix_tokens)] == recipe.prefix_tokens
+    assert all(row[-9:] == qwen_recipe.suffix_tokens and row[: len(qwen_recipe.prefix_tokens)] == qwen_recipe.prefix_tokens
                for row, _ in cases)
     expected = np.array([x for _, x in cases])
     assert np.ptp(expected) > 0.5  # logits spread: orderings and parity are testable
     # The instruction reaches the logit: the same documents score otherwise under another instruction.
-    other = recipe.logits(QUERIES[0], documents[:4], "Judge nothing")
-    assert np.abs(other - recipe.logits(QUERIES[0], documents[:4], INSTRUCTION)).min() > 100 * ATOL
+    other = qwen_recipe.logits(QUERIES[0], llm_documents[:4], "Judge nothing")
+    assert np.abs(other - qwen_recipe.logits(QUERIES[0], llm_documents[:4], INSTRUCTION)).min() > 100 * ATOL
 
 
 # ------------------------------------------------------------------------------------------- the scorer
@@ -147,12 +124,12 @@ def test_scorer_logits_equal_the_recipe_whatever_the_micro_batching(qwen_dir: Pa
         np.testing.assert_allclose(logits, [x for _, x in cases[i::3]], atol=ATOL, rtol=0)
 
 
-def test_ranking_is_the_order_of_the_logits_and_the_logit_is_the_card_score(scorer, recipe, documents):
-    logits, card = recipe.batch_logits(MODEL_CARD_QUERY, documents)
+def test_ranking_is_the_order_of_the_logits_and_the_logit_is_the_card_score(scorer, qwen_recipe, llm_documents):
+    logits, card = qwen_recipe.batch_logits(MODEL_CARD_QUERY, llm_documents)
     np.testing.assert_allclose(1 / (1 + np.exp(-logits.astype(np.float64))), card, atol=1e-6)
-    [served] = _score(scorer, [[recipe.encode(MODEL_CARD_QUERY, d) for d in documents]])
-    by_card = sorted(range(len(documents)), key=lambda i: (-card[i], i))
-    by_served = sorted(range(len(documents)), key=lambda i: (-served[i], i))
+    [served] = _score(scorer, [[qwen_recipe.encode(MODEL_CARD_QUERY, d) for d in llm_documents]])
+    by_card = sorted(range(len(llm_documents)), key=lambda i: (-card[i], i))
+    by_served = sorted(range(len(llm_documents)), key=lambda i: (-served[i], i))
     assert by_served == by_card
 
 
@@ -269,7 +246,7 @@ async def test_triton_refuses_a_bad_row_with_invalid_argument(triton, row, messa
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-def test_the_evaluation_s_in_process_row_for_qwen3_ranks_as_the_scorer_does(qwen_dir: Path, scorer, recipe):
+def test_the_evaluation_s_in_process_row_for_qwen3_ranks_as_the_scorer_does(qwen_dir: Path, scorer, qwen_recipe):
     """``make eval TARGETS=...,local:models/qwen3-tiny``: the in-process row is the card's recipe, batched its own
     way (length-sorted, left-padded), and gives the logits the served model computes."""
     from client.evaluation import SAMPLE_DATA, LocalQwen3Ranker, evaluate, load_dataset, local_ranker
@@ -278,7 +255,7 @@ def test_the_evaluation_s_in_process_row_for_qwen3_ranks_as_the_scorer_does(qwen
     ranker = local_ranker(qwen_dir)
     assert isinstance(ranker, LocalQwen3Ranker) and ranker.recipe.max_length == 8192
     for group in groups:
-        served = _score(scorer, [[recipe.encode(group.query, d) for d in group.documents]])[0]
+        served = _score(scorer, [[qwen_recipe.encode(group.query, d) for d in group.documents]])[0]
         np.testing.assert_allclose(ranker(group.query, group.documents), served, atol=ATOL, rtol=0)
     report = evaluate(groups, ranker, name="qwen3-tiny (in-process)", progress=False)
     assert len(report.queries) == 3

@@ -15,9 +15,8 @@ import pytest
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from ara_reranker_client import RerankerClient
 from ara_reranker_server.api.nim import RANKING_PATHS
-from tests.helpers import assert_same_ranking
+from tests.helpers import assert_same_ranking, v1_ranking
 from tools.arabic_text import QUERIES, long_passage, mixed_passages, passage
 
 MODEL = "offline-tiny"  # the name the conftest gateway serves the tiny model under
@@ -39,8 +38,7 @@ def http(gateway):
 @pytest.fixture(scope="module")
 def logits(gateway, documents):
     """reranker.v1's raw scores (logits) by index, for QUERIES[0] and the documents."""
-    with RerankerClient(gateway.target, timeout=60) as client:
-        return [(r.index, r.score) for r in client.rerank(QUERIES[0], documents, raw_scores=True)]
+    return v1_ranking(gateway.target, QUERIES[0], documents, raw_scores=True)
 
 
 @pytest.fixture(scope="module")

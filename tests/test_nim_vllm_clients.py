@@ -16,8 +16,7 @@ from langchain_nvidia_ai_endpoints import NVIDIARerank as LangChainNVIDIARerank
 from llama_index.core.schema import NodeWithScore, TextNode
 from llama_index.postprocessor.nvidia_rerank import NVIDIARerank as LlamaIndexNVIDIARerank
 
-from ara_reranker_client import RerankerClient
-from tests.helpers import assert_same_ranking
+from tests.helpers import assert_same_ranking, v1_ranking
 from tools.arabic_text import QUERIES, mixed_passages
 
 # LiteLLM's pydantic models and LangChain's NVIDIA client (unknown model names) warn on use.
@@ -43,9 +42,8 @@ def documents(rng):
 @pytest.fixture(scope="module")
 def expected(served, documents):
     """reranker.v1's answers, (index, value) best first: the logits and the scores, for QUERIES[0]."""
-    with RerankerClient(served.target, api_key=KEY, timeout=60) as client:
-        return {"logit": [(r.index, r.score) for r in client.rerank(QUERIES[0], documents, raw_scores=True)],
-                "score": [(r.index, r.score) for r in client.rerank(QUERIES[0], documents)]}
+    return {"logit": v1_ranking(served.target, QUERIES[0], documents, KEY, raw_scores=True),
+            "score": v1_ranking(served.target, QUERIES[0], documents, KEY)}
 
 
 def langchain_ranking(base_url: str, documents, **options):
@@ -109,9 +107,8 @@ def test_litellm_hosted_vllm_rerank(served, documents, expected, suffix):
 def test_the_nim_clients_placeholder_keys_pass_a_gateway_without_keys(gateway, documents):
     """LangChain sends "Bearer **********", LlamaIndex "Bearer NO_API_KEY_PROVIDED", Haystack (api_key=None) none,
     LiteLLM's hosted_vllm "Bearer fake-api-key": all served the same ranking."""
-    with RerankerClient(gateway.target, timeout=60) as client:
-        logits = [(r.index, r.score) for r in client.rerank(QUERIES[0], documents, raw_scores=True)]
-        scores = [(r.index, r.score) for r in client.rerank(QUERIES[0], documents)]
+    logits = v1_ranking(gateway.target, QUERIES[0], documents, raw_scores=True)
+    scores = v1_ranking(gateway.target, QUERIES[0], documents)
     assert_same_ranking(langchain_ranking(gateway.http_url, documents, model=MODEL_ID), logits, TOP)
     assert_same_ranking(llama_index_ranking(gateway.http_url, documents, model=MODEL_ID), logits, TOP)
     assert_same_ranking(haystack_ranking(gateway.http_url, documents, model=None, api_key=None), logits, TOP)

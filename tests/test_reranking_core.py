@@ -186,6 +186,7 @@ def test_padding_and_truncation_saved_in_tokenizer_json_do_not_change_the_pairs(
     assert truncated == 1
 
 
+@pytest.mark.parametrize("from_start", [False, True], ids=["cut-at-end", "cut-at-start"])
 @settings(max_examples=60, deadline=None)
 @given(
     sentences=st.integers(min_value=1, max_value=80),
@@ -193,29 +194,17 @@ def test_padding_and_truncation_saved_in_tokenizer_json_do_not_change_the_pairs(
     noise=st.text(alphabet=st.sampled_from(list("ابت ثج\n.،؟ a1-")), max_size=40),
     seed=st.integers(min_value=0, max_value=2**16),
 )
-def test_documents_cut_by_characters_before_tokenizing_give_the_whole_documents_tokens(pair_tokenizer, sentences, room, noise, seed):
-    """Long documents are cut by characters before tokenizing; the tokens kept are exactly the first
-    ``room`` tokens of the whole document's encoding (or the whole encoding when it is shorter)."""
+def test_documents_cut_by_characters_before_tokenizing_keep_the_whole_documents_tokens(pair_tokenizer, from_start,
+                                                                                         sentences, room, noise, seed):
+    """Long documents are cut by characters before tokenizing; the tokens kept are exactly the ``room`` tokens the
+    whole document's encoding has at the kept end: its first ones, or its last ones for a document cut at its start
+    (left truncation); the whole encoding when it is shorter. Noise and a long word repeated stand at the cut end."""
     tokenizer, raw = pair_tokenizer, pair_tokenizer._tok
-    document = passage(np.random.default_rng(seed), sentences) + noise + "كلمةطويلةجدا" * (seed % 7)
-    got = tokenizer._document_encodings([document], room)[0].ids[:room]
-    assert got == raw.encode(document, add_special_tokens=False).ids[:room]
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    sentences=st.integers(min_value=1, max_value=80),
-    room=st.integers(min_value=1, max_value=120),
-    noise=st.text(alphabet=st.sampled_from(list("ابت ثج\n.،؟ a1-")), max_size=40),
-    seed=st.integers(min_value=0, max_value=2**16),
-)
-def test_documents_cut_by_characters_at_their_start_give_the_whole_documents_last_tokens(pair_tokenizer, sentences, room, noise, seed):
-    """The same for a document cut at its start (left truncation): the tokens kept are exactly the last
-    ``room`` tokens of the whole document's encoding."""
-    tokenizer, raw = pair_tokenizer, pair_tokenizer._tok
-    document = "كلمةطويلةجدا" * (seed % 7) + noise + passage(np.random.default_rng(seed), sentences)
-    got = tokenizer._document_encodings([document], room, from_start=True)[0].ids[-room:]
-    assert got == raw.encode(document, add_special_tokens=False).ids[-room:]
+    parts = [passage(np.random.default_rng(seed), sentences), noise, "كلمةطويلةجدا" * (seed % 7)]
+    document = "".join(reversed(parts) if from_start else parts)
+    kept = slice(-room, None) if from_start else slice(room)
+    got = tokenizer._document_encodings([document], room, from_start=from_start)[0].ids[kept]
+    assert got == raw.encode(document, add_special_tokens=False).ids[kept]
 
 
 @pytest.mark.parametrize("from_start", [False, True])

@@ -10,11 +10,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from ara_reranker_client import RerankerClient
 from ara_reranker_server.api.large_messages import INLINE_BYTES
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.tei.v1 import tei_pb2, tei_pb2_grpc
-from tests.helpers import SAME_SCORE, assert_same_ranking
+from tests.helpers import SAME_SCORE, assert_same_ranking, v1_scores
 from tools.arabic_text import QUERIES, long_passage, mixed_passages, passage
 
 KEY = "tei-test-key"
@@ -53,18 +52,8 @@ def tei(channel):
     return tei_pb2_grpc.RerankStub(channel)
 
 
-@pytest.fixture(scope="module")
-def grpc_client(gateway):
-    with RerankerClient(gateway.target, timeout=60) as client:
-        yield client
-
-
 def scores(ranks) -> np.ndarray:
     return np.array([r.score for r in sorted(ranks, key=lambda r: r.index)], dtype=np.float32)
-
-
-def v1_scores(client, query, documents, **options) -> np.ndarray:
-    return np.array([r.score for r in sorted(client.rerank(query, documents, **options), key=lambda r: r.index)], dtype=np.float32)
 
 
 def test_the_proto_keeps_teis_names_numbers_and_types():
@@ -92,27 +81,27 @@ def test_reflection_lists_tei_services_and_health_serves_them(channel):
         assert health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status == health_pb2.HealthCheckResponse.SERVING
 
 
-def test_rerank_gives_reranker_v1s_scores_best_first(tei, grpc_client, reference, rng):
+def test_rerank_gives_reranker_v1s_scores_best_first(tei, client, reference, rng):
     documents = mixed_passages(rng, 8) + [""]
     response = tei.Rerank(tei_pb2.RerankRequest(query=QUERIES[0], texts=documents, truncate=True, return_text=True), timeout=60)
-    assert_same_ranking([(r.index, r.score) for r in response.ranks], [(r.index, r.score) for r in grpc_client.rerank(QUERIES[0], documents)])
+    assert_same_ranking([(r.index, r.score) for r in response.ranks], [(r.index, r.score) for r in client.rerank(QUERIES[0], documents)])
     np.testing.assert_allclose(scores(response.ranks), reference.scores(QUERIES[0], documents), atol=1e-4, rtol=0)
     assert all(r.text == documents[r.index] for r in response.ranks)
     assert response.metadata.compute_tokens > 0 and response.metadata.total_time_ns > 0
     raw = tei.Rerank(tei_pb2.RerankRequest(query=QUERIES[0], texts=documents, raw_scores=True), timeout=60)
-    np.testing.assert_allclose(scores(raw.ranks), v1_scores(grpc_client, QUERIES[0], documents, raw_scores=True), atol=SAME_SCORE, rtol=0)
+    np.testing.assert_allclose(scores(raw.ranks), v1_scores(client, QUERIES[0], documents, raw_scores=True), atol=SAME_SCORE, rtol=0)
     assert not any(r.HasField("text") for r in raw.ranks)
 
 
-def test_rerank_stream_ranks_every_message_and_merges_queries_by_logit(tei, grpc_client, rng):
+def test_rerank_stream_ranks_every_message_and_merges_queries_by_logit(tei, client, rng):
     documents = mixed_passages(rng, 6)
     same = tei.RerankStream(iter(tei_pb2.RerankStreamRequest(query=QUERIES[1], text=d, truncate=True) for d in documents), timeout=60)
-    np.testing.assert_allclose(scores(same.ranks), v1_scores(grpc_client, QUERIES[1], documents), atol=SAME_SCORE, rtol=0)
+    np.testing.assert_allclose(scores(same.ranks), v1_scores(client, QUERIES[1], documents), atol=SAME_SCORE, rtol=0)
     # Two queries in one stream: each pair scored with its own query, all ranked together by logit.
     queries = [QUERIES[i % 2] for i in range(len(documents))]
     mixed = tei.RerankStream(iter(tei_pb2.RerankStreamRequest(query=q, text=d, truncate=True, raw_scores=i == 0)
                                   for i, (q, d) in enumerate(zip(queries, documents))), timeout=60)
-    logits = np.array([grpc_client.rerank(q, [d], raw_scores=True)[0].score for q, d in zip(queries, documents)], dtype=np.float32)
+    logits = np.array([client.rerank(q, [d], raw_scores=True)[0].score for q, d in zip(queries, documents)], dtype=np.float32)
     # raw_scores: the first message's. Each pair alone is padded differently than in the stream's batch: close, not equal.
     np.testing.assert_allclose(scores(mixed.ranks), logits, atol=1e-4, rtol=0)
     assert [r.score for r in mixed.ranks] == sorted((r.score for r in mixed.ranks), reverse=True)  # one order, by logit
@@ -165,7 +154,7 @@ def test_api_keys_guard_tei_v1_unary_and_streaming(triton, tiny_model_dir, tmp_p
             call((("authorization", f"Bearer {KEY}"),))
 
 
-def test_a_large_request_is_ranked_and_echoed_like_reranker_v1(tei, grpc_client, rng):
+def test_a_large_request_is_ranked_and_echoed_like_reranker_v1(tei, client, rng):
     """Over INLINE_BYTES the gateway reads and writes tei.v1's messages a slice at a time (large_messages.py)."""
     documents = [passage(rng, 80) for _ in range(130)]
     request = tei_pb2.RerankRequest(query=QUERIES[1], texts=documents, truncate=True, return_text=True)
@@ -173,5 +162,5 @@ def test_a_large_request_is_ranked_and_echoed_like_reranker_v1(tei, grpc_client,
     response = tei.Rerank(request, timeout=300)
     assert all(r.text == documents[r.index] for r in response.ranks) and len(response.ranks) == 130
     assert_same_ranking([(r.index, r.score) for r in response.ranks],
-                        [(r.index, r.score) for r in grpc_client.rerank(QUERIES[1], documents)])
+                        [(r.index, r.score) for r in client.rerank(QUERIES[1], documents)])
     assert response.metadata.compute_chars == sum(len(d) for d in documents)

@@ -63,12 +63,6 @@ def stub(gateway):
 
 
 @pytest.fixture(scope="module")
-def client(gateway):
-    with RerankerClient(gateway.target, timeout=60) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def room(reference) -> int:
     """Document tokens a WINDOW-token window holds beside QUERIES[0]."""
     specials = reference.tokenizer.num_special_tokens_to_add(pair=True)
