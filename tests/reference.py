@@ -37,8 +37,11 @@ class InProcessReference:
     def encoding(self, query: str, document: str, max_length: int | None = None, side: str = "right") -> dict[str, list[int]]:
         """The pair's ``input_ids`` and, where the tokenizer makes them, ``token_type_ids`` (as ``encode``);
         ``side="left"``: a long document loses its start instead of its end (transformers' truncation_side)."""
-        self.tokenizer.truncation_side = side
-        encoded = self.tokenizer([query], [document], truncation="only_second", max_length=max_length or self.max_length)
+        kept, self.tokenizer.truncation_side = self.tokenizer.truncation_side, side
+        try:  # the session's tokenizer is shared: others (transformers_windows) call it with their own defaults
+            encoded = self.tokenizer([query], [document], truncation="only_second", max_length=max_length or self.max_length)
+        finally:
+            self.tokenizer.truncation_side = kept
         return {key: encoded[key][0] for key in ("input_ids", "token_type_ids") if key in encoded}
 
     def logits_of_encodings(self, encodings: list[dict[str, list[int]]]) -> np.ndarray:

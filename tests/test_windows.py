@@ -132,6 +132,14 @@ def test_split_scores_are_the_best_of_transformers_windows_for_every_length(stub
     assert response.usage.truncated_documents >= 1
 
 
+def test_the_reference_leaves_its_shared_tokenizer_as_it_found_it(reference):
+    """The session's reference tokenizer is shared by every module: a left-truncated encoding must not leave it
+    truncating from the left for the next caller (transformers_windows reads its default side)."""
+    before = reference.tokenizer.truncation_side
+    reference.encoding(QUERIES[0], passage(np.random.default_rng(0), 200), 64, side="left")
+    assert reference.tokenizer.truncation_side == before == "right"
+
+
 def test_empty_and_one_token_documents_are_one_window(stub, reference):
     query = QUERIES[1]
     documents = ["", ONE_TOKEN_WORD, "a", " ", words(2)]
