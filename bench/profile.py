@@ -37,6 +37,29 @@ from bench.systems import NO_CACHE, ServiceSystem
 from bench.workload import make_workload
 
 TOP = 25
+# What a sample's own frame (the leaf: py-spy puts native time on the Python frame that called it) was doing, by where
+# its code lives: the tokenizer's Rust (the gateway's calls into it), gRPC's and asyncio's machinery (the server's and
+# the Triton client's calls, the completion-queue poller thread, the event loop's poll), the gateway's own Python
+# (with the numpy, metrics and logging it calls), in that order of test.
+TOKENIZER_CALLS = ("PairTokenizer._document_encodings", "PairTokenizer.encode_query", "PairTokenizer.encode_windows",
+                   "PairTemplate.of")
+MACHINERY = ("grpc/", "asyncio/", "selectors.py", "threading.py", "concurrent/futures/", "queue.py")
+GATEWAY = ("ara_reranker_server/", "ara_reranker_model/", "ara_reranker_client/", "numpy/", "prometheus_client/",
+           "logging/", "uuid.py", "json/", "google/protobuf/")
+PARTS = ("tokenizer (its Rust, through the gateway's calls)", "gRPC and asyncio machinery (server, Triton client, poller, event loop)",
+         "the gateway's own Python (with numpy, metrics, logging)", "other")
+
+
+def part_of(leaf: str) -> str:
+    """Which of PARTS the sampled frame ``leaf`` ("name (path:line)") belongs to."""
+    name, _, where = leaf.partition(" (")
+    if name in TOKENIZER_CALLS:
+        return PARTS[0]
+    if any(m in where for m in MACHINERY):
+        return PARTS[1]
+    if any(g in where for g in GATEWAY):
+        return PARTS[2]
+    return PARTS[3]
 
 
 def py_spy() -> str:
@@ -64,6 +87,7 @@ def summarize(collapsed: str) -> dict:
     """Busy samples, and the functions taking most of them: own (the frame sampled) and inclusive (anywhere in it)."""
     own: collections.Counter = collections.Counter()
     inclusive: collections.Counter = collections.Counter()
+    parts: collections.Counter = collections.Counter()
     total = 0
     for line in collapsed.splitlines():
         if not line.strip():
@@ -71,10 +95,12 @@ def summarize(collapsed: str) -> dict:
         stack, count = frames(line)
         total += count
         own[function(stack[-1])] += count
+        parts[part_of(stack[-1])] += count
         for name in {function(f) for f in stack[1:]}:  # frame 0 is the thread
             inclusive[name] += count
     share = lambda counter: [(name, round(100 * n / total, 1)) for name, n in counter.most_common(TOP)]  # noqa: E731
-    return {"samples": total, "own_percent": share(own), "inclusive_percent": share(inclusive)}
+    return {"samples": total, "own_percent": share(own), "inclusive_percent": share(inclusive),
+            "parts_percent": {part: round(100 * parts[part] / max(total, 1), 1) for part in PARTS}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,6 +192,12 @@ def markdown(result: dict) -> str:
             f"{result.get('callers', 1)} caller(s) ({result['model']} model, {result.get('triton_model', 'model')} Triton model); "
             f"gateway CPU {result.get('gateway_cpu_ms_per_request', 'n/a')} ms per request"
             + ("; samples only while holding the GIL" if result.get("gil_only") else ""), ""]
+    gateway = result["processes"].get("gateway", {})
+    if "parts_percent" in gateway:
+        cpu = result.get("gateway_cpu_ms_per_request")
+        rows += ["| the gateway's active samples, by part | % | ≈ ms of its CPU per request |", "|---|---:|---:|"]
+        rows += [f"| {part} | {pct} | {round(pct * cpu / 100, 2) if cpu else 'n/a'} |" for part, pct in gateway["parts_percent"].items()]
+        rows.append("")
     for name, profile in result["processes"].items():
         ms_per_sample = 1000 / result["rate"]
         per_request = profile["samples"] * ms_per_sample / max(result["requests"], 1)

@@ -17,6 +17,7 @@ from ara_reranker_server import triton_config
 from bench import prometheus
 from bench.llm_rerankers import ScoreMismatch, check_scores, scores_by_document
 from bench.loadgen import ClosedLoop
+from bench.profile import summarize
 from bench.repository import edited_copy
 
 pytestmark = pytest.mark.unit  # starts no process: make test-unit
@@ -168,3 +169,14 @@ def test_the_llm_benchmark_refuses_a_service_that_scores_otherwise_than_the_limi
         check_scores(reference, [answers[0], np.array([0.5 + 2e-4])], "service")
     with pytest.raises(ScoreMismatch, match="request 0 answered 1 scores for 2 documents"):
         check_scores(reference, [np.array([0.25]), answers[1]], "service")
+
+
+def test_the_profile_splits_the_gateways_samples_into_tokenizer_machinery_and_its_own_python():
+    collapsed = "\n".join([
+        "MainThread;Reranker.rerank (ara_reranker_server/reranking.py:90);PairTokenizer._document_encodings (ara_reranker_server/tokenization.py:253) 5",
+        "MainThread;Handle._run (asyncio/events.py:80) 3",
+        "poller;Thread.run (threading.py:982) 1",
+        "MainThread;Calls._record (ara_reranker_server/api/calls.py:140) 1",
+    ])
+    parts = list(summarize(collapsed)["parts_percent"].values())
+    assert parts == [50.0, 40.0, 10.0, 0.0]  # tokenizer, gRPC/asyncio machinery, the gateway's Python, other
