@@ -286,10 +286,11 @@ def pair_tokens(model_dir: Path, workload: Workload) -> dict:
     return {"mean": round(float(np.mean(lengths)), 1), "p50": float(np.median(lengths)), "max": int(np.max(lengths))}
 
 
-def tokenizer_floor(model_dir: Path, workload: Workload, seconds: float = 3.0) -> dict:
+def tokenizer_floor(model_dir: Path, workload: Workload, core: int, seconds: float = 3.0, repeats: int = 3) -> dict:
     """The tokenizer's own cost on the workload's pairs, the floor of the gateway's: ``tokenizer(queries, documents)``
-    (transformers' fast tokenizer, documents truncated to the model's length) one request at a time on one thread,
-    repeated for at least ``seconds`` of this thread's CPU time: pairs per CPU-second."""
+    (transformers' fast tokenizer, documents truncated to the model's length) one request at a time on one thread, on
+    the gateway's own ``core`` (cores of one machine differ, and so does one core from minute to minute): ``repeats``
+    spells of at least ``seconds`` of this thread's CPU time each; pairs per CPU-second, their median and range."""
     from transformers import AutoTokenizer
 
     # One thread: without this the tokenizers library encodes a batch on a thread pool of its own, whose CPU time
@@ -297,16 +298,25 @@ def tokenizer_floor(model_dir: Path, workload: Workload, seconds: float = 3.0) -
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     max_length = int(tokenizer.model_max_length)
-    pairs = 0
-    started, process_started = time.thread_time(), time.process_time()
-    while time.thread_time() - started < seconds:
-        for r in workload.requests:
-            tokenizer([r.query] * len(r.documents), list(r.documents), truncation="only_second", max_length=max_length)
-            pairs += len(r.documents)
-    cpu = time.thread_time() - started
-    if time.process_time() - process_started > 1.2 * cpu:  # another thread worked for it: the figure would lie
-        raise RuntimeError("the tokenizer used more than one thread; set TOKENIZERS_PARALLELISM=false before it is loaded")
-    return {"pairs_per_cpu_s": round(pairs / cpu, 1), "cpu_s": round(cpu, 3), "pairs": pairs,
+    affinity = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})
+    try:
+        spells = []
+        for _ in range(repeats):
+            pairs = 0
+            started, process_started = time.thread_time(), time.process_time()
+            while time.thread_time() - started < seconds:
+                for r in workload.requests:
+                    tokenizer([r.query] * len(r.documents), list(r.documents), truncation="only_second", max_length=max_length)
+                    pairs += len(r.documents)
+            cpu = time.thread_time() - started
+            if time.process_time() - process_started > 1.2 * cpu:  # another thread worked for it: the figure would lie
+                raise RuntimeError("the tokenizer used more than one thread; set TOKENIZERS_PARALLELISM=false before it is loaded")
+            spells.append(pairs / cpu)
+    finally:
+        os.sched_setaffinity(0, affinity)
+    return {"pairs_per_cpu_s": round(float(np.median(spells)), 1), "spells_pairs_per_cpu_s": [round(x, 1) for x in spells],
+            "core": core, "seconds_per_spell": seconds,
             "recipe": "AutoTokenizer(...)([query] * n, documents, truncation='only_second', max_length=model_max_length), one thread"}
 
 
@@ -374,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                       "note": "gateway alone on gateway_core (taskset); Triton, the orchestrator and the load "
                               "generator share other_cores; Triton alone is driven from gateway_core"},
         "loadavg_1m_at_start": round(os.getloadavg()[0], 2), "triton_model": args.triton_model, "seconds": args.seconds, "warmup_s": args.warmup, "chunk_size": 32,
-        "workloads": {name: {**w.summary(), "pair_tokens": pair_tokens(model_dir, w), "tokenizer_floor": tokenizer_floor(model_dir, w)}
+        "workloads": {name: {**w.summary(), "pair_tokens": pair_tokens(model_dir, w), "tokenizer_floor": tokenizer_floor(model_dir, w, _cores(args.gateway_core)[0])}
                       for name, w in workloads.items()},
     }
     with tempfile.TemporaryDirectory(prefix="gateway-capacity-") as tmp_name:
