@@ -26,13 +26,17 @@ import numpy as np
 import promql_parser
 import pytest
 import yaml
+from prometheus_client import generate_latest
 
 from ara_reranker_client.v1 import reranker_pb2, reranker_pb2_grpc
+from ara_reranker_server.api.calls import Calls
 from ara_reranker_server.chunking import chunks_of
+from ara_reranker_server.errors import InvalidRequest
 from ara_reranker_server.launcher.gateway_process import GatewayProcess
 from ara_reranker_server.launcher.triton_launcher import free_port
+from ara_reranker_server.metrics import GatewayMetrics
 from ara_reranker_server.settings import Settings
-from bench.prometheus import Scrape, families, scrape
+from bench.prometheus import Scrape, families, parse, scrape
 from tests.helpers import no_report_half_sent, wait_for, wait_triton_at_rest
 from tools.arabic_text import QUERIES, SENTENCES, long_passage, mixed_passages, very_long_passage
 
@@ -138,6 +142,22 @@ def expected_buckets(values: list[int], les: list[float]) -> dict[float, float]:
 
 
 # ---------------------------------------------------------------- counters move by exactly the load
+
+
+def test_a_call_that_reached_no_model_adds_no_per_model_series():
+    """A call refused before it named a model counts under model="" in the request series only: the per-model
+    histograms (documents, tokens, stages) keep one series per served model, which dashboards and tests read as one."""
+    metrics = GatewayMetrics(["tiny"])
+    calls = Calls(None, metrics)  # a refused call never looks a model up
+    calls.refused("reranker.v1", "r1", InvalidRequest("bad"), time.perf_counter())
+    page = parse(prometheus_text(metrics))
+    assert page.value("reranker_requests_total", code="INVALID_ARGUMENT", model="", api="reranker.v1") == 1
+    for name in ("reranker_request_documents_count", "reranker_request_input_tokens_count", "reranker_stage_duration_seconds_count"):
+        assert {dict(labels).get("model") for (n, labels) in page.samples if n == name} == {"tiny"}, name
+
+
+def prometheus_text(metrics: GatewayMetrics) -> str:
+    return generate_latest(metrics.registry).decode()
 
 
 def test_a_known_load_moves_every_counter_by_exactly_what_was_sent(gateway, triton, reference, rng):

@@ -35,11 +35,19 @@ NO_MODEL = ""
 
 class CallSeries:
     """The series one Rerank call of a model through an API moves, looked up once (``GatewayMetrics.call_series``):
-    a call then only counts, with no label lookups of its own."""
+    a call then only counts, with no label lookups of its own. Calls that reached no model (NO_MODEL) move only the
+    request count and duration: the per-model series (documents, tokens, stages, cache) have no such model."""
 
     def __init__(self, metrics: "GatewayMetrics", model: str, api: str) -> None:
         self.codes = {code: metrics.requests.labels("Rerank", code, model, api) for code in ANSWERED_CODES["Rerank"]}
         self.duration = metrics.request_duration.labels("Rerank", model, api)
+        self.outcome = OutcomeSeries(metrics, model) if model != NO_MODEL else None
+
+
+class OutcomeSeries:
+    """A served model's series that a successful Rerank call moves."""
+
+    def __init__(self, metrics: "GatewayMetrics", model: str) -> None:
         self.tokenization, self.inference, self.total = (metrics.stage_duration.labels(stage, model)
                                                          for stage in ("tokenization", "inference", "total"))
         self.documents = metrics.documents.labels(model)
