@@ -29,6 +29,8 @@ models'.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import functools
 import json
 import shutil
@@ -196,8 +198,10 @@ def prepare(model: str, root: Path = MODELS_ROOT, engine: str | None = None, dty
     """Make ``model`` ready on disk (and its ONNX export for ``engine="onnx"``, with the graph of ``dtype``
     int8 or float16 beside the float32 one when asked); return its directory.
 
-    Idempotent: what is already there and current is kept."""
-    target = _fetched(model, root)
+    Idempotent: what is already there and current is kept. Safe to call from several processes at once (test
+    workers, two launchers): one builds or downloads while the others wait for it, then find it current."""
+    with _exclusive(resolve_model_dir(model, root)):
+        target = _fetched(model, root)
     if engine == "onnx":
         from ara_reranker_model.onnx_export import export_onnx
 
@@ -205,6 +209,24 @@ def prepare(model: str, root: Path = MODELS_ROOT, engine: str | None = None, dty
     elif dtype is not None:
         raise ValueError(f"dtype {dtype!r} selects an ONNX graph to export: it needs engine onnx (torch converts at load)")
     return target
+
+
+@contextlib.contextmanager
+def _exclusive(target: Path):
+    """Hold an exclusive lock on ``<target>.lock`` (released by the kernel if the holder dies). Where no lock file
+    can be written (a model directory on a read-only volume) nothing is built there either: go on without one."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(target.with_name(target.name + ".lock"), "a")
+    except OSError:
+        yield
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _fetched(model: str, root: Path) -> Path:
