@@ -86,9 +86,13 @@ dist: $(STAMP)
 test-unit: $(STAMP)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS) $(shell grep -l "^pytestmark = pytest.mark.unit" tests/test_*.py)
 
+# Two pytest workers, each taking whole modules (a module's Tritons and gateways stay in one worker): much of
+# the suite waits on processes starting, stopping and failing over, and one worker left a core idle half the time.
+TEST_WORKERS ?= 2
+
 test: lint $(STAMP) $(PROMTOOL)
 	$(PY) -m ara_reranker_model.store tiny
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The tests that need a CUDA GPU (float16 engines); on a GPU node.
 test-gpu: $(STAMP)
