@@ -81,8 +81,9 @@ class Gateway:
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
         ]
-        if settings.reuse_port:  # a worker: its siblings listen on the same port, the kernel spreads connections
-            options.append(("grpc.so_reuseport", 1))
+        # A worker shares its port with its siblings (the kernel spreads connections); any other gateway must find
+        # the port free: gRPC's default, SO_REUSEPORT on, let a second one bind it and take half the calls silently.
+        options.append(("grpc.so_reuseport", 1 if settings.reuse_port else 0))
         server = grpc.aio.server(interceptors=interceptors, options=options,
                                  maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
         reranker_grpc.add_to_server(reranker_grpc.RerankerService(calls, info), server)
@@ -183,17 +184,20 @@ def _api_and_method(full_method: str) -> tuple[str, str]:
     return api if api in APIS else "unknown", "Info" if method == "Info" else "Rerank"
 
 def _listen(server: grpc.aio.Server, settings: Settings) -> int:
-    if not settings.tls_cert:
-        port = server.add_insecure_port(settings.listen)
-    else:
-        credentials = grpc.ssl_server_credentials(
-            [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
-            root_certificates=Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None,
-            require_client_auth=bool(settings.tls_client_ca),
-        )
-        port = server.add_secure_port(settings.listen, credentials)
+    try:
+        if not settings.tls_cert:
+            port = server.add_insecure_port(settings.listen)
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
+                root_certificates=Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None,
+                require_client_auth=bool(settings.tls_client_ca),
+            )
+            port = server.add_secure_port(settings.listen, credentials)
+    except RuntimeError:  # grpcio raises where it once returned 0: the address is taken or not this host's
+        port = 0
     if port == 0:
-        raise StartupError(f"cannot listen on {settings.listen} (listen)")
+        raise StartupError(f"cannot listen on {settings.listen} (listen): the address is in use or not this host's")
     return port
 
 class JsonFormatter(logging.Formatter):

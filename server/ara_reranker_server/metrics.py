@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
+from ara_reranker_server.errors import StartupError
+
 __all__ = ["GatewayMetrics", "CallSeries", "APIS", "NO_MODEL", "serve_metrics"]
 
 # ~100 us to ~40 s, x1.5 per bucket.
@@ -146,5 +148,8 @@ def serve_metrics(listen: str, registry: CollectorRegistry):
     """Serve ``registry`` as Prometheus ``/metrics`` on ``listen`` (host:port; an empty host is every interface) from a
     thread of its own; returns the HTTP server (``shutdown()`` stops it)."""
     host, _, port = listen.rpartition(":")
-    server, _thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
+    try:
+        server, _thread = start_http_server(int(port), addr=host or "0.0.0.0", registry=registry)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {listen} (metrics_listen): {exc}") from None
     return server

@@ -12,10 +12,13 @@ from typing import Sequence
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ara_reranker_server.launcher.child_process import ChildProcess
-from ara_reranker_server.launcher.triton_launcher import free_port
+from ara_reranker_server.launcher.child_process import ChildExited, ChildProcess
+from ara_reranker_server.ports import free_port
 
 __all__ = ["GatewayProcess"]
+
+LISTENERS = ("listen", "metrics_listen", "http_listen")  # the gateway's addresses, free loopback ports by default
+PORT_TRIES = 3
 
 
 class GatewayProcess:
@@ -27,9 +30,8 @@ class GatewayProcess:
         ``launcher``: a command that runs the gateway's and execs it, e.g. ``("taskset", "-c", "0")``."""
         self.args = dict(args)
         self.credentials = credentials
-        self.args.setdefault("listen", f"127.0.0.1:{free_port()}")
-        self.args.setdefault("metrics_listen", f"127.0.0.1:{free_port()}")
-        self.args.setdefault("http_listen", f"127.0.0.1:{free_port()}")
+        self._picked = [name for name in LISTENERS if name not in self.args]  # ours to pick again if taken meanwhile
+        self._pick_ports()
         self.env = env
         self.launcher = tuple(launcher)
         self._tmp = tempfile.TemporaryDirectory(prefix="gateway-")
@@ -63,11 +65,25 @@ class GatewayProcess:
         self.stop()
 
     def start(self, wait_serving: bool = True, timeout_s: float = 60.0) -> None:
-        command = [*self.launcher, sys.executable, "-m", "ara_reranker_server.gateway"]
-        for name, value in self.args.items():
-            command += ["--" + name.replace("_", "-"), str(value)]
-        self._child.start(command, env=self.env or None)
-        self.wait_status(health_pb2.HealthCheckResponse.SERVING if wait_serving else None, timeout_s)
+        """Start and wait. A port this launcher picked that another process took before the gateway bound it
+        is picked again (up to PORT_TRIES starts); a port it was given is never changed."""
+        for attempt in range(1, PORT_TRIES + 1):
+            command = [*self.launcher, sys.executable, "-m", "ara_reranker_server.gateway"]
+            for name, value in self.args.items():
+                command += ["--" + name.replace("_", "-"), str(value)]
+            self._child.start(command, env=self.env or None)
+            try:
+                self.wait_status(health_pb2.HealthCheckResponse.SERVING if wait_serving else None, timeout_s)
+                return
+            except ChildExited as exc:
+                taken = [name for name in self._picked if f"({name})" in str(exc) and "cannot listen" in str(exc)]
+                if not taken or attempt == PORT_TRIES:
+                    raise
+                self._pick_ports(taken)
+
+    def _pick_ports(self, names: Sequence[str] | None = None) -> None:
+        for name in self._picked if names is None else names:
+            self.args[name] = f"127.0.0.1:{free_port()}"
 
     def health(self, timeout_s: float = 1.0) -> int | None:
         """The health status of the overall server, or None if it does not answer."""
