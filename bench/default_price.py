@@ -4,12 +4,11 @@ the in-process limit, measured in one run with the systems taking turns.
 The CPU default keeps a model instance free for small calls (two Triton instances; the gateway holds large
 requests' chunks to one fewer than the instances: docs/configuration.md#small-calls-first-a-free-instance-beside-large-requests).
 Its price is measured here against the same service with one instance and no bound, and both against the in-process
-limit (model.py's recipe in the benchmark's process). Each round starts every system in turn, alone on the machine
-(warm-up, every level, stop), the order reversed every other round, so that the machine's drift (5-15 % here from
-minute to minute) falls on all three alike; medians over the rounds. (With the three kept up at once, every system
-ran at a small fraction of its speed alone here: they are measured one at a time.)
+limit (model.py's recipe in the benchmark's process). All three are started once and stay up; then each round
+measures every system at every level, one after another, the order reversed every other round, so that the
+machine's drift (±5-15 % here from minute to minute) falls on all three alike. Medians over the rounds.
 
-    python -m bench.default_price [--workloads mixed] [--concurrency 1,8] [--rounds 3] [--seconds 15]
+    python -m bench.default_price [--workloads mixed,uniform-128] [--concurrency 1,8] [--rounds 3] [--seconds 15]
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="shortest window per level (loadgen.run_level)")
     parser.add_argument("--requests", type=int, default=96)
     args = parser.parse_args(argv)
-    workloads = args.workloads or ["mixed"]
+    workloads = args.workloads or ["mixed", "uniform-128"]
     levels = [int(c) for c in args.concurrency.split(",")]
     model_dir = prepare_model(args.model, args.engine == "onnx")
     from transformers import AutoTokenizer
@@ -53,38 +52,45 @@ def main(argv: list[str] | None = None) -> int:
     data: dict = {"model": args.model, "engine": args.engine, "rounds": args.rounds, "seconds": args.seconds,
                   "systems": DESCRIBED, "workloads": {}}
     with tempfile.TemporaryDirectory(prefix="default-price-") as tmp:
-        one_instance = edited_copy(Path(tmp), instances=1)
         systems = {
-            "limit": lambda: make_system(f"limit-{args.engine}", model_dir, {}),
-            "service": lambda: ServiceSystem(model_dir, args.engine),
-            "service-1-instance": lambda: ServiceSystem(model_dir, args.engine, model_repository=one_instance,
-                                                        gateway_args={"dispatch_window_chunks": "0"}),
+            "limit": make_system(f"limit-{args.engine}", model_dir, {}),
+            "service": ServiceSystem(model_dir, args.engine),
+            "service-1-instance": ServiceSystem(model_dir, args.engine, gateway_args={"dispatch_window_chunks": "0"},
+                                                model_repository=edited_copy(Path(tmp), instances=1)),
         }
-        for workload_name in workloads:
-            shape = dict(SHAPES[workload_name])
-            docs = shape.pop("docs_per_request", 10)
-            workload = make_workload(tokenizer, requests=args.requests, docs_per_request=docs, **shape)
-            data["workloads"][workload_name] = measure(systems, workload, levels, args.rounds, args.seconds)
+        started = []
+        try:
+            for name, system in systems.items():
+                system.__enter__()
+                started.append(system)
+                print(f"{name}: up", file=sys.stderr, flush=True)
+            for workload_name in workloads:
+                shape = dict(SHAPES[workload_name])
+                docs = shape.pop("docs_per_request", 10)
+                workload = make_workload(tokenizer, requests=args.requests, docs_per_request=docs, **shape)
+                for name, system in systems.items():  # warm: every request shape seen once
+                    run_level(system.rerank, workload.requests, min(4, max(levels)), 5.0, label=f"{name} warm-up")
+                data["workloads"][workload_name] = measure(systems, workload, levels, args.rounds, args.seconds)
+        finally:
+            for system in reversed(started):
+                system.__exit__(None, None, None)
     results.finish("default-price", "bench.default_price", argv, args, data, markdown)
     return 0
 
 
 def measure(systems: dict, workload, levels: list[int], rounds: int, seconds: float) -> dict:
-    """pairs/s of every system (a factory of a system not yet started) at every level, round by round, and their
-    medians and ratios."""
+    """pairs/s of every system at every level, round by round, and their medians and ratios."""
     runs: dict = {name: {str(c): [] for c in levels} for name in systems}
     p99: dict = {name: {str(c): [] for c in levels} for name in systems}
     for r in range(rounds):
         order = list(systems) if r % 2 == 0 else list(reversed(systems))
-        for name in order:
-            with systems[name]() as system:
-                run_level(system.rerank, workload.requests, min(4, max(levels)), 5.0, label=f"{name} warm-up")
-                for c in levels:
-                    level = run_level(system.rerank, workload.requests, c, seconds, start_at=1000 * (r + 1), label=name)
-                    runs[name][str(c)].append(round(level.pairs_per_s, 2))
-                    p99[name][str(c)].append(round(level.p99_ms, 1))
-                    print(f"round {r} c={c} {name:20s} {level.pairs_per_s:8.2f} pairs/s p99 {level.p99_ms:8.1f} ms",
-                          file=sys.stderr, flush=True)
+        for c in levels:
+            for name in order:
+                level = run_level(systems[name].rerank, workload.requests, c, seconds, start_at=1000 * (r + 1), label=name)
+                runs[name][str(c)].append(round(level.pairs_per_s, 2))
+                p99[name][str(c)].append(round(level.p99_ms, 1))
+                print(f"round {r} c={c} {name:20s} {level.pairs_per_s:8.2f} pairs/s p99 {level.p99_ms:8.1f} ms",
+                      file=sys.stderr, flush=True)
     out: dict = {"workload": workload.summary(), "pairs_per_s": runs, "p99_ms": p99, "levels": {}}
     for c in levels:
         median = {name: statistics.median(runs[name][str(c)]) for name in systems}

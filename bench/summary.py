@@ -331,16 +331,6 @@ def intake() -> str:
             f"{result['document_chars']:,} characters; {result['seconds']:.0f} s a phase; `{path}`):\n\n" + measure.markdown(result))
 
 
-def default_price() -> str:
-    """The fair CPU default against one instance and the in-process limit, the systems taking turns."""
-    from bench import default_price as measure
-
-    result, path = _load("default-price")
-    return (f"`python -m bench.default_price` (`{result['model']}` model, {result['engine']}; the three systems up at once, "
-            f"{result['rounds']} rounds of every system at every level, the order reversed every other round, windows of "
-            f"at least {result['seconds']:.0f} s; medians; `{path}`):\n\n" + measure.markdown(result))
-
-
 def chaos() -> str:
     """Process faults under load, every call counted."""
     from bench import chaos as measure
@@ -460,7 +450,6 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "http-overhead": http_overhead,
     "cache": cache,
     "intake": intake,
-    "default-price": default_price,
     "big-message": big_message,
     "queued-wait": queued_wait,
     "chaos": chaos,
