@@ -257,10 +257,9 @@ class ServiceSystem:
 
     def __init__(self, model_dir: Path, engine: str, *, gateway_args: dict[str, str] | None = None,
                  log_dir: Path | None = None, extra_env: dict[str, str] | None = None, config_name: str | None = None,
-                 otel_env: dict[str, str] | None = None, model_repository: Path | None = None) -> None:
+                 otel_env: dict[str, str] | None = None) -> None:
         """``otel_env``: OpenTelemetry variables (OTEL_EXPORTER_OTLP_ENDPOINT, ...) that trace both processes, as
-        ``make run`` does with them; None: no tracing. ``model_repository``: another repository to serve (an
-        edited copy, bench.repository.edited_copy); None: the project's."""
+        ``make run`` does with them; None: no tracing."""
         self.name = f"service-{engine}"
         self.otel_env = dict(otel_env or {})
         self.model_dir, self.engine = Path(model_dir), engine
@@ -268,7 +267,6 @@ class ServiceSystem:
         self.log_dir = log_dir
         self.extra_env = dict(extra_env or {})
         self.config_name = config_name  # None: the launcher's choice (configs/cpu.pbtxt without a GPU)
-        self.model_repository = model_repository
         self.triton = self.gateway = self.client = None
 
     def __enter__(self) -> "ServiceSystem":
@@ -280,8 +278,7 @@ class ServiceSystem:
         try:
             self.triton = TritonServer(TritonOptions(model_dir=self.model_dir, engine=self.engine,
                                                      log_path=log("tritonserver.log"), extra_env=self.extra_env,
-                                                     config_name=self.config_name, trace_config=trace_config(self.otel_env),
-                                                     **({"model_repository": self.model_repository} if self.model_repository else {})))
+                                                     config_name=self.config_name, trace_config=trace_config(self.otel_env)))
             self.triton.start()
             args = {"triton_endpoints": self.triton.grpc_url, "tokenizer": str(self.model_dir), **NO_CACHE, **self.gateway_args}
             self.gateway = GatewayProcess(args, log_path=log("gateway.log"),
