@@ -14,8 +14,9 @@ from pathlib import Path
 __all__ = ["free_port"]
 
 _EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
-_given: set[int] = set()
-_held: dict[int, int] = {}  # port -> the descriptor of its lock file, held while this process lives
+# Every port this process picked -> the descriptor of its lock file, held while the process lives (None without a
+# lock directory).
+_given: dict[int, int | None] = {}
 _lock = threading.Lock()
 _random = random.SystemRandom()  # not the random module's state: a forked child would draw the parent's sequence
 
@@ -33,8 +34,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     with _lock:
         for _ in range(200):
             port = _random.randrange(low, high)
-            if port not in _given and _bindable(host, port) and _claimed(port):
-                _given.add(port)
+            if port not in _given and _bindable(host, port) and (lock := _claim(port)) is not False:
+                _given[port] = lock
                 return port
     with socket.socket() as sock:  # nothing free out there: the kernel's choice
         sock.bind((host, 0))
@@ -63,18 +64,18 @@ def _bindable(host: str, port: int) -> bool:
         return True
 
 
-def _claimed(port: int) -> bool:
-    """Lock ``port`` for this process; False when another process holds it. Without a lock directory: True."""
+def _claim(port: int) -> int | None | bool:
+    """Lock ``port`` for this process: the lock file's descriptor; False when another process holds it; None
+    without a lock directory (the port is taken unlocked)."""
     directory = Path(tempfile.gettempdir()) / "ara-reranker-ports"
     try:
         directory.mkdir(exist_ok=True)
         fd = os.open(directory / str(port), os.O_CREAT | os.O_RDWR, 0o666)
     except OSError:
-        return True
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
         return False
-    _held[port] = fd
-    return True
+    return fd
