@@ -1,4 +1,4 @@
-"""The GPU measurement in one command: ``bash bench/gpu.sh`` (``python -m bench.gpu``), about 5 minutes on one GPU.
+"""The GPU measurement in one command: ``bash bench/gpu.sh`` (``python -m bench.gpu``), 5-10 minutes on one GPU.
 
 It runs unattended and leaves one results file with the config.pbtxt values it proposes for that GPU
 (docs/gpu.md says how to run it; what it measured on an H200 is there too). Each step is recorded in the result; a step that cannot run here (no ONNX Runtime CUDA
@@ -23,6 +23,10 @@ provider, no tritonserver, an error) is recorded as skipped with the reason, and
    to Triton in the gateway's chunks, at each concurrency: pairs/s, p50/p99, MFU, Triton's batch sizes
    and compute share. The proposed queue delay is the one with the most pairs/s at the highest
    concurrency, the shortest of those within 5 %.
+7. fairness: small callers (3, ten short documents, fresh queries) alone and beside one caller repeating a huge
+   request (``--huge``: 120 pages of 14,000 characters), through the gateway, with 1 and 2 model instances per GPU
+   (``--instances``), and the workload's throughput straight to Triton with each. The proposed instance count is the
+   fewest that keeps the small calls' p99 within 2x of alone (interactive) for at most 10 % of the throughput.
 
 MFU: model FLOPs of the real (unpadded) tokens per second over the GPU's peak dense float16 rate. Per token
 and layer, 8h^2 (attention projections) + 4hf (feed-forward) + 4nh (attention over the n tokens of its row).
@@ -239,9 +243,10 @@ def _level_row(concurrency: int, pairs_per_s: float, p50: float, p99: float, err
 
 # ---------------------------------------------------------------- 6. Triton
 
-def configured_repository(target: Path, model_dir: Path, queue_delay_us: int, parameters: dict[str, object]) -> Path:
-    """The model repository with every config's queue delay and the given parameters set (the launcher's
-    generated repository: name and weights directory already set)."""
+def configured_repository(target: Path, model_dir: Path, queue_delay_us: int, parameters: dict[str, object],
+                          instances: int | None = None) -> Path:
+    """The model repository with every config's queue delay and the given parameters set, and ``instances`` model
+    instances when given (the launcher's generated repository: name and weights directory already set)."""
     from ara_reranker_server import triton_config
     from ara_reranker_server.launcher.triton_launcher import MODEL_NAME, generate_repository
 
@@ -249,6 +254,8 @@ def configured_repository(target: Path, model_dir: Path, queue_delay_us: int, pa
     for path in (repository / MODEL_NAME).rglob("*.pbtxt"):
         config = triton_config.load(path)
         config.dynamic_batching.max_queue_delay_microseconds = queue_delay_us
+        if instances is not None:
+            config.instance_group[0].count = instances
         for key, value in parameters.items():
             if key not in config.parameters:
                 raise ValueError(f"{path}: no {key} parameter")
@@ -308,6 +315,68 @@ def triton(model_dir: Path, queue_delays: list[int], parameters: dict, prepared:
     return out
 
 
+# ---------------------------------------------------------------- 7. fairness
+
+FAIR_P99 = 2.0  # small calls' p99 beside the huge caller, at most this many times their p99 alone
+FAIR_PRICE = 0.10  # and at most this share of the throughput of one instance given up for it
+
+
+def fairness(model_dir: Path, queue_delay_us: int, parameters: dict, instances: list[int], prepared: list,
+             concurrency: int, seconds: float, huge: tuple[int, int], clients: int, tmp: Path) -> dict:
+    """The production config with each of ``instances`` model instances per GPU, through the gateway (its shipped
+    settings: large requests' chunks on one instance fewer than there are, dispatch_window_chunks auto):
+    bench.intake's phases (``clients`` small callers alone, beside one caller repeating ``huge`` = (pages,
+    characters) at each priority, that caller alone), and the benchmark's workload straight to Triton at
+    ``concurrency`` callers (the throughput the instances give). Proposes the fewest instances that keep the small
+    calls' p99 within FAIR_P99 of alone at interactive priority for at most FAIR_PRICE of one instance's
+    throughput, on both measures."""
+    from ara_reranker_server.launcher.gateway_process import GatewayProcess
+    from ara_reranker_server.launcher.triton_launcher import TritonOptions, TritonServer
+    from bench.gateway_capacity import Probe, triton_level
+    from bench.intake import phases, worst_case_documents
+    from bench.systems import NO_CACHE
+
+    pages = worst_case_documents(*huge)
+    out: dict = {"clients": clients, "seconds": seconds, "huge_request": {"documents": huge[0], "characters": huge[1]},
+                 "workload_concurrency": concurrency, "by_instances": {}}
+    for count in instances:
+        repository = configured_repository(tmp / f"fairness-{count}", model_dir, queue_delay_us, parameters, instances=count)
+        options = TritonOptions(model_dir=model_dir, model_repository=repository, log_path=tmp / f"tritonserver-fairness-{count}.log",
+                                startup_timeout_s=600.0)
+        with TritonServer(options) as server:
+            probe = Probe(None, server.process.pid, server.metrics_url)
+            workload = triton_level(server.grpc_url, server.model_names[0], prepared, concurrency, min(seconds, 2.0), seconds, probe)
+            settings = {"triton_endpoints": server.grpc_url, "tokenizer": str(model_dir), "max_message_bytes": str(64 << 20), **NO_CACHE}
+            with GatewayProcess(settings) as gateway:
+                figures = phases(gateway.target, pages, clients, seconds)
+        alone = figures["alone"]["p99_ms"]
+        row = {"phases": figures, "workload_pairs_per_s": round(workload["little_pairs_per_s"], 1),
+               "huge_alone_pairs_per_s": figures["worst_case_alone"]["worst_case_caller"]["pairs_per_s"],
+               "p99_over_alone": {p: round(figures[f"beside_worst_case_{p}"]["p99_ms"] / alone, 2) for p in ("interactive", "batch")}}
+        out["by_instances"][str(count)] = row
+        print(f"  {count} instance(s): small p99 x{row['p99_over_alone']['interactive']} beside the huge caller (interactive), "
+              f"x{row['p99_over_alone']['batch']} (batch); workload {row['workload_pairs_per_s']} pairs/s; huge caller alone "
+              f"{row['huge_alone_pairs_per_s']} pairs/s", file=sys.stderr, flush=True)
+    out["proposed_instances"], out["why"] = proposed_instances(out["by_instances"])
+    return out
+
+
+def proposed_instances(by_instances: dict) -> tuple[int | None, str]:
+    """The fewest instances whose small calls stay within FAIR_P99 of alone (interactive) while giving up at most
+    FAIR_PRICE of the fewest instances' throughput on the workload and for the huge caller alone; None if none does."""
+    counts = sorted(by_instances, key=int)
+    base = by_instances[counts[0]]
+    for count in counts:
+        row = by_instances[count]
+        fair = row["p99_over_alone"]["interactive"] <= FAIR_P99
+        cheap = all(row[k] >= (1 - FAIR_PRICE) * base[k] for k in ("workload_pairs_per_s", "huge_alone_pairs_per_s"))
+        if fair and cheap:
+            return int(count), (f"{count} instance(s): small calls' p99 {row['p99_over_alone']['interactive']}x alone beside the "
+                                f"huge caller, throughput within {FAIR_PRICE:.0%} of {counts[0]}")
+    return None, (f"no count measured keeps small calls within {FAIR_P99}x of alone for at most {FAIR_PRICE:.0%} of "
+                  f"the throughput: " + "; ".join(f"{c}: {by_instances[c]['p99_over_alone']['interactive']}x" for c in counts))
+
+
 # ---------------------------------------------------------------- the run
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,7 +391,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", default=None, help="token budgets of the sweep (default 4096,...,65536)")
     parser.add_argument("--requests", type=int, default=None, help="distinct requests in the workload (default 96)")
     parser.add_argument("--drift-options", default=None, help="engine:dtype,... for the drift step (default bench.precision's GPU options)")
-    parser.add_argument("--skip", default="", help="comma-separated steps to skip: drift, shapes, in_process, triton, onnx")
+    parser.add_argument("--skip", default="", help="comma-separated steps to skip: drift, shapes, in_process, triton, onnx, fairness")
+    parser.add_argument("--instances", default="1,2", help="model instances per GPU the fairness step compares")
+    parser.add_argument("--huge", default=None, help="the fairness step's huge request: pages,characters (default 120,14000; "
+                        "dry run 24,3000)")
     parser.add_argument("--peak-tflops", type=float, default=None,
                         help="the GPU's peak dense float16 TFLOP/s, for MFU, where the built-in table lacks it")
     parser.add_argument("--out-dir", type=Path, default=None, help="where the result goes (default bench/results)")
@@ -357,11 +429,13 @@ def _defaults(args: argparse.Namespace) -> argparse.Namespace:
     args.queue_delays = [int(d) for d in args.queue_delays.split(",")]
     args.requests = args.requests or (16 if dry else 96)
     args.skip = set(filter(None, args.skip.split(",")))
+    args.instances = [int(n) for n in args.instances.split(",")]
+    args.huge = tuple(int(n) for n in (args.huge or ("24,3000" if dry else "120,14000")).split(","))
     return args
 
 
 def _measure(args: argparse.Namespace, result: dict, step: Step) -> None:
-    """Steps 1-6 of the module docstring, each recorded in ``result``."""
+    """Steps 1-7 of the module docstring, each recorded in ``result``."""
     from bench.worker import config_parameters
 
     env = step("environment", environment, args.device)
@@ -390,6 +464,13 @@ def _measure(args: argparse.Namespace, result: dict, step: Step) -> None:
                          args.seconds, flops_per_pair, peak, Path(tmp))
         if "proposed_max_queue_delay_microseconds" in queue:
             result["proposed"]["max_queue_delay_microseconds"] = queue["proposed_max_queue_delay_microseconds"]
+    if "fairness" not in args.skip:
+        delay = result["proposed"].get("max_queue_delay_microseconds", args.queue_delays[0])
+        with tempfile.TemporaryDirectory(prefix="gpu-fairness-") as tmp:
+            fair = step("fairness", fairness, model_dir, delay, parameters, args.instances, prepared, max(args.concurrency),
+                        args.seconds, args.huge, 3, Path(tmp))
+        if fair.get("proposed_instances"):
+            result["proposed"]["instance_group_count"] = fair["proposed_instances"]
 
 
 def _workload(model_dir: Path, requests: int, result: dict):
@@ -490,6 +571,13 @@ def markdown_summary(found: results.Result) -> str:
             mfu = "n/a" if level["mfu"] is None else f"{level['mfu']:.1%}"
             lines.append(f"| {name} | {level['concurrency']} | {level['pairs_per_s']:.1f} | {level['p50_ms']:.1f} "
                          f"| {level['p99_ms']:.1f} | {level['model_tflops']:.2f} | {mfu} |")
+    if by := steps.get("fairness", {}).get("by_instances"):
+        lines += ["", "## Small calls beside a huge one", "", f"{steps['fairness']['why']}.", "",
+                  "| instances | small p99 alone ms | beside, interactive | beside, batch | workload pairs/s | huge caller alone pairs/s |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for count, row in by.items():
+            lines.append(f"| {count} | {row['phases']['alone']['p99_ms']} | {row['p99_over_alone']['interactive']}x "
+                         f"| {row['p99_over_alone']['batch']}x | {row['workload_pairs_per_s']} | {row['huge_alone_pairs_per_s']} |")
     if "table" in steps.get("drift", {}):
         lines += ["", "## Drift from float32 on this device", "", steps["drift"]["table"]]
     return "\n".join(lines) + "\n"

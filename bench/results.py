@@ -64,6 +64,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("workload-<name>", "python -m bench.run --workload uniform-128|uniform-512|long|mixed --side-run ...",
                "in `make bench`", "{json,md,png}"),
     Experiment("intake", "python -m bench.intake"),
+    Experiment("default-price", "python -m bench.default_price",
+               "the fair CPU default against one instance and the in-process limit, taking turns; `--workloads`, `--rounds`"),
     Experiment("side-by-side", "python -m bench.side_by_side"),
     Experiment("gateway-capacity", "python -m bench.gateway_capacity",
                "`--concurrency`, `--seconds`, `--gateway-core`, `--other-cores`, `--workers`, `--triton-model tiny|null`"),

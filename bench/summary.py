@@ -331,6 +331,16 @@ def intake() -> str:
             f"{result['document_chars']:,} characters; {result['seconds']:.0f} s a phase; `{path}`):\n\n" + measure.markdown(result))
 
 
+def default_price() -> str:
+    """The fair CPU default against one instance and the in-process limit, the systems taking turns."""
+    from bench import default_price as measure
+
+    result, path = _load("default-price")
+    return (f"`python -m bench.default_price` (`{result['model']}` model, {result['engine']}; {result['rounds']} rounds, "
+            f"each system in a fresh process in turn, the order reversed every other round; windows of at least "
+            f"{result['seconds']:.0f} s; medians over the rounds; `{path}`):\n\n" + measure.markdown(result))
+
+
 def chaos() -> str:
     """Process faults under load, every call counted."""
     from bench import chaos as measure
@@ -450,6 +460,7 @@ SECTIONS: dict[str, Callable[[], str]] = {
     "http-overhead": http_overhead,
     "cache": cache,
     "intake": intake,
+    "default-price": default_price,
     "big-message": big_message,
     "queued-wait": queued_wait,
     "chaos": chaos,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import tempfile
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -257,9 +258,10 @@ class ServiceSystem:
 
     def __init__(self, model_dir: Path, engine: str, *, gateway_args: dict[str, str] | None = None,
                  log_dir: Path | None = None, extra_env: dict[str, str] | None = None, config_name: str | None = None,
-                 otel_env: dict[str, str] | None = None) -> None:
+                 otel_env: dict[str, str] | None = None, triton_edits: dict[str, object] | None = None) -> None:
         """``otel_env``: OpenTelemetry variables (OTEL_EXPORTER_OTLP_ENDPOINT, ...) that trace both processes, as
-        ``make run`` does with them; None: no tracing."""
+        ``make run`` does with them; None: no tracing. ``triton_edits``: fields of the CPU config changed (paths of
+        ``bench.repository``, e.g. ``{"instance_group.0.count": 1}``), served from a copy of the model repository."""
         self.name = f"service-{engine}"
         self.otel_env = dict(otel_env or {})
         self.model_dir, self.engine = Path(model_dir), engine
@@ -267,7 +269,8 @@ class ServiceSystem:
         self.log_dir = log_dir
         self.extra_env = dict(extra_env or {})
         self.config_name = config_name  # None: the launcher's choice (configs/cpu.pbtxt without a GPU)
-        self.triton = self.gateway = self.client = None
+        self.triton_edits = dict(triton_edits or {})
+        self.triton = self.gateway = self.client = self._repository = None
 
     def __enter__(self) -> "ServiceSystem":
         from ara_reranker_client import RerankerClient
@@ -276,7 +279,13 @@ class ServiceSystem:
 
         log = (lambda name: self.log_dir / name) if self.log_dir else (lambda name: None)
         try:
-            self.triton = TritonServer(TritonOptions(model_dir=self.model_dir, engine=self.engine,
+            repository = {}
+            if self.triton_edits:
+                from bench.repository import edited_copy
+
+                self._repository = tempfile.TemporaryDirectory(prefix="service-repository-")
+                repository["model_repository"] = edited_copy(Path(self._repository.name), self.triton_edits)
+            self.triton = TritonServer(TritonOptions(model_dir=self.model_dir, engine=self.engine, **repository,
                                                      log_path=log("tritonserver.log"), extra_env=self.extra_env,
                                                      config_name=self.config_name, trace_config=trace_config(self.otel_env)))
             self.triton.start()
@@ -297,6 +306,8 @@ class ServiceSystem:
             self.gateway.stop()
         if self.triton is not None:
             self.triton.stop()
+        if self._repository is not None:
+            self._repository.cleanup()
 
     def pids(self) -> list[int]:
         procs = [p for p in (self.triton and self.triton.process, self.gateway and self.gateway.process) if p]
@@ -304,6 +315,18 @@ class ServiceSystem:
 
     def rerank(self, query: str, documents: list[str]) -> list:
         return self.client.rerank(query, documents)
+
+    def model_instances(self) -> int:
+        """Model instances Triton runs: its Python-backend stub processes (one per instance)."""
+        import psutil
+
+        stubs = 0
+        for child in psutil.Process(self.triton.process.pid).children(recursive=True):
+            try:
+                stubs += bool(child.cmdline()) and child.cmdline()[0].endswith("triton_python_backend_stub")
+            except psutil.Error:
+                pass
+        return stubs
 
     def counters(self) -> dict[str, float]:
         """Triton's and model.py's counters (deltas between two calls give a level's figures)."""

@@ -55,7 +55,8 @@ def make_system(name: str, model_dir: Path, options: dict):
                               batch_size=int(options.get("infinity_batch_size", DEFAULT_BATCH_SIZE)))
     if name.startswith("service-"):
         return systems.ServiceSystem(model_dir, name.removeprefix("service-"), gateway_args=options.get("gateway_args"),
-                                     log_dir=options.get("log_dir"), config_name=options.get("config_name"))
+                                     log_dir=options.get("log_dir"), config_name=options.get("config_name"),
+                                     triton_edits=options.get("triton_edits"))
     raise ValueError(f"unknown system {name!r}; known: {', '.join(SYSTEMS)}")
 
 
@@ -84,6 +85,8 @@ def measure(name: str, model_dir: Path, workload: Workload, concurrency: list[in
         result["max_tokens"], result["batch_size"] = system.max_tokens, system.batch_size
     with system, PeakRss(system.pids) as rss:
         result["startup_s"] = round(time.perf_counter() - started, 1)
+        if hasattr(system, "model_instances"):
+            result["model_instances"] = system.model_instances()
         call = system.rerank
         if concurrency:
             run_level(call, workload.requests, min(4, max(concurrency)), warmup_s, label=f"{name} warm-up")

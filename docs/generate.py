@@ -169,6 +169,7 @@ SECTIONS: dict[tuple[str, str], Callable[[], str]] = {
     ("benchmarks.md", "http-overhead"): _bench("http-overhead"),
     ("benchmarks.md", "cache"): _bench("cache"),
     ("benchmarks.md", "intake"): _bench("intake"),
+    ("benchmarks.md", "default-price"): _bench("default-price"),
     ("benchmarks.md", "big-message"): _bench("big-message"),
     ("deployment.md", "gateway-capacity"): _bench("gateway-capacity"),
     ("architecture.md", "chaos"): _bench("chaos"),

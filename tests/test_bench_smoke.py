@@ -163,21 +163,28 @@ def test_precision_bench_reports_drift_in_ranking_terms(tmp_path, tiny_model_dir
 def test_gpu_script_dry_run_runs_every_step_on_cpu(tmp_path, tiny_model_dir):
     # The GPU script's one-command path, shortened: every step runs (none skipped) and proposes config values.
     args = ["--dry-run", "--concurrency", "2", "--seconds", "0.5", "--queue-delays", "100", "--widths", "64",
-            "--budgets", "8192", "--requests", "4", "--drift-options", "torch:float16", "--out-dir", str(tmp_path),
-            "--copy-to", str(tmp_path / "copy")]
+            "--budgets", "8192", "--requests", "4", "--drift-options", "torch:float16", "--huge", "6,2000",
+            "--out-dir", str(tmp_path), "--copy-to", str(tmp_path / "copy")]
     printed = _run_module("bench.gpu", args, timeout_s=420).stdout
     result = _only_result(tmp_path, "gpu-dryrun-cpu")
     steps = result["steps"]
     assert result["meta"]["dry_run"] and "not GPU figures" in result["meta"]["note"]
     assert [name for name, step in steps.items() if "skipped" in step] == []
-    assert set(steps) == {"environment", "model", "onnx_export", "drift", "batch_shapes", "in_process", "triton"}
+    assert set(steps) == {"environment", "model", "onnx_export", "drift", "batch_shapes", "in_process", "triton", "fairness"}
     assert steps["drift"]["options"][0]["option"] == "torch float16 (CPU-emulated)"
     assert set(steps["in_process"]["systems"]) == {"torch-fp16", "onnx-fp16"}
     runs = [*steps["in_process"]["systems"].values(), steps["triton"]["by_queue_delay_us"]["100"]]
     for run in runs:
         assert [level["concurrency"] for level in run["levels"]] == [2]
         assert all(level["pairs_per_s"] > 0 and level["errors"] == 0 for level in run["levels"])
+    fairness = steps["fairness"]["by_instances"]
+    assert set(fairness) == {"1", "2"} and steps["fairness"]["huge_request"] == {"documents": 6, "characters": 2000}
+    for row in fairness.values():  # each phase measured: small calls alone and beside the huge caller, which completed
+        assert row["phases"]["alone"]["calls"] > 0 and row["workload_pairs_per_s"] > 0 and row["huge_alone_pairs_per_s"] > 0
+        assert all(row["p99_over_alone"][p] > 0 for p in ("interactive", "batch"))
     proposed = result["proposed"]
+    assert proposed.get("instance_group_count") == steps["fairness"]["proposed_instances"]
+    assert "## Small calls beside a huge one" in printed
     assert proposed["max_batch_tokens"] == 8192 and proposed["max_queue_delay_microseconds"] == 100
     assert isinstance(proposed["batch_overhead_tokens"], int)
     assert "CPU DRY RUN" in printed
