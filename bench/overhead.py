@@ -10,7 +10,9 @@ order every round so that a noisy machine disturbs them alike, through:
 - ``gateway``: reranker.v1 through the gateway (the Python client), the service as callers see it.
 
 The same three paths also carry the smallest request (one short document), and the gateway an empty call
-(Info): what each hop costs whatever the request's size, i.e. the floor under the overhead.
+(Info): what each hop costs whatever the request's size, i.e. the floor under the overhead. So does a bare relay
+(bench/relay.py: a Python gRPC server answering with one Triton call made as the gateway makes it, nothing else):
+the two hops alone, and the gateway's own work as the gateway's p50 over the relay's.
 
 With ``--tracing`` a second service runs beside the first with OpenTelemetry tracing on (gateway and Triton,
 every call sampled, exported to a receiver on loopback, tools/otlp_receiver.py), and its two gateway paths are
@@ -33,12 +35,14 @@ import time
 
 import numpy as np
 
+from ara_reranker_client import RerankerClient
 from ara_reranker_client.v1 import reranker_pb2
 from ara_reranker_model.inputs import padded_rows
 from ara_reranker_server.launcher.child_process import wait_until
 from ara_reranker_server.launcher.triton_launcher import TRITON_SERVICE_NAME
 from bench import results
 from bench.markdown import table
+from bench.relay import Relay
 from bench.stats import percentile
 from bench.systems import NO_CACHE, PlainTransformers, ServiceSystem, triton_metrics
 from bench.triton_direct import token_inputs
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                                      max_length=tokenizer.model_max_length)["input_ids"], tokenizer.pad_token_id)
                for r in requests]
     limit = make_system(f"limit-{args.engine}", model_dir, {})
+    small_query, small_document = "ما عاصمة مصر؟", "القاهرة هي عاصمة مصر."
     with contextlib.ExitStack() as stack:
         stack.enter_context(limit)
         plain = stack.enter_context(PlainTransformers(model_dir))
@@ -97,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
             traced = stack.enter_context(ServiceSystem(model_dir, args.engine, gateway_args=NO_CACHE,
                                                        otel_env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}))
         triton = tg.InferenceServerClient(service.triton.grpc_url)
+        # The two hops with nothing between them (bench/relay.py), called as the gateway is.
+        relay = stack.enter_context(Relay(service.triton.grpc_url, model_dir, small_query, small_document))
+        relay_client = stack.enter_context(RerankerClient(relay.target, timeout=60))
 
         def direct(i: int, given=None):
             ids, mask = given if given is not None else tensors[i]
@@ -109,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
             response = service.client.stub.Rerank(reranker_pb2.RerankRequest(query=r.query, documents=r.documents), timeout=60)
             timings.append(response.timings)
 
-        small_query, small_document = "ما عاصمة مصر؟", "القاهرة هي عاصمة مصر."
         small_request = reranker_pb2.RerankRequest(query=small_query, documents=[small_document])
         small_tensors = padded_rows(tokenizer([small_query], [small_document])["input_ids"], tokenizer.pad_token_id)
 
@@ -125,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                   "in-process, 1 short document": lambda i: limit.rerank_direct(small_query, [small_document]),
                   "triton, 1 short document": lambda i: direct(i, small_tensors),
                   "gateway, 1 short document": lambda i: service.client.stub.Rerank(small_request, timeout=60),
+                  "relay, 1 short document": lambda i: relay_client.stub.Rerank(small_request, timeout=60),
                   "gateway, empty call (Info)": lambda i: service.client.stub.Info(reranker_pb2.InfoRequest(), timeout=60)}
         if traced is not None:
             floors["gateway, 1 short document, traced"] = lambda i: traced.client.stub.Rerank(small_request, timeout=60)
@@ -181,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
             "Triton (tritonclient, gRPC, Python backend) over in-process": round(
                 p50["triton, 1 short document"] - p50["in-process, 1 short document"], 3),
             "an empty gRPC call to the gateway": round(p50["gateway, empty call (Info)"], 3),
+            "the two hops alone (the relay: a bare Python gRPC server making the gateway's Triton call) over in-process":
+                round(p50["relay, 1 short document"] - p50["in-process, 1 short document"], 3),
+            "the gateway's own work (the gateway over the relay)":
+                round(p50["gateway, 1 short document"] - p50["relay, 1 short document"], 3),
         },
         "gateway_call_mean_ms": {  # the gateway call taken apart (means over the measured calls)
             "client and gRPC to the gateway": round(float(np.mean(latencies["gateway"])) - gateway_total, 3),

@@ -86,7 +86,8 @@ def test_overhead_takes_the_gateway_call_apart(tiny_model_dir):
     rows = {line.split("|")[1].strip() for line in result.stdout.splitlines() if line.startswith("| ")}
     assert {"transformers", "in-process", "triton", "gateway", "transformers, 1 short document",
             "an empty gRPC call to the gateway", "tokenization", "compute infer (model.py execute)",
-            "10 documents over transformers", "1 short document over transformers"} <= rows
+            "10 documents over transformers", "1 short document over transformers", "relay, 1 short document",
+            "the gateway's own work (the gateway over the relay)"} <= rows
 
 
 def test_profile_tables_count_own_and_inclusive_time_per_function():
