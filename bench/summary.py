@@ -86,8 +86,8 @@ def targets() -> str:
     over, over_path = _load("overhead")  # the dedicated measurement, not the run's quick one: one figure everywhere
     ten, one = overhead_figures(over)
     rows.append(f"| gateway + Triton overhead at p50 over plain transformers (tiny model): <= 3.5 ms for 10 documents, "
-                f"<= 2 ms for one short document | {'met' if ten <= 3.5 else '**missed**'}: {ten:.1f} ms; "
-                f"{'met' if one <= 2 else '**missed**'}: {one:.1f} ms (`{over_path}`, [per-request overhead](#per-request-overhead)) |")
+                f"<= 2 ms for one short document | {'met' if ten <= 3.5 else '**missed**'}: {ten:.2f} ms; "
+                f"{'met' if one <= 2 else '**missed**'}: {one:.2f} ms (`{over_path}`, [per-request overhead](#per-request-overhead)) |")
     limit_torch, limit_onnx = _levels(run, "limit-torch"), _levels(run, "limit-onnx")
     gain = [limit_onnx[c]["pairs_per_s"] / limit_torch[c]["pairs_per_s"] - 1 for c in limit_onnx if c in limit_torch]
     busiest = _levels(run, verdicts.get("ahead_of_peers", {}).get("service", "service-onnx"))
@@ -432,7 +432,7 @@ def headline() -> str:
     lines += [
         f"- Per-request overhead, `tiny` model: gateway p50 {over['p50_ms']['gateway']:.1f} ms for 10 documents against "
         f"{over['p50_ms']['transformers']:.1f} ms through transformers in-process (**{overhead_figures(over)[0]:.1f} ms** over), "
-        f"{overhead_figures(over)[1]:.1f} ms over for one short document (`{over_path}`, "
+        f"{overhead_figures(over)[1]:.2f} ms over for one short document (`{over_path}`, "
         "[where it goes](docs/benchmarks.md#per-request-overhead))"
         + f"; the HTTP APIs add {http_extra:.1f} ms p50 over gRPC (`{http_path}`).",
         f"- Score cache: a repeated {cached['repeated_request']['documents']}-document request takes "
