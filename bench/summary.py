@@ -336,9 +336,10 @@ def default_price() -> str:
     from bench import default_price as measure
 
     result, path = _load("default-price")
-    return (f"`python -m bench.default_price` (`{result['model']}` model, {result['engine']}; {result['rounds']} rounds, "
-            f"each system in a fresh process in turn, the order reversed every other round; windows of at least "
-            f"{result['seconds']:.0f} s; medians over the rounds; `{path}`):\n\n" + measure.markdown(result))
+    return (f"`python -m bench.default_price` (`{result['model']}` model, {result['engine']}; one caller: the three up at "
+            f"once, each request sent to all three in a shuffled order; several callers: {result['rounds']} rounds, each "
+            f"system in a fresh process in turn, the order reversed every other round, windows of at least "
+            f"{result['seconds']:.0f} s; `{path}`):\n\n" + measure.markdown(result))
 
 
 def chaos() -> str:
