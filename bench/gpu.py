@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cuda[:N] (default; cpu with --dry-run)")
     parser.add_argument("--concurrency", default=None, help="closed-loop callers per level (default 1,8,32,64)")
     parser.add_argument("--seconds", type=float, default=None, help="measurement window per level (default 5)")
-    parser.add_argument("--queue-delays", default="100,2000", help="Triton max_queue_delay_microseconds values to compare")
+    parser.add_argument("--queue-delays", default="0,100", help="Triton max_queue_delay_microseconds values to compare")
     parser.add_argument("--widths", default=None, help="row widths of the batch-shape sweep (default 64,128,256,512)")
     parser.add_argument("--budgets", default=None, help="token budgets of the sweep (default 4096,...,65536)")
     parser.add_argument("--requests", type=int, default=None, help="distinct requests in the workload (default 96)")

@@ -32,7 +32,8 @@ DOCS = Path(__file__).resolve().parent
 TRITON_KNOBS = [
     ("max_batch_size", "rows (pairs) per dynamic batch; one request may carry at most this many, so `chunk_size` must not exceed it"),
     ("dynamic_batching.max_queue_delay_microseconds",
-     "how long the batcher waits to group concurrent requests (on CPU requests batch by queueing behind the running `execute()`)"),
+     "how long the batcher waits to group concurrent requests when an instance is free (on CPU requests batch by queueing "
+     "behind the running `execute()`, so it does not wait)"),
     ("dynamic_batching.default_queue_policy.max_queue_size",
      "not set: Triton's queue holds what the gateway sends, bounded by the gateway (`max_inflight_pairs`, "
      "`dispatch_window_tokens`). Setting it (beyond it Triton refuses and the gateway answers `RESOURCE_EXHAUSTED`) or "
@@ -61,10 +62,15 @@ TRITON_KNOBS = [
 UNSET_KNOBS = {"dynamic_batching.default_queue_policy.max_queue_size"}
 
 
+# Scalars a config may leave out, read as protobuf's zero (the text format and its JSON omit a field set to 0).
+ZERO_DEFAULTS = {"dynamic_batching.max_queue_delay_microseconds": 0}
+
+
 def _value(fields: dict, path: str) -> str:
     if path == "instance_group":
         return f"`{fields['instance_group.0.kind']}`, count {fields['instance_group.0.count']}"
-    return f"`{fields[path]}`" if path in fields else "not set"
+    value = fields.get(path, ZERO_DEFAULTS.get(path))
+    return "not set" if value is None else f"`{value}`"
 
 
 def settings_table() -> str:
@@ -88,7 +94,7 @@ def cpu_differences() -> str:
 
     gpu, cpu = (triton_config.fields(triton_config.read(triton_config.CONFIGS[k])) for k in ("gpu", "cpu"))
     rows = ["| field | `config.pbtxt` (GPU) | `configs/cpu.pbtxt` (CPU) | why |", "|---|---|---|---|"]
-    rows += [f"| `{path}` | `{gpu.get(path)}` | `{cpu.get(path)}` | {why} |" for path, why in triton_config.CPU_DIFFERENCES.items()]
+    rows += [f"| `{path}` | {_value(gpu, path)} | {_value(cpu, path)} | {why} |" for path, why in triton_config.CPU_DIFFERENCES.items()]
     return "\n".join(rows)
 
 

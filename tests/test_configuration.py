@@ -28,6 +28,16 @@ def test_gpu_and_cpu_configs_differ_only_in_the_documented_fields():
     assert listed - differing == set(), "documented differences that are no longer different (drop them from CPU_DIFFERENCES)"
 
 
+@pytest.mark.parametrize("name", sorted(triton_config.CONFIGS))
+def test_both_configs_batch_dynamically(name):
+    """The CPU config's queue delay is 0, which the text format and its JSON leave out: the dynamic batcher itself
+    must still be there (without it Triton runs every request on its own)."""
+    config = triton_config.load(triton_config.CONFIGS[name])
+    assert config.HasField("dynamic_batching")
+    if name == "cpu":  # requests batch by queueing behind a busy instance; a wait would only delay a lone one
+        assert config.dynamic_batching.max_queue_delay_microseconds == 0
+
+
 def test_a_field_triton_does_not_know_is_refused_naming_the_file(tmp_path):
     """Configs are parsed against Triton's own ModelConfig schema: a misspelt field fails here as it does in Triton."""
     bad = tmp_path / "config.pbtxt"

@@ -34,6 +34,10 @@ CPU_DIFFERENCES = {
         "two instances on CPU, so that one stays free for small calls beside a large request (the gateway's "
         "dispatch_window_chunks); each instance's forward workers already use every core"
     ),
+    "dynamic_batching.max_queue_delay_microseconds": (
+        "on CPU requests batch by queueing behind the running execute(), so a wait only delays a request "
+        "that finds an instance idle; a GPU's short passes leave its queue empty more often, and a short wait fills batches"
+    ),
     "parameters.low_priority_batch_tokens": (
         "on CPU, large micro-batches yield the cores to a small request's pass on the other instance; "
         "a GPU's forward time is not the CPU threads'"
