@@ -19,7 +19,7 @@ from ara_reranker_server.reranking import Reranker
 from ara_reranker_server.score_cache import ENTRY_BYTES, ScoreCache
 from ara_reranker_server.tokenization import PairTokenizer
 from ara_reranker_server.windows import Split
-from bench.systems import triton_metrics
+from tests.helpers import wait_triton_at_rest
 from tools.arabic_text import QUERIES, long_passage, mixed_passages
 
 LIMITS = Limits(max_documents=300, max_query_chars=5000, max_document_chars=100000, chunk_size=8, max_inflight_pairs=1000)
@@ -132,11 +132,12 @@ def test_through_the_gateway_a_repeat_sends_no_pair_to_triton(triton, tiny_model
     documents = list(dict.fromkeys(mixed_passages(rng, 40)))[:20]
     assert len(documents) == 20
     with GatewayProcess(args, log_path=tmp_path / "gateway.log") as gateway, RerankerClient(gateway.target, timeout=60) as client:
-        before = triton_metrics(triton.metrics_url)["inference_count"]
+        # Triton counts a request's pairs after model.py has answered it: read its counters at rest, not at once.
+        before = wait_triton_at_rest(triton.metrics_url)["nv_inference_count"]
         first = client.rerank(QUERIES[4], documents, raw_scores=True)
-        middle = triton_metrics(triton.metrics_url)["inference_count"]
+        middle = wait_triton_at_rest(triton.metrics_url)["nv_inference_count"]
         response = client.stub.Rerank(reranker_pb2.RerankRequest(query=QUERIES[4], documents=documents, raw_scores=True), timeout=60)
-        after = triton_metrics(triton.metrics_url)["inference_count"]
+        after = wait_triton_at_rest(triton.metrics_url)["nv_inference_count"]
         assert middle - before == len(documents) and after == middle
         assert response.usage.cached_documents == len(documents)
         assert [(r.index, r.score) for r in response.results] == [(r.index, r.score) for r in first]
