@@ -62,15 +62,10 @@ TRITON_KNOBS = [
 UNSET_KNOBS = {"dynamic_batching.default_queue_policy.max_queue_size"}
 
 
-# Scalars a config may leave out, read as protobuf's zero (the text format and its JSON omit a field set to 0).
-ZERO_DEFAULTS = {"dynamic_batching.max_queue_delay_microseconds": 0}
-
-
 def _value(fields: dict, path: str) -> str:
     if path == "instance_group":
         return f"`{fields['instance_group.0.kind']}`, count {fields['instance_group.0.count']}"
-    value = fields.get(path, ZERO_DEFAULTS.get(path))
-    return "not set" if value is None else f"`{value}`"
+    return f"`{fields[path]}`" if path in fields else "not set"
 
 
 def settings_table() -> str:

@@ -59,6 +59,12 @@ CPU_DIFFERENCES = {
     ),
 }
 
+# Scalars Triton reads as 0 when left out, and that the text format's JSON leaves out when set to 0: ``fields`` shows
+# them wherever their message is present, so a config that sets one to 0 still shows it (and one that drops the
+# message does not).
+ZERO_DEFAULTS = {"dynamic_batching": ("max_queue_delay_microseconds",)}
+
+
 def load(path: Path | str) -> model_config_pb2.ModelConfig:
     """The config file at ``path`` as Triton's ModelConfig message; ValueError naming the file if Triton would
     refuse it (a field its schema does not have, a malformed value)."""
@@ -93,5 +99,8 @@ def fields(config: dict[str, Any]) -> dict[str, Any]:
             out[prefix] = value
 
     walk("", {k: v for k, v in config.items() if k != "parameters"})
+    for message, names in ZERO_DEFAULTS.items():
+        if message in config:
+            out.update({f"{message}.{name}": 0 for name in names if f"{message}.{name}" not in out})
     out.update({f"parameters.{key}": value for key, value in parameters(config).items()})
     return out
