@@ -107,15 +107,16 @@ def side_by_side(model_dir: Path, engine: str, workload, calls: int) -> dict:
                 system.rerank(request.query, request.documents)
         latency: dict = {name: [] for name in SYSTEMS}
         rng = np.random.default_rng(0)
+        pairs = 0
         for n in range(calls):
             request = requests[(8 + n) % len(requests)]
+            pairs += len(request.documents)
             for name in rng.permutation(SYSTEMS):
                 started = time.perf_counter()
                 systems[name].rerank(request.query, request.documents)
                 latency[name].append(time.perf_counter() - started)
             if (n + 1) % 10 == 0:
                 print(f"one caller: {n + 1}/{calls} requests to each", file=sys.stderr, flush=True)
-    pairs = sum(len(requests[(8 + n) % len(requests)].documents) for n in range(calls))
     rate = {name: round(pairs / sum(latency[name]), 2) for name in SYSTEMS}
     ratio = lambda a, b: round(statistics.median(x / y for x, y in zip(latency[b], latency[a])), 3)  # noqa: E731
     return {"method": f"side by side, {calls} requests to each", "median_pairs_per_s": rate, "model_instances": instances,
